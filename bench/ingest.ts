@@ -1,0 +1,473 @@
+// Ingest benchmark (not a test): how many events per second tokenledger's durable ingest
+// (POST /v1/events → validation → group commit → DuckDB commit with fsync'd WAL → 200)
+// sustains, as a ratio of what a parse-only Fastify endpoint sustains on the same
+// machine under the same load, in the same run. Machines are noisy; the ratio is the
+// figure to track (target ≥ 0.3, long term ≥ 0.5).
+//
+// Both servers run as child processes (the load generator must not share their event
+// loop) and get the same closed-loop load: autocannon, N connections, each request a
+// POST of a B-event `{"events":[…]}` batch with fresh event ids. Each target gets a
+// warm-up that is not counted, then the measured phase.
+//
+// For tokenledger the bench also checks exactly-once ingest: every 2xx answer must say
+// `accepted == B`; batches left unanswered when a phase stops are resent verbatim (each
+// must come back as accepted or duplicate, never conflict); then `GET /v1/usage` totals
+// must equal what was acknowledged (requests, errors, tokens, and the exact cost sum).
+// Any mismatch is printed loudly and the exit code is 1.
+//
+// Run:   npm run bench:ingest -- --duration 10
+// Flags (env in brackets): --duration S [BENCH_DURATION] measured seconds per target, 10
+//                          --warmup S [BENCH_WARMUP] uncounted seconds before it, 2
+//                          --connections N [BENCH_CONNECTIONS] 32
+//                          --batch B [BENCH_BATCH] events per request, 100
+//                          --order parse,tokenledger [BENCH_ORDER] which targets, in order
+// Output: a human-readable report, and as the last line one JSON summary.
+// Exit:   0 ok, 1 a correctness mismatch in tokenledger, 2 bad flags or a server failed.
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { startServer, type LogStats, type RunningServer, type StopReport } from './lib/child.js'
+import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
+import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
+
+/** The repository root, resolved from this file's location (bench/ → ..). */
+const repoRoot = fileURLToPath(new URL('..', import.meta.url))
+const parseOnlyServerPath = fileURLToPath(new URL('./parse-only-server.ts', import.meta.url))
+
+const ratioTarget = 0.3
+const ratioTargetLongTerm = 0.5
+const serverStartTimeoutMs = 120_000
+const usageTimeoutMs = 60_000
+const connectionsMax = 1_024
+const durationSMax = 3_600
+
+/** Server variables the bench sets itself; any other inherited TOKENLEDGER_* is reported. */
+const benchOwnedEnv = new Set(['TOKENLEDGER_DATA_DIR', 'TOKENLEDGER_PORT', 'TOKENLEDGER_HOST', 'TOKENLEDGER_LOG_LEVEL'])
+
+type TargetName = 'parse' | 'tokenledger'
+const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger' }
+
+interface Options {
+  durationS: number
+  warmupS: number
+  connections: number
+  batch: number
+  order: TargetName[]
+}
+
+class UsageError extends Error {}
+
+function numberOption(name: string, cli: string | undefined, envName: string, fallback: number, min: number, max: number, integer: boolean): number {
+  const raw = cli ?? process.env[envName]
+  if (raw === undefined || raw === '') return fallback
+  const v = Number(raw)
+  if (!Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
+    throw new UsageError(`--${name} (or ${envName}) must be ${integer ? 'an integer' : 'a number'} in ${min}..${max}, got "${raw}"`)
+  }
+  return v
+}
+
+function readOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      batch: { type: 'string' },
+      order: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  })
+  if (values.help === true) {
+    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger]\n')
+    process.exit(0)
+  }
+  const orderRaw = values.order ?? process.env['BENCH_ORDER'] ?? 'parse,tokenledger'
+  const order: TargetName[] = []
+  for (const part of orderRaw.split(',').map((s) => s.trim())) {
+    const name = part === 'parse-only' ? 'parse' : part
+    if (name !== 'parse' && name !== 'tokenledger') throw new UsageError(`--order: unknown target "${part}" (parse, tokenledger)`)
+    if (order.includes(name)) throw new UsageError(`--order: "${name}" given twice`)
+    order.push(name)
+  }
+  return {
+    durationS: numberOption('duration', values.duration, 'BENCH_DURATION', 10, 1, durationSMax, false),
+    warmupS: numberOption('warmup', values.warmup, 'BENCH_WARMUP', 2, 0, durationSMax, false),
+    connections: numberOption('connections', values.connections, 'BENCH_CONNECTIONS', 32, 1, connectionsMax, true),
+    batch: numberOption('batch', values.batch, 'BENCH_BATCH', 100, 1, BATCH_EVENTS_MAX, true),
+    order,
+  }
+}
+
+// ---------------------------------------------------------------------------- output
+
+const log = (line = ''): void => {
+  process.stdout.write(`${line}\n`)
+}
+const int = (n: number): string => Math.round(n).toLocaleString('en-US')
+const fixed = (n: number, digits: number): string => n.toFixed(digits)
+
+// ---------------------------------------------------------------------------- checks
+
+interface Check {
+  what: string
+  expected: string
+  actual: string
+  ok: boolean
+}
+
+interface VerifyReport {
+  resend: ResendReport
+  acknowledgedEvents: number
+  usageRequests: string
+  checks: Check[]
+  problems: string[]
+  ok: boolean
+}
+
+function toBigInt(v: unknown): bigint | undefined {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return BigInt(v)
+  if (typeof v === 'string' && /^\d+$/.test(v)) return BigInt(v)
+  return undefined
+}
+
+/** A non-negative decimal (string or number) as an integer scaled by 10^12. */
+function toScaled12(v: unknown): bigint | undefined {
+  const text = typeof v === 'number' ? String(v) : v
+  if (typeof text !== 'string') return undefined
+  const m = /^(\d+)(?:\.(\d{1,12}))?$/.exec(text)
+  if (m === null || m[1] === undefined) return undefined
+  return BigInt(m[1]) * 10n ** 12n + BigInt((m[2] ?? '').padEnd(12, '0'))
+}
+
+function scaled12ToString(v: bigint): string {
+  const frac = (v % 10n ** 12n).toString().padStart(12, '0').replace(/0+$/, '')
+  return `${v / 10n ** 12n}${frac === '' ? '' : `.${frac}`}`
+}
+
+async function verifyStored(server: RunningServer, ledger: IngestLedger): Promise<VerifyReport> {
+  const resend = await ledger.resendInFlight(server.url)
+  const problems = resend.failures.map((f) => `resend: ${f}`)
+  const acknowledgedEvents = ledger.expectedStored
+  const checks: Check[] = []
+
+  const toMs = Date.now() + 3_600_000
+  const res = await fetch(`${server.url}/v1/usage?from=0&to=${toMs}`, { signal: AbortSignal.timeout(usageTimeoutMs) })
+  const text = await res.text()
+  let totals: Record<string, unknown> | undefined
+  if (res.status === 200) {
+    const parsed = JSON.parse(text) as { totals?: unknown }
+    if (parsed.totals !== null && typeof parsed.totals === 'object') totals = parsed.totals as Record<string, unknown>
+  }
+  if (totals === undefined) {
+    problems.push(`GET /v1/usage answered ${res.status} without totals: ${text.slice(0, 300)}`)
+    return { resend, acknowledgedEvents, usageRequests: 'n/a', checks, problems, ok: false }
+  }
+
+  const usageRequests = toBigInt(totals['requests'])
+  checks.push({
+    what: 'totals.requests',
+    expected: String(acknowledgedEvents),
+    actual: String(totals['requests']),
+    ok: usageRequests === BigInt(acknowledgedEvents),
+  })
+
+  const expected: BatchTotals | undefined = ledger.expectedTotals()
+  if (expected === undefined) {
+    problems.push('some batches were only partly stored: token and cost sums not checked')
+  } else {
+    const intChecks: [string, bigint][] = [
+      ['errors', BigInt(expected.errors)],
+      ['input_tokens', expected.inputTokens],
+      ['output_tokens', expected.outputTokens],
+      ['cache_read_tokens', expected.cacheReadTokens],
+      ['reasoning_tokens', expected.reasoningTokens],
+    ]
+    for (const [field, want] of intChecks) {
+      checks.push({ what: `totals.${field}`, expected: String(want), actual: String(totals[field]), ok: toBigInt(totals[field]) === want })
+    }
+    const wantCost = expected.costMicros * 10n ** 6n
+    checks.push({
+      what: 'totals.cost',
+      expected: scaled12ToString(wantCost),
+      actual: String(totals['cost']),
+      ok: toScaled12(totals['cost']) === wantCost,
+    })
+  }
+  const ok = problems.length === 0 && checks.every((c) => c.ok)
+  return { resend, acknowledgedEvents, usageRequests: String(totals['requests']), checks, problems, ok }
+}
+
+// ---------------------------------------------------------------------------- targets
+
+interface TargetReport {
+  name: TargetName
+  label: string
+  listeningMs: number
+  readyMs: number
+  measured: PhaseResult
+  eventsPerS: number
+  requestsPerS: number
+  serverCpuPct: number | undefined
+  generatorCpuPct: number
+  buildUsPerRequest: number
+  crashed: boolean
+  logs: LogStats
+  stop: StopReport
+  verify: VerifyReport | undefined
+}
+
+function childEnv(extra: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
+  return { ...env, ...extra }
+}
+
+function printPhase(label: string, phase: string, r: PhaseResult, batch: number): void {
+  const res = r.result
+  const s = r.stats
+  const evps = (res['2xx'] * batch) / res.duration
+  log(
+    `[${label}] ${phase}: ${int(evps)} events/s, ${int(res['2xx'] / res.duration)} req/s, ` +
+      `p50 ${res.latency.p50} ms, p99 ${res.latency.p99} ms, non-2xx ${res.non2xx}, errors ${res.errors} ` +
+      `(timeouts ${res.timeouts}), accepted≠batch ${s.mismatches}`,
+  )
+  const statuses = Object.entries(s.non2xxByStatus)
+  if (statuses.length > 0) log(`[${label}]   non-2xx by status: ${statuses.map(([k, v]) => `${k}×${v}`).join(', ')}`)
+  for (const sample of s.non2xxSamples) log(`[${label}]   non-2xx sample: ${sample}`)
+  for (const sample of s.mismatchSamples) log(`[${label}]   MISMATCH sample: ${sample}`)
+}
+
+async function runTarget(name: TargetName, opts: Options, runId: string): Promise<TargetReport> {
+  const label = targetLabels[name]
+  const dataDir = name === 'tokenledger' ? await mkdtemp(join(os.tmpdir(), 'tokenledger-bench-')) : undefined
+  try {
+    const spec =
+      dataDir === undefined
+        ? { name: label, cwd: repoRoot, args: ['--import', 'tsx', parseOnlyServerPath], env: childEnv({}), startTimeoutMs: serverStartTimeoutMs }
+        : {
+            name: label,
+            cwd: repoRoot,
+            args: ['--import', 'tsx', 'src/server.ts'],
+            env: childEnv({
+              TOKENLEDGER_DATA_DIR: dataDir,
+              TOKENLEDGER_PORT: '0',
+              TOKENLEDGER_HOST: '127.0.0.1',
+              TOKENLEDGER_LOG_LEVEL: 'warn',
+            }),
+            startTimeoutMs: serverStartTimeoutMs,
+          }
+    if (dataDir !== undefined) {
+      const inherited = Object.keys(process.env).filter((k) => k.startsWith('TOKENLEDGER_') && !benchOwnedEnv.has(k))
+      if (inherited.length > 0) log(`[${label}] inherited server env: ${inherited.join(', ')}`)
+    }
+
+    const server = await startServer(spec)
+    log(`[${label}] pid ${server.pid} at ${server.url}: listening after ${int(server.listeningMs)} ms, /readyz 200 after ${int(server.readyMs)} ms`)
+
+    const ledger = new IngestLedger(new BatchFactory(`${runId}${name === 'parse' ? 'p' : 't'}`, opts.batch), TEMPLATE_COUNT)
+    let stop: StopReport | undefined
+    try {
+      if (opts.warmupS > 0) printPhase(label, `warm-up ${opts.warmupS} s`, await ledger.run(server.url, opts.connections, opts.warmupS), opts.batch)
+      const cpu0 = server.cpuSeconds()
+      const measured = await ledger.run(server.url, opts.connections, opts.durationS)
+      const cpu1 = server.cpuSeconds()
+      printPhase(label, `measured ${opts.durationS} s`, measured, opts.batch)
+      const crashed = server.exited()
+
+      let verify: VerifyReport | undefined
+      if (name === 'tokenledger' && !crashed) {
+        verify = await verifyStored(server, ledger)
+      } else {
+        ledger.dropInFlight()
+      }
+      stop = await server.stop()
+
+      const res = measured.result
+      const builtN = Math.max(1, measured.stats.built)
+      return {
+        name,
+        label,
+        listeningMs: server.listeningMs,
+        readyMs: server.readyMs,
+        measured,
+        eventsPerS: (res['2xx'] * opts.batch) / res.duration,
+        requestsPerS: res['2xx'] / res.duration,
+        serverCpuPct: cpu0 === undefined || cpu1 === undefined ? undefined : ((cpu1 - cpu0) / res.duration) * 100,
+        generatorCpuPct: (measured.generatorCpuS / res.duration) * 100,
+        buildUsPerRequest: (measured.stats.buildMs * 1000) / builtN,
+        crashed,
+        logs: server.logs,
+        stop,
+        verify,
+      }
+    } finally {
+      if (stop === undefined) await server.stop()
+    }
+  } finally {
+    if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true })
+  }
+}
+
+// ---------------------------------------------------------------------------- report
+
+function printVerify(v: VerifyReport): void {
+  const label = targetLabels.tokenledger
+  log(
+    `[${label}] resent ${v.resend.batches} unanswered batches: accepted ${v.resend.accepted}, ` +
+      `duplicates ${v.resend.duplicates}, failures ${v.resend.failures.length}`,
+  )
+  for (const c of v.checks) {
+    log(`[${label}] ${c.ok ? 'ok      ' : 'MISMATCH'} GET /v1/usage ${c.what} = ${c.actual}, acknowledged ${c.expected}`)
+  }
+  for (const p of v.problems) log(`[${label}] PROBLEM ${p}`)
+  if (!v.ok) {
+    log()
+    log('!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!')
+    log('!!! MISMATCH: what tokenledger stores differs from what it acknowledged      !!!')
+    log('!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!')
+  }
+}
+
+function printTable(reports: TargetReport[]): void {
+  const header = ['target', 'events/s', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx', 'errors', 'acc≠batch', 'server CPU', 'gen CPU']
+  const rows = reports.map((r) => {
+    const res = r.measured.result
+    return [
+      r.label,
+      int(r.eventsPerS),
+      int(r.requestsPerS),
+      String(res.latency.p50),
+      String(res.latency.p99),
+      String(res.non2xx),
+      String(res.errors),
+      String(r.measured.stats.mismatches),
+      r.serverCpuPct === undefined ? 'n/a' : `${fixed(r.serverCpuPct, 0)}%`,
+      `${fixed(r.generatorCpuPct, 0)}%`,
+    ]
+  })
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)))
+  const fmt = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ')
+  log(fmt(header))
+  for (const row of rows) log(fmt(row))
+}
+
+function summaryOf(r: TargetReport): Record<string, unknown> {
+  const res = r.measured.result
+  return {
+    events_per_s: Math.round(r.eventsPerS),
+    requests_per_s: Math.round(r.requestsPerS),
+    p50_ms: res.latency.p50,
+    p99_ms: res.latency.p99,
+    non2xx: res.non2xx,
+    errors: res.errors,
+    timeouts: res.timeouts,
+    accepted_mismatches: r.measured.stats.mismatches,
+    ready_ms: Math.round(r.readyMs),
+    server_cpu_pct: r.serverCpuPct === undefined ? null : Math.round(r.serverCpuPct),
+    generator_cpu_pct: Math.round(r.generatorCpuPct),
+    warn_log_lines: r.logs.warnLines,
+    error_log_lines: r.logs.errorLines + r.logs.stderrLines,
+    stop_ms: Math.round(r.stop.stopMs),
+    ...(r.verify === undefined
+      ? {}
+      : {
+          acknowledged_events: r.verify.acknowledgedEvents,
+          usage_requests: r.verify.usageRequests,
+          verified: r.verify.ok,
+        }),
+  }
+}
+
+async function main(): Promise<number> {
+  let opts: Options
+  try {
+    opts = readOptions()
+  } catch (err) {
+    if (err instanceof UsageError || (err instanceof Error && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS'))) {
+      process.stderr.write(`bench:ingest: ${err.message}\n`)
+      return 2
+    }
+    throw err
+  }
+  const runId = `${Date.now().toString(36)}${randomBytes(3).toString('hex')}`
+  const cpus = os.cpus()
+  log(`tokenledger ingest bench, run ${runId}`)
+  log(
+    `machine: ${cpus.length} CPUs (${cpus[0]?.model.trim() ?? 'unknown'}), ${fixed(os.totalmem() / 2 ** 30, 1)} GiB RAM, ` +
+      `node ${process.version}, ${process.platform} ${process.arch}, load avg ${os.loadavg().map((l) => fixed(l, 2)).join(' ')}`,
+  )
+  log(
+    `load: autocannon closed loop, ${opts.connections} connections, ${opts.batch} events per request (fresh ids), ` +
+      `${opts.warmupS} s warm-up + ${opts.durationS} s measured per target, order ${opts.order.map((n) => targetLabels[n]).join(' → ')}`,
+  )
+  log()
+
+  const reports: TargetReport[] = []
+  for (const name of opts.order) {
+    try {
+      const report = await runTarget(name, opts, runId)
+      reports.push(report)
+      if (report.verify !== undefined) printVerify(report.verify)
+      if (report.crashed) log(`[${report.label}] PROBLEM: the server exited during the run`)
+      const l = report.logs
+      if (l.warnLines + l.errorLines + l.stderrLines > 0) {
+        log(`[${report.label}] server log: ${l.warnLines} warn, ${l.errorLines} error/fatal, ${l.stderrLines} stderr lines`)
+        for (const s of l.samples) log(`[${report.label}]   ${s}`)
+      }
+      log(
+        `[${report.label}] stopped in ${int(report.stop.stopMs)} ms (code ${report.stop.code}, signal ${report.stop.signal}` +
+          `${report.stop.forced ? ', SIGKILL needed' : ''}); body build ${fixed(report.buildUsPerRequest, 1)} µs/request`,
+      )
+      log()
+    } catch (err) {
+      process.stderr.write(`bench:ingest: ${targetLabels[name]} failed: ${err instanceof Error ? err.message : String(err)}\n`)
+      return 2
+    }
+  }
+
+  log('results (measured phase)')
+  printTable(reports)
+  log()
+
+  const parse = reports.find((r) => r.name === 'parse')
+  const ledger = reports.find((r) => r.name === 'tokenledger')
+  const ratio = parse !== undefined && ledger !== undefined && parse.eventsPerS > 0 ? ledger.eventsPerS / parse.eventsPerS : undefined
+  if (ratio !== undefined) {
+    const verdict = ratio >= ratioTarget ? 'MET' : 'BELOW TARGET'
+    const longTerm = ratio >= ratioTargetLongTerm ? 'met' : 'not yet'
+    log(`ratio tokenledger / parse-only events/s = ${fixed(ratio, 3)}: target ≥ ${ratioTarget} ${verdict}; long-term ≥ ${ratioTargetLongTerm} ${longTerm}`)
+  }
+  if (parse !== undefined && parse.generatorCpuPct > 90) {
+    log(`note: the load generator used ${fixed(parse.generatorCpuPct, 0)}% of a core against parse-only; the ceiling may be generator-bound`)
+  }
+
+  const correct = reports.every((r) => !r.crashed && (r.verify === undefined || r.verify.ok) && (r.name !== 'tokenledger' || r.measured.stats.mismatches === 0))
+  if (!correct) log('RESULT: MISMATCH or crash in tokenledger (see above)')
+
+  const summary: Record<string, unknown> = {
+    bench: 'ingest',
+    run: runId,
+    node: process.version,
+    cpus: cpus.length,
+    connections: opts.connections,
+    batch: opts.batch,
+    duration_s: opts.durationS,
+    warmup_s: opts.warmupS,
+    order: opts.order,
+  }
+  for (const r of reports) summary[r.name] = summaryOf(r)
+  summary['ratio'] = ratio === undefined ? null : Number(fixed(ratio, 3))
+  summary['target'] = ratioTarget
+  summary['target_met'] = ratio === undefined ? null : ratio >= ratioTarget
+  summary['long_term_target'] = ratioTargetLongTerm
+  summary['correct'] = correct
+  log(JSON.stringify(summary))
+  return correct ? 0 : 1
+}
+
+process.exitCode = await main()

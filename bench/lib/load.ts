@@ -1,0 +1,269 @@
+// Closed-loop load with autocannon, plus the bookkeeping that lets the bench check
+// exactly-once ingest afterwards.
+//
+// Each connection sends one request at a time (no pipelining); each request is a fresh
+// batch built in `setupRequest`. autocannon keeps one context object per request (it
+// resets the context before building the next one), so the batch number travels from
+// `setupRequest` to `onResponse` through it.
+//
+// The ledger keeps every batch that was sent and not yet answered. When autocannon stops
+// (end of a phase) or reconnects after a timeout, the request on the wire is dropped
+// without an answer: the server may or may not have committed it. Those batches stay
+// "in flight" and are resent verbatim afterwards (`resendInFlight`): a correct server
+// answers `duplicate` for what it had stored and `accepted` for the rest, so the number
+// of events it must hold is exactly known.
+import autocannon from 'autocannon'
+import type { BatchFactory, BatchTotals } from './events.js'
+
+const requestTimeoutS = 10
+const resendTimeoutMs = 30_000
+const samplesMax = 5
+const sampleCharsMax = 300
+
+interface BatchContext {
+  batchNo?: number
+}
+
+interface IngestAnswer {
+  accepted: number
+  duplicates: number
+  conflicts: number
+  rejected: number
+}
+
+/** Counters for one load phase (warm-up or measured). */
+export interface PhaseStats {
+  responses2xx: number
+  eventsAccepted: number
+  /** 2xx answers whose `accepted` was not the batch size (fresh ids: it must be). */
+  mismatches: number
+  mismatchSamples: string[]
+  non2xxByStatus: Record<string, number>
+  non2xxSamples: string[]
+  /** Time spent building bodies in setupRequest, to show the generator is not the limit. */
+  buildMs: number
+  built: number
+}
+
+export interface PhaseResult {
+  stats: PhaseStats
+  result: autocannon.Result
+  /** CPU (user + system) the load generator used during the phase, in seconds. */
+  generatorCpuS: number
+}
+
+export interface ResendReport {
+  batches: number
+  accepted: number
+  duplicates: number
+  /** Problems: non-2xx, conflicts, rejected, or accepted + duplicates ≠ batch size. */
+  failures: string[]
+}
+
+function newPhaseStats(): PhaseStats {
+  return {
+    responses2xx: 0,
+    eventsAccepted: 0,
+    mismatches: 0,
+    mismatchSamples: [],
+    non2xxByStatus: {},
+    non2xxSamples: [],
+    buildMs: 0,
+    built: 0,
+  }
+}
+
+function clip(text: string): string {
+  return text.length > sampleCharsMax ? `${text.slice(0, sampleCharsMax)}…` : text
+}
+
+function parseAnswer(body: string): IngestAnswer | undefined {
+  try {
+    const v = JSON.parse(body) as Partial<Record<keyof IngestAnswer, unknown>>
+    const { accepted, duplicates, conflicts, rejected } = v
+    if (
+      typeof accepted !== 'number' ||
+      typeof duplicates !== 'number' ||
+      typeof conflicts !== 'number' ||
+      typeof rejected !== 'number'
+    ) {
+      return undefined
+    }
+    return { accepted, duplicates, conflicts, rejected }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Everything one target was sent and what it acknowledged, across phases.
+ * `expectedStored` is the number of events the server must hold once in-flight batches
+ * have been resent; `fullBatchesByTemplate` lets the caller compute exact expected sums.
+ */
+export class IngestLedger {
+  readonly factory: BatchFactory
+  private nextBatchNo = 0
+  private readonly inFlight = new Map<number, string>()
+  private phase: PhaseStats = newPhaseStats()
+  expectedStored = 0
+  /** Batches that ended up entirely stored, per template. */
+  readonly fullBatchesByTemplate: number[]
+  /** Batches acknowledged only in part (then exact sums cannot be predicted). */
+  partialBatches = 0
+
+  constructor(factory: BatchFactory, templateCount: number) {
+    this.factory = factory
+    this.fullBatchesByTemplate = new Array<number>(templateCount).fill(0)
+  }
+
+  get inFlightCount(): number {
+    return this.inFlight.size
+  }
+
+  /** Runs one closed-loop phase against `url` + `/v1/events`. */
+  async run(url: string, connections: number, durationS: number): Promise<PhaseResult> {
+    const stats = newPhaseStats()
+    this.phase = stats
+    const cpu0 = process.cpuUsage()
+    const result = await autocannon({
+      url: `${url}/v1/events`,
+      connections,
+      pipelining: 1,
+      duration: durationS,
+      timeout: requestTimeoutS,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      requests: [
+        {
+          method: 'POST',
+          setupRequest: (request, context) => {
+            const t0 = performance.now()
+            const batchNo = this.nextBatchNo++
+            const body = this.factory.build(batchNo, Date.now())
+            this.inFlight.set(batchNo, body)
+            ;(context as BatchContext).batchNo = batchNo
+            request.body = body
+            stats.buildMs += performance.now() - t0
+            stats.built++
+            return request
+          },
+          onResponse: (status, body, context) => {
+            const batchNo = (context as BatchContext).batchNo
+            if (batchNo === undefined) throw new Error('response without a batch number in its context')
+            this.record(status, body, batchNo)
+          },
+        },
+      ],
+    })
+    const cpu = process.cpuUsage(cpu0)
+    return { stats, result, generatorCpuS: (cpu.user + cpu.system) / 1e6 }
+  }
+
+  private record(status: number, body: string, batchNo: number): void {
+    this.inFlight.delete(batchNo)
+    const stats = this.phase
+    const batchSize = this.factory.batchSize
+    if (status < 200 || status > 299) {
+      stats.non2xxByStatus[status] = (stats.non2xxByStatus[status] ?? 0) + 1
+      if (stats.non2xxSamples.length < samplesMax) stats.non2xxSamples.push(`${status} ${clip(body)}`)
+      return
+    }
+    stats.responses2xx++
+    const answer = parseAnswer(body)
+    if (answer === undefined) {
+      stats.mismatches++
+      if (stats.mismatchSamples.length < samplesMax) stats.mismatchSamples.push(`unparseable 2xx body: ${clip(body)}`)
+      return
+    }
+    stats.eventsAccepted += answer.accepted
+    this.expectedStored += answer.accepted
+    if (answer.accepted === batchSize) {
+      this.countFull(batchNo)
+      return
+    }
+    stats.mismatches++
+    this.partialBatches++
+    if (stats.mismatchSamples.length < samplesMax) {
+      stats.mismatchSamples.push(`batch ${batchNo}: accepted ${answer.accepted} of ${batchSize}: ${clip(body)}`)
+    }
+  }
+
+  private countFull(batchNo: number): void {
+    const t = this.factory.templateOf(batchNo)
+    this.fullBatchesByTemplate[t] = (this.fullBatchesByTemplate[t] ?? 0) + 1
+  }
+
+  /**
+   * Resends, one at a time, every batch that got no answer, with its original body.
+   * Each must come back 2xx with accepted + duplicates = batch size and no conflict.
+   */
+  async resendInFlight(url: string): Promise<ResendReport> {
+    const report: ResendReport = { batches: 0, accepted: 0, duplicates: 0, failures: [] }
+    const batchSize = this.factory.batchSize
+    for (const [batchNo, body] of [...this.inFlight]) {
+      report.batches++
+      let status: number
+      let text: string
+      try {
+        const res = await fetch(`${url}/v1/events`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body,
+          signal: AbortSignal.timeout(resendTimeoutMs),
+        })
+        status = res.status
+        text = await res.text()
+      } catch (err) {
+        report.failures.push(`batch ${batchNo}: ${String(err)}`)
+        continue
+      }
+      this.inFlight.delete(batchNo)
+      const answer = status >= 200 && status <= 299 ? parseAnswer(text) : undefined
+      if (answer === undefined) {
+        report.failures.push(`batch ${batchNo}: ${status} ${clip(text)}`)
+        continue
+      }
+      report.accepted += answer.accepted
+      report.duplicates += answer.duplicates
+      this.expectedStored += answer.accepted + answer.duplicates
+      if (answer.conflicts !== 0 || answer.rejected !== 0 || answer.accepted + answer.duplicates !== batchSize) {
+        this.partialBatches++
+        report.failures.push(`batch ${batchNo}: ${clip(text)}`)
+      } else {
+        this.countFull(batchNo)
+      }
+    }
+    return report
+  }
+
+  /** Forgets unanswered batches (for a target whose storage is not checked). */
+  dropInFlight(): void {
+    this.inFlight.clear()
+  }
+
+  /** Exact expected totals, or undefined when some batch was only partly stored. */
+  expectedTotals(): BatchTotals | undefined {
+    if (this.partialBatches > 0) return undefined
+    const sum: BatchTotals = {
+      events: 0,
+      errors: 0,
+      inputTokens: 0n,
+      outputTokens: 0n,
+      cacheReadTokens: 0n,
+      reasoningTokens: 0n,
+      costMicros: 0n,
+    }
+    this.fullBatchesByTemplate.forEach((count, template) => {
+      const t = this.factory.totalsOf(template)
+      const n = BigInt(count)
+      sum.events += t.events * count
+      sum.errors += t.errors * count
+      sum.inputTokens += t.inputTokens * n
+      sum.outputTokens += t.outputTokens * n
+      sum.cacheReadTokens += t.cacheReadTokens * n
+      sum.reasoningTokens += t.reasoningTokens * n
+      sum.costMicros += t.costMicros * n
+    })
+    return sum
+  }
+}

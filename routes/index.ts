@@ -1,0 +1,12 @@
+// Every route, registered explicitly (no directory sniffing).
+
+import type { FastifyPluginAsync } from 'fastify'
+import { eventRoutes } from './events.js'
+import { healthRoutes } from './health.js'
+import { usageRoutes } from './usage.js'
+
+export const routes: FastifyPluginAsync = async (app) => {
+  await app.register(healthRoutes)
+  await app.register(eventRoutes)
+  await app.register(usageRoutes)
+}

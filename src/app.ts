@@ -1,0 +1,144 @@
+// The whole service as one Fastify plugin, plus the instance options it needs.
+// server.ts and the tests build it the same way (buildApp).
+
+import Ajv from 'ajv'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifySchemaValidationError, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import swagger from '@fastify/swagger'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Logger } from 'pino'
+import { routes } from '../routes/index.js'
+import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, UsageEventIn, UsageEventOut, UsageTotals } from '../routes/schemas.js'
+import { systemClock, type Clock } from './clock.js'
+import type { Config } from './config.js'
+import { RETRYABLE_CODES } from './errors.js'
+import storePlugin from './plugins/store.js'
+import type { Store, StoreHooks } from './store/store.js'
+import { VERSION } from './version.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+    clock: Clock
+    store: Store
+  }
+}
+
+export interface AppOptions {
+  config: Config
+  clock?: Clock
+  storeHooks?: StoreHooks
+}
+
+/** Options for the Fastify instance itself: limits that must be set at creation. */
+export function serverOptions(config: Config, logger: Logger): FastifyServerOptions & { loggerInstance: FastifyBaseLogger } {
+  return {
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: config.maxBodyBytes,
+    requestTimeout: config.requestTimeoutMs,
+    connectionTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: 72_000,
+    routerOptions: { maxParamLength: 256 },
+    return503OnClosing: true,
+    logController: new OneLinePerRequest(),
+    schemaErrorFormatter: formatSchemaErrors,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    requestIdHeader: 'x-request-id',
+  }
+}
+
+// One Ajv for every schema-validated part. Unknown query parameters are errors
+// (removeAdditional: false): a typo'd filter must not silently widen a billing query.
+const ajv = new Ajv.default({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, allErrors: false, strict: false })
+
+export const app = fp<AppOptions>(
+  async (instance, opts) => {
+    instance.decorate('config', opts.config)
+    instance.decorate('clock', opts.clock ?? systemClock)
+    instance.setValidatorCompiler(({ schema, httpPart }) => {
+      if (httpPart === 'body' && (schema as Record<string, unknown>)[PER_EVENT_VALIDATION] === true) return () => true
+      return ajv.compile(schema)
+    })
+    for (const schema of [ErrorBody, UsageEventIn, IngestResult, UsageEventOut, UsageTotals]) instance.addSchema(schema)
+
+    await instance.register(swagger, {
+      openapi: {
+        openapi: '3.1.0',
+        info: {
+          title: 'tokenledger',
+          version: VERSION,
+          description: 'Usage ledger for LLM gateways: durable, exactly-once ingest of usage events and exact billing queries.',
+        },
+        tags: [
+          { name: 'ingest', description: 'Posting usage events' },
+          { name: 'query', description: 'Reading events and usage' },
+          { name: 'operations', description: 'Health and readiness' },
+        ],
+      },
+      refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
+    })
+
+    instance.setErrorHandler((error: FastifyError, request, reply) => {
+      const status = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500
+      if (status >= 500 && !RETRYABLE_CODES.has(error.code)) {
+        request.log.error({ err: error }, 'request failed')
+        return reply.code(500).send({ statusCode: 500, code: 'TL_INTERNAL', error: 'Internal Server Error', message: 'internal error; see the server log' })
+      }
+      if (RETRYABLE_CODES.has(error.code) || status === 503) reply.header('retry-after', String(opts.config.retryAfterSeconds))
+      const code = error.validation ? 'TL_INVALID_REQUEST' : (error.code ?? 'TL_ERROR')
+      return reply.code(status).send({ statusCode: status, code, error: reasonPhrase(status), message: error.message })
+    })
+
+    await instance.register(storePlugin, { hooks: opts.storeHooks })
+    await instance.register(routes)
+
+    instance.get('/openapi.json', { schema: { hide: true } }, async () => instance.swagger())
+    instance.get('/openapi.yaml', { schema: { hide: true } }, async (_req, reply) => reply.type('application/yaml').send(instance.swagger({ yaml: true })))
+  },
+  { name: 'tokenledger' },
+)
+
+/** Builds a ready instance: what server.ts listens on and what tests inject into. */
+export async function buildApp(opts: AppOptions, logger: Logger): Promise<FastifyInstance> {
+  const instance = Fastify(serverOptions(opts.config, logger)).withTypeProvider<TypeBoxTypeProvider>()
+  await instance.register(app, opts)
+  await instance.ready()
+  return instance as unknown as FastifyInstance
+}
+
+/** One log line per request, after the answer: no payloads, no auth headers. */
+class OneLinePerRequest extends LogController {
+  override incomingRequest(): void {}
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const line = { method: request.method, url: request.url.slice(0, 512), statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) }
+    if (error) request.log.error({ ...line, err: error }, 'request failed')
+    else request.log.info(line, 'request')
+  }
+}
+
+/** "querystring/limit must be <= 1000", naming each offending parameter. */
+function formatSchemaErrors(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const parts = errors.slice(0, 5).map((e) => {
+    const params = e.params as Record<string, unknown>
+    if (e.keyword === 'additionalProperties') return `${dataVar}/${String(params.additionalProperty)} is not a known parameter`
+    if (e.keyword === 'required') return `${dataVar}/${String(params.missingProperty)} is required`
+    return `${dataVar}${e.instancePath} ${e.message ?? 'is invalid'}`
+  })
+  return new Error(parts.join('; '))
+}
+
+function reasonPhrase(status: number): string {
+  const phrases: Record<number, string> = {
+    400: 'Bad Request',
+    401: 'Unauthorized',
+    403: 'Forbidden',
+    404: 'Not Found',
+    413: 'Payload Too Large',
+    415: 'Unsupported Media Type',
+    422: 'Unprocessable Entity',
+    429: 'Too Many Requests',
+    503: 'Service Unavailable',
+  }
+  return phrases[status] ?? 'Error'
+}

@@ -1,0 +1,186 @@
+// Configuration: every knob in one place, read from TOKENLEDGER_* environment
+// variables and validated before anything starts. A bad value is a ConfigError
+// naming the variable and what it allows; server.ts prints it and exits non-zero.
+//
+// Durations are written `500ms`, `30s`, `15m`, `36h`, `30d`; sizes `512KiB`,
+// `64MiB`, `1GiB` (or plain bytes). Every limit of the service has its named
+// default here, so there is exactly one place to read what the bounds are.
+
+import path from 'node:path'
+
+export interface Config {
+  dataDir: string
+  host: string
+  port: number
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /** Raw events older than this are not accepted (and, later, expire). */
+  eventRetentionMs: number
+  /** How far in the future an event timestamp may lie. */
+  maxFutureSkewMs: number
+  /** Most events in one POST. */
+  maxBatchEvents: number
+  /** Most bytes in one request body, after gzip decoding. */
+  maxBodyBytes: number
+  /** Events waiting for a commit before ingest answers 503. */
+  maxQueueEvents: number
+  /** Body bytes of requests waiting for a commit before ingest answers 503. */
+  maxQueueBytes: number
+  /** Most events written by one group commit. */
+  maxCommitEvents: number
+  /** Longest an append may wait for the write gate before it is answered 503. */
+  gateWaitMs: number
+  /** Seconds sent in Retry-After with a 503. */
+  retryAfterSeconds: number
+  /** Concurrent read queries against the store. */
+  maxConcurrentQueries: number
+  /** Fastify request timeout (a slow-loris bound). */
+  requestTimeoutMs: number
+  /** Time allowed for draining on SIGTERM before the process gives up. */
+  shutdownGraceMs: number
+  /** DuckDB memory limit for the store, e.g. `2GiB`. */
+  duckdbMemoryBytes: number
+  /** DuckDB worker threads. */
+  duckdbThreads: number
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    reason: string,
+  ) {
+    super(`${variable}: ${reason}`)
+    this.name = 'ConfigError'
+  }
+}
+
+const DURATION_UNITS_MS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 7 * 86_400_000,
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  B: 1,
+  KB: 1000,
+  MB: 1000 ** 2,
+  GB: 1000 ** 3,
+  KiB: 1024,
+  MiB: 1024 ** 2,
+  GiB: 1024 ** 3,
+  TiB: 1024 ** 4,
+}
+
+/** Parses `30d`, `36h`, `15m`, `10s`, `250ms`; throws a message for ConfigError. */
+export function parseDuration(text: string): number {
+  const m = /^(\d{1,12})(ms|s|m|h|d|w)$/.exec(text.trim())
+  if (!m) throw new Error(`"${text}" is not a duration; write a whole number and a unit: ms, s, m, h, d or w (e.g. 30d, 15m)`)
+  return Number(m[1]) * DURATION_UNITS_MS[m[2]!]!
+}
+
+/** Parses `64MiB`, `1GiB`, `512KB`, `1048576`; throws a message for ConfigError. */
+export function parseSize(text: string): number {
+  const m = /^(\d{1,15})\s*(B|KB|MB|GB|KiB|MiB|GiB|TiB)?$/.exec(text.trim())
+  if (!m) throw new Error(`"${text}" is not a size; write a whole number with an optional unit: B, KB, MB, GB, KiB, MiB, GiB, TiB (e.g. 64MiB)`)
+  const bytes = Number(m[1]) * SIZE_UNITS[m[2] ?? 'B']!
+  if (!Number.isSafeInteger(bytes)) throw new Error(`"${text}" is too large`)
+  return bytes
+}
+
+type Env = Record<string, string | undefined>
+
+interface Reader {
+  string(name: string, def: string): string
+  int(name: string, def: number, min: number, max: number): number
+  duration(name: string, def: string, minMs: number, maxMs: number): number
+  size(name: string, def: string, min: number, max: number): number
+  oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T
+}
+
+function reader(env: Env): Reader {
+  const raw = (name: string): string | undefined => {
+    const v = env[`TOKENLEDGER_${name}`]
+    return v === undefined || v.trim() === '' ? undefined : v.trim()
+  }
+  const fail = (name: string, reason: string): never => {
+    throw new ConfigError(`TOKENLEDGER_${name}`, reason)
+  }
+  const bounded = (name: string, value: number, min: number, max: number, show: (n: number) => string): number => {
+    if (value < min || value > max) fail(name, `must be between ${show(min)} and ${show(max)}, got ${show(value)}`)
+    return value
+  }
+  return {
+    string: (name, def) => raw(name) ?? def,
+    int(name, def, min, max) {
+      const v = raw(name)
+      if (v === undefined) return def
+      if (!/^\d{1,15}$/.test(v)) fail(name, `must be a whole number between ${min} and ${max}, got "${v}"`)
+      return bounded(name, Number(v), min, max, String)
+    },
+    duration(name, def, minMs, maxMs) {
+      let ms: number
+      try {
+        ms = parseDuration(raw(name) ?? def)
+      } catch (err) {
+        return fail(name, (err as Error).message)
+      }
+      return bounded(name, ms, minMs, maxMs, (n) => `${n}ms`)
+    },
+    size(name, def, min, max) {
+      let bytes: number
+      try {
+        bytes = parseSize(raw(name) ?? def)
+      } catch (err) {
+        return fail(name, (err as Error).message)
+      }
+      return bounded(name, bytes, min, max, (n) => `${n} bytes`)
+    },
+    oneOf(name, def, allowed) {
+      const v = raw(name) ?? def
+      if (!(allowed as readonly string[]).includes(v)) fail(name, `must be one of ${allowed.join(', ')}, got "${v}"`)
+      return v as (typeof allowed)[number]
+    },
+  }
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+const DAY_MS = 86_400_000
+const MiB = 1024 ** 2
+
+/** Reads and validates the configuration; throws ConfigError on the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const r = reader(env)
+  const host = r.string('HOST', '127.0.0.1')
+  if (!/^[A-Za-z0-9.:\-[\]]{1,255}$/.test(host)) {
+    throw new ConfigError('TOKENLEDGER_HOST', `must be a host name or IP address, got "${host}"`)
+  }
+  const config: Config = {
+    dataDir: path.resolve(r.string('DATA_DIR', './data')),
+    host,
+    port: r.int('PORT', 8080, 0, 65_535),
+    logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
+    eventRetentionMs: r.duration('EVENT_RETENTION', '30d', 3_600_000, 3650 * DAY_MS),
+    maxFutureSkewMs: r.duration('MAX_FUTURE_SKEW', '5m', 0, DAY_MS),
+    maxBatchEvents: r.int('MAX_BATCH_EVENTS', 10_000, 1, 100_000),
+    maxBodyBytes: r.size('MAX_BODY_BYTES', '8MiB', 1024, 256 * MiB),
+    maxQueueEvents: r.int('MAX_QUEUE_EVENTS', 200_000, 1, 10_000_000),
+    maxQueueBytes: r.size('MAX_QUEUE_BYTES', '256MiB', MiB, 16 * 1024 * MiB),
+    maxCommitEvents: r.int('MAX_COMMIT_EVENTS', 50_000, 1, 1_000_000),
+    gateWaitMs: r.duration('GATE_WAIT', '10s', 10, 600_000),
+    retryAfterSeconds: r.int('RETRY_AFTER_SECONDS', 1, 1, 3600),
+    maxConcurrentQueries: r.int('MAX_CONCURRENT_QUERIES', 2, 1, 64),
+    requestTimeoutMs: r.duration('REQUEST_TIMEOUT', '30s', 1000, 3_600_000),
+    shutdownGraceMs: r.duration('SHUTDOWN_GRACE', '25s', 1000, 3_600_000),
+    duckdbMemoryBytes: r.size('DUCKDB_MEMORY', '2GiB', 64 * MiB, 1024 * 1024 * MiB),
+    duckdbThreads: r.int('DUCKDB_THREADS', 2, 1, 256),
+  }
+  if (config.maxBatchEvents > config.maxQueueEvents) {
+    throw new ConfigError('TOKENLEDGER_MAX_QUEUE_EVENTS', `must be at least TOKENLEDGER_MAX_BATCH_EVENTS (${config.maxBatchEvents})`)
+  }
+  if (config.maxBodyBytes > config.maxQueueBytes) {
+    throw new ConfigError('TOKENLEDGER_MAX_QUEUE_BYTES', `must be at least TOKENLEDGER_MAX_BODY_BYTES (${config.maxBodyBytes} bytes)`)
+  }
+  return config
+}

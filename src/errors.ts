@@ -1,0 +1,21 @@
+// The one table of error codes and their HTTP statuses. Routes throw these;
+// Fastify's error handler turns them into {statusCode, code, error, message}.
+// 5xx messages never carry internals (the cause goes to the log only).
+
+import createError from '@fastify/error'
+
+export const Errors = {
+  BadBody: createError<[string]>('TL_BAD_BODY', 'malformed body: %s', 400),
+  BadQuery: createError<[string]>('TL_BAD_QUERY', 'invalid query: %s', 400),
+  UnsupportedEncoding: createError<[string]>('TL_UNSUPPORTED_ENCODING', 'unsupported Content-Encoding "%s"; send gzip or identity', 415),
+  TooManyEvents: createError<[number, number]>('TL_TOO_MANY_EVENTS', 'batch holds %d events; at most %d are allowed per request', 413),
+  NotFound: createError<[string]>('TL_NOT_FOUND', '%s', 404),
+  QueueFull: createError('TL_QUEUE_FULL', 'ingest queue is full; retry after the Retry-After delay', 503),
+  GateTimeout: createError('TL_GATE_TIMEOUT', 'the store is busy; retry after the Retry-After delay', 503),
+  Draining: createError('TL_DRAINING', 'the service is shutting down; retry on another instance', 503),
+  StoreFailed: createError('TL_STORE_FAILED', 'the store cannot accept writes; nothing from this request was stored', 503),
+  QueryBusy: createError('TL_QUERY_BUSY', 'too many queries in flight; retry after the Retry-After delay', 503),
+} as const
+
+/** Errors that mean "not stored, try again": the reply carries Retry-After. */
+export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY'])

@@ -1,0 +1,61 @@
+// Exact money. Costs travel as decimal strings and live as scaled integers
+// (bigint, 12 fractional digits), stored in DuckDB as DECIMAL(38,12), which is
+// itself a 128-bit scaled integer. No floating point touches a cost.
+//
+// A cost sent as a JSON number is taken at its shortest round-trip decimal
+// form (what JavaScript's String(n) prints): 0.1 means 0.1, never
+// 0.1000000000000000055511151231257827. Clients that need more than 15-17
+// significant digits must send strings.
+
+export const COST_SCALE = 12
+export const COST_WIDTH = 38
+const SCALE_FACTOR = 10n ** BigInt(COST_SCALE)
+/** Largest whole part a single event's cost may have (exclusive): 10^15. */
+export const MAX_COST_INTEGER_DIGITS = 15
+
+const DECIMAL_RE = /^(\d+)(?:\.(\d+))?$/
+
+export type ParsedCost = { ok: true; scaled: bigint } | { ok: false; message: string }
+
+/** Parses a cost given as a decimal string or a JSON number into a scaled integer. */
+export function parseCost(value: unknown): ParsedCost {
+  let text: string
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) return { ok: false, message: 'must be a finite number' }
+    if (value < 0) return { ok: false, message: 'must be >= 0' }
+    text = numberToPlainDecimal(value)
+  } else if (typeof value === 'string') {
+    if (value.length > 64) return { ok: false, message: 'must be a decimal string of at most 64 characters' }
+    if (value.startsWith('-')) return { ok: false, message: 'must be >= 0' }
+    text = value
+  } else {
+    return { ok: false, message: 'must be a decimal string or a number' }
+  }
+  const m = DECIMAL_RE.exec(text)
+  if (!m) return { ok: false, message: 'must be a plain decimal like "0.0012" (digits, an optional point and fraction; no sign, exponent or spaces)' }
+  const whole = m[1]!.replace(/^0+(?=\d)/, '')
+  const frac = m[2] ?? ''
+  if (frac.length > COST_SCALE) return { ok: false, message: `must have at most ${COST_SCALE} fractional digits` }
+  if (whole.length > MAX_COST_INTEGER_DIGITS) return { ok: false, message: `must be below 10^${MAX_COST_INTEGER_DIGITS}` }
+  return { ok: true, scaled: BigInt(whole) * SCALE_FACTOR + BigInt(frac.padEnd(COST_SCALE, '0') || '0') }
+}
+
+/** Formats a scaled integer as the shortest exact decimal string: "0.3", "12", "0". */
+export function formatCost(scaled: bigint): string {
+  const negative = scaled < 0n
+  const abs = negative ? -scaled : scaled
+  const whole = abs / SCALE_FACTOR
+  const frac = (abs % SCALE_FACTOR).toString().padStart(COST_SCALE, '0').replace(/0+$/, '')
+  return `${negative ? '-' : ''}${whole}${frac ? `.${frac}` : ''}`
+}
+
+/** Writes a finite non-negative number without an exponent, using its shortest round-trip digits. */
+function numberToPlainDecimal(n: number): string {
+  const s = String(n === 0 ? 0 : n) // -0 prints as "0"
+  const m = /^(\d)(?:\.(\d+))?e([+-]\d+)$/.exec(s)
+  if (!m) return s
+  const digits = m[1]! + (m[2] ?? '')
+  const exp = Number(m[3])
+  if (exp < 0) return `0.${'0'.repeat(-exp - 1)}${digits}`
+  return digits.padEnd(exp + 1, '0')
+}

@@ -1,0 +1,34 @@
+// The store as a named Fastify plugin: opened at registration, decorated as
+// `app.store`, closed in onClose (after Fastify has stopped taking requests and
+// drained the in-flight ones), so shutdown order is the framework's.
+
+import fp from 'fastify-plugin'
+import { Store, type StoreHooks } from '../store/store.js'
+
+export interface StorePluginOptions {
+  hooks?: StoreHooks
+}
+
+export default fp<StorePluginOptions>(
+  async (app, opts) => {
+    const { config, clock } = app
+    const store = await Store.open({
+      dataDir: config.dataDir,
+      clock,
+      logger: app.log.child({ component: 'store' }),
+      maxQueueEvents: config.maxQueueEvents,
+      maxQueueBytes: config.maxQueueBytes,
+      maxCommitEvents: config.maxCommitEvents,
+      gateWaitMs: config.gateWaitMs,
+      maxConcurrentQueries: config.maxConcurrentQueries,
+      duckdbMemoryBytes: config.duckdbMemoryBytes,
+      duckdbThreads: config.duckdbThreads,
+      hooks: opts.hooks,
+    })
+    app.decorate('store', store)
+    app.addHook('onClose', async () => {
+      await store.close()
+    })
+  },
+  { name: 'tokenledger-store', decorators: { fastify: ['config', 'clock'] } },
+)
