@@ -252,7 +252,8 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
         : {
             name: label,
             cwd: repoRoot,
-            args: ['--import', 'tsx', 'src/server.ts'],
+            // BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server.
+            args: [...(process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean), '--import', 'tsx', 'src/server.ts'],
             env: childEnv({
               TOKENLEDGER_DATA_DIR: dataDir,
               TOKENLEDGER_PORT: '0',

@@ -9,7 +9,7 @@
 // names its field as a JSON pointer relative to the event ("/input_tokens").
 // `null` on an optional field means "absent"; on a required field it is an error.
 
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { parseCost } from '../money.js'
 import { parseTimestamp } from './timestamp.js'
 
@@ -106,11 +106,32 @@ const KNOWN = new Set<string>(FIELD_NAMES)
 
 // Printable ASCII without space: the event_id alphabet.
 const ID_RE = /^[\x21-\x7e]+$/
+// Quick screen for C0 controls, DEL and surrogates; only a hit pays for the exact check.
+const SUSPECT_TEXT_RE = /[\u0000-\u001f\u007f\ud800-\udfff]/
 // C0 controls, DEL and lone surrogates have no place in a dimension value.
 const BAD_TEXT_RE = /[\u0000-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 const CURRENCY_RE = /^[A-Z]{3}$/
 
 export type ValidationResult = { ok: true; event: UsageEvent } | { ok: false; errors: FieldError[]; eventId: string | null }
+
+/** A failed check: the message, and where below the field it points (for tags). */
+class Failure {
+  constructor(
+    readonly error: string,
+    readonly at = '',
+  ) {}
+}
+
+type Check = (value: unknown, limits: EventLimits) => unknown
+
+/** The field table compiled once into an array of checks: the hot path walks this. */
+const PLAN: ReadonlyArray<{ name: EventFieldName; field: string; required: boolean; check: Check }> = FIELD_NAMES.map((name) => ({
+  name,
+  field: `/${name}`,
+  required: EVENT_FIELDS[name].required,
+  check: compileCheck(EVENT_FIELDS[name]),
+}))
+const I = Object.fromEntries(FIELD_NAMES.map((n, i) => [n, i])) as Record<EventFieldName, number>
 
 /** Validates one posted event against the field table and normalizes it. */
 export function validateEvent(input: unknown, limits: EventLimits): ValidationResult {
@@ -118,158 +139,166 @@ export function validateEvent(input: unknown, limits: EventLimits): ValidationRe
     return { ok: false, errors: [{ field: '', message: 'event must be a JSON object' }], eventId: null }
   }
   const obj = input as Record<string, unknown>
-  const errors: FieldError[] = []
+  let errors: FieldError[] | null = null
   for (const key of Object.keys(obj)) {
-    if (!KNOWN.has(key)) errors.push({ field: pointer(key), message: 'unknown field' })
-    if (errors.length >= 16) break
+    if (!KNOWN.has(key)) {
+      errors ??= []
+      if (errors.length < 16) errors.push({ field: pointer(key), message: 'unknown field' })
+    }
   }
-  const out: Record<string, unknown> = {}
-  for (const name of FIELD_NAMES) {
-    const spec: FieldSpec = EVENT_FIELDS[name]
-    const value = Object.prototype.hasOwnProperty.call(obj, name) ? obj[name] : undefined
-    const field = `/${name}`
+  const vals: unknown[] = new Array(PLAN.length)
+  for (let i = 0; i < PLAN.length; i++) {
+    const f = PLAN[i]!
+    const value = Object.prototype.hasOwnProperty.call(obj, f.name) ? obj[f.name] : undefined
     if (value === undefined || value === null) {
-      if (spec.required) errors.push({ field, message: value === null ? 'must not be null' : 'is required' })
-      out[name] = null
+      if (f.required) (errors ??= []).push({ field: f.field, message: value === null ? 'must not be null' : 'is required' })
+      vals[i] = null
       continue
     }
-    const res = checkField(spec, value, limits)
-    if (isFailure(res)) {
-      errors.push({ field: res.at ? `${field}${res.at}` : field, message: res.error })
-    } else {
-      out[name] = res
+    const res = f.check(value, limits)
+    if (res instanceof Failure) (errors ??= []).push({ field: f.field + res.at, message: res.error })
+    else vals[i] = res
+  }
+  if (errors === null) {
+    const inputTokens = vals[I.input_tokens] as number
+    const outputTokens = vals[I.output_tokens] as number
+    const cacheSum = ((vals[I.cache_read_tokens] as number | null) ?? 0) + ((vals[I.cache_write_tokens] as number | null) ?? 0)
+    if (cacheSum > inputTokens) {
+      errors = [{ field: '/cache_read_tokens', message: `cache_read_tokens + cache_write_tokens (${cacheSum}) must not exceed input_tokens (${inputTokens})` }]
+    }
+    if (((vals[I.reasoning_tokens] as number | null) ?? 0) > outputTokens) {
+      ;(errors ??= []).push({ field: '/reasoning_tokens', message: `must not exceed output_tokens (${outputTokens})` })
     }
   }
-  if (errors.length === 0) {
-    const input = out.input_tokens as number
-    const cacheSum = ((out.cache_read_tokens as number | null) ?? 0) + ((out.cache_write_tokens as number | null) ?? 0)
-    if (cacheSum > input) {
-      errors.push({ field: '/cache_read_tokens', message: `cache_read_tokens + cache_write_tokens (${cacheSum}) must not exceed input_tokens (${input})` })
-    }
-    const reasoning = (out.reasoning_tokens as number | null) ?? 0
-    if (reasoning > (out.output_tokens as number)) {
-      errors.push({ field: '/reasoning_tokens', message: `must not exceed output_tokens (${out.output_tokens as number})` })
-    }
-  }
-  if (errors.length > 0) {
+  if (errors !== null) {
     const id = typeof obj.event_id === 'string' && obj.event_id.length <= 128 ? obj.event_id : null
     return { ok: false, errors, eventId: id }
   }
-  const event: Omit<UsageEvent, 'fingerprint'> = {
-    event_id: out.event_id as string,
-    ts_us: out.timestamp as number,
-    key_id: out.key_id as string,
-    provider: out.provider as string,
-    model: out.model as string,
-    status_code: out.status_code as number,
-    input_tokens: out.input_tokens as number,
-    output_tokens: out.output_tokens as number,
-    cache_read_tokens: (out.cache_read_tokens as number | null) ?? 0,
-    cache_write_tokens: (out.cache_write_tokens as number | null) ?? 0,
-    reasoning_tokens: (out.reasoning_tokens as number | null) ?? 0,
-    cost: out.cost as bigint | null,
-    currency: (out.currency as string | null) ?? 'USD',
-    team_id: out.team_id as string | null,
-    user_id: out.user_id as string | null,
-    customer_id: out.customer_id as string | null,
-    endpoint: out.endpoint as string | null,
-    latency_ms: out.latency_ms as number | null,
-    ttft_ms: out.ttft_ms as number | null,
-    stream: out.stream as boolean | null,
-    tags: out.tags as string | null,
-    detail: out.detail as string | null,
+  const event: UsageEvent = {
+    event_id: vals[I.event_id] as string,
+    ts_us: vals[I.timestamp] as number,
+    key_id: vals[I.key_id] as string,
+    provider: vals[I.provider] as string,
+    model: vals[I.model] as string,
+    status_code: vals[I.status_code] as number,
+    input_tokens: vals[I.input_tokens] as number,
+    output_tokens: vals[I.output_tokens] as number,
+    cache_read_tokens: (vals[I.cache_read_tokens] as number | null) ?? 0,
+    cache_write_tokens: (vals[I.cache_write_tokens] as number | null) ?? 0,
+    reasoning_tokens: (vals[I.reasoning_tokens] as number | null) ?? 0,
+    cost: vals[I.cost] as bigint | null,
+    currency: (vals[I.currency] as string | null) ?? 'USD',
+    team_id: vals[I.team_id] as string | null,
+    user_id: vals[I.user_id] as string | null,
+    customer_id: vals[I.customer_id] as string | null,
+    endpoint: vals[I.endpoint] as string | null,
+    latency_ms: vals[I.latency_ms] as number | null,
+    ttft_ms: vals[I.ttft_ms] as number | null,
+    stream: vals[I.stream] as boolean | null,
+    tags: vals[I.tags] as string | null,
+    detail: vals[I.detail] as string | null,
+    fingerprint: '',
   }
-  return { ok: true, event: { ...event, fingerprint: fingerprint(event) } }
+  event.fingerprint = fingerprint(event)
+  return { ok: true, event }
 }
 
-interface Failure {
-  error: string
-  at?: string
-}
-type Checked = unknown
-
-function isFailure(v: unknown): v is Failure {
-  return typeof v === 'object' && v !== null && typeof (v as Failure).error === 'string'
-}
-
-function checkField(spec: FieldSpec, value: unknown, limits: EventLimits): Checked {
+function compileCheck(spec: FieldSpec): Check {
   switch (spec.kind) {
-    case 'id':
-      if (typeof value !== 'string') return { error: `must be a string, got ${typeName(value)}` }
-      if (value.length < spec.min || value.length > spec.max) return { error: `must be ${spec.min}-${spec.max} characters, got ${value.length}` }
-      if (!ID_RE.test(value)) return { error: 'must be printable ASCII without spaces' }
-      return value
-    case 'string':
-      if (typeof value !== 'string') return { error: `must be a string, got ${typeName(value)}` }
-      if (value.length < spec.min || value.length > spec.max) return { error: `must be ${spec.min}-${spec.max} characters, got ${value.length}` }
-      if (BAD_TEXT_RE.test(value)) return { error: 'must not contain control characters or unpaired surrogates' }
-      return value
-    case 'int':
-      if (typeof value !== 'number') return { error: `must be an integer, got ${typeName(value)}` }
-      if (!Number.isInteger(value)) return { error: 'must be an integer' }
-      if (!Number.isSafeInteger(value)) return { error: 'must be a safe integer (at most 2^53-1)' }
-      if (value < spec.min || value > spec.max) return { error: `must be between ${spec.min} and ${spec.max}, got ${value}` }
-      return value === 0 ? 0 : value // -0 is 0
+    case 'id': {
+      const { min, max } = spec
+      return (value) => {
+        if (typeof value !== 'string') return new Failure(`must be a string, got ${typeName(value)}`)
+        if (value.length < min || value.length > max) return new Failure(`must be ${min}-${max} characters, got ${value.length}`)
+        if (!ID_RE.test(value)) return new Failure('must be printable ASCII without spaces')
+        return value
+      }
+    }
+    case 'string': {
+      const { min, max } = spec
+      return (value) => {
+        if (typeof value !== 'string') return new Failure(`must be a string, got ${typeName(value)}`)
+        if (value.length < min || value.length > max) return new Failure(`must be ${min}-${max} characters, got ${value.length}`)
+        if (badText(value)) return new Failure('must not contain control characters or unpaired surrogates')
+        return value
+      }
+    }
+    case 'int': {
+      const { min, max } = spec
+      return (value) => {
+        if (typeof value !== 'number') return new Failure(`must be an integer, got ${typeName(value)}`)
+        if (!Number.isInteger(value)) return new Failure('must be an integer')
+        if (!Number.isSafeInteger(value)) return new Failure('must be a safe integer (at most 2^53-1)')
+        if (value < min || value > max) return new Failure(`must be between ${min} and ${max}, got ${value}`)
+        return value === 0 ? 0 : value // -0 is 0
+      }
+    }
     case 'boolean':
-      if (typeof value !== 'boolean') return { error: `must be a boolean, got ${typeName(value)}` }
-      return value
+      return (value) => (typeof value === 'boolean' ? value : new Failure(`must be a boolean, got ${typeName(value)}`))
     case 'currency':
-      if (typeof value !== 'string' || !CURRENCY_RE.test(value)) return { error: 'must be an ISO 4217 code of three capital letters, e.g. USD' }
-      return value
-    case 'cost': {
-      const res = parseCost(value)
-      return res.ok ? res.scaled : { error: res.message }
-    }
-    case 'timestamp': {
-      const res = parseTimestamp(value)
-      if (!res.ok) return { error: res.message }
-      const ms = Math.floor(res.us / 1000)
-      const oldest = limits.nowMs - limits.eventRetentionMs
-      const newest = limits.nowMs + limits.maxFutureSkewMs
-      if (ms < oldest) return { error: `is older than the event retention window (${new Date(oldest).toISOString()})` }
-      if (ms > newest) return { error: `is more than ${limits.maxFutureSkewMs} ms in the future (latest allowed ${new Date(newest).toISOString()})` }
-      return res.us
-    }
+      return (value) => (typeof value === 'string' && CURRENCY_RE.test(value) ? value : new Failure('must be an ISO 4217 code of three capital letters, e.g. USD'))
+    case 'cost':
+      return (value) => {
+        const res = parseCost(value)
+        return res.ok ? res.scaled : new Failure(res.message)
+      }
+    case 'timestamp':
+      return checkTimestamp
     case 'tags':
-      return checkTags(value)
+      return checkTags
     case 'detail':
-      return checkDetail(value)
+      return checkDetail
   }
 }
 
-function checkTags(value: unknown): Checked {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { error: `must be an object of string values, got ${typeName(value)}` }
+function checkTimestamp(value: unknown, limits: EventLimits): unknown {
+  const res = parseTimestamp(value)
+  if (!res.ok) return new Failure(res.message)
+  const ms = Math.floor(res.us / 1000)
+  const oldest = limits.nowMs - limits.eventRetentionMs
+  const newest = limits.nowMs + limits.maxFutureSkewMs
+  if (ms < oldest) return new Failure(`is older than the event retention window (${new Date(oldest).toISOString()})`)
+  if (ms > newest) return new Failure(`is more than ${limits.maxFutureSkewMs} ms in the future (latest allowed ${new Date(newest).toISOString()})`)
+  return res.us
+}
+
+function badText(s: string): boolean {
+  return SUSPECT_TEXT_RE.test(s) && BAD_TEXT_RE.test(s)
+}
+
+function checkTags(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return new Failure(`must be an object of string values, got ${typeName(value)}`)
   const keys = Object.keys(value)
-  if (keys.length > MAX_TAGS) return { error: `must have at most ${MAX_TAGS} entries, got ${keys.length}` }
+  if (keys.length > MAX_TAGS) return new Failure(`must have at most ${MAX_TAGS} entries, got ${keys.length}`)
   for (const key of keys) {
     const v = (value as Record<string, unknown>)[key]
-    if (key.length < 1 || key.length > MAX_TAG_KEY_CHARS) return { error: `keys must be 1-${MAX_TAG_KEY_CHARS} characters`, at: pointer(key) }
-    if (BAD_TEXT_RE.test(key)) return { error: 'keys must not contain control characters or unpaired surrogates', at: pointer(key) }
-    if (typeof v !== 'string') return { error: `must be a string, got ${typeName(v)}`, at: pointer(key) }
-    if (v.length > MAX_TAG_VALUE_CHARS) return { error: `must be at most ${MAX_TAG_VALUE_CHARS} characters, got ${v.length}`, at: pointer(key) }
-    if (BAD_TEXT_RE.test(v)) return { error: 'must not contain control characters or unpaired surrogates', at: pointer(key) }
+    if (key.length < 1 || key.length > MAX_TAG_KEY_CHARS) return new Failure(`keys must be 1-${MAX_TAG_KEY_CHARS} characters`, pointer(key))
+    if (badText(key)) return new Failure('keys must not contain control characters or unpaired surrogates', pointer(key))
+    if (typeof v !== 'string') return new Failure(`must be a string, got ${typeName(v)}`, pointer(key))
+    if (v.length > MAX_TAG_VALUE_CHARS) return new Failure(`must be at most ${MAX_TAG_VALUE_CHARS} characters, got ${v.length}`, pointer(key))
+    if (badText(v)) return new Failure('must not contain control characters or unpaired surrogates', pointer(key))
   }
   return keys.length === 0 ? null : canonicalJson(value)
 }
 
-function checkDetail(value: unknown): Checked {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { error: `must be an object, got ${typeName(value)}` }
+function checkDetail(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return new Failure(`must be an object, got ${typeName(value)}`)
   // Iterative depth walk first: canonicalJson recurses, so it only sees bounded depth.
   const stack: Array<[unknown, number]> = [[value, 1]]
   let nodes = 0
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!
-    if (++nodes > MAX_DETAIL_BYTES) return { error: `must be at most ${MAX_DETAIL_BYTES} bytes as JSON` }
+    if (++nodes > MAX_DETAIL_BYTES) return new Failure(`must be at most ${MAX_DETAIL_BYTES} bytes as JSON`)
     if (typeof node === 'object' && node !== null) {
-      if (depth > MAX_DETAIL_DEPTH) return { error: `must be nested at most ${MAX_DETAIL_DEPTH} levels deep` }
+      if (depth > MAX_DETAIL_DEPTH) return new Failure(`must be nested at most ${MAX_DETAIL_DEPTH} levels deep`)
       for (const child of Object.values(node)) stack.push([child, depth + 1])
     } else if (typeof node === 'string' && BAD_SURROGATE_RE.test(node)) {
-      return { error: 'must not contain unpaired surrogates' }
+      return new Failure('must not contain unpaired surrogates')
     }
   }
   const json = canonicalJson(value)
   const bytes = Buffer.byteLength(json, 'utf8')
-  if (bytes > MAX_DETAIL_BYTES) return { error: `must be at most ${MAX_DETAIL_BYTES} bytes as JSON, got ${bytes}` }
+  if (bytes > MAX_DETAIL_BYTES) return new Failure(`must be at most ${MAX_DETAIL_BYTES} bytes as JSON, got ${bytes}`)
   return json
 }
 
@@ -285,13 +314,22 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? 'null'
 }
 
-function fingerprint(e: Omit<UsageEvent, 'fingerprint'>): string {
-  const parts = [
-    e.event_id, e.ts_us, e.key_id, e.provider, e.model, e.status_code, e.input_tokens, e.output_tokens,
-    e.cache_read_tokens, e.cache_write_tokens, e.reasoning_tokens, e.cost === null ? null : e.cost.toString(), e.currency,
-    e.team_id, e.user_id, e.customer_id, e.endpoint, e.latency_ms, e.ttft_ms, e.stream, e.tags, e.detail,
-  ]
-  return createHash('sha256').update(JSON.stringify(parts)).digest('base64url').slice(0, 22)
+/**
+ * A 128-bit hash of every normalized field. Fields are joined with U+001F,
+ * which no field can contain (dimension strings refuse control characters;
+ * tags and detail are JSON, where controls are escaped); null is U+001E.
+ */
+function fingerprint(e: UsageEvent): string {
+  const text =
+    `${e.event_id}\x1f${e.ts_us}\x1f${e.key_id}\x1f${e.provider}\x1f${e.model}\x1f${e.status_code}\x1f` +
+    `${e.input_tokens}\x1f${e.output_tokens}\x1f${e.cache_read_tokens}\x1f${e.cache_write_tokens}\x1f${e.reasoning_tokens}\x1f` +
+    `${n(e.cost)}\x1f${e.currency}\x1f${n(e.team_id)}\x1f${n(e.user_id)}\x1f${n(e.customer_id)}\x1f${n(e.endpoint)}\x1f` +
+    `${n(e.latency_ms)}\x1f${n(e.ttft_ms)}\x1f${n(e.stream)}\x1f${n(e.tags)}\x1f${n(e.detail)}`
+  return hash('sha256', text, 'base64url').slice(0, 22)
+}
+
+function n(v: string | number | bigint | boolean | null): string {
+  return v === null ? '\x1e' : String(v)
 }
 
 function pointer(key: string): string {

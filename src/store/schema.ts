@@ -16,6 +16,7 @@ import {
   BIGINT,
   BOOLEAN,
   DECIMAL,
+  DuckDBDataChunk,
   DuckDBDecimalValue,
   DuckDBTimestampValue,
   INTEGER,
@@ -23,6 +24,7 @@ import {
   TIMESTAMP,
   VARCHAR,
   type DuckDBType,
+  type DuckDBVector,
   type DuckDBValue,
 } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
@@ -34,45 +36,93 @@ interface Column {
   name: string
   sql: string
   type: DuckDBType
-  value(e: UsageEvent): DuckDBValue
 }
 
+const DECIMAL_COST = DECIMAL(COST_WIDTH, COST_SCALE)
+
+/** Column order here is the order fillEventChunk writes; a module-load check keeps them equal. */
 export const EVENT_COLUMNS: readonly Column[] = [
-  { name: 'event_id', sql: 'VARCHAR NOT NULL', type: VARCHAR, value: (e) => e.event_id },
-  { name: 'ts', sql: 'TIMESTAMP NOT NULL', type: TIMESTAMP, value: (e) => new DuckDBTimestampValue(BigInt(e.ts_us)) },
-  { name: 'key_id', sql: 'VARCHAR NOT NULL', type: VARCHAR, value: (e) => e.key_id },
-  { name: 'provider', sql: 'VARCHAR NOT NULL', type: VARCHAR, value: (e) => e.provider },
-  { name: 'model', sql: 'VARCHAR NOT NULL', type: VARCHAR, value: (e) => e.model },
-  { name: 'status_code', sql: 'SMALLINT NOT NULL', type: SMALLINT, value: (e) => e.status_code },
-  { name: 'input_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, value: (e) => BigInt(e.input_tokens) },
-  { name: 'output_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, value: (e) => BigInt(e.output_tokens) },
-  { name: 'cache_read_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, value: (e) => BigInt(e.cache_read_tokens) },
-  { name: 'cache_write_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, value: (e) => BigInt(e.cache_write_tokens) },
-  { name: 'reasoning_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, value: (e) => BigInt(e.reasoning_tokens) },
-  {
-    name: 'cost',
-    sql: `DECIMAL(${COST_WIDTH},${COST_SCALE})`,
-    type: DECIMAL(COST_WIDTH, COST_SCALE),
-    value: (e) => (e.cost === null ? null : new DuckDBDecimalValue(e.cost, COST_WIDTH, COST_SCALE)),
-  },
-  { name: 'currency', sql: 'VARCHAR NOT NULL', type: VARCHAR, value: (e) => e.currency },
-  { name: 'team_id', sql: 'VARCHAR', type: VARCHAR, value: (e) => e.team_id },
-  { name: 'user_id', sql: 'VARCHAR', type: VARCHAR, value: (e) => e.user_id },
-  { name: 'customer_id', sql: 'VARCHAR', type: VARCHAR, value: (e) => e.customer_id },
-  { name: 'endpoint', sql: 'VARCHAR', type: VARCHAR, value: (e) => e.endpoint },
-  { name: 'latency_ms', sql: 'INTEGER', type: INTEGER, value: (e) => e.latency_ms },
-  { name: 'ttft_ms', sql: 'INTEGER', type: INTEGER, value: (e) => e.ttft_ms },
-  { name: 'stream', sql: 'BOOLEAN', type: BOOLEAN, value: (e) => e.stream },
-  { name: 'tags', sql: 'VARCHAR', type: VARCHAR, value: (e) => e.tags },
-  { name: 'has_detail', sql: 'BOOLEAN NOT NULL', type: BOOLEAN, value: (e) => e.detail !== null },
-  { name: 'fingerprint', sql: 'VARCHAR NOT NULL', type: VARCHAR, value: (e) => e.fingerprint },
+  { name: 'event_id', sql: 'VARCHAR NOT NULL', type: VARCHAR },
+  { name: 'ts', sql: 'TIMESTAMP NOT NULL', type: TIMESTAMP },
+  { name: 'key_id', sql: 'VARCHAR NOT NULL', type: VARCHAR },
+  { name: 'provider', sql: 'VARCHAR NOT NULL', type: VARCHAR },
+  { name: 'model', sql: 'VARCHAR NOT NULL', type: VARCHAR },
+  { name: 'status_code', sql: 'SMALLINT NOT NULL', type: SMALLINT },
+  { name: 'input_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
+  { name: 'output_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
+  { name: 'cache_read_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
+  { name: 'cache_write_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
+  { name: 'reasoning_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
+  { name: 'cost', sql: `DECIMAL(${COST_WIDTH},${COST_SCALE})`, type: DECIMAL_COST },
+  { name: 'currency', sql: 'VARCHAR NOT NULL', type: VARCHAR },
+  { name: 'team_id', sql: 'VARCHAR', type: VARCHAR },
+  { name: 'user_id', sql: 'VARCHAR', type: VARCHAR },
+  { name: 'customer_id', sql: 'VARCHAR', type: VARCHAR },
+  { name: 'endpoint', sql: 'VARCHAR', type: VARCHAR },
+  { name: 'latency_ms', sql: 'INTEGER', type: INTEGER },
+  { name: 'ttft_ms', sql: 'INTEGER', type: INTEGER },
+  { name: 'stream', sql: 'BOOLEAN', type: BOOLEAN },
+  { name: 'tags', sql: 'VARCHAR', type: VARCHAR },
+  { name: 'has_detail', sql: 'BOOLEAN NOT NULL', type: BOOLEAN },
+  { name: 'fingerprint', sql: 'VARCHAR NOT NULL', type: VARCHAR },
 ]
 
 export const DETAIL_COLUMNS: readonly Column[] = [
-  { name: 'event_id', sql: 'VARCHAR NOT NULL', type: VARCHAR, value: (e) => e.event_id },
-  { name: 'ts', sql: 'TIMESTAMP NOT NULL', type: TIMESTAMP, value: (e) => new DuckDBTimestampValue(BigInt(e.ts_us)) },
-  { name: 'detail', sql: 'VARCHAR NOT NULL', type: VARCHAR, value: (e) => e.detail },
+  { name: 'event_id', sql: 'VARCHAR NOT NULL', type: VARCHAR },
+  { name: 'ts', sql: 'TIMESTAMP NOT NULL', type: TIMESTAMP },
+  { name: 'detail', sql: 'VARCHAR NOT NULL', type: VARCHAR },
 ]
+
+const FILL_ORDER = 'event_id ts key_id provider model status_code input_tokens output_tokens cache_read_tokens cache_write_tokens reasoning_tokens cost currency team_id user_id customer_id endpoint latency_ms ttft_ms stream tags has_detail fingerprint'
+if (EVENT_COLUMNS.map((c) => c.name).join(' ') !== FILL_ORDER) throw new Error('schema.ts: EVENT_COLUMNS and fillEventChunk disagree on column order')
+
+/**
+ * Writes rows into a data chunk of EVENT_COLUMNS types, column vectors filled
+ * in one pass over the rows (the append hot path: no per-column closures, no
+ * intermediate arrays).
+ */
+export function fillEventChunk(chunk: DuckDBDataChunk, rows: readonly UsageEvent[]): void {
+  const v: DuckDBVector[] = []
+  for (let c = 0; c < EVENT_COLUMNS.length; c++) v.push(chunk.getColumnVector(c))
+  const [id, ts, key, provider, model, status, input, output, cacheRead, cacheWrite, reasoning, cost, currency, team, user, customer, endpoint, latency, ttft, stream, tags, hasDetail, fp] =
+    v as Array<{ setItem(i: number, value: DuckDBValue): void }>
+  for (let i = 0; i < rows.length; i++) {
+    const e = rows[i]!
+    id!.setItem(i, e.event_id)
+    ts!.setItem(i, new DuckDBTimestampValue(BigInt(e.ts_us)))
+    key!.setItem(i, e.key_id)
+    provider!.setItem(i, e.provider)
+    model!.setItem(i, e.model)
+    status!.setItem(i, e.status_code)
+    input!.setItem(i, BigInt(e.input_tokens))
+    output!.setItem(i, BigInt(e.output_tokens))
+    cacheRead!.setItem(i, BigInt(e.cache_read_tokens))
+    cacheWrite!.setItem(i, BigInt(e.cache_write_tokens))
+    reasoning!.setItem(i, BigInt(e.reasoning_tokens))
+    cost!.setItem(i, e.cost === null ? null : new DuckDBDecimalValue(e.cost, COST_WIDTH, COST_SCALE))
+    currency!.setItem(i, e.currency)
+    team!.setItem(i, e.team_id)
+    user!.setItem(i, e.user_id)
+    customer!.setItem(i, e.customer_id)
+    endpoint!.setItem(i, e.endpoint)
+    latency!.setItem(i, e.latency_ms)
+    ttft!.setItem(i, e.ttft_ms)
+    stream!.setItem(i, e.stream)
+    tags!.setItem(i, e.tags)
+    hasDetail!.setItem(i, e.detail !== null)
+    fp!.setItem(i, e.fingerprint)
+  }
+  for (const vector of v) vector.flush()
+}
+
+/** Writes the detail rows (only events that carry a detail) into a chunk of DETAIL_COLUMNS types. */
+export function fillDetailChunk(chunk: DuckDBDataChunk, rows: readonly UsageEvent[]): void {
+  chunk.setColumns([
+    rows.map((e) => e.event_id),
+    rows.map((e) => new DuckDBTimestampValue(BigInt(e.ts_us))),
+    rows.map((e) => e.detail),
+  ])
+}
 
 export const SEGMENT_DDL = [
   `CREATE TABLE IF NOT EXISTS events (${EVENT_COLUMNS.map((c) => `${c.name} ${c.sql}`).join(', ')})`,

@@ -10,9 +10,9 @@
 //   connection (the Store's read pool guarantees that).
 // - Close order: appenders -> connections -> instance, after a CHECKPOINT.
 
-import { DuckDBAppender, DuckDBConnection, DuckDBDataChunk, DuckDBInstance } from '@duckdb/node-api'
+import { DuckDBAppender, DuckDBConnection, DuckDBDataChunk, DuckDBInstance, type DuckDBType } from '@duckdb/node-api'
 import type { UsageEvent } from '../ingest/event.js'
-import { DETAIL_COLUMNS, EVENT_COLUMNS, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
+import { DETAIL_COLUMNS, EVENT_COLUMNS, fillDetailChunk, fillEventChunk, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 
 /** DuckDB's vector size: the most rows one data chunk holds. */
 const CHUNK_ROWS = 2048
@@ -84,9 +84,9 @@ export class Segment {
     if (rows.length === 0) return
     await this.writer.run('BEGIN TRANSACTION')
     try {
-      appendChunks(this.eventAppender, EVENT_COLUMNS, rows)
+      appendChunks(this.eventAppender, EVENT_TYPES, rows, fillEventChunk)
       const details = rows.filter((r) => r.detail !== null)
-      if (details.length > 0) appendChunks(this.detailAppender, DETAIL_COLUMNS, details)
+      if (details.length > 0) appendChunks(this.detailAppender, DETAIL_TYPES, details, fillDetailChunk)
       this.eventAppender.flushSync()
       this.detailAppender.flushSync()
       await this.writer.run('COMMIT')
@@ -119,16 +119,19 @@ export class Segment {
   }
 }
 
+const EVENT_TYPES = EVENT_COLUMNS.map((c) => c.type)
+const DETAIL_TYPES = DETAIL_COLUMNS.map((c) => c.type)
+
 function appendChunks(
   appender: DuckDBAppender,
-  columns: typeof EVENT_COLUMNS,
+  types: readonly DuckDBType[],
   rows: readonly UsageEvent[],
+  fill: (chunk: DuckDBDataChunk, rows: readonly UsageEvent[]) => void,
 ): void {
-  const types = columns.map((c) => c.type)
   for (let start = 0; start < rows.length; start += CHUNK_ROWS) {
     const slice = rows.slice(start, start + CHUNK_ROWS)
     const chunk = DuckDBDataChunk.create(types, slice.length)
-    chunk.setColumns(columns.map((c) => slice.map((r) => c.value(r))))
+    fill(chunk, slice)
     appender.appendDataChunk(chunk)
   }
 }
