@@ -1,0 +1,83 @@
+// Builds the real app (real DuckDB store in a fresh temp dir) for app.inject
+// tests, and removes everything when the test ends.
+
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import type { TestContext } from 'node:test'
+import type { FastifyInstance } from 'fastify'
+import { pino } from 'pino'
+import { buildApp } from '../src/app.js'
+import { ManualClock } from '../src/clock.js'
+import { loadConfig } from '../src/config.js'
+import type { StoreHooks } from '../src/store/store.js'
+
+/** Noon on the day the suite was written: fixed so timestamps in tests are stable. */
+export const T0 = Date.parse('2026-11-24T12:00:00Z')
+
+export interface Built {
+  app: FastifyInstance
+  clock: ManualClock
+  dataDir: string
+  /** Closes the app and builds a new one on the same data dir (a clean restart). */
+  restart(): Promise<FastifyInstance>
+}
+
+export async function build(t: TestContext, env: Record<string, string> = {}, hooks?: StoreHooks): Promise<Built> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tl-test-'))
+  const clock = new ManualClock(T0)
+  const config = loadConfig({ TOKENLEDGER_DATA_DIR: dataDir, ...env })
+  const make = () => buildApp({ config, clock, storeHooks: hooks }, pino({ level: 'silent' }))
+  const built: Built = {
+    app: await make(),
+    clock,
+    dataDir,
+    async restart() {
+      await built.app.close()
+      built.app = await make()
+      return built.app
+    },
+  }
+  t.after(async () => {
+    await built.app.close()
+    await rm(dataDir, { recursive: true, force: true })
+  })
+  return built
+}
+
+let seq = 0
+/** A valid event with a fresh id; override any field. */
+export function event(over: Record<string, unknown> = {}): Record<string, unknown> {
+  seq++
+  return {
+    event_id: `evt-${process.pid}-${seq}`,
+    timestamp: T0 - 60_000,
+    key_id: 'key_a',
+    provider: 'openai',
+    model: 'gpt-4o-mini',
+    status_code: 200,
+    input_tokens: 100,
+    output_tokens: 20,
+    cost: '0.001',
+    ...over,
+  }
+}
+
+export async function post(app: FastifyInstance, events: unknown, query = '') {
+  const res = await app.inject({ method: 'POST', url: `/v1/events${query}`, payload: events as object })
+  return { status: res.statusCode, body: res.json() as IngestBody, headers: res.headers }
+}
+
+export interface IngestBody {
+  accepted: number
+  duplicates: number
+  conflicts: number
+  rejected: number
+  results: Array<{ index: number; event_id: string | null; status: string; errors?: Array<{ field: string; message: string }> }>
+}
+
+export async function totals(app: FastifyInstance, query = '') {
+  const res = await app.inject({ method: 'GET', url: `/v1/usage?from=0&to=${T0 + 3_600_000}${query ? `&${query}` : ''}` })
+  if (res.statusCode !== 200) throw new Error(`usage answered ${res.statusCode}: ${res.body}`)
+  return (res.json() as { totals: Record<string, unknown> }).totals
+}
