@@ -39,6 +39,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
         description:
           'Answers only after the accepted events are committed to disk. Every event gets an outcome: accepted (counted), duplicate (same id and content: already stored), conflict (same id, different content: first write wins) or rejected (with the field and the reason).',
         tags: ['ingest'],
+        consumes: ['application/json', ...NDJSON_TYPES],
         querystring: Type.Object(
           { atomic: Type.Optional(Type.Boolean({ default: false, description: 'Store nothing unless every event is acceptable (then 422).' })) },
           { additionalProperties: false },

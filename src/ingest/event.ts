@@ -292,6 +292,8 @@ function checkDetail(value: unknown): unknown {
     if (typeof node === 'object' && node !== null) {
       if (depth > MAX_DETAIL_DEPTH) return new Failure(`must be nested at most ${MAX_DETAIL_DEPTH} levels deep`)
       for (const child of Object.values(node)) stack.push([child, depth + 1])
+    } else if (typeof node === 'number' && !Number.isFinite(node)) {
+      return new Failure('must not contain numbers that are not finite (e.g. 1e400)')
     } else if (typeof node === 'string' && BAD_SURROGATE_RE.test(node)) {
       return new Failure('must not contain unpaired surrogates')
     }

@@ -34,18 +34,19 @@ export interface StoredEvent {
   detail?: Record<string, unknown> | null
 }
 
-export interface Totals {
-  requests: number
-  errors: number
-  input_tokens: number
-  output_tokens: number
-  cache_read_tokens: number
-  cache_write_tokens: number
-  reasoning_tokens: number
+/**
+ * A count or token sum: a number while it is a safe integer, a bigint beyond
+ * (serialized as an exact JSON integer). Sums over many events may pass 2^53.
+ */
+export type Count = number | bigint
+
+const MEASURES = ['requests', 'errors', 'input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens', 'cost_missing'] as const
+type Measure = (typeof MEASURES)[number]
+
+export type Totals = Record<Measure, Count> & {
   cost: string | null
   currency: string | null
   cost_by_currency: Record<string, string>
-  cost_missing: number
 }
 
 const SUMMARY_COLUMNS =
@@ -95,38 +96,21 @@ export async function usageTotals(store: Store, filter: EventFilter): Promise<To
 type Row = Record<string, DuckDBValue>
 
 function combineTotals(rows: Row[]): Totals {
-  const t: Totals = {
-    requests: 0,
-    errors: 0,
-    input_tokens: 0,
-    output_tokens: 0,
-    cache_read_tokens: 0,
-    cache_write_tokens: 0,
-    reasoning_tokens: 0,
-    cost: null,
-    currency: null,
-    cost_by_currency: {},
-    cost_missing: 0,
-  }
+  const sums = Object.fromEntries(MEASURES.map((m) => [m, 0n])) as Record<Measure, bigint>
+  const costByCurrency: Record<string, string> = {}
   for (const r of rows) {
-    t.requests += int(r.requests)
-    t.errors += int(r.errors)
-    t.input_tokens += int(r.input_tokens)
-    t.output_tokens += int(r.output_tokens)
-    t.cache_read_tokens += int(r.cache_read_tokens)
-    t.cache_write_tokens += int(r.cache_write_tokens)
-    t.reasoning_tokens += int(r.reasoning_tokens)
-    t.cost_missing += int(r.cost_missing)
-    if (r.cost instanceof DuckDBDecimalValue) t.cost_by_currency[String(r.currency)] = formatCost(r.cost.value)
+    for (const m of MEASURES) sums[m] += big(r[m])
+    if (r.cost instanceof DuckDBDecimalValue) costByCurrency[String(r.currency)] = formatCost(r.cost.value)
   }
-  const currencies = Object.keys(t.cost_by_currency)
-  if (currencies.length === 1) {
-    t.currency = currencies[0]!
-    t.cost = t.cost_by_currency[t.currency]!
-  } else if (currencies.length === 0) {
-    t.cost = '0'
+  const currencies = Object.keys(costByCurrency)
+  const single = currencies.length === 1 ? currencies[0]! : null
+  return {
+    ...(Object.fromEntries(MEASURES.map((m) => [m, jsonInt(sums[m])])) as Record<Measure, Count>),
+    // No known cost at all is an exact zero; several currencies have no single sum.
+    cost: single !== null ? costByCurrency[single]! : currencies.length === 0 ? '0' : null,
+    currency: single,
+    cost_by_currency: costByCurrency,
   }
-  return t
 }
 
 function toStoredEvent(r: Row): StoredEvent {
@@ -155,13 +139,18 @@ function toStoredEvent(r: Row): StoredEvent {
   }
 }
 
-/** Counts and token sums come back as bigint (HUGEINT); they are exact below 2^53. */
+function big(v: DuckDBValue | undefined): bigint {
+  if (typeof v === 'bigint') return v
+  return typeof v === 'number' ? BigInt(v) : 0n
+}
+
+function jsonInt(v: bigint): Count {
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v
+}
+
+/** One stored value: per-event counts are safe integers by validation. */
 function int(v: DuckDBValue | undefined): number {
-  if (typeof v === 'bigint') {
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error('token sum exceeds 2^53-1')
-    return Number(v)
-  }
-  return typeof v === 'number' ? v : 0
+  return Number(big(v))
 }
 
 function str(v: DuckDBValue | undefined): string | null {

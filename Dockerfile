@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# tokenledger: build with the full toolchain, run on a slim glibc image.
+# DuckDB's native binding ships inside the npm package for linux-x64/arm64 glibc,
+# so both stages use Debian-based Node LTS images (not Alpine/musl).
+
+FROM node:22-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+COPY routes ./routes
+RUN npm run build && npm prune --omit=dev
+
+FROM node:22-bookworm-slim AS runtime
+ENV NODE_ENV=production \
+    TOKENLEDGER_HOST=0.0.0.0 \
+    TOKENLEDGER_PORT=8080 \
+    TOKENLEDGER_DATA_DIR=/data
+WORKDIR /app
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+RUN mkdir -p /data && chown node:node /data
+USER node
+VOLUME ["/data"]
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
+  CMD node -e "fetch('http://127.0.0.1:'+(process.env.TOKENLEDGER_PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+# Run node directly (not npm) so SIGTERM reaches the process and drains cleanly.
+CMD ["node", "dist/src/server.js"]

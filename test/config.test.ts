@@ -1,0 +1,51 @@
+// Proves configuration parsing: defaults, units, and that every bad value is
+// refused with an error naming the variable and what it allows.
+
+import assert from 'node:assert/strict'
+import path from 'node:path'
+import { test } from 'node:test'
+import { ConfigError, loadConfig, parseDuration, parseSize } from '../src/config.js'
+
+test('defaults match the README', () => {
+  const c = loadConfig({})
+  assert.equal(c.dataDir, path.resolve('./data'))
+  assert.equal(c.host, '127.0.0.1')
+  assert.equal(c.port, 8080)
+  assert.equal(c.logLevel, 'info')
+  assert.equal(c.eventRetentionMs, 30 * 86_400_000)
+  assert.equal(c.maxFutureSkewMs, 5 * 60_000)
+  assert.equal(c.maxBatchEvents, 10_000)
+  assert.equal(c.maxBodyBytes, 8 * 1024 * 1024)
+})
+
+test('durations and sizes', () => {
+  assert.equal(parseDuration('30d'), 30 * 86_400_000)
+  assert.equal(parseDuration('36h'), 36 * 3_600_000)
+  assert.equal(parseDuration('15m'), 900_000)
+  assert.equal(parseDuration('250ms'), 250)
+  assert.equal(parseSize('64MiB'), 64 * 1024 * 1024)
+  assert.equal(parseSize('1GB'), 1e9)
+  assert.equal(parseSize('4096'), 4096)
+  for (const bad of ['30', '1.5h', 'h', '-1s', '10 years']) assert.throws(() => parseDuration(bad), /not a duration/)
+  for (const bad of ['64 mb', '1.5GiB', 'lots']) assert.throws(() => parseSize(bad), /not a size/)
+})
+
+test('every bad value names its variable', () => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ TOKENLEDGER_PORT: 'http' }, /^TOKENLEDGER_PORT: must be a whole number/],
+    [{ TOKENLEDGER_PORT: '70000' }, /^TOKENLEDGER_PORT: must be between 0 and 65535/],
+    [{ TOKENLEDGER_LOG_LEVEL: 'loud' }, /^TOKENLEDGER_LOG_LEVEL: must be one of fatal, error/],
+    [{ TOKENLEDGER_EVENT_RETENTION: '30' }, /^TOKENLEDGER_EVENT_RETENTION: "30" is not a duration/],
+    [{ TOKENLEDGER_EVENT_RETENTION: '1m' }, /^TOKENLEDGER_EVENT_RETENTION: must be between/],
+    [{ TOKENLEDGER_MAX_BODY_BYTES: 'big' }, /^TOKENLEDGER_MAX_BODY_BYTES: "big" is not a size/],
+    [{ TOKENLEDGER_HOST: 'bad host!' }, /^TOKENLEDGER_HOST: must be a host name/],
+    [{ TOKENLEDGER_MAX_BATCH_EVENTS: '5000', TOKENLEDGER_MAX_QUEUE_EVENTS: '100' }, /^TOKENLEDGER_MAX_QUEUE_EVENTS: must be at least/],
+  ]
+  for (const [env, message] of cases) {
+    assert.throws(
+      () => loadConfig(env),
+      (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      JSON.stringify(env),
+    )
+  }
+})
