@@ -253,7 +253,11 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
             name: label,
             cwd: repoRoot,
             // BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server.
-            args: [...(process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean), '--import', 'tsx', 'src/server.ts'],
+            // BENCH_SERVER_ENTRY=dist runs the compiled server (npm run build first): exact line numbers in profiles.
+            args: [
+              ...(process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
+              ...(process.env.BENCH_SERVER_ENTRY === 'dist' ? ['dist/src/server.js'] : ['--import', 'tsx', 'src/server.ts']),
+            ],
             env: childEnv({
               TOKENLEDGER_DATA_DIR: dataDir,
               TOKENLEDGER_PORT: '0',
