@@ -90,6 +90,18 @@ export const app = fp<AppOptions>(
       return reply.code(status).send({ statusCode: status, code, error: reasonPhrase(status), message: error.message })
     })
 
+    // Draining: requests in flight when close() starts are answered, and their
+    // keep-alive connections closed with them; otherwise an idle keep-alive
+    // socket holds server.close() open until keepAliveTimeout.
+    let closing = false
+    instance.addHook('preClose', async () => {
+      closing = true
+    })
+    instance.addHook('onSend', async (_request, reply, payload) => {
+      if (closing) reply.header('connection', 'close')
+      return payload
+    })
+
     await instance.register(storePlugin, { hooks: opts.storeHooks })
     await instance.register(routes)
 
