@@ -11,8 +11,10 @@ import path from 'node:path'
 import { test } from 'node:test'
 import { repoRoot, startChildServer } from './support/child-server.js'
 
+// One timestamp for the whole test, so a re-post is the same content (a duplicate).
+const now = Date.now()
+
 function batch(prefix: string, n: number) {
-  const now = Date.now()
   return Array.from({ length: n }, (_, i) => ({
     event_id: `${prefix}-${i}`,
     timestamp: now,
