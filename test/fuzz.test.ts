@@ -11,15 +11,9 @@
 // FUZZ_SEED replays a failing run (fast-check prints the seed and path on failure).
 import test, { type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
-import os from 'node:os'
-import path from 'node:path'
+import { build as buildApp, T0, type IngestBody } from './helper.js'
 import { gzipSync } from 'node:zlib'
 import fc from 'fast-check'
-import { pino } from 'pino'
-import { buildApp } from '../src/app.js'
-import { ManualClock } from '../src/clock.js'
-import { loadConfig } from '../src/config.js'
 import { EVENT_FIELDS, validateEvent, type EventLimits, type UsageEvent, type ValidationResult } from '../src/ingest/event.js'
 
 const RUNS = positiveInt(process.env.FUZZ_RUNS, 200)
@@ -35,7 +29,7 @@ function positiveInt(text: string | undefined, def: number): number {
 }
 
 const DAY_MS = 86_400_000
-const NOW = Date.parse('2026-11-24T12:00:00Z')
+const NOW = T0
 const RETENTION_MS = 30 * DAY_MS
 const SKEW_MS = 5 * 60_000
 const OLDEST = NOW - RETENTION_MS
@@ -641,24 +635,11 @@ const contentTypeCaseArb: fc.Arbitrary<Case> = fc
   })
 
 async function build(t: TestContext) {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'tl-test-'))
-  const app = await buildApp({ config: loadConfig({ TOKENLEDGER_DATA_DIR: dir }), clock: new ManualClock(NOW) }, pino({ level: 'silent' }))
-  t.after(async () => {
-    await app.close()
-    await rm(dir, { recursive: true, force: true })
-  })
-  return app
+  return (await buildApp(t)).app
 }
 
 type App = Awaited<ReturnType<typeof build>>
 
-interface IngestBody {
-  accepted: number
-  duplicates: number
-  conflicts: number
-  rejected: number
-  results: Array<{ index: number; event_id: string | null; status: string; errors?: Array<{ field: string; message: string }> }>
-}
 
 async function post(app: App, c: Case, totals: Totals): Promise<void> {
   const res = await app.inject({ method: 'POST', url: c.url, headers: c.headers, payload: c.payload })

@@ -5,19 +5,13 @@
 // and POST /v1/events reports per-event outcomes and honours ?atomic=true.
 import test, { describe, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
-import os from 'node:os'
-import path from 'node:path'
-import { pino } from 'pino'
-import { buildApp } from '../src/app.js'
-import { ManualClock } from '../src/clock.js'
-import { loadConfig } from '../src/config.js'
+import { build as buildApp, T0 } from './helper.js'
 import { EVENT_FIELDS, validateEvent, type EventLimits, type UsageEvent } from '../src/ingest/event.js'
 import { formatTimestampUs, parseTimestamp } from '../src/ingest/timestamp.js'
 import { formatCost, parseCost } from '../src/money.js'
 
 const DAY_MS = 86_400_000
-const NOW = Date.parse('2026-11-24T12:00:00Z')
+const NOW = T0
 const RETENTION_MS = 30 * DAY_MS
 const SKEW_MS = 5 * 60_000
 const LIMITS: EventLimits = { nowMs: NOW, eventRetentionMs: RETENTION_MS, maxFutureSkewMs: SKEW_MS }
@@ -679,13 +673,7 @@ describe('fingerprint', () => {
 // Through the route.
 
 async function build(t: TestContext) {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'tl-test-'))
-  const app = await buildApp({ config: loadConfig({ TOKENLEDGER_DATA_DIR: dir }), clock: new ManualClock(NOW) }, pino({ level: 'silent' }))
-  t.after(async () => {
-    await app.close()
-    await rm(dir, { recursive: true, force: true })
-  })
-  return app
+  return (await buildApp(t)).app
 }
 
 type App = Awaited<ReturnType<typeof build>>
