@@ -108,8 +108,10 @@ const KNOWN = new Set<string>(FIELD_NAMES)
 const ID_RE = /^[\x21-\x7e]+$/
 // Quick screen for C0 controls, DEL and surrogates; only a hit pays for the exact check.
 const SUSPECT_TEXT_RE = /[\u0000-\u001f\u007f\ud800-\udfff]/
+// A lone surrogate cannot be stored as UTF-8; anywhere in an event it is refused.
+const BAD_SURROGATE_RE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 // C0 controls, DEL and lone surrogates have no place in a dimension value.
-const BAD_TEXT_RE = /[\u0000-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+const BAD_TEXT_RE = new RegExp(`[\\u0000-\\u001f\\u007f]|${BAD_SURROGATE_RE.source}`)
 const CURRENCY_RE = /^[A-Z]{3}$/
 
 export type ValidationResult = { ok: true; event: UsageEvent } | { ok: false; errors: FieldError[]; eventId: string | null }
@@ -303,8 +305,6 @@ function checkDetail(value: unknown): unknown {
   if (bytes > MAX_DETAIL_BYTES) return new Failure(`must be at most ${MAX_DETAIL_BYTES} bytes as JSON, got ${bytes}`)
   return json
 }
-
-const BAD_SURROGATE_RE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
 /** JSON with object keys sorted at every level: equal content, equal text. */
 export function canonicalJson(value: unknown): string {
