@@ -40,7 +40,6 @@ interface Column {
 
 const DECIMAL_COST = DECIMAL(COST_WIDTH, COST_SCALE)
 
-/** Column order here is the order fillEventChunk writes; a module-load check keeps them equal. */
 export const EVENT_COLUMNS: readonly Column[] = [
   { name: 'event_id', sql: 'VARCHAR NOT NULL', type: VARCHAR },
   { name: 'ts', sql: 'TIMESTAMP NOT NULL', type: TIMESTAMP },
@@ -73,19 +72,30 @@ export const DETAIL_COLUMNS: readonly Column[] = [
   { name: 'detail', sql: 'VARCHAR NOT NULL', type: VARCHAR },
 ]
 
-const FILL_ORDER = 'event_id ts key_id provider model status_code input_tokens output_tokens cache_read_tokens cache_write_tokens reasoning_tokens cost currency team_id user_id customer_id endpoint latency_ms ttft_ms stream tags has_detail fingerprint'
-if (EVENT_COLUMNS.map((c) => c.name).join(' ') !== FILL_ORDER) throw new Error('schema.ts: EVENT_COLUMNS and fillEventChunk disagree on column order')
+const EVENT_COLUMN_INDEX = new Map(EVENT_COLUMNS.map((c, i) => [c.name, i]))
 
 /**
  * Writes rows into a data chunk of EVENT_COLUMNS types, column vectors filled
  * in one pass over the rows (the append hot path: no per-column closures, no
- * intermediate arrays).
+ * intermediate arrays). Vectors are found by column name, so the column order
+ * lives in EVENT_COLUMNS alone.
  */
 export function fillEventChunk(chunk: DuckDBDataChunk, rows: readonly UsageEvent[]): void {
-  const v: DuckDBVector[] = []
-  for (let c = 0; c < EVENT_COLUMNS.length; c++) v.push(chunk.getColumnVector(c))
-  const [id, ts, key, provider, model, status, input, output, cacheRead, cacheWrite, reasoning, cost, currency, team, user, customer, endpoint, latency, ttft, stream, tags, hasDetail, fp] =
-    v as Array<{ setItem(i: number, value: DuckDBValue): void }>
+  const vectors: DuckDBVector[] = []
+  const col = (name: string): { setItem(i: number, value: DuckDBValue): void } => {
+    const index = EVENT_COLUMN_INDEX.get(name)
+    if (index === undefined) throw new Error(`schema.ts: no event column "${name}"`)
+    const vector = chunk.getColumnVector(index)
+    vectors.push(vector)
+    return vector as { setItem(i: number, value: DuckDBValue): void }
+  }
+  const [id, ts, key, provider, model, status, input, output, cacheRead, cacheWrite, reasoning] = [
+    'event_id', 'ts', 'key_id', 'provider', 'model', 'status_code', 'input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens',
+  ].map(col)
+  const [cost, currency, team, user, customer, endpoint, latency, ttft, stream, tags, hasDetail, fp] = [
+    'cost', 'currency', 'team_id', 'user_id', 'customer_id', 'endpoint', 'latency_ms', 'ttft_ms', 'stream', 'tags', 'has_detail', 'fingerprint',
+  ].map(col)
+  if (vectors.length !== EVENT_COLUMNS.length) throw new Error('schema.ts: fillEventChunk must write every event column')
   for (let i = 0; i < rows.length; i++) {
     const e = rows[i]!
     id!.setItem(i, e.event_id)
@@ -112,7 +122,7 @@ export function fillEventChunk(chunk: DuckDBDataChunk, rows: readonly UsageEvent
     hasDetail!.setItem(i, e.detail !== null)
     fp!.setItem(i, e.fingerprint)
   }
-  for (const vector of v) vector.flush()
+  for (const vector of vectors) vector.flush()
 }
 
 /** Writes the detail rows (only events that carry a detail) into a chunk of DETAIL_COLUMNS types. */
