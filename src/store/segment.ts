@@ -99,11 +99,6 @@ export class Segment {
     }
   }
 
-  /** File plus WAL bytes are what rollover (tiers issue) measures. */
-  async checkpoint(): Promise<void> {
-    await this.writer.run('CHECKPOINT')
-  }
-
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
