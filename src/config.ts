@@ -41,6 +41,13 @@ export interface Config {
   duckdbMemoryBytes: number
   /** DuckDB worker threads. */
   duckdbThreads: number
+  /** Roll the active segment over when its file plus WAL reach this size. */
+  rolloverBytes: number
+  /** ...or when its first event is this old (so a quiet node still seals). */
+  rolloverAgeMs: number
+  /** First delay before a failed seal is retried; doubles up to sealRetryMaxMs. */
+  sealRetryMs: number
+  sealRetryMaxMs: number
 }
 
 export class ConfigError extends Error {
@@ -175,6 +182,10 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: r.duration('SHUTDOWN_GRACE', '25s', 1000, 3_600_000),
     duckdbMemoryBytes: r.size('DUCKDB_MEMORY', '2GiB', 64 * MiB, 1024 * 1024 * MiB),
     duckdbThreads: r.int('DUCKDB_THREADS', 2, 1, 256),
+    rolloverBytes: r.size('ROLLOVER_BYTES', '64MiB', 64 * 1024, 64 * 1024 * MiB),
+    rolloverAgeMs: r.duration('ROLLOVER_AGE', '1h', 100, 7 * DAY_MS),
+    sealRetryMs: r.duration('SEAL_RETRY', '1s', 10, 3_600_000),
+    sealRetryMaxMs: r.duration('SEAL_RETRY_MAX', '5m', 10, DAY_MS),
   }
   if (config.maxBatchEvents > config.maxQueueEvents) {
     throw new ConfigError('TOKENLEDGER_MAX_QUEUE_EVENTS', `must be at least TOKENLEDGER_MAX_BATCH_EVENTS (${config.maxBatchEvents})`)

@@ -23,6 +23,10 @@ export default fp<StorePluginOptions>(
       maxConcurrentQueries: config.maxConcurrentQueries,
       duckdbMemoryBytes: config.duckdbMemoryBytes,
       duckdbThreads: config.duckdbThreads,
+      rolloverBytes: config.rolloverBytes,
+      rolloverAgeMs: config.rolloverAgeMs,
+      sealRetryMs: config.sealRetryMs,
+      sealRetryMaxMs: config.sealRetryMaxMs,
       hooks: opts.hooks,
     })
     app.decorate('store', store)

@@ -62,14 +62,14 @@ export interface SqlWhere {
   params: DuckDBValue[]
 }
 
-/** WHERE clause over the `events` table for the filter (alias-free column names). */
-export function whereClause(f: EventFilter): SqlWhere {
+/** WHERE clause for the filter (alias-free column names); `timeColumn` is `bucket` over rollups. */
+export function whereClause(f: EventFilter, timeColumn = 'ts'): SqlWhere {
   const params: DuckDBValue[] = []
   const p = (v: DuckDBValue): string => {
     params.push(v)
     return `$${params.length}`
   }
-  const parts = [`ts >= ${p(new DuckDBTimestampValue(BigInt(f.fromUs)))}`, `ts < ${p(new DuckDBTimestampValue(BigInt(f.toUs)))}`]
+  const parts = [`${timeColumn} >= ${p(new DuckDBTimestampValue(BigInt(f.fromUs)))}`, `${timeColumn} < ${p(new DuckDBTimestampValue(BigInt(f.toUs)))}`]
   for (const dim of DIMENSIONS) {
     const values = f.dims[dim]
     if (values && values.length > 0) parts.push(`${dim} IN (${values.map((v) => p(v)).join(', ')})`)

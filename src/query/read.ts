@@ -1,12 +1,14 @@
 // Read paths over the store: one event by id, and usage totals for a window.
-// Reads go through Store.read (a bounded pool of read connections) and never
-// take the write gate. Money is summed by DuckDB as DECIMAL(38,12), a 128-bit
+// Reads go through Store.snapshot (pinned segments, bounded connections) and
+// never take the write gate. Money is summed by DuckDB as DECIMAL(38,12), a 128-bit
 // scaled integer, and formatted from the exact scaled value.
 
-import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBValue } from '@duckdb/node-api'
+import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
 import { formatCost } from '../money.js'
 import { formatTimestampUs } from '../ingest/timestamp.js'
-import type { Store } from '../store/store.js'
+import { BUCKET_US, PRUNING_DIMS } from '../store/catalog.js'
+import { tableOf } from '../store/stats.js'
+import type { SnapshotPart, Store } from '../store/store.js'
 import { whereClause, type EventFilter } from './filters.js'
 
 export interface StoredEvent {
@@ -54,29 +56,35 @@ const SUMMARY_COLUMNS =
 
 /** The event with its detail, or null when no retained segment holds it. */
 export async function getEvent(store: Store, eventId: string): Promise<StoredEvent | null> {
-  // The dedupe index knows every retained id: unknown ids never scan a file.
-  if (!store.has(eventId)) return null
-  return store.read(async (conn) => {
-    const res = await conn.runAndReadAll(`SELECT ${SUMMARY_COLUMNS} FROM events WHERE event_id = $1 LIMIT 1`, [eventId])
-    const row = res.getRowObjects()[0]
-    if (!row) return null
-    const event = toStoredEvent(row)
-    event.detail = null
-    if (row.has_detail === true) {
-      const d = await conn.runAndReadAll('SELECT detail FROM event_details WHERE event_id = $1 LIMIT 1', [eventId])
-      const text = d.getRows()[0]?.[0]
-      if (typeof text === 'string') event.detail = JSON.parse(text) as Record<string, unknown>
+  // The dedupe index names the segments that may hold the id: unknown ids never open a file.
+  const candidates = store.candidates(eventId)
+  if (candidates.length === 0) return null
+  return store.snapshot(async (snap) => {
+    for (const part of snap.parts) {
+      if (!candidates.includes(part.id)) continue
+      const read = (conn: DuckDBConnection) => readEvent(conn, part.alias, eventId)
+      const found = part.alias === null ? await part.live(read) : await snap.files(read)
+      if (found) return found
     }
-    return event
+    return null
   })
 }
 
-export async function usageTotals(store: Store, filter: EventFilter): Promise<Totals> {
-  const where = whereClause(filter)
-  const rows = await store.read(async (conn) => {
-    const res = await conn.runAndReadAll(
-      `SELECT currency,
-              count(*) AS requests,
+async function readEvent(conn: DuckDBConnection, alias: string | null, eventId: string): Promise<StoredEvent | null> {
+  const res = await conn.runAndReadAll(`SELECT ${SUMMARY_COLUMNS} FROM ${tableOf(alias, 'events')} WHERE event_id = $1 LIMIT 1`, [eventId])
+  const row = res.getRowObjects()[0]
+  if (!row) return null
+  const event = toStoredEvent(row)
+  event.detail = null
+  if (row.has_detail === true) {
+    const d = await conn.runAndReadAll(`SELECT detail FROM ${tableOf(alias, 'event_details')} WHERE event_id = $1 LIMIT 1`, [eventId])
+    const text = d.getRows()[0]?.[0]
+    if (typeof text === 'string') event.detail = JSON.parse(text) as Record<string, unknown>
+  }
+  return event
+}
+
+const RAW_MEASURES = `count(*) AS requests,
               count(*) FILTER (WHERE status_code >= 400) AS errors,
               coalesce(sum(input_tokens), 0) AS input_tokens,
               coalesce(sum(output_tokens), 0) AS output_tokens,
@@ -84,24 +92,98 @@ export async function usageTotals(store: Store, filter: EventFilter): Promise<To
               coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens,
               coalesce(sum(reasoning_tokens), 0) AS reasoning_tokens,
               sum(cost) AS cost,
-              count(*) FILTER (WHERE cost IS NULL) AS cost_missing
-         FROM events WHERE ${where.sql} GROUP BY currency ORDER BY currency`,
-      where.params,
-    )
-    return res.getRowObjects()
+              count(*) FILTER (WHERE cost IS NULL) AS cost_missing`
+
+const ROLLUP_MEASURES = `sum(requests) AS requests, sum(errors) AS errors,
+              sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+              sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
+              sum(reasoning_tokens) AS reasoning_tokens, sum(cost) AS cost, sum(cost_missing) AS cost_missing`
+
+export type TotalsSource = 'auto' | 'raw'
+
+/**
+ * Exact totals for the window and filters, across every tier. Archived
+ * segments answer from their 15-minute rollups for the aligned middle of the
+ * window and from raw rows for the unaligned edges; active and pending
+ * segments from raw rows. `source: 'raw'` scans raw rows only (the reference
+ * the rollup path must equal).
+ */
+export async function usageTotals(store: Store, filter: EventFilter, source: TotalsSource = 'auto'): Promise<Totals> {
+  const alignedFrom = Math.ceil(filter.fromUs / BUCKET_US) * BUCKET_US
+  const alignedTo = Math.floor(filter.toUs / BUCKET_US) * BUCKET_US
+  const useRollups = source === 'auto' && alignedFrom < alignedTo
+  const whole: Range = [filter.fromUs, filter.toUs]
+  const edges: Range[] = useRollups ? ([[filter.fromUs, alignedFrom], [alignedTo, filter.toUs]] as Range[]).filter(([a, b]) => a < b) : [whole]
+  return store.snapshot(async (snap) => {
+    const rows: Row[] = []
+    const byRange = new Map<Range, string[]>()
+    for (const part of snap.parts) {
+      const ranges = (part.state === 'archived' ? edges : [whole]).filter((r) => mayMatch(part, filter, r))
+      if (ranges.length === 0) continue
+      if (part.alias === null) {
+        for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r))))
+      } else {
+        for (const r of ranges) {
+          const list = byRange.get(r) ?? []
+          list.push(part.alias)
+          byRange.set(r, list)
+        }
+      }
+    }
+    for (const [range, aliases] of byRange) rows.push(...(await snap.files((conn) => rawTotals(conn, aliases, filter, range))))
+    if (useRollups) {
+      // Rollups of segments this snapshot reads raw (archived after it was taken) must not count twice.
+      const rawIds = snap.parts.filter((p) => p.state !== 'archived').map((p) => p.id)
+      rows.push(...(await snap.files((conn) => rollupTotals(conn, filter, [alignedFrom, alignedTo], rawIds))))
+    }
+    return combineTotals(rows)
   })
-  return combineTotals(rows)
+}
+
+type Range = [number, number]
+
+/** False when the segment's time bounds or pruning dims prove it holds nothing for the filter. */
+function mayMatch(part: SnapshotPart, f: EventFilter, [fromUs, toUs]: Range): boolean {
+  // Bounds are exact (kept at commit, or computed from the file): no bounds, no rows.
+  if (part.minTsUs === null || part.maxTsUs === null) return false
+  if (part.maxTsUs < fromUs || part.minTsUs >= toUs) return false
+  if (part.dims) {
+    for (const dim of PRUNING_DIMS) {
+      const wanted = f.dims[dim]
+      if (wanted && wanted.length > 0 && !wanted.some((v) => part.dims![dim].has(v))) return false
+    }
+  }
+  return true
+}
+
+async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, f: EventFilter, [fromUs, toUs]: Range): Promise<Row[]> {
+  const where = whereClause({ ...f, fromUs, toUs })
+  const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
+  const res = await conn.runAndReadAll(`SELECT currency, ${RAW_MEASURES} FROM (${union}) GROUP BY currency`, where.params)
+  return res.getRowObjects()
+}
+
+async function rollupTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, excludeIds: number[]): Promise<Row[]> {
+  const where = whereClause({ ...f, fromUs, toUs }, 'bucket')
+  const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${excludeIds.map((id) => String(Math.trunc(id))).join(', ')})` : ''
+  const res = await conn.runAndReadAll(`SELECT currency, ${ROLLUP_MEASURES} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY currency`, where.params)
+  return res.getRowObjects()
 }
 
 type Row = Record<string, DuckDBValue>
 
 function combineTotals(rows: Row[]): Totals {
   const sums = Object.fromEntries(MEASURES.map((m) => [m, 0n])) as Record<Measure, bigint>
-  const costByCurrency: Record<string, string> = {}
+  const scaledCost = new Map<string, bigint>()
   for (const r of rows) {
     for (const m of MEASURES) sums[m] += big(r[m])
-    if (r.cost instanceof DuckDBDecimalValue) costByCurrency[String(r.currency)] = formatCost(r.cost.value)
+    if (r.cost instanceof DuckDBDecimalValue) {
+      const currency = String(r.currency)
+      scaledCost.set(currency, (scaledCost.get(currency) ?? 0n) + r.cost.value)
+    }
   }
+  const costByCurrency: Record<string, string> = {}
+  for (const currency of [...scaledCost.keys()].sort()) costByCurrency[currency] = formatCost(scaledCost.get(currency)!)
   const currencies = Object.keys(costByCurrency)
   const single = currencies.length === 1 ? currencies[0]! : null
   return {
@@ -141,6 +223,7 @@ function toStoredEvent(r: Row): StoredEvent {
 
 function big(v: DuckDBValue | undefined): bigint {
   if (typeof v === 'bigint') return v
+  if (v instanceof DuckDBDecimalValue && v.scale === 0) return v.value
   return typeof v === 'number' ? BigInt(v) : 0n
 }
 

@@ -7,10 +7,13 @@
 //   (store.ts asserts that). A write is one explicit transaction: all rows of
 //   a group commit land, or none do.
 // - Read connections are separate and never write; one query at a time per
-//   connection (the Store's read pool guarantees that).
+//   connection (`read` hands each out once).
+// - `lookup` (the exact dedupe probe) uses the writer connection, so it runs
+//   only under the write gate too, and never waits on a query.
 // - Close order: appenders -> connections -> instance, after a CHECKPOINT.
 
-import { DuckDBAppender, DuckDBConnection, DuckDBDataChunk, DuckDBInstance, type DuckDBType } from '@duckdb/node-api'
+import { Semaphore } from 'async-mutex'
+import { DuckDBAppender, DuckDBConnection, DuckDBDataChunk, DuckDBInstance, listValue, type DuckDBType } from '@duckdb/node-api'
 import type { UsageEvent } from '../ingest/event.js'
 import { DETAIL_COLUMNS, EVENT_COLUMNS, fillDetailChunk, fillEventChunk, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 
@@ -21,10 +24,14 @@ export interface SegmentOptions {
   memoryBytes: number
   threads: number
   readConnections: number
+  /** Recorded as the segment's creation time when the file is new. */
+  nowMs: number
 }
 
 export class Segment {
   private closed = false
+  private readonly free: DuckDBConnection[]
+  private readonly slots: Semaphore
 
   private constructor(
     readonly path: string,
@@ -32,8 +39,12 @@ export class Segment {
     private readonly writer: DuckDBConnection,
     private readonly eventAppender: DuckDBAppender,
     private readonly detailAppender: DuckDBAppender,
-    readonly readers: readonly DuckDBConnection[],
-  ) {}
+    private readonly readers: readonly DuckDBConnection[],
+    readonly createdMs: number,
+  ) {
+    this.free = [...readers]
+    this.slots = new Semaphore(readers.length)
+  }
 
   static async open(path: string, opts: SegmentOptions): Promise<Segment> {
     const instance = await DuckDBInstance.create(path, {
@@ -50,27 +61,50 @@ export class Segment {
       if (meta.currentRowCount === 0) {
         await writer.run(`INSERT INTO segment_meta VALUES ('schema_version', '${SCHEMA_VERSION}')`)
       }
+      const created = await writer.runAndReadAll(`SELECT value FROM segment_meta WHERE key = 'created_ms'`)
+      let createdMs = Number(created.getRows()[0]?.[0] ?? NaN)
+      if (!Number.isFinite(createdMs)) {
+        createdMs = opts.nowMs
+        await writer.run(`INSERT INTO segment_meta VALUES ('created_ms', '${createdMs}')`)
+      }
       const eventAppender = await writer.createAppender('events')
       const detailAppender = await writer.createAppender('event_details')
       const readers: DuckDBConnection[] = []
       for (let i = 0; i < opts.readConnections; i++) readers.push(await instance.connect())
-      return new Segment(path, instance, writer, eventAppender, detailAppender, readers)
+      return new Segment(path, instance, writer, eventAppender, detailAppender, readers, createdMs)
     } catch (err) {
       instance.closeSync()
       throw err
     }
   }
 
-  /** Every (event_id, fingerprint) stored: rebuilds the dedupe index after a restart. */
-  async *scanIds(): AsyncGenerator<Array<[string, string]>> {
-    const reader = await this.writer.stream('SELECT event_id, fingerprint FROM events')
-    for (;;) {
-      const chunk = await reader.fetchChunk()
-      if (!chunk || chunk.rowCount === 0) break
-      const ids = chunk.getColumnValues(0) as string[]
-      const fps = chunk.getColumnValues(1) as string[]
-      yield ids.map((id, i) => [id, fps[i]!])
+  /** Every event_id stored: rebuilds the dedupe index after a restart. */
+  scanIds(): AsyncGenerator<string[]> {
+    return scanIds(this.writer, null)
+  }
+
+  /** Exact probe: the fingerprints of those `ids` that are stored here. Caller holds the write gate. */
+  lookup(ids: readonly string[]): Promise<Map<string, string>> {
+    if (this.closed) throw new Error(`segment ${this.path} is closed`)
+    return lookupFingerprints(this.writer, null, ids)
+  }
+
+  /** Runs a read on one of this segment's read connections. */
+  async read<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+    if (this.closed) throw new Error(`invariant: read of closed segment ${this.path}`)
+    const [, release] = await this.slots.acquire()
+    const conn = this.free.pop()!
+    try {
+      return await fn(conn)
+    } finally {
+      this.free.push(conn)
+      release()
     }
+  }
+
+  /** Runs a statement on a read connection (a best-effort CHECKPOINT before rollover, for one). */
+  async readRun(sql: string): Promise<void> {
+    await this.read((conn) => conn.run(sql))
   }
 
   /**
@@ -112,6 +146,27 @@ export class Segment {
       this.instance.closeSync()
     }
   }
+}
+
+/** Streams every event_id of the segment's `events` table (`alias` null: the connection's own database). */
+export async function* scanIds(conn: DuckDBConnection, alias: string | null): AsyncGenerator<string[]> {
+  const table = alias === null ? 'events' : `"${alias}".events`
+  const reader = await conn.stream(`SELECT event_id FROM ${table}`)
+  for (;;) {
+    const chunk = await reader.fetchChunk()
+    if (!chunk || chunk.rowCount === 0) break
+    yield chunk.getColumnValues(0) as string[]
+  }
+}
+
+/** event_id -> fingerprint for those of `ids` stored in the segment. */
+export async function lookupFingerprints(conn: DuckDBConnection, alias: string | null, ids: readonly string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  if (ids.length === 0) return out
+  const table = alias === null ? 'events' : `"${alias}".events`
+  const res = await conn.runAndReadAll(`SELECT event_id, fingerprint FROM ${table} WHERE event_id IN (SELECT unnest($1::VARCHAR[]))`, [listValue([...ids])])
+  for (const [id, fp] of res.getRows() as Array<[string, string]>) out.set(id, fp)
+  return out
 }
 
 const EVENT_TYPES = EVENT_COLUMNS.map((c) => c.type)

@@ -1,23 +1,31 @@
-// The store: the write gate, group commit, dedupe, and read access.
+// The store: the write gate, group commit, dedupe across every tier, the
+// tiers themselves (active, pending, archived) and pinned read snapshots.
 //
 // Invariants:
 // - The write gate (one async-mutex Mutex) guards every mutation of the active
-//   segment. The only way to reach the writer is `withGate`, which hands the
-//   callback a GatedWriter that is revoked the moment the gate is released: a
-//   stale writer cannot be kept and used later (the Rust original's bug).
-// - Lock order: the gate first, then anything else; nothing awaits the gate
-//   while holding another lock. Reads never take the gate.
+//   segment: appends, the swap of a rollover, the close of a rolled-over
+//   segment, shutdown. The only way to reach the writer is `withGate`, whose
+//   GatedWriter is revoked the moment the gate is released: a stale writer
+//   cannot be kept and used later (the Rust original's bug).
+// - Lock order: the gate first, then anything else (catalog, FileTier admin);
+//   nothing awaits the gate while holding another lock. Reads never take it.
 // - An append is answered only after the transaction holding its events has
 //   committed; if the commit fails, every request in it is told so (503) and
 //   none of its events are in the index or the file.
-// - `index` holds exactly the ids committed in retained segments, with their
-//   fingerprints. It is changed only under the gate, after COMMIT succeeds.
+// - `index` names, for every id committed in a retained segment, the segment
+//   holding it. It changes only under the gate, after COMMIT succeeds, and a
+//   hit is always confirmed by an exact probe of that segment (idindex.ts).
+// - Every retained segment is in `segments` from the moment its file exists
+//   until retention drops it, in exactly one state; a read snapshot pins what
+//   it reads (a live instance or an attached file), so no tier change makes
+//   rows vanish or a file disappear under a query.
+// - Rollover is never concurrent with itself (`rolling`), and the sealer
+//   handles one segment at a time (`sealing`); neither is a lock.
 // - Queue bounds: at most maxQueueEvents events and maxQueueBytes body bytes
 //   wait; past that, append fails fast with QueueFull (503 + Retry-After).
 // - After a write fails in a way that may have left the database invalidated
 //   the store is `failed`: it refuses writes and reports unready (fail-stop).
 
-import fs from 'node:fs/promises'
 import path from 'node:path'
 import { E_TIMEOUT, Mutex, Semaphore, withTimeout, type MutexInterface } from 'async-mutex'
 import type { DuckDBConnection } from '@duckdb/node-api'
@@ -25,7 +33,14 @@ import type { Logger } from '../log.js'
 import type { Clock } from '../clock.js'
 import { Errors } from '../errors.js'
 import type { FieldError, UsageEvent } from '../ingest/event.js'
-import { Segment } from './segment.js'
+import { DuckDBCatalog, type Catalog, type SegmentDims } from './catalog.js'
+import { FileTier, type AttachedFile } from './files.js'
+import { nodeFileSystem, type FileSystem } from './fsops.js'
+import { IdIndex } from './idindex.js'
+import { CATALOG_FILE, LEGACY_ACTIVE_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
+import { lookupFingerprints, scanIds, Segment } from './segment.js'
+import { computeStats, type SegmentStats } from './stats.js'
+import { Sealer, type SealStep } from './sealer.js'
 
 export type EventStatus = 'duplicate' | 'conflict' | 'rejected'
 
@@ -71,6 +86,16 @@ export interface StoreOptions {
   maxConcurrentQueries: number
   duckdbMemoryBytes: number
   duckdbThreads: number
+  /** Roll the active segment over when its file plus WAL reach this size. */
+  rolloverBytes?: number
+  /** ...or when its first event is this old. */
+  rolloverAgeMs?: number
+  /** First retry delay of a failed seal (doubles up to sealRetryMaxMs). */
+  sealRetryMs?: number
+  sealRetryMaxMs?: number
+  /** How often the background timer checks age rollover and seal retries. */
+  tickMs?: number
+  fs?: FileSystem
   /** Test seams; never set in production. */
   hooks?: StoreHooks
 }
@@ -78,6 +103,8 @@ export interface StoreOptions {
 export interface StoreHooks {
   /** Runs inside the gate before a group commit writes: lets a test park an append while it holds the gate. */
   onCommitHoldingGate?: () => Promise<void>
+  /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
+  beforeSealStep?: (step: SealStep, segmentId: number) => Promise<void>
 }
 
 /** The writer, valid only while the gate that produced it is held. */
@@ -90,33 +117,112 @@ interface Pending extends AppendRequest {
   reject(err: Error): void
 }
 
+export type SegmentState = 'active' | 'pending' | 'archived'
+
+export interface SealStatus {
+  attempts: number
+  lastError: string | null
+  nextAttemptMs: number | null
+}
+
+/** One retained segment, in exactly one state, readable through `live` or `file`. */
+export interface SegmentEntry {
+  readonly id: number
+  state: SegmentState
+  /** The open DuckDB instance (the active segment, or a rolled-over one not yet closed). */
+  live: Segment | null
+  liveReaders: number
+  /** Set while the live instance is being closed: new readers wait for it. */
+  liveClosing: Promise<void> | null
+  /** The attached pending or archived file. */
+  file: AttachedFile | null
+  createdMs: number
+  firstAppendMs: number | null
+  rowCount: number
+  minTsUs: number | null
+  maxTsUs: number | null
+  bytes: number | null
+  stats: SegmentStats | null
+  dims: SegmentDims | null
+  seal: SealStatus
+}
+
+export interface SegmentInfo {
+  id: number
+  state: SegmentState
+  row_count: number
+  min_timestamp_us: number | null
+  max_timestamp_us: number | null
+  bytes: number | null
+  created_ms: number
+  seal?: SealStatus
+}
+
+export interface RolloverReport {
+  rolled: boolean
+  reason: string
+  /** The segment that was rolled over (now pending), if any. */
+  segment_id: number | null
+  /** How long the write gate was held, summed over both short sections. */
+  gate_held_ms: number
+  duration_ms: number
+}
+
 export interface StoreStats {
   queuedRequests: number
   queuedEvents: number
   queuedBytes: number
   indexedEvents: number
+  indexBytes: number
   commits: number
   committedEvents: number
   lastCommitMs: number | null
   lastCommitEvents: number
+  rollovers: number
+  lastRollover: RolloverReport | null
+  sealed: number
+  sealFailures: number
   failed: string | null
   draining: boolean
 }
 
-const ACTIVE_DIR = 'active'
-const ACTIVE_FILE = 'segment-active.duckdb'
+/** A pinned part of a read snapshot: one segment and how to query it. */
+export interface SnapshotPart {
+  id: number
+  state: SegmentState
+  minTsUs: number | null
+  maxTsUs: number | null
+  dims: SegmentDims | null
+  /** Alias of the attached file (query through `Snapshot.files`), or null for a live segment. */
+  alias: string | null
+  /** Runs `fn` on a read connection of the live segment. Only when alias is null. */
+  live<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T>
+}
+
+export interface Snapshot {
+  parts: SnapshotPart[]
+  /** Runs `fn` on a pooled connection of the closed-file tier (attached files and the catalog). */
+  files<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T>
+}
+
+const MIB = 1024 * 1024
 
 export class Store {
   private readonly gate: MutexInterface
   private readonly rawGate = new Mutex()
   private readonly querySlots: Semaphore
-  private readonly freeReaders: DuckDBConnection[]
+  private readonly segments = new Map<number, SegmentEntry>()
+  private readonly sealer: Sealer
+  private active: SegmentEntry
+  private nextId: number
   private queue: Pending[] = []
   private queuedEvents = 0
   private queuedBytes = 0
   private committing = false
   private idle: Promise<void> = Promise.resolve()
   private markIdle: () => void = () => undefined
+  private rolling: Promise<RolloverReport> | null = null
+  private timer: NodeJS.Timeout | null = null
   private draining = false
   private closed = false
   private failure: string | null = null
@@ -124,31 +230,74 @@ export class Store {
   private committedEvents = 0
   private lastCommitMs: number | null = null
   private lastCommitEvents = 0
+  private rollovers = 0
+  private lastRollover: RolloverReport | null = null
+  private readonly rolloverBytes: number
+  private readonly rolloverAgeMs: number
+  readonly fs: FileSystem
 
   private constructor(
     private readonly opts: StoreOptions,
-    private readonly active: Segment,
-    private readonly index: Map<string, string>,
+    private readonly files: FileTier,
+    readonly catalog: Catalog,
+    private readonly index: IdIndex,
+    entries: SegmentEntry[],
+    nextId: number,
   ) {
     this.gate = withTimeout(this.rawGate, opts.gateWaitMs, E_TIMEOUT)
-    this.freeReaders = [...active.readers]
-    this.querySlots = new Semaphore(active.readers.length)
+    this.querySlots = new Semaphore(opts.maxConcurrentQueries)
+    this.fs = opts.fs ?? nodeFileSystem
+    for (const e of entries) this.segments.set(e.id, e)
+    const active = entries.find((e) => e.state === 'active')
+    if (!active?.live) throw new Error('invariant: the store opens with one live active segment')
+    this.active = active
+    this.nextId = nextId
+    this.rolloverBytes = opts.rolloverBytes ?? 64 * MIB
+    this.rolloverAgeMs = opts.rolloverAgeMs ?? 3_600_000
+    this.sealer = new Sealer({
+      dataDir: opts.dataDir,
+      fs: this.fs,
+      files,
+      catalog,
+      clock: opts.clock,
+      logger: opts.logger,
+      retryMs: opts.sealRetryMs ?? 1_000,
+      retryMaxMs: opts.sealRetryMaxMs ?? 300_000,
+      hooks: opts.hooks,
+    })
   }
 
   static async open(opts: StoreOptions): Promise<Store> {
-    const dir = path.join(opts.dataDir, ACTIVE_DIR)
-    await fs.mkdir(dir, { recursive: true })
-    const file = path.join(dir, ACTIVE_FILE)
-    const segment = await Segment.open(file, {
-      memoryBytes: opts.duckdbMemoryBytes,
-      threads: opts.duckdbThreads,
-      readConnections: opts.maxConcurrentQueries,
-    })
-    const index = new Map<string, string>()
+    const fs = opts.fs ?? nodeFileSystem
     const started = opts.clock.nowMs()
-    for await (const rows of segment.scanIds()) for (const [id, fp] of rows) index.set(id, fp)
-    opts.logger.info({ event: 'store_open', file, indexedEvents: index.size, ms: opts.clock.nowMs() - started }, 'store opened')
-    return new Store(opts, segment, index)
+    for (const tier of TIERS) await fs.mkdirp(tierDir(opts.dataDir, tier))
+    const files = await FileTier.open({
+      catalogPath: path.join(opts.dataDir, CATALOG_FILE),
+      // The closed tiers get half the DuckDB budget; the active segment the other half.
+      memoryBytes: Math.floor(opts.duckdbMemoryBytes / 2),
+      threads: opts.duckdbThreads,
+      queryConnections: opts.maxConcurrentQueries,
+    })
+    try {
+      const catalog = await DuckDBCatalog.open(files.catalogConn)
+      const { entries, nextId } = await recover(opts, fs, files, catalog)
+      const index = new IdIndex(entries.reduce((n, e) => n + e.rowCount, 0) * 1.2)
+      for (const e of entries) {
+        const ids = e.live ? e.live.scanIds() : scanIds(files.probeConn, e.file!.alias)
+        for await (const chunk of ids) for (const id of chunk) index.add(id, e.id)
+      }
+      opts.logger.info(
+        { event: 'store_open', segments: entries.length, indexedEvents: index.size, indexBytes: index.bytes, ms: opts.clock.nowMs() - started },
+        'store opened',
+      )
+      const store = new Store(opts, files, catalog, index, entries, nextId)
+      store.startTimer()
+      store.sealer.kick(store.pendingEntries())
+      return store
+    } catch (err) {
+      files.close()
+      throw err
+    }
   }
 
   /**
@@ -184,7 +333,7 @@ export class Store {
       throw err
     }
     let valid = true
-    const active = this.active
+    const active = this.active.live!
     const writer: GatedWriter = {
       get segment(): Segment {
         if (!valid) throw new Error('GatedWriter used after the write gate was released')
@@ -204,22 +353,55 @@ export class Store {
     return this.rawGate.isLocked()
   }
 
-  /** Runs a read on a pooled read-only-use connection; never touches the gate. */
-  async read<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+  /**
+   * Runs a read over a pinned snapshot of every retained segment; never
+   * touches the gate. At most maxConcurrentQueries run at once.
+   */
+  async snapshot<T>(fn: (snap: Snapshot) => Promise<T>): Promise<T> {
     if (this.closed) throw new Errors.Draining()
     const [, releaseSlot] = await this.querySlots.acquire()
-    const conn = this.freeReaders.pop()!
+    const pinned: Array<() => Promise<void>> = []
     try {
-      return await fn(conn)
+      const parts: SnapshotPart[] = []
+      for (const entry of [...this.segments.values()].sort((a, b) => a.id - b.id)) {
+        while (entry.liveClosing) await entry.liveClosing
+        if (!this.segments.has(entry.id)) continue
+        const part = this.pin(entry, pinned)
+        if (part) parts.push(part)
+      }
+      return await fn({ parts, files: (f) => this.files.query(f) })
     } finally {
-      this.freeReaders.push(conn)
+      for (const unpin of pinned) await unpin()
       releaseSlot()
     }
   }
 
-  /** Ids known to the dedupe index (committed, retained). */
-  has(eventId: string): boolean {
-    return this.index.has(eventId)
+  private pin(entry: SegmentEntry, pinned: Array<() => Promise<void>>): SnapshotPart | null {
+    const base = { id: entry.id, state: entry.state, minTsUs: entry.minTsUs, maxTsUs: entry.maxTsUs, dims: entry.dims }
+    if (entry.live) {
+      const segment = entry.live
+      entry.liveReaders++
+      pinned.push(async () => {
+        entry.liveReaders--
+      })
+      return { ...base, alias: null, live: (fn) => segment.read(fn) }
+    }
+    if (entry.file) {
+      const file = entry.file
+      this.files.pin(file)
+      pinned.push(() => this.files.unpin(file))
+      return {
+        ...base,
+        alias: file.alias,
+        live: () => Promise.reject(new Error('invariant: not a live segment')),
+      }
+    }
+    return null
+  }
+
+  /** Segments that may hold `eventId` (from the dedupe index; confirm with a probe). */
+  candidates(eventId: string): number[] {
+    return this.index.candidates(eventId)
   }
 
   ready(): { ready: boolean; reasons: string[] } {
@@ -237,27 +419,182 @@ export class Store {
       queuedEvents: this.queuedEvents,
       queuedBytes: this.queuedBytes,
       indexedEvents: this.index.size,
+      indexBytes: this.index.bytes,
       commits: this.commits,
       committedEvents: this.committedEvents,
       lastCommitMs: this.lastCommitMs,
       lastCommitEvents: this.lastCommitEvents,
+      rollovers: this.rollovers,
+      lastRollover: this.lastRollover,
+      sealed: this.sealer.sealedCount,
+      sealFailures: this.sealer.failureCount,
       failed: this.failure,
       draining: this.draining,
     }
+  }
+
+  /** Every retained segment, oldest first. */
+  segmentList(): SegmentInfo[] {
+    return [...this.segments.values()]
+      .sort((a, b) => a.id - b.id)
+      .map((e) => ({
+        id: e.id,
+        state: e.state,
+        row_count: e.rowCount,
+        min_timestamp_us: e.minTsUs,
+        max_timestamp_us: e.maxTsUs,
+        bytes: e.bytes,
+        created_ms: e.createdMs,
+        ...(e.state === 'pending' ? { seal: { ...e.seal } } : {}),
+      }))
+  }
+
+  /**
+   * Rolls the active segment over: a fresh active segment takes appends and
+   * the old one becomes pending (then sealed in the background). Concurrent
+   * calls share one rollover. `force` rolls even an empty segment over.
+   */
+  rollover(reason: string, force = false): Promise<RolloverReport> {
+    if (this.rolling) return this.rolling
+    if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
+    if (this.failure !== null) return Promise.reject(new Errors.StoreFailed())
+    const run = this.doRollover(reason, force).finally(() => {
+      this.rolling = null
+    })
+    this.rolling = run
+    return run
+  }
+
+  /** Periodic work: age rollover and due seal retries. The timer calls it; tests call it with a manual clock. */
+  async tick(): Promise<void> {
+    if (this.closed || this.draining) return
+    const a = this.active
+    if (a.firstAppendMs !== null && this.opts.clock.nowMs() - a.firstAppendMs >= this.rolloverAgeMs) {
+      await this.rollover('age').catch((err: unknown) => this.opts.logger.error({ err }, 'age rollover failed'))
+    }
+    this.sealer.kick(this.pendingEntries())
+  }
+
+  /** Seals every pending segment now (waits for it); failures stay recorded for retry. */
+  async sealPending(): Promise<void> {
+    await this.sealer.drain(this.pendingEntries(), true)
   }
 
   /** Stops taking appends, commits and answers everything queued, checkpoints and closes DuckDB. */
   async close(): Promise<void> {
     if (this.closed) return
     this.draining = true
+    if (this.timer) clearInterval(this.timer)
     await this.idle
+    await this.rolling?.catch(() => undefined)
+    await this.sealer.stop()
     await this.withGate(async () => {
       this.closed = true
-      await this.active.close()
+      for (const e of this.segments.values()) if (e.live) await e.live.close()
     }).catch((err: unknown) => {
       this.opts.logger.error({ err }, 'store close failed')
       throw err
+    }).finally(async () => {
+      await this.catalog.checkpoint().catch((err: unknown) => this.opts.logger.error({ err }, 'catalog checkpoint failed'))
+      this.files.close()
     })
+  }
+
+  private pendingEntries(): SegmentEntry[] {
+    return [...this.segments.values()].filter((e) => e.state === 'pending' && e.file !== null && e.live === null).sort((a, b) => a.id - b.id)
+  }
+
+  private startTimer(): void {
+    const tickMs = this.opts.tickMs ?? Math.max(1_000, Math.min(60_000, Math.floor(this.rolloverAgeMs / 10)))
+    this.timer = setInterval(() => void this.tick(), tickMs)
+    this.timer.unref()
+  }
+
+  private async doRollover(reason: string, force: boolean): Promise<RolloverReport> {
+    const started = performance.now()
+    const old = this.active
+    if (old.rowCount === 0 && !force) {
+      return { rolled: false, reason, segment_id: null, gate_held_ms: 0, duration_ms: 0 }
+    }
+    // Outside the gate: open the next segment and shrink the old one's WAL, so
+    // the gate is held only for the swap and the final close.
+    const id = this.nextId++
+    const fresh = await Segment.open(segmentPath(this.opts.dataDir, 'active', id), this.segmentOptions())
+    await old.live!.readRun('CHECKPOINT').catch(() => undefined)
+    let gateMs = 0
+    try {
+      const t0 = performance.now()
+      await this.withGate(async () => {
+        this.assertGate()
+        const entry = newEntry(id, 'active', fresh)
+        this.segments.set(id, entry)
+        this.active = entry
+        old.state = 'pending'
+        await this.catalog.putLive(id, 'active', relativeSegmentPath('active', id), fresh.createdMs)
+      })
+      gateMs += performance.now() - t0
+    } catch (err) {
+      await fresh.close().catch(() => undefined)
+      await this.fs.remove(fresh.path).catch(() => undefined)
+      this.segments.delete(id)
+      throw err
+    }
+    gateMs += await this.retire(old)
+    this.rollovers++
+    const report: RolloverReport = { rolled: true, reason, segment_id: old.id, gate_held_ms: round(gateMs), duration_ms: round(performance.now() - started) }
+    this.lastRollover = report
+    this.opts.logger.info({ event: 'rollover', ...report }, 'active segment rolled over')
+    this.sealer.kick(this.pendingEntries())
+    return report
+  }
+
+  /**
+   * Closes a rolled-over segment's live instance and makes it a pending file:
+   * new readers wait, current ones finish, then under the gate (probes use the
+   * writer) CHECKPOINT, close, move to pending/, attach. Returns ms under the gate.
+   */
+  private async retire(entry: SegmentEntry): Promise<number> {
+    let done!: () => void
+    entry.liveClosing = new Promise<void>((resolve) => (done = resolve))
+    try {
+      while (entry.liveReaders > 0) await new Promise((resolve) => setTimeout(resolve, 5))
+      const t0 = performance.now()
+      await this.withGate(async () => {
+        const segment = entry.live!
+        await segment.close()
+        const from = segment.path
+        const to = segmentPath(this.opts.dataDir, 'pending', entry.id)
+        if ((await this.fs.size(`${from}.wal`)) !== null) await this.fs.rename(`${from}.wal`, `${to}.wal`)
+        await this.fs.rename(from, to)
+        await this.fs.syncDir(tierDir(this.opts.dataDir, 'pending'))
+        await this.fs.syncDir(tierDir(this.opts.dataDir, 'active'))
+        entry.file = await this.files.attach(entry.id, to)
+        entry.live = null
+        entry.bytes = await this.fs.size(to)
+        await this.catalog.putLive(entry.id, 'pending', relativeSegmentPath('pending', entry.id), entry.createdMs)
+      })
+      return performance.now() - t0
+    } catch (err) {
+      // The segment is closed but could not be moved: stop, and let start-up recover it.
+      this.noteWriteFailure(err, true)
+      throw err
+    } finally {
+      entry.liveClosing = null
+      done()
+    }
+  }
+
+  private segmentOptions() {
+    return {
+      memoryBytes: Math.floor(this.opts.duckdbMemoryBytes / 2),
+      threads: this.opts.duckdbThreads,
+      readConnections: this.opts.maxConcurrentQueries,
+      nowMs: this.opts.clock.nowMs(),
+    }
+  }
+
+  private assertGate(): void {
+    if (!this.rawGate.isLocked()) throw new Error('invariant: runs only under the write gate')
   }
 
   private kick(): void {
@@ -277,10 +614,21 @@ export class Store {
           const error = err instanceof Error ? err : new Error(String(err))
           for (const p of batch) p.reject(isServiceError(error) ? error : new Errors.StoreFailed())
         }
+        await this.checkSize()
       }
     } finally {
       this.committing = false
       this.markIdle()
+    }
+  }
+
+  private async checkSize(): Promise<void> {
+    if (this.rolling || this.draining || this.failure !== null) return
+    const file = this.active.live!.path
+    const bytes = ((await this.fs.size(file)) ?? 0) + ((await this.fs.size(`${file}.wal`)) ?? 0)
+    this.active.bytes = bytes
+    if (bytes >= this.rolloverBytes) {
+      void this.rollover('size').catch((err: unknown) => this.opts.logger.error({ err }, 'size rollover failed'))
     }
   }
 
@@ -302,10 +650,45 @@ export class Store {
     return batch
   }
 
+  /** The stored fingerprint of each id of `ids` that some retained segment holds (exact). */
+  private async probe(ids: Iterable<string>): Promise<Map<string, string>> {
+    this.assertGate()
+    const bySegment = new Map<number, string[]>()
+    for (const id of ids) {
+      for (const seg of this.index.candidates(id)) {
+        let list = bySegment.get(seg)
+        if (!list) bySegment.set(seg, (list = []))
+        list.push(id)
+      }
+    }
+    const found = new Map<string, string>()
+    for (const [seg, list] of bySegment) {
+      const entry = this.segments.get(seg)
+      if (!entry) continue
+      let hits: Map<string, string>
+      if (entry.live) {
+        hits = await entry.live.lookup(list)
+      } else if (entry.file) {
+        const file = entry.file
+        this.files.pin(file)
+        try {
+          hits = await lookupFingerprints(this.files.probeConn, file.alias, list)
+        } finally {
+          await this.files.unpin(file)
+        }
+      } else {
+        throw new Error(`invariant: segment ${seg} has neither a live instance nor a file`)
+      }
+      for (const [id, fp] of hits) found.set(id, fp)
+    }
+    return found
+  }
+
   private async commitBatch(writer: GatedWriter, batch: Pending[]): Promise<void> {
-    if (!this.rawGate.isLocked()) throw new Error('invariant: commitBatch runs only under the write gate')
+    this.assertGate()
     if (this.failure !== null) throw new Errors.StoreFailed()
     await this.opts.hooks?.onCommitHoldingGate?.()
+    const stored = await this.probe(idsOf(batch))
     const staged = new Map<string, string>()
     const rows: UsageEvent[] = []
     const outcomes: AppendOutcome[] = []
@@ -314,7 +697,7 @@ export class Store {
       const results: EventResult[] = []
       const toInsert: UsageEvent[] = []
       for (const { index, event } of p.events) {
-        const prior = local.get(event.event_id) ?? staged.get(event.event_id) ?? this.index.get(event.event_id)
+        const prior = local.get(event.event_id) ?? staged.get(event.event_id) ?? stored.get(event.event_id)
         if (prior === undefined) {
           local.set(event.event_id, event.fingerprint)
           toInsert.push(event)
@@ -333,10 +716,19 @@ export class Store {
     try {
       await writer.segment.appendCommitted(rows)
     } catch (err) {
-      this.noteWriteFailure(err)
+      this.noteWriteFailure(err, false)
       throw err
     }
-    for (const [id, fp] of staged) this.index.set(id, fp)
+    const entry = this.active
+    for (const id of staged.keys()) this.index.add(id, entry.id)
+    if (rows.length > 0) {
+      entry.rowCount += rows.length
+      entry.firstAppendMs ??= this.opts.clock.nowMs()
+      for (const r of rows) {
+        if (entry.minTsUs === null || r.ts_us < entry.minTsUs) entry.minTsUs = r.ts_us
+        if (entry.maxTsUs === null || r.ts_us > entry.maxTsUs) entry.maxTsUs = r.ts_us
+      }
+    }
     this.commits++
     this.committedEvents += rows.length
     this.lastCommitMs = performance.now() - started
@@ -344,16 +736,183 @@ export class Store {
     batch.forEach((p, i) => p.resolve(outcomes[i]!))
   }
 
-  private noteWriteFailure(err: unknown): void {
+  private noteWriteFailure(err: unknown, always: boolean): void {
     const message = err instanceof Error ? err.message : String(err)
-    this.opts.logger.error({ err }, 'group commit failed; its requests are answered 503 and nothing of them is stored')
+    this.opts.logger.error({ err }, always ? 'closing a rolled-over segment failed' : 'group commit failed; its requests are answered 503 and nothing of them is stored')
     // DuckDB invalidates a database after a failed WAL write/fsync or checkpoint:
     // from then on nothing may be acknowledged. Stop (fail-stop) rather than guess.
-    if (/invalidated|fatal|I\/O Error|No space left/i.test(message)) {
+    if (always || /invalidated|fatal|I\/O Error|No space left/i.test(message)) {
       this.failure = message.slice(0, 300)
       this.opts.logger.fatal({ reason: this.failure }, 'store entered fail-stop: refusing writes until restart')
     }
   }
+}
+
+function* idsOf(batch: Pending[]): Generator<string> {
+  for (const p of batch) for (const { event } of p.events) yield event.event_id
+}
+
+function newEntry(id: number, state: SegmentState, live: Segment | null): SegmentEntry {
+  return {
+    id,
+    state,
+    live,
+    liveReaders: 0,
+    liveClosing: null,
+    file: null,
+    createdMs: live?.createdMs ?? 0,
+    firstAppendMs: null,
+    rowCount: 0,
+    minTsUs: null,
+    maxTsUs: null,
+    bytes: null,
+    stats: null,
+    dims: null,
+    seal: { attempts: 0, lastError: null, nextAttemptMs: null },
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000
+}
+
+/**
+ * Start-up: brings files and catalog into agreement and returns the retained
+ * segments. Files are the truth for active and pending segments, the catalog
+ * for archived and deleted ones. Every step is safe to repeat.
+ */
+async function recover(
+  opts: StoreOptions,
+  fs: FileSystem,
+  files: FileTier,
+  catalog: Catalog,
+): Promise<{ entries: SegmentEntry[]; nextId: number }> {
+  const log = opts.logger
+  const dir = (tier: (typeof TIERS)[number]) => tierDir(opts.dataDir, tier)
+  const segOpts = {
+    memoryBytes: Math.floor(opts.duckdbMemoryBytes / 2),
+    threads: opts.duckdbThreads,
+    readConnections: opts.maxConcurrentQueries,
+    nowMs: opts.clock.nowMs(),
+  }
+  const records = new Map((await catalog.list()).map((r) => [r.id, r]))
+  let maxId = Math.max(0, ...records.keys())
+  const idsIn = async (tier: 'active' | 'pending' | 'archive'): Promise<number[]> => {
+    const out: number[] = []
+    for (const name of await fs.list(dir(tier))) {
+      const parsed = parseSegmentFileName(name)
+      if (!parsed) continue
+      maxId = Math.max(maxId, parsed.id)
+      if (parsed.suffix.includes('.tmp')) {
+        // A seal that never published: its output is worthless.
+        await fs.remove(path.join(dir(tier), name))
+        log.warn({ event: 'recover_removed_tmp', file: name }, 'removed an unfinished seal output')
+      } else if (parsed.suffix === '') out.push(parsed.id)
+    }
+    return out
+  }
+
+  // The single-file store of the first release becomes an ordinary active segment.
+  const legacy = path.join(dir('active'), LEGACY_ACTIVE_FILE)
+  if ((await fs.size(legacy)) !== null) {
+    const id = Math.max(maxId, ...(await idsIn('active')), ...(await idsIn('pending')), ...(await idsIn('archive'))) + 1
+    if ((await fs.size(`${legacy}.wal`)) !== null) await fs.rename(`${legacy}.wal`, `${segmentPath(opts.dataDir, 'active', id)}.wal`)
+    await fs.rename(legacy, segmentPath(opts.dataDir, 'active', id))
+    await fs.syncDir(dir('active'))
+    log.info({ event: 'recover_legacy', id }, 'adopted the single-file store as segment')
+  }
+
+  // Active: the newest file is the active segment; older ones were rolled
+  // over but not yet moved (crash mid-rollover): close them properly, move on.
+  const activeIds = await idsIn('active')
+  for (const id of activeIds.slice(0, -1)) {
+    const seg = await Segment.open(segmentPath(opts.dataDir, 'active', id), segOpts)
+    await seg.close()
+    const to = segmentPath(opts.dataDir, 'pending', id)
+    await fs.rename(segmentPath(opts.dataDir, 'active', id), to)
+    await fs.syncDir(dir('pending'))
+    await fs.syncDir(dir('active'))
+    log.warn({ event: 'recover_rolled', id }, 'moved a rolled-over segment to pending')
+  }
+
+  const archiveIds = new Set(await idsIn('archive'))
+  const entries: SegmentEntry[] = []
+  for (const id of await idsIn('pending')) {
+    const rec = records.get(id)
+    const file = segmentPath(opts.dataDir, 'pending', id)
+    if (rec?.state === 'deleted' || (rec?.state === 'archived' && archiveIds.has(id))) {
+      // Sealed (or expired) before the crash; only the removal of the pending file was left.
+      await fs.remove(file)
+      await fs.syncDir(dir('pending'))
+      log.info({ event: 'recover_pending_done', id, state: rec.state }, 'removed a pending file already sealed')
+      continue
+    }
+    if (rec?.state !== 'archived' && archiveIds.has(id)) {
+      // Published but not recorded: seal again from the pending file.
+      await fs.remove(segmentPath(opts.dataDir, 'archive', id))
+      await fs.syncDir(dir('archive'))
+      archiveIds.delete(id)
+      log.warn({ event: 'recover_unrecorded_archive', id }, 'removed an archive the catalog never recorded; sealing again')
+    }
+    const entry = newEntry(id, 'pending', null)
+    entry.file = await files.attach(id, file)
+    const stats = await computeStats(files.probeConn, entry.file.alias)
+    Object.assign(entry, { rowCount: stats.rowCount, minTsUs: stats.minTsUs, maxTsUs: stats.maxTsUs, bytes: await fs.size(file) })
+    entry.createdMs = rec?.createdMs ?? opts.clock.nowMs()
+    if (rec?.state !== 'archived') await catalog.putLive(id, 'pending', relativeSegmentPath('pending', id), entry.createdMs)
+    entries.push(entry)
+  }
+
+  const dims = await catalog.dims()
+  for (const id of archiveIds) {
+    const rec = records.get(id)
+    const file = segmentPath(opts.dataDir, 'archive', id)
+    if (rec?.state === 'deleted') {
+      await fs.remove(file)
+      await fs.syncDir(dir('archive'))
+      log.info({ event: 'recover_deleted', id }, 'removed an archive the catalog had deleted')
+      continue
+    }
+    if (rec?.state !== 'archived' || !rec.stats) {
+      const to = path.join(dir('orphaned'), path.basename(file))
+      await fs.rename(file, to)
+      await fs.syncDir(dir('orphaned'))
+      log.error({ event: 'recover_orphan', id, to }, 'an archive file nothing explains was moved aside for an operator')
+      continue
+    }
+    const entry = newEntry(id, 'archived', null)
+    entry.file = await files.attach(id, file)
+    Object.assign(entry, {
+      createdMs: rec.createdMs,
+      rowCount: rec.stats.rowCount,
+      minTsUs: rec.stats.minTsUs,
+      maxTsUs: rec.stats.maxTsUs,
+      bytes: rec.bytes,
+      stats: rec.stats,
+      dims: dims.get(id) ?? null,
+    })
+    entries.push(entry)
+  }
+  for (const rec of records.values()) {
+    if (rec.state === 'archived' && !entries.some((e) => e.id === rec.id)) {
+      log.error({ event: 'recover_missing_archive', id: rec.id, path: rec.path }, 'the catalog lists an archive whose file is missing: its raw events cannot be read (rollups remain)')
+    }
+    if ((rec.state === 'active' || rec.state === 'pending') && !entries.some((e) => e.id === rec.id) && !activeIds.includes(rec.id)) {
+      await catalog.forget(rec.id)
+    }
+  }
+
+  const activeId = activeIds.at(-1) ?? maxId + 1
+  maxId = Math.max(maxId, activeId)
+  const live = await Segment.open(segmentPath(opts.dataDir, 'active', activeId), segOpts)
+  const active = newEntry(activeId, 'active', live)
+  const stats = await live.read((conn) => computeStats(conn, null))
+  Object.assign(active, { rowCount: stats.rowCount, minTsUs: stats.minTsUs, maxTsUs: stats.maxTsUs })
+  if (stats.rowCount > 0) active.firstAppendMs = live.createdMs
+  await catalog.putLive(activeId, 'active', relativeSegmentPath('active', activeId), live.createdMs)
+  entries.push(active)
+  entries.sort((a, b) => a.id - b.id)
+  return { entries, nextId: maxId + 1 }
 }
 
 function outcomeOf(req: AppendRequest, results: EventResult[], accepted: number, stored: boolean): AppendOutcome {

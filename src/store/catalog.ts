@@ -1,0 +1,231 @@
+// The catalog: what segments exist, in which state, with their figures,
+// their distinct key/provider/model values (for pruning) and the 15-minute
+// usage rollups of every archived segment.
+//
+// Invariants:
+// - Files are the truth for active and pending segments (the catalog mirrors
+//   them and is corrected at start-up); the catalog is the truth for
+//   archived and deleted ones.
+// - `archive` is one transaction: the segment's row, its dims and its rollups
+//   appear together or not at all, and only once: a segment already archived
+//   (or deleted) is left untouched, so a retried seal never double-counts.
+// - Rollups are append-only rows tagged with their segment id; they are never
+//   removed with the segment's raw events (their own retention, issue 4).
+// - No PRIMARY KEY: tables are small or append-only; uniqueness of a
+//   segment's row is kept by the delete-then-insert inside one transaction.
+//
+// `Catalog` is the seam for a shared (PostgreSQL) catalog later; the DuckDB
+// implementation lives in `catalog.duckdb`, attached to the FileTier's
+// instance so that `archive` can read rollups straight from the sealed file.
+
+import { Mutex } from 'async-mutex'
+import { DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
+import { COST_SCALE, COST_WIDTH } from '../money.js'
+import { ident } from './files.js'
+import type { SegmentStats } from './stats.js'
+
+export type SegmentState = 'active' | 'pending' | 'archived' | 'deleted'
+
+export interface SegmentRecord {
+  id: number
+  state: SegmentState
+  /** Relative to the data directory. */
+  path: string
+  createdMs: number
+  sealedMs: number | null
+  bytes: number | null
+  stats: SegmentStats | null
+}
+
+/** Distinct values of the pruning dimensions within one segment. */
+export type SegmentDims = Record<'key_id' | 'provider' | 'model', Set<string>>
+
+export const PRUNING_DIMS = ['key_id', 'provider', 'model'] as const
+
+/** How many distinct values per dimension a segment records; past it the dimension cannot prune that segment. */
+export const MAX_DIM_VALUES = 10_000
+
+export interface Catalog {
+  list(): Promise<SegmentRecord[]>
+  /** Records an active or pending segment; never downgrades an archived or deleted one. */
+  putLive(id: number, state: 'active' | 'pending', path: string, createdMs: number): Promise<void>
+  /**
+   * Records the segment as archived with its figures, dims and rollups (read
+   * from the sealed file attached as `sourceAlias`) in one transaction.
+   * Returns false when it was already archived or deleted (nothing changed).
+   */
+  archive(rec: { id: number; path: string; sealedMs: number; bytes: number; stats: SegmentStats }, sourceAlias: string): Promise<boolean>
+  markDeleted(id: number, nowMs: number): Promise<void>
+  /** Forgets a live segment row (its file vanished before it held anything). */
+  forget(id: number): Promise<void>
+  /** Pruning dims per archived segment (only `onlyId`'s when given). */
+  dims(onlyId?: number): Promise<Map<number, SegmentDims | null>>
+  checkpoint(): Promise<void>
+}
+
+const DDL = [
+  `CREATE TABLE IF NOT EXISTS segments (
+     id BIGINT NOT NULL, state VARCHAR NOT NULL, path VARCHAR NOT NULL,
+     created_ms BIGINT NOT NULL, sealed_ms BIGINT, deleted_ms BIGINT, bytes BIGINT, stats VARCHAR)`,
+  `CREATE TABLE IF NOT EXISTS segment_dims (segment_id BIGINT NOT NULL, dim VARCHAR NOT NULL, value VARCHAR)`,
+  `CREATE TABLE IF NOT EXISTS rollups (
+     segment_id BIGINT NOT NULL, bucket TIMESTAMP NOT NULL,
+     key_id VARCHAR NOT NULL, team_id VARCHAR, user_id VARCHAR, customer_id VARCHAR,
+     provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
+     requests BIGINT NOT NULL, errors BIGINT NOT NULL,
+     input_tokens HUGEINT NOT NULL, output_tokens HUGEINT NOT NULL, cache_read_tokens HUGEINT NOT NULL,
+     cache_write_tokens HUGEINT NOT NULL, reasoning_tokens HUGEINT NOT NULL,
+     cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL)`,
+]
+
+/** Width of a rollup bucket: every real UTC offset is a multiple of it. */
+export const BUCKET_US = 15 * 60 * 1_000_000
+
+export class DuckDBCatalog implements Catalog {
+  /** One statement at a time on the connection; taken under the write gate by rollover, never the reverse. */
+  private readonly lock = new Mutex()
+
+  private constructor(private readonly conn: DuckDBConnection) {}
+
+  /** `conn` must have the catalog database as its default (`USE catalog`). */
+  static async open(conn: DuckDBConnection): Promise<DuckDBCatalog> {
+    for (const ddl of DDL) await conn.run(ddl)
+    return new DuckDBCatalog(conn)
+  }
+
+  async list(): Promise<SegmentRecord[]> {
+    return this.lock.runExclusive(async () => {
+      const res = await this.conn.runAndReadAll('SELECT id, state, path, created_ms, sealed_ms, bytes, stats FROM segments ORDER BY id')
+      return res.getRowObjects().map((r) => ({
+        id: Number(r.id),
+        state: String(r.state) as SegmentState,
+        path: String(r.path),
+        createdMs: Number(r.created_ms),
+        sealedMs: r.sealed_ms === null ? null : Number(r.sealed_ms),
+        bytes: r.bytes === null ? null : Number(r.bytes),
+        stats: typeof r.stats === 'string' ? (JSON.parse(r.stats) as SegmentStats) : null,
+      }))
+    })
+  }
+
+  async putLive(id: number, state: 'active' | 'pending', path: string, createdMs: number): Promise<void> {
+    return this.lock.runExclusive(async () => {
+      await this.transaction(async () => {
+        const current = await this.stateOf(id)
+        if (current === 'archived' || current === 'deleted') return
+        await this.conn.run('DELETE FROM segments WHERE id = $1', [id])
+        await this.conn.run('INSERT INTO segments (id, state, path, created_ms) VALUES ($1, $2, $3, $4)', [id, state, path, createdMs])
+      })
+    })
+  }
+
+  async archive(rec: { id: number; path: string; sealedMs: number; bytes: number; stats: SegmentStats }, sourceAlias: string): Promise<boolean> {
+    return this.lock.runExclusive(async () => {
+      const events = `${ident(sourceAlias)}.events`
+      return this.transaction(async () => {
+        const current = await this.stateOf(rec.id)
+        if (current === 'archived' || current === 'deleted') return false
+        const created = await this.conn.runAndReadAll('SELECT created_ms FROM segments WHERE id = $1', [rec.id])
+        const createdMs = Number(created.getRows()[0]?.[0] ?? rec.sealedMs)
+        await this.conn.run('DELETE FROM segments WHERE id = $1', [rec.id])
+        await this.conn.run(
+          `INSERT INTO segments (id, state, path, created_ms, sealed_ms, bytes, stats) VALUES ($1, 'archived', $2, $3, $4, $5, $6)`,
+          [rec.id, rec.path, createdMs, rec.sealedMs, rec.bytes, JSON.stringify(rec.stats)],
+        )
+        for (const dim of ['key_id', 'provider', 'model']) {
+          // Past MAX_DIM_VALUES one NULL row marks "too many to prune on".
+          await this.conn.run(
+            `INSERT INTO segment_dims
+               SELECT $1, '${dim}', v FROM (SELECT DISTINCT ${dim} AS v FROM ${events}) WHERE (SELECT count(DISTINCT ${dim}) FROM ${events}) <= ${MAX_DIM_VALUES}
+               UNION ALL
+               SELECT $1, '${dim}', NULL WHERE (SELECT count(DISTINCT ${dim}) FROM ${events}) > ${MAX_DIM_VALUES}`,
+            [rec.id],
+          )
+        }
+        await this.conn.run(
+          `INSERT INTO rollups
+             SELECT $1, make_timestamp((epoch_us(ts) // ${BUCKET_US}) * ${BUCKET_US}) AS bucket,
+                    key_id, team_id, user_id, customer_id, provider, model, status_code, currency,
+                    count(*), count(*) FILTER (WHERE status_code >= 400),
+                    sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(reasoning_tokens),
+                    sum(cost), count(*) FILTER (WHERE cost IS NULL)
+               FROM ${events}
+              GROUP BY ALL`,
+          [rec.id],
+        )
+        return true
+      })
+    })
+  }
+
+  async markDeleted(id: number, nowMs: number): Promise<void> {
+    return this.lock.runExclusive(async () => {
+      await this.conn.run(`UPDATE segments SET state = 'deleted', deleted_ms = $2 WHERE id = $1`, [id, nowMs])
+    })
+  }
+
+  async forget(id: number): Promise<void> {
+    return this.lock.runExclusive(async () => {
+      await this.conn.run(`DELETE FROM segments WHERE id = $1 AND state IN ('active', 'pending')`, [id])
+    })
+  }
+
+  async dims(onlyId?: number): Promise<Map<number, SegmentDims | null>> {
+    return this.lock.runExclusive(async () => {
+      const res = onlyId === undefined
+        ? await this.conn.runAndReadAll('SELECT segment_id, dim, value FROM segment_dims')
+        : await this.conn.runAndReadAll('SELECT segment_id, dim, value FROM segment_dims WHERE segment_id = $1', [onlyId])
+      const out = new Map<number, SegmentDims | null>()
+      const unbounded = new Set<string>()
+      for (const [seg, dim, value] of res.getRows() as Array<[bigint, string, string | null]>) {
+        const id = Number(seg)
+        let d = out.get(id)
+        if (!d) out.set(id, (d = { key_id: new Set(), provider: new Set(), model: new Set() }))
+        if (value === null) unbounded.add(`${id}/${dim}`)
+        else d[dim as keyof SegmentDims].add(value)
+      }
+      // A dimension with too many values cannot prune: drop its set.
+      for (const mark of unbounded) {
+        const [id, dim] = mark.split('/') as [string, keyof SegmentDims]
+        const d = out.get(Number(id))
+        if (d) d[dim] = ALL
+      }
+      return out
+    })
+  }
+
+  async checkpoint(): Promise<void> {
+    return this.lock.runExclusive(async () => {
+      await this.conn.run('CHECKPOINT catalog')
+    })
+  }
+
+  private async stateOf(id: number): Promise<SegmentState | null> {
+    const res = await this.conn.runAndReadAll('SELECT state FROM segments WHERE id = $1', [id])
+    const v = res.getRows()[0]?.[0]
+    return v === undefined ? null : (String(v) as SegmentState)
+  }
+
+  private async transaction<T>(fn: () => Promise<T>): Promise<T> {
+    await this.conn.run('BEGIN TRANSACTION')
+    try {
+      const out = await fn()
+      await this.conn.run('COMMIT')
+      return out
+    } catch (err) {
+      await this.conn.run('ROLLBACK').catch(() => undefined)
+      throw err
+    }
+  }
+}
+
+/** A set that contains everything: a dimension that cannot prune. */
+export const ALL: Set<string> = new (class extends Set<string> {
+  override has(): boolean {
+    return true
+  }
+})()
+
+export function timestampValue(us: number): DuckDBValue {
+  return new DuckDBTimestampValue(BigInt(us))
+}

@@ -1,0 +1,158 @@
+// The read side of the closed tiers: one in-memory DuckDB instance that
+// ATTACHes pending and archived segment files READ_ONLY (and the catalog
+// read-write), with a bounded pool of query connections and a few dedicated
+// connections for the store's own work (dedupe probes, sealing, catalog).
+//
+// Invariants:
+// - One DuckDB instance for all closed files: attaching is ~1 ms and shares
+//   one buffer pool, where an instance per file would not scale to hundreds.
+// - A file is pinned (refs > 0) while a query or probe uses it. A retired file
+//   (sealed into an archive, or deleted by retention) is DETACHed and its
+//   `onRetired` step run only after the last pin is released.
+// - ATTACH/DETACH run on the admin connection, one at a time (`adminLock`);
+//   nothing awaits the store's write gate while holding `adminLock`.
+// - Query connections run one query at a time (the pool hands each out once).
+
+import { Mutex, Semaphore } from 'async-mutex'
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api'
+
+export interface AttachedFile {
+  readonly segmentId: number
+  readonly path: string
+  readonly alias: string
+  refs: number
+  retired: boolean
+  onRetired: (() => Promise<void>) | null
+}
+
+export interface FileTierOptions {
+  catalogPath: string
+  memoryBytes: number
+  threads: number
+  queryConnections: number
+}
+
+/** Names a SQL identifier safely (aliases are generated, but quote anyway). */
+export function ident(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
+}
+
+function sqlString(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`
+}
+
+export class FileTier {
+  private readonly adminLock = new Mutex()
+  private readonly slots: Semaphore
+  private readonly free: DuckDBConnection[]
+  private generation = 0
+  private closed = false
+
+  private constructor(
+    private readonly instance: DuckDBInstance,
+    private readonly admin: DuckDBConnection,
+    /** Dedicated to dedupe probes (the store calls it under the write gate): never waits on queries. */
+    readonly probeConn: DuckDBConnection,
+    /** Dedicated to the sealer. */
+    readonly sealConn: DuckDBConnection,
+    /** Dedicated to the catalog. */
+    readonly catalogConn: DuckDBConnection,
+    pool: DuckDBConnection[],
+  ) {
+    this.free = pool
+    this.slots = new Semaphore(pool.length)
+  }
+
+  static async open(opts: FileTierOptions): Promise<FileTier> {
+    const instance = await DuckDBInstance.create(':memory:', {
+      memory_limit: `${Math.max(64, Math.floor(opts.memoryBytes / 1024 / 1024))}MiB`,
+      threads: String(opts.threads),
+      autoinstall_known_extensions: 'false',
+      autoload_known_extensions: 'false',
+    })
+    try {
+      const admin = await instance.connect()
+      await admin.run(`ATTACH ${sqlString(opts.catalogPath)} AS catalog`)
+      const probe = await instance.connect()
+      const seal = await instance.connect()
+      const catalog = await instance.connect()
+      await catalog.run('USE catalog')
+      const pool: DuckDBConnection[] = []
+      for (let i = 0; i < opts.queryConnections; i++) pool.push(await instance.connect())
+      return new FileTier(instance, admin, probe, seal, catalog, pool)
+    } catch (err) {
+      instance.closeSync()
+      throw err
+    }
+  }
+
+  /** ATTACHes a closed segment file READ_ONLY under a fresh alias. */
+  async attach(segmentId: number, path: string): Promise<AttachedFile> {
+    return this.adminLock.runExclusive(async () => {
+      const alias = `seg_${segmentId}_${++this.generation}`
+      await this.admin.run(`ATTACH ${sqlString(path)} AS ${ident(alias)} (READ_ONLY)`)
+      return { segmentId, path, alias, refs: 0, retired: false, onRetired: null }
+    })
+  }
+
+  /** ATTACHes a file read-write (the sealer's output). */
+  async attachWritable(alias: string, path: string): Promise<void> {
+    await this.adminLock.runExclusive(() => this.admin.run(`ATTACH ${sqlString(path)} AS ${ident(alias)}`))
+  }
+
+  async detachAlias(alias: string): Promise<void> {
+    await this.adminLock.runExclusive(() => this.admin.run(`DETACH DATABASE IF EXISTS ${ident(alias)}`))
+  }
+
+  pin(file: AttachedFile): void {
+    if (file.retired && file.refs === 0) throw new Error(`invariant: pinning retired file ${file.path}`)
+    file.refs++
+  }
+
+  async unpin(file: AttachedFile): Promise<void> {
+    if (file.refs <= 0) throw new Error(`invariant: unpin of unpinned file ${file.path}`)
+    file.refs--
+    if (file.refs === 0 && file.retired) await this.finishRetire(file)
+  }
+
+  /**
+   * The file will not be handed to new readers; once unpinned it is detached
+   * and `then` runs (e.g. delete the file). Resolves when that has happened.
+   */
+  async retire(file: AttachedFile, then: () => Promise<void>): Promise<void> {
+    file.retired = true
+    file.onRetired = then
+    if (file.refs === 0) await this.finishRetire(file)
+  }
+
+  private async finishRetire(file: AttachedFile): Promise<void> {
+    const then = file.onRetired
+    file.onRetired = null
+    if (this.closed) return
+    await this.detachAlias(file.alias)
+    if (then) await then()
+  }
+
+  /** Runs `fn` on a pooled query connection (bounded: at most the pool size at once). */
+  async query<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+    const [, release] = await this.slots.acquire()
+    const conn = this.free.pop()!
+    try {
+      return await fn(conn)
+    } finally {
+      this.free.push(conn)
+      release()
+    }
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    for (const c of this.free) c.closeSync()
+    this.probeConn.closeSync()
+    this.sealConn.closeSync()
+    this.catalogConn.closeSync()
+    this.admin.closeSync()
+    this.instance.closeSync()
+  }
+}

@@ -1,0 +1,148 @@
+// The dedupe index across every tier: a compact in-memory hash set of
+// event ids, each entry remembering which segment holds the id.
+//
+// Invariants:
+// - One entry per stored event: 8 bytes a slot (two Uint32Array words), so
+//   100 million retained events fit in about 1-2 GiB, against ~170 bytes an
+//   event for a Map of strings.
+// - An entry keeps 48 bits of the id's hash, not the id. A miss is exact (the
+//   id was never stored); a hit is only a *candidate*: the store confirms it
+//   with an exact probe of the named segment (event_id and fingerprint), so a
+//   hash collision can cost a probe but never a wrong duplicate/conflict.
+// - The segment is stored as a 16-bit slot into `segments` (slot 0 = empty
+//   entry), so at most 65 535 segments are indexed at once.
+// - Entries of a dropped segment stay until the next rebuild but are ignored
+//   (their slot is marked dead and is not reused until then).
+// - Mutated only by the store under the write gate (or before it serves).
+
+const MAX_SLOTS = 0xffff
+const MAX_LOAD = 0.75
+
+export class IdIndex {
+  private keys: Uint32Array
+  private vals: Uint32Array
+  private mask: number
+  private count = 0
+  /** slot -> segment id (null: free); index 0 unused so that 0 means "empty entry". */
+  private readonly segmentOfSlot: Array<number | null> = [null]
+  private readonly slotOfSegment = new Map<number, number>()
+  private readonly dead = new Set<number>()
+
+  constructor(expectedEntries = 1 << 16) {
+    let capacity = 1 << 16
+    while (capacity * MAX_LOAD < expectedEntries) capacity *= 2
+    this.keys = new Uint32Array(capacity)
+    this.vals = new Uint32Array(capacity)
+    this.mask = capacity - 1
+  }
+
+  get size(): number {
+    return this.count
+  }
+
+  get bytes(): number {
+    return this.keys.byteLength + this.vals.byteLength
+  }
+
+  /** Adds an id stored in `segmentId`. Duplicate ids are the caller's business (it probes first). */
+  add(eventId: string, segmentId: number): void {
+    const slot = this.slotFor(segmentId)
+    if (this.count + 1 > (this.mask + 1) * MAX_LOAD) this.resize((this.mask + 1) * 2)
+    hashId(eventId)
+    this.insert(H1, ((H2 & 0xffff0000) | slot) >>> 0)
+  }
+
+  /** Segments that may hold `eventId` (empty: certainly none). */
+  candidates(eventId: string): number[] {
+    hashId(eventId)
+    const check = H2 & 0xffff0000
+    const out: number[] = []
+    for (let i = H1 & this.mask; ; i = (i + 1) & this.mask) {
+      const v = this.vals[i]!
+      if (v === 0) return out
+      if (this.keys[i] === H1 && (v & 0xffff0000) === check) {
+        const slot = v & 0xffff
+        const seg = this.segmentOfSlot[slot]
+        if (seg !== null && seg !== undefined && !this.dead.has(slot) && !out.includes(seg)) out.push(seg)
+      }
+    }
+  }
+
+  /** Forgets a segment (retention deleted it): its entries are ignored from now on. */
+  dropSegment(segmentId: number): void {
+    const slot = this.slotOfSegment.get(segmentId)
+    if (slot === undefined) return
+    this.slotOfSegment.delete(segmentId)
+    this.dead.add(slot)
+  }
+
+  private slotFor(segmentId: number): number {
+    const known = this.slotOfSegment.get(segmentId)
+    if (known !== undefined) return known
+    let slot = this.segmentOfSlot.indexOf(null, 1)
+    if (slot === -1) {
+      if (this.segmentOfSlot.length > MAX_SLOTS) this.purgeDead()
+      slot = this.segmentOfSlot.indexOf(null, 1)
+      if (slot === -1) {
+        if (this.segmentOfSlot.length > MAX_SLOTS) throw new Error(`dedupe index: more than ${MAX_SLOTS} segments retained`)
+        slot = this.segmentOfSlot.length
+        this.segmentOfSlot.push(null)
+      }
+    }
+    this.segmentOfSlot[slot] = segmentId
+    this.slotOfSegment.set(segmentId, slot)
+    return slot
+  }
+
+  private insert(key: number, val: number): void {
+    let i = key & this.mask
+    while (this.vals[i] !== 0) i = (i + 1) & this.mask
+    this.keys[i] = key
+    this.vals[i] = val
+    this.count++
+  }
+
+  private resize(capacity: number): void {
+    const { keys, vals } = this
+    this.keys = new Uint32Array(capacity)
+    this.vals = new Uint32Array(capacity)
+    this.mask = capacity - 1
+    this.count = 0
+    for (let i = 0; i < keys.length; i++) {
+      const v = vals[i]!
+      if (v !== 0 && !this.dead.has(v & 0xffff)) this.insert(keys[i]!, v)
+    }
+    this.releaseDead()
+  }
+
+  /** Rebuilds without dead entries so that their slots can be reused. */
+  private purgeDead(): void {
+    this.resize(this.mask + 1)
+  }
+
+  private releaseDead(): void {
+    for (const slot of this.dead) this.segmentOfSlot[slot] = null
+    this.dead.clear()
+  }
+}
+
+// Two independent 32-bit lanes of a multiply-xorshift string hash (cyrb53's
+// mixing), returned through module variables to avoid an allocation per call.
+let H1 = 0
+let H2 = 0
+
+function hashId(s: string): void {
+  let h1 = 0xdeadbeef
+  let h2 = 0x41c6ce57
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    h1 = Math.imul(h1 ^ c, 2654435761)
+    h2 = Math.imul(h2 ^ c, 1597334677)
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507)
+  h1 ^= Math.imul(h2 ^ (h2 >>> 13), 3266489909)
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507)
+  h2 ^= Math.imul(h1 ^ (h1 >>> 13), 3266489909)
+  H1 = h1 >>> 0
+  H2 = h2 >>> 0
+}

@@ -1,0 +1,51 @@
+// Where segment files live under the data directory, and how they are named.
+//
+//   active/seg-<id>.duckdb     the active segment (normally exactly one)
+//   pending/seg-<id>.duckdb    rolled over, waiting to be sealed
+//   archive/seg-<id>.duckdb    sealed: compacted, sorted by time, immutable
+//   archive/seg-<id>.duckdb.tmp  a seal in progress (removed at start-up)
+//   orphaned/                  files no state explains, kept for an operator
+//   catalog.duckdb             the catalog (segments, per-segment dims, rollups)
+//
+// Segment ids grow monotonically and are never reused; a zero-padded id keeps
+// names in id order when listed.
+
+import path from 'node:path'
+
+export type Tier = 'active' | 'pending' | 'archive' | 'orphaned'
+
+export const TIERS: readonly Tier[] = ['active', 'pending', 'archive', 'orphaned']
+
+export const CATALOG_FILE = 'catalog.duckdb'
+
+/** The file name used by the single-file store of the first release. */
+export const LEGACY_ACTIVE_FILE = 'segment-active.duckdb'
+
+export function segmentFileName(id: number): string {
+  return `seg-${String(id).padStart(12, '0')}.duckdb`
+}
+
+export function segmentPath(dataDir: string, tier: Tier, id: number): string {
+  return path.join(dataDir, tier, segmentFileName(id))
+}
+
+export function tierDir(dataDir: string, tier: Tier): string {
+  return path.join(dataDir, tier)
+}
+
+export interface ParsedName {
+  id: number
+  /** '' for the database itself, or '.wal' / '.tmp' / '.tmp.wal'. */
+  suffix: string
+}
+
+export function parseSegmentFileName(name: string): ParsedName | null {
+  const m = /^seg-(\d{12})\.duckdb((?:\.tmp)?(?:\.wal)?)$/.exec(name)
+  if (!m) return null
+  return { id: Number(m[1]), suffix: m[2]! }
+}
+
+/** Relative to the data directory, as recorded in the catalog. */
+export function relativeSegmentPath(tier: Tier, id: number): string {
+  return `${tier}/${segmentFileName(id)}`
+}

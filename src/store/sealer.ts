@@ -1,0 +1,203 @@
+// Sealing: a pending segment becomes an archived one, as a crash-safe state
+// machine of idempotent steps.
+//
+//   copy      write archive/seg-N.duckdb.tmp: every row, sorted by (ts, event_id)
+//   sync      fsync the temp file
+//   validate  row count, id count, time bounds, token and cost sums of the copy
+//             equal the pending file's (and ids are unique)
+//   publish   rename the temp file to archive/seg-N.duckdb, fsync the directory
+//   record    catalog.archive: the segment's row, dims and rollups, one transaction
+//   swap      readers move to the archive; the pending file is retired
+//   cleanup   once no reader pins it: DETACH and delete the pending file
+//
+// Invariants:
+// - Until `record` commits, the pending file is the segment's truth and any
+//   archive output is disposable (start-up deletes it and sealing starts
+//   again); after it, the archive is the truth and the pending file disposable.
+// - `record` is applied at most once per segment (the catalog refuses a
+//   second one), so rollups are never double-counted on a retry.
+// - One segment at a time; a failure is recorded on the segment with a retry
+//   time (exponential backoff) and shown in status; nothing gives up silently.
+// - Never takes the write gate: the files it touches are closed to writers.
+
+import path from 'node:path'
+import type { Clock } from '../clock.js'
+import type { Logger } from '../log.js'
+import type { Catalog } from './catalog.js'
+import { ident, type FileTier } from './files.js'
+import type { FileSystem } from './fsops.js'
+import { relativeSegmentPath, segmentPath, tierDir } from './layout.js'
+import { SEGMENT_DDL } from './schema.js'
+import { computeStats, statsDifference } from './stats.js'
+import type { SegmentEntry, StoreHooks } from './store.js'
+
+export type SealStep = 'copy' | 'sync' | 'validate' | 'publish' | 'record' | 'swap' | 'cleanup'
+
+export const SEAL_STEPS: readonly SealStep[] = ['copy', 'sync', 'validate', 'publish', 'record', 'swap', 'cleanup']
+
+export interface SealerOptions {
+  dataDir: string
+  fs: FileSystem
+  files: FileTier
+  catalog: Catalog
+  clock: Clock
+  logger: Logger
+  retryMs: number
+  retryMaxMs: number
+  hooks?: StoreHooks
+}
+
+class Stopping extends Error {}
+
+export class Sealer {
+  sealedCount = 0
+  failureCount = 0
+  private running: Promise<void> | null = null
+  private again: SegmentEntry[] | null = null
+  private stopping = false
+
+  constructor(private readonly o: SealerOptions) {}
+
+  /** Seals the due entries in the background (entries waiting for a retry are skipped). */
+  kick(entries: SegmentEntry[]): void {
+    if (this.stopping) return
+    if (this.running) {
+      this.again = entries
+      return
+    }
+    this.running = this.run(entries, false).finally(() => {
+      this.running = null
+      const next = this.again
+      this.again = null
+      if (next) this.kick(next)
+    })
+  }
+
+  /** Seals every given entry now, retry times ignored when `force`. */
+  async drain(entries: SegmentEntry[], force: boolean): Promise<void> {
+    while (this.running) await this.running
+    const run = this.run(entries, force)
+    this.running = run.finally(() => (this.running = null))
+    await run
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true
+    while (this.running) await this.running.catch(() => undefined)
+  }
+
+  private async run(entries: SegmentEntry[], force: boolean): Promise<void> {
+    for (const entry of entries) {
+      if (this.stopping) return
+      if (entry.state !== 'pending' || !entry.file) continue
+      const due = entry.seal.nextAttemptMs
+      if (!force && due !== null && due > this.o.clock.nowMs()) continue
+      try {
+        await this.seal(entry)
+        this.sealedCount++
+      } catch (err) {
+        if (err instanceof Stopping) return
+        this.failureCount++
+        const attempts = ++entry.seal.attempts
+        const delayMs = Math.min(this.o.retryMaxMs, this.o.retryMs * 2 ** Math.min(30, attempts - 1))
+        entry.seal.lastError = err instanceof Error ? err.message.slice(0, 300) : String(err)
+        entry.seal.nextAttemptMs = this.o.clock.nowMs() + delayMs
+        this.o.logger.error({ event: 'seal_failed', segment: entry.id, attempts, retryInMs: delayMs, err }, 'sealing failed; will retry')
+      }
+    }
+  }
+
+  private async step(step: SealStep, id: number): Promise<void> {
+    if (this.stopping) throw new Stopping('sealer stopping')
+    await this.o.hooks?.beforeSealStep?.(step, id)
+  }
+
+  private async seal(entry: SegmentEntry): Promise<void> {
+    const { fs, files, catalog, dataDir } = this.o
+    const started = this.o.clock.nowMs()
+    const id = entry.id
+    const source = entry.file!
+    const archive = segmentPath(dataDir, 'archive', id)
+    const tmp = `${archive}.tmp`
+    const out = `seal_out_${id}`
+    const conn = files.sealConn
+
+    files.pin(source)
+    let published: Awaited<ReturnType<FileTier['attach']>> | null = null
+    try {
+      await this.step('copy', id)
+      await files.detachAlias(out)
+      await fs.remove(tmp)
+      await fs.remove(`${tmp}.wal`)
+      await files.attachWritable(out, tmp)
+      try {
+        for (const ddl of SEGMENT_DDL) await conn.run(ddl.replace('CREATE TABLE IF NOT EXISTS ', `CREATE TABLE IF NOT EXISTS ${ident(out)}.`))
+        const src = ident(source.alias)
+        await conn.run(`INSERT INTO ${ident(out)}.events SELECT * FROM ${src}.events ORDER BY ts, event_id`)
+        await conn.run(`INSERT INTO ${ident(out)}.event_details SELECT * FROM ${src}.event_details ORDER BY ts, event_id`)
+        await conn.run(`INSERT INTO ${ident(out)}.segment_meta SELECT * FROM ${src}.segment_meta`)
+        await conn.run(`INSERT INTO ${ident(out)}.segment_meta VALUES ('sealed_ms', '${this.o.clock.nowMs()}')`)
+        await conn.run(`CHECKPOINT ${ident(out)}`)
+      } finally {
+        await files.detachAlias(out)
+      }
+
+      await this.step('sync', id)
+      await fs.syncFile(tmp)
+
+      await this.step('validate', id)
+      const expected = await computeStats(conn, source.alias)
+      if (expected.idCount !== expected.rowCount) {
+        throw new Error(`segment ${id} holds ${expected.rowCount} rows but ${expected.idCount} distinct ids: refusing to seal a segment with repeated ids`)
+      }
+      const check = await files.attach(id, tmp)
+      try {
+        const actual = await computeStats(conn, check.alias)
+        const diff = statsDifference(expected, actual)
+        if (diff !== null) throw new Error(`sealed copy of segment ${id} differs from its source: ${diff}`)
+      } finally {
+        await files.detachAlias(check.alias)
+      }
+
+      await this.step('publish', id)
+      await fs.rename(tmp, archive)
+      await fs.syncDir(tierDir(dataDir, 'archive'))
+
+      await this.step('record', id)
+      published = await files.attach(id, archive)
+      const bytes = (await fs.size(archive)) ?? 0
+      const recorded = await catalog.archive({ id, path: relativeSegmentPath('archive', id), sealedMs: this.o.clock.nowMs(), bytes, stats: expected }, published.alias)
+      if (!recorded) this.o.logger.warn({ event: 'seal_already_recorded', segment: id }, 'catalog already had this segment archived; rollups not applied again')
+
+      await this.step('swap', id)
+      entry.file = published
+      published = null
+      entry.state = 'archived'
+      entry.stats = expected
+      entry.bytes = bytes
+      entry.dims = (await catalog.dims(id)).get(id) ?? null
+      entry.seal = { attempts: entry.seal.attempts, lastError: null, nextAttemptMs: null }
+    } catch (err) {
+      if (published) await files.detachAlias(published.alias).catch(() => undefined)
+      throw err
+    } finally {
+      await files.unpin(source)
+    }
+
+    // From here on the archive is the truth: a failure only leaves a pending
+    // file that start-up removes.
+    const pendingFile = segmentPath(dataDir, 'pending', id)
+    try {
+      await this.step('cleanup', id)
+    } catch (err) {
+      if (!(err instanceof Stopping)) this.o.logger.warn({ event: 'seal_cleanup_deferred', segment: id, err }, 'pending file left for start-up to remove')
+      return
+    }
+    await files.retire(source, async () => {
+      await fs.remove(pendingFile)
+      await fs.remove(`${pendingFile}.wal`)
+      await fs.syncDir(path.dirname(pendingFile))
+    }).catch((err: unknown) => this.o.logger.warn({ event: 'seal_cleanup_failed', segment: id, err }, 'could not remove the pending file; start-up will'))
+    this.o.logger.info({ event: 'sealed', segment: id, rows: entry.rowCount, bytes: entry.bytes, ms: this.o.clock.nowMs() - started }, 'segment sealed')
+  }
+}

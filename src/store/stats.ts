@@ -1,0 +1,69 @@
+// Whole-segment figures, computed by DuckDB over one segment's tables. The
+// sealer compares them between a pending file and its archived copy (the copy
+// is published only when they are equal), and the catalog keeps them so that
+// whole-segment totals and time bounds come without opening files.
+
+import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection } from '@duckdb/node-api'
+import { formatCost } from '../money.js'
+import { ident } from './files.js'
+
+export const TOKEN_COLUMNS = ['input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens'] as const
+export type TokenColumn = (typeof TOKEN_COLUMNS)[number]
+
+export interface SegmentStats {
+  rowCount: number
+  idCount: number
+  detailCount: number
+  /** Microseconds; null for an empty segment. */
+  minTsUs: number | null
+  maxTsUs: number | null
+  /** Decimal strings (sums may pass 2^53). */
+  tokens: Record<TokenColumn, string>
+  /** Exact decimal string per currency. */
+  costByCurrency: Record<string, string>
+  costMissing: number
+}
+
+/** `alias` names an attached database; null means the connection's own. */
+export function tableOf(alias: string | null, table: string): string {
+  return alias === null ? table : `${ident(alias)}.${table}`
+}
+
+export async function computeStats(conn: DuckDBConnection, alias: string | null): Promise<SegmentStats> {
+  const events = tableOf(alias, 'events')
+  const main = await conn.runAndReadAll(
+    `SELECT count(*) AS row_count, count(DISTINCT event_id) AS id_count, min(ts) AS min_ts, max(ts) AS max_ts,
+            ${TOKEN_COLUMNS.map((c) => `coalesce(sum(${c}), 0)::VARCHAR AS ${c}`).join(', ')},
+            count(*) FILTER (WHERE cost IS NULL) AS cost_missing
+       FROM ${events}`,
+  )
+  const r = main.getRowObjects()[0]!
+  const cost = await conn.runAndReadAll(`SELECT currency, sum(cost) AS cost FROM ${events} WHERE cost IS NOT NULL GROUP BY currency ORDER BY currency`)
+  const costByCurrency: Record<string, string> = {}
+  for (const row of cost.getRowObjects()) {
+    if (row.cost instanceof DuckDBDecimalValue) costByCurrency[String(row.currency)] = formatCost(row.cost.value)
+  }
+  const details = await conn.runAndReadAll(`SELECT count(*) FROM ${tableOf(alias, 'event_details')}`)
+  const us = (v: unknown): number | null => (v instanceof DuckDBTimestampValue ? Number(v.micros) : null)
+  return {
+    rowCount: Number(r.row_count),
+    idCount: Number(r.id_count),
+    detailCount: Number(details.getRows()[0]![0]),
+    minTsUs: us(r.min_ts),
+    maxTsUs: us(r.max_ts),
+    tokens: Object.fromEntries(TOKEN_COLUMNS.map((c) => [c, String(r[c])])) as Record<TokenColumn, string>,
+    costByCurrency,
+    costMissing: Number(r.cost_missing),
+  }
+}
+
+/** The first difference between two stats, or null when they are equal. */
+export function statsDifference(a: SegmentStats, b: SegmentStats): string | null {
+  const left = JSON.stringify(a)
+  const right = JSON.stringify(b)
+  if (left === right) return null
+  for (const k of Object.keys(a) as Array<keyof SegmentStats>) {
+    if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) return `${k}: ${JSON.stringify(a[k])} != ${JSON.stringify(b[k])}`
+  }
+  return 'stats differ'
+}
