@@ -1,6 +1,7 @@
 // Every route, registered explicitly (no directory sniffing).
 
 import type { FastifyPluginAsync } from 'fastify'
+import { adminRoutes } from './admin.js'
 import { eventRoutes } from './events.js'
 import { healthRoutes } from './health.js'
 import { usageRoutes } from './usage.js'
@@ -9,4 +10,5 @@ export const routes: FastifyPluginAsync = async (app) => {
   await app.register(healthRoutes)
   await app.register(eventRoutes)
   await app.register(usageRoutes)
+  await app.register(adminRoutes)
 }

@@ -453,6 +453,8 @@ interface CrashScenarioOptions {
   /** Extra server environment, e.g. { TOKENLEDGER_ROLLOVER_BYTES: '65536' } to force rollovers. */
   serverEnv?: Record<string, string>
   cycles?: number
+  /** Assert that the runs really rolled segments over and sealed some. */
+  expectTiers?: boolean
 }
 
 async function crashScenario(t: TestContext, opts: CrashScenarioOptions = {}): Promise<void> {
@@ -491,6 +493,13 @@ async function crashScenario(t: TestContext, opts: CrashScenarioOptions = {}): P
           `${re.ackedBatchesResent} acked batches re-sent as duplicates; ${check.readBack} ids read back`,
       )
     }
+    if (opts.expectTiers) {
+      const res = await fetch(`${server.url}/v1/admin/segments`)
+      const { segments } = (await res.json()) as { segments: Array<{ state: string }> }
+      const archived = segments.filter((s) => s.state === 'archived').length
+      t.diagnostic(`segments at the end: ${segments.length} (${archived} archived)`)
+      assert.ok(archived >= 2, `expected several sealed segments, got ${JSON.stringify(segments.map((s) => s.state))}`)
+    }
   } catch (err) {
     if (err instanceof Error) {
       const live = server ? `\n--- live server ---\n${server.logTail()}` : ''
@@ -503,4 +512,9 @@ async function crashScenario(t: TestContext, opts: CrashScenarioOptions = {}): P
 
 test('no acknowledged event is lost or stored twice across SIGKILL and restart', { timeout: testTimeoutMs }, async (t) => {
   await crashScenario(t)
+})
+
+test('the same holds with rollovers and sealing every few hundred milliseconds', { timeout: testTimeoutMs }, async (t) => {
+  // 64 KiB segments and a 200 ms age: the kill lands mid-rollover or mid-seal often.
+  await crashScenario(t, { serverEnv: { TOKENLEDGER_ROLLOVER_BYTES: '65536', TOKENLEDGER_ROLLOVER_AGE: '200ms', TOKENLEDGER_SEAL_RETRY: '50ms' }, expectTiers: true })
 })

@@ -81,6 +81,10 @@ export class Sealer {
     await run
   }
 
+  async idle(): Promise<void> {
+    while (this.running) await this.running.catch(() => undefined)
+  }
+
   async stop(): Promise<void> {
     this.stopping = true
     while (this.running) await this.running.catch(() => undefined)

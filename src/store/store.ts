@@ -475,6 +475,13 @@ export class Store {
     this.sealer.kick(this.pendingEntries())
   }
 
+  /** Resolves when no rollover is in flight and the sealer is idle (tests, shutdown). */
+  async settle(): Promise<void> {
+    await this.idle
+    while (this.rolling) await this.rolling.catch(() => undefined)
+    await this.sealer.idle()
+  }
+
   /** Seals every pending segment now (waits for it); failures stay recorded for retry. */
   async sealPending(): Promise<void> {
     await this.sealer.drain(this.pendingEntries(), true)
@@ -505,7 +512,7 @@ export class Store {
   }
 
   private startTimer(): void {
-    const tickMs = this.opts.tickMs ?? Math.max(1_000, Math.min(60_000, Math.floor(this.rolloverAgeMs / 10)))
+    const tickMs = this.opts.tickMs ?? Math.max(50, Math.min(60_000, Math.floor(this.rolloverAgeMs / 10)))
     this.timer = setInterval(() => void this.tick(), tickMs)
     this.timer.unref()
   }

@@ -1,0 +1,163 @@
+// Operator routes: the tiers (segments and their states), rollover on demand,
+// and the service's status. (Admin-scope auth arrives with the hardening issue;
+// until then the service serves only loopback by default.)
+
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { formatTimestampUs } from '../src/ingest/timestamp.js'
+import { VERSION } from '../src/version.js'
+import { commonErrors } from './schemas.js'
+
+const Timestamp = Type.Union([Type.String({ maxLength: 40 }), Type.Null()])
+
+const SealState = Type.Object({
+  attempts: Type.Integer({ minimum: 0 }),
+  last_error: Type.Union([Type.String({ maxLength: 512 }), Type.Null()]),
+  next_attempt: Timestamp,
+})
+
+const SegmentOut = Type.Object({
+  id: Type.Integer({ minimum: 1 }),
+  state: Type.Union([Type.Literal('active'), Type.Literal('pending'), Type.Literal('archived')]),
+  row_count: Type.Integer({ minimum: 0 }),
+  min_timestamp: Timestamp,
+  max_timestamp: Timestamp,
+  bytes: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]),
+  created: Type.String({ maxLength: 40 }),
+  seal: Type.Optional(SealState),
+})
+
+const RolloverOut = Type.Object({
+  rolled: Type.Boolean({ description: 'False when the active segment was empty (nothing to roll).' }),
+  reason: Type.String({ maxLength: 32 }),
+  segment_id: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { description: 'The segment that became pending.' }),
+  gate_held_ms: Type.Number({ minimum: 0, description: 'How long appends waited on the write gate for this rollover.' }),
+  duration_ms: Type.Number({ minimum: 0 }),
+})
+
+const MAX_SEGMENTS_LISTED = 100_000
+
+export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { store, clock } = app
+  const started = clock.nowMs()
+
+  const segments = () =>
+    store.segmentList().map((s) => ({
+      id: s.id,
+      state: s.state,
+      row_count: s.row_count,
+      min_timestamp: s.min_timestamp_us === null ? null : formatTimestampUs(s.min_timestamp_us),
+      max_timestamp: s.max_timestamp_us === null ? null : formatTimestampUs(s.max_timestamp_us),
+      bytes: s.bytes,
+      created: new Date(s.created_ms).toISOString(),
+      ...(s.seal
+        ? {
+            seal: {
+              attempts: s.seal.attempts,
+              last_error: s.seal.lastError,
+              next_attempt: s.seal.nextAttemptMs === null ? null : new Date(s.seal.nextAttemptMs).toISOString(),
+            },
+          }
+        : {}),
+    }))
+
+  app.get(
+    '/v1/admin/segments',
+    {
+      schema: {
+        summary: 'Every retained segment with its state, row count, time bounds and size',
+        tags: ['admin'],
+        response: { 200: Type.Object({ segments: Type.Array(SegmentOut, { maxItems: MAX_SEGMENTS_LISTED }) }), ...commonErrors },
+      },
+    },
+    async () => ({ segments: segments() }),
+  )
+
+  app.post(
+    '/v1/admin/rollover',
+    {
+      schema: {
+        summary: 'Roll the active segment over now',
+        description: 'A fresh active segment takes appends; the old one becomes pending and is sealed in the background. An empty active segment is left alone.',
+        tags: ['admin'],
+        response: { 200: RolloverOut, ...commonErrors },
+      },
+    },
+    async () => store.rollover('admin'),
+  )
+
+  app.get(
+    '/v1/status',
+    {
+      schema: {
+        summary: 'Service status: version, uptime, readiness, tiers, sealing',
+        tags: ['operations'],
+        response: {
+          200: Type.Object({
+            version: Type.String({ maxLength: 64 }),
+            uptime_s: Type.Number({ minimum: 0 }),
+            ready: Type.Boolean(),
+            reasons: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 32 }),
+            ingest: Type.Object({
+              queued_events: Type.Integer({ minimum: 0 }),
+              commits: Type.Integer({ minimum: 0 }),
+              committed_events: Type.Integer({ minimum: 0 }),
+              indexed_events: Type.Integer({ minimum: 0 }),
+              index_bytes: Type.Integer({ minimum: 0 }),
+            }),
+            tiers: Type.Object({
+              active: Type.Integer({ minimum: 0 }),
+              pending: Type.Integer({ minimum: 0 }),
+              archived: Type.Integer({ minimum: 0 }),
+              bytes: Type.Integer({ minimum: 0 }),
+              rows: Type.Integer({ minimum: 0 }),
+            }),
+            rollovers: Type.Integer({ minimum: 0 }),
+            last_rollover: Type.Union([RolloverOut, Type.Null()]),
+            sealing: Type.Object({
+              sealed: Type.Integer({ minimum: 0 }),
+              failures: Type.Integer({ minimum: 0 }),
+              backlog: Type.Integer({ minimum: 0 }),
+              failing: Type.Array(Type.Object({ id: Type.Integer(), seal: SealState }), { maxItems: MAX_SEGMENTS_LISTED }),
+            }),
+          }),
+          ...commonErrors,
+        },
+      },
+    },
+    async () => {
+      const stats = store.stats()
+      const { ready, reasons } = store.ready()
+      const list = segments()
+      const count = (state: string) => list.filter((s) => s.state === state).length
+      return {
+        version: VERSION,
+        uptime_s: (clock.nowMs() - started) / 1000,
+        ready,
+        reasons,
+        ingest: {
+          queued_events: stats.queuedEvents,
+          commits: stats.commits,
+          committed_events: stats.committedEvents,
+          indexed_events: stats.indexedEvents,
+          index_bytes: stats.indexBytes,
+        },
+        tiers: {
+          active: count('active'),
+          pending: count('pending'),
+          archived: count('archived'),
+          bytes: list.reduce((n, s) => n + (s.bytes ?? 0), 0),
+          rows: list.reduce((n, s) => n + s.row_count, 0),
+        },
+        rollovers: stats.rollovers,
+        last_rollover: stats.lastRollover,
+        sealing: {
+          sealed: stats.sealed,
+          failures: stats.sealFailures,
+          backlog: count('pending'),
+          failing: list.flatMap((s) => (s.seal && s.seal.last_error !== null ? [{ id: s.id, seal: s.seal }] : [])),
+        },
+      }
+    },
+  )
+}
