@@ -571,8 +571,7 @@ export class Store {
         await segment.close()
         const from = segment.path
         const to = segmentPath(this.opts.dataDir, 'pending', entry.id)
-        if ((await this.fs.size(`${from}.wal`)) !== null) await this.fs.rename(`${from}.wal`, `${to}.wal`)
-        await this.fs.rename(from, to)
+        await moveClosedSegment(this.fs, from, to)
         await this.fs.syncDir(tierDir(this.opts.dataDir, 'pending'))
         await this.fs.syncDir(tierDir(this.opts.dataDir, 'active'))
         entry.file = await this.files.attach(entry.id, to)
@@ -779,6 +778,17 @@ function newEntry(id: number, state: SegmentState, live: Segment | null): Segmen
   }
 }
 
+/**
+ * Moves a checkpointed, closed segment file. A WAL left beside it would mean
+ * the checkpoint did not absorb everything: moving the pair is not atomic, so
+ * refuse (the caller fails stop; start-up reopens the file in place, which
+ * replays and checkpoints the WAL, and moves it then).
+ */
+async function moveClosedSegment(fs: FileSystem, from: string, to: string): Promise<void> {
+  if ((await fs.size(`${from}.wal`)) !== null) throw new Error(`${from}.wal still exists after CHECKPOINT and close; not moving the segment`)
+  await fs.rename(from, to)
+}
+
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000
 }
@@ -836,7 +846,7 @@ async function recover(
     const seg = await Segment.open(segmentPath(opts.dataDir, 'active', id), segOpts)
     await seg.close()
     const to = segmentPath(opts.dataDir, 'pending', id)
-    await fs.rename(segmentPath(opts.dataDir, 'active', id), to)
+    await moveClosedSegment(fs, segmentPath(opts.dataDir, 'active', id), to)
     await fs.syncDir(dir('pending'))
     await fs.syncDir(dir('active'))
     log.warn({ event: 'recover_rolled', id }, 'moved a rolled-over segment to pending')
