@@ -104,6 +104,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
               committed_events: Type.Integer({ minimum: 0 }),
               indexed_events: Type.Integer({ minimum: 0 }),
               index_bytes: Type.Integer({ minimum: 0 }),
+              probes_before_gate: Type.Integer({ minimum: 0, description: 'Exact dedupe probes of closed segments, made before taking the write gate.' }),
+              probes_under_gate: Type.Integer({ minimum: 0, description: 'Exact dedupe probes made holding the write gate (live segments).' }),
             }),
             tiers: Type.Object({
               active: Type.Integer({ minimum: 0 }),
@@ -141,6 +143,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           committed_events: stats.committedEvents,
           indexed_events: stats.indexedEvents,
           index_bytes: stats.indexBytes,
+          probes_before_gate: stats.probesBeforeGate,
+          probes_under_gate: stats.probesUnderGate,
         },
         tiers: {
           active: count('active'),

@@ -45,6 +45,12 @@ export function serverOptions(config: Config, logger: Logger): FastifyServerOpti
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     requestIdHeader: 'x-request-id',
+    // Opening the store (recovery, then the dedupe index rebuilt from every segment's ids)
+    // takes time proportional to the retained events: about a minute per 100 million
+    // events here (see the tiers bench). Fastify's default of 10 s per plugin would make a
+    // large store unable to start at all; the process has not bound its port yet, so the
+    // bound on start-up belongs to the supervisor's start-up probe, not to Fastify.
+    pluginTimeout: 0,
   }
 }
 

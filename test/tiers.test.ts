@@ -106,6 +106,68 @@ test('pending segments stay visible to every read until they are archived', asyn
   assert.deepEqual(await totals(app), before)
 })
 
+test('a rollover holds the gate only for the swap: fresh appends go on while the old segment closes, its replays wait for it', async (t) => {
+  const park = latch()
+  const hooks: StoreHooks = {
+    beforeRetireClose: async () => {
+      park.reached()
+      await park.opened
+    },
+  }
+  const { app } = await build(t, {}, hooks)
+  const first = Array.from({ length: 10 }, () => event())
+  assert.equal((await post(app, first)).body.accepted, 10)
+  const rolling = rollover(app)
+  await park.arrived
+  // The old segment is being closed (parked under retireLock): the gate is free.
+  assert.equal(app.store.gateHeld(), false)
+  const fresh = Array.from({ length: 10 }, () => event())
+  assert.equal((await post(app, fresh)).body.accepted, 10, 'fresh events are committed while the old segment closes')
+  // A replay of the old segment's events needs it: it waits (holding the gate) until the close is done.
+  let replayDone = false
+  const replay = post(app, first).then((r) => {
+    replayDone = true
+    return r
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.equal(replayDone, false, 'a replay of the closing segment waits for it')
+  park.open()
+  const rolled = await rolling
+  assert.equal(rolled.rolled, true)
+  assert.ok(rolled.gate_held_ms < 50, `gate held ${rolled.gate_held_ms} ms for a swap`)
+  assert.equal((await replay).body.duplicates, 10, 'and is a duplicate once it reads the pending file')
+  await app.store.settle()
+  assert.equal((await totals(app)).requests, 20)
+})
+
+test('replays of closed segments are probed before the gate; only live segments are probed under it', async (t) => {
+  const { app } = await build(t)
+  const old = Array.from({ length: 10 }, () => event())
+  assert.equal((await post(app, old)).body.accepted, 10)
+  await rollover(app)
+  await app.store.settle()
+  const recent = Array.from({ length: 5 }, () => event())
+  assert.equal((await post(app, recent)).body.accepted, 5)
+  const before = app.store.stats()
+
+  // Archived ids alone: one probe of the archive, none under the gate.
+  const r1 = await post(app, [...old.slice(0, 5), { ...old[5], input_tokens: 12345 }])
+  assert.equal(r1.body.duplicates, 5)
+  assert.equal(r1.body.conflicts, 1)
+  const mid = app.store.stats()
+  assert.equal(mid.probesBeforeGate - before.probesBeforeGate, 1)
+  assert.equal(mid.probesUnderGate - before.probesUnderGate, 0, 'no probe of the archive under the gate')
+
+  // Mixed with ids of the active segment: those are probed under the gate.
+  const r2 = await post(app, [...old.slice(6), ...recent, event()])
+  assert.equal(r2.body.duplicates, 9)
+  assert.equal(r2.body.accepted, 1)
+  const after = app.store.stats()
+  assert.equal(after.probesBeforeGate - mid.probesBeforeGate, 1)
+  assert.equal(after.probesUnderGate - mid.probesUnderGate, 1)
+  assert.equal((await totals(app)).requests, 16)
+})
+
 test('rollover by size: a small ROLLOVER_BYTES rolls and seals while ingest goes on', async (t) => {
   const { app } = await build(t, { TOKENLEDGER_ROLLOVER_BYTES: '65536' })
   const sent: Array<Record<string, unknown>> = []

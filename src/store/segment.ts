@@ -83,7 +83,7 @@ export class Segment {
     return scanIds(this.writer, null)
   }
 
-  /** Exact probe: the fingerprints of those `ids` that are stored here. Caller holds the write gate. */
+  /** Exact probe: the fingerprints of those `ids` that are stored here. Caller holds the write gate (active segment) or the store's retireLock (rolled over). */
   lookup(ids: readonly string[]): Promise<Map<string, string>> {
     if (this.closed) throw new Error(`segment ${this.path} is closed`)
     return lookupFingerprints(this.writer, null, ids)
@@ -148,14 +148,24 @@ export class Segment {
   }
 }
 
-/** Streams every event_id of the segment's `events` table (`alias` null: the connection's own database). */
+/** Ids joined per group by scanIds: big enough to amortise the per-string cost, small enough to stream. */
+const SCAN_IDS_GROUP = 16_384
+
+/**
+ * Streams every event_id of the segment's `events` table (`alias` null: the
+ * connection's own database). Start-up runs this over every retained event, so it
+ * is built for speed: DuckDB joins the ids of each rowid range with a space (ids are
+ * printable ASCII without space: ID_RE in src/ingest/event.ts) and JS splits one long string, about 3x faster
+ * than fetching one JS string per row (~0.6 against ~1.8 µs an id with the index
+ * insert, measured on a 500k-row archive).
+ */
 export async function* scanIds(conn: DuckDBConnection, alias: string | null): AsyncGenerator<string[]> {
   const table = alias === null ? 'events' : `"${alias}".events`
-  const reader = await conn.stream(`SELECT event_id FROM ${table}`)
+  const reader = await conn.stream(`SELECT string_agg(event_id, ' ') FROM ${table} GROUP BY rowid // ${SCAN_IDS_GROUP}`)
   for (;;) {
     const chunk = await reader.fetchChunk()
     if (!chunk || chunk.rowCount === 0) break
-    yield chunk.getColumnValues(0) as string[]
+    for (const joined of chunk.getColumnValues(0) as Array<string | null>) if (joined !== null) yield joined.split(' ')
   }
 }
 

@@ -3,18 +3,25 @@
 //
 // Invariants:
 // - The write gate (one async-mutex Mutex) guards every mutation of the active
-//   segment: appends, the swap of a rollover, the close of a rolled-over
-//   segment, shutdown. The only way to reach the writer is `withGate`, whose
+//   segment: appends, the swap of a rollover, shutdown. The only way to reach the writer is `withGate`, whose
 //   GatedWriter is revoked the moment the gate is released: a stale writer
 //   cannot be kept and used later (the Rust original's bug).
-// - Lock order: the gate first, then anything else (catalog, FileTier admin);
-//   nothing awaits the gate while holding another lock. Reads never take it.
+// - A rolled-over segment no longer takes appends, but its writer still answers
+//   dedupe probes until it is closed and attached as a pending file: `retireLock`
+//   serialises the two (the close, move and attach run under it, not under the
+//   gate, so a rollover holds the gate only for the pointer swap).
+// - Lock order: the gate first, then anything else (retireLock, catalog, FileTier
+//   admin); nothing awaits the gate while holding another lock. Reads never take it.
 // - An append is answered only after the transaction holding its events has
 //   committed; if the commit fails, every request in it is told so (503) and
 //   none of its events are in the index or the file.
 // - `index` names, for every id committed in a retained segment, the segment
 //   holding it. It changes only under the gate, after COMMIT succeeds, and a
 //   hit is always confirmed by an exact probe of that segment (idindex.ts).
+//   Hits in closed segments (pending files, archives) are probed before the
+//   request takes the gate (they never gain rows, so the answer holds); under
+//   the gate only the live segments and segments closed since are probed, so a
+//   replay of old events does not stall fresh appends.
 // - Every retained segment is in `segments` from the moment its file exists
 //   until retention drops it, in exactly one state; a read snapshot pins what
 //   it reads (a live instance or an attached file), so no tier change makes
@@ -103,6 +110,8 @@ export interface StoreOptions {
 export interface StoreHooks {
   /** Runs inside the gate before a group commit writes: lets a test park an append while it holds the gate. */
   onCommitHoldingGate?: () => Promise<void>
+  /** Runs under retireLock before a rolled-over segment is closed: lets a test park that close. */
+  beforeRetireClose?: (segmentId: number) => Promise<void>
   /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
   beforeSealStep?: (step: SealStep, segmentId: number) => Promise<void>
 }
@@ -115,7 +124,12 @@ export interface GatedWriter {
 interface Pending extends AppendRequest {
   resolve(outcome: AppendOutcome): void
   reject(err: Error): void
+  /** What probes of closed segments found before the gate (see preProbe); null: probe all under it. */
+  known: KnownIds | null
 }
+
+/** Per event id: the closed segments already probed for it, and the fingerprint found there (if any). */
+type KnownIds = Map<string, { segments: Set<number>; fingerprint: string | null }>
 
 export type SegmentState = 'active' | 'pending' | 'archived'
 
@@ -174,6 +188,10 @@ export interface StoreStats {
   queuedBytes: number
   indexedEvents: number
   indexBytes: number
+  /** Exact probes of closed segments made before taking the gate (replays of older events). */
+  probesBeforeGate: number
+  /** Exact probes made under the gate (live segments, or segments closed since the request arrived). */
+  probesUnderGate: number
   commits: number
   committedEvents: number
   lastCommitMs: number | null
@@ -210,12 +228,18 @@ const MIB = 1024 * 1024
 export class Store {
   private readonly gate: MutexInterface
   private readonly rawGate = new Mutex()
+  /** Held while a rolled-over segment is closed and moved; probes of it wait (lock order: after the gate). */
+  private readonly retireLock = new Mutex()
   private readonly querySlots: Semaphore
   private readonly segments = new Map<number, SegmentEntry>()
   private readonly sealer: Sealer
   private active: SegmentEntry
   private nextId: number
   private queue: Pending[] = []
+  /** Requests whose closed-segment probes run before they join `queue` (close and settle wait for them). */
+  private readonly preProbes = new Set<Promise<void>>()
+  private probesBeforeGate = 0
+  private probesUnderGate = 0
   private queuedEvents = 0
   private queuedBytes = 0
   private committing = false
@@ -282,10 +306,15 @@ export class Store {
       const catalog = await DuckDBCatalog.open(files.catalogConn)
       const { entries, nextId } = await recover(opts, fs, files, catalog)
       const index = new IdIndex(entries.reduce((n, e) => n + e.rowCount, 0) * 1.2)
-      for (const e of entries) {
-        const ids = e.live ? e.live.scanIds() : scanIds(files.probeConn, e.file!.alias)
-        for await (const chunk of ids) for (const id of chunk) index.add(id, e.id)
+      // Two segments at a time: DuckDB joins one segment's ids while JS hashes the other's.
+      const queue = [...entries]
+      const scanNext = async (conn: DuckDBConnection): Promise<void> => {
+        for (let e = queue.shift(); e !== undefined; e = queue.shift()) {
+          const ids = e.live ? e.live.scanIds() : scanIds(conn, e.file!.alias)
+          for await (const chunk of ids) for (const id of chunk) index.add(id, e.id)
+        }
       }
+      await Promise.all([scanNext(files.probeConn), scanNext(files.sealConn)])
       opts.logger.info(
         { event: 'store_open', segments: entries.length, indexedEvents: index.size, indexBytes: index.bytes, ms: opts.clock.nowMs() - started },
         'store opened',
@@ -312,12 +341,86 @@ export class Store {
     if (this.queuedEvents + req.events.length > this.opts.maxQueueEvents || this.queuedBytes + req.bytes > this.opts.maxQueueBytes) {
       return Promise.reject(new Errors.QueueFull())
     }
+    this.queuedEvents += req.events.length
+    this.queuedBytes += req.bytes
     return new Promise<AppendOutcome>((resolve, reject) => {
-      this.queue.push({ ...req, resolve, reject })
-      this.queuedEvents += req.events.length
-      this.queuedBytes += req.bytes
-      this.kick()
+      const pending: Pending = { ...req, resolve, reject, known: null }
+      const closed = this.closedCandidates(req.events.map((e) => e.event.event_id))
+      if (closed.size === 0) {
+        this.enqueue(pending)
+        return
+      }
+      const done: Promise<void> = this.preProbe(closed)
+        .then(
+          (known) => {
+            pending.known = known
+          },
+          (err: unknown) => this.opts.logger.warn({ err }, 'probing closed segments before the gate failed; probing under it'),
+        )
+        .finally(() => {
+          this.preProbes.delete(done)
+          this.enqueue(pending)
+        })
+      this.preProbes.add(done)
     })
+  }
+
+  /** Resolves once every request accepted so far has joined the commit queue. */
+  private async preProbed(): Promise<void> {
+    while (this.preProbes.size > 0) await Promise.all([...this.preProbes])
+  }
+
+  private enqueue(p: Pending): void {
+    this.queue.push(p)
+    this.kick()
+  }
+
+  /**
+   * The closed segments (pending files and archives: immutable) that the
+   * dedupe index names for some of `ids`, with those ids. Fresh ids have none.
+   */
+  private closedCandidates(ids: readonly string[]): Map<number, string[]> {
+    const out = new Map<number, string[]>()
+    for (const id of ids) {
+      for (const seg of this.index.candidates(id)) {
+        const entry = this.segments.get(seg)
+        if (!entry || entry.live !== null || entry.file === null) continue
+        let list = out.get(seg)
+        if (!list) out.set(seg, (list = []))
+        list.push(id)
+      }
+    }
+    return out
+  }
+
+  /**
+   * Exact probes of closed segments, run before the request takes the gate, on
+   * the pooled query connections: a closed segment never gains rows, so what
+   * is (or is not) in it stays true, and a replay storm over old segments costs
+   * the pool, not the gate that every fresh append waits on.
+   */
+  private async preProbe(closed: Map<number, string[]>): Promise<KnownIds> {
+    const known: KnownIds = new Map()
+    for (const [seg, ids] of closed) {
+      const entry = this.segments.get(seg)
+      const file = entry?.file
+      if (!entry || entry.live !== null || !file || (file.retired && file.refs === 0)) continue
+      this.files.pin(file)
+      let hits: Map<string, string>
+      try {
+        hits = await this.files.query((conn) => lookupFingerprints(conn, file.alias, ids))
+        this.probesBeforeGate++
+      } finally {
+        await this.files.unpin(file)
+      }
+      for (const id of ids) {
+        let k = known.get(id)
+        if (!k) known.set(id, (k = { segments: new Set(), fingerprint: null }))
+        k.segments.add(seg)
+        k.fingerprint ??= hits.get(id) ?? null
+      }
+    }
+    return known
   }
 
   /**
@@ -420,6 +523,8 @@ export class Store {
       queuedBytes: this.queuedBytes,
       indexedEvents: this.index.size,
       indexBytes: this.index.bytes,
+      probesBeforeGate: this.probesBeforeGate,
+      probesUnderGate: this.probesUnderGate,
       commits: this.commits,
       committedEvents: this.committedEvents,
       lastCommitMs: this.lastCommitMs,
@@ -477,6 +582,7 @@ export class Store {
 
   /** Resolves when no rollover is in flight and the sealer is idle (tests, shutdown). */
   async settle(): Promise<void> {
+    await this.preProbed()
     await this.idle
     while (this.rolling) await this.rolling.catch(() => undefined)
     await this.sealer.idle()
@@ -492,6 +598,7 @@ export class Store {
     if (this.closed) return
     this.draining = true
     if (this.timer) clearInterval(this.timer)
+    await this.preProbed()
     await this.idle
     await this.rolling?.catch(() => undefined)
     await this.sealer.stop()
@@ -523,30 +630,33 @@ export class Store {
     if (old.rowCount === 0 && !force) {
       return { rolled: false, reason, segment_id: null, gate_held_ms: 0, duration_ms: 0 }
     }
-    // Outside the gate: open the next segment and shrink the old one's WAL, so
-    // the gate is held only for the swap and the final close.
+    // Outside the gate: open and record the next segment (a crash now leaves two
+    // files in active/, which start-up resolves: the older becomes pending) and
+    // shrink the old one's WAL. Under the gate only the pointer swap; the old
+    // segment is closed and moved afterwards, under retireLock.
     const id = this.nextId++
     const fresh = await Segment.open(segmentPath(this.opts.dataDir, 'active', id), this.segmentOptions())
-    await old.live!.readRun('CHECKPOINT').catch(() => undefined)
     let gateMs = 0
     try {
-      const t0 = performance.now()
+      await this.catalog.putLive(id, 'active', relativeSegmentPath('active', id), fresh.createdMs)
+      await old.live!.readRun('CHECKPOINT').catch(() => undefined)
       await this.withGate(async () => {
+        const t0 = performance.now()
         this.assertGate()
         const entry = newEntry(id, 'active', fresh)
         this.segments.set(id, entry)
         this.active = entry
         old.state = 'pending'
-        await this.catalog.putLive(id, 'active', relativeSegmentPath('active', id), fresh.createdMs)
+        gateMs = performance.now() - t0
       })
-      gateMs += performance.now() - t0
     } catch (err) {
       await fresh.close().catch(() => undefined)
       await this.fs.remove(fresh.path).catch(() => undefined)
+      await this.catalog.forget(id).catch(() => undefined)
       this.segments.delete(id)
       throw err
     }
-    gateMs += await this.retire(old)
+    await this.retire(old)
     this.rollovers++
     const report: RolloverReport = { rolled: true, reason, segment_id: old.id, gate_held_ms: round(gateMs), duration_ms: round(performance.now() - started) }
     this.lastRollover = report
@@ -557,16 +667,18 @@ export class Store {
 
   /**
    * Closes a rolled-over segment's live instance and makes it a pending file:
-   * new readers wait, current ones finish, then under the gate (probes use the
-   * writer) CHECKPOINT, close, move to pending/, attach. Returns ms under the gate.
+   * new readers wait, current ones finish, then under retireLock (probes use
+   * the writer) CHECKPOINT, close, move to pending/, attach. Appends no longer
+   * reach it (the swap happened under the gate), so the gate is not needed.
    */
-  private async retire(entry: SegmentEntry): Promise<number> {
+  private async retire(entry: SegmentEntry): Promise<void> {
+    if (entry === this.active) throw new Error('invariant: retire of the active segment')
     let done!: () => void
     entry.liveClosing = new Promise<void>((resolve) => (done = resolve))
     try {
       while (entry.liveReaders > 0) await new Promise((resolve) => setTimeout(resolve, 5))
-      const t0 = performance.now()
-      await this.withGate(async () => {
+      await this.retireLock.runExclusive(async () => {
+        await this.opts.hooks?.beforeRetireClose?.(entry.id)
         const segment = entry.live!
         await segment.close()
         const from = segment.path
@@ -579,7 +691,6 @@ export class Store {
         entry.bytes = await this.fs.size(to)
         await this.catalog.putLive(entry.id, 'pending', relativeSegmentPath('pending', entry.id), entry.createdMs)
       })
-      return performance.now() - t0
     } catch (err) {
       // The segment is closed but could not be moved: stop, and let start-up recover it.
       this.noteWriteFailure(err, true)
@@ -657,44 +768,58 @@ export class Store {
   }
 
   /** The stored fingerprint of each id of `ids` that some retained segment holds (exact). */
-  private async probe(ids: Iterable<string>): Promise<Map<string, string>> {
+  private async probe(ids: Iterable<string>, known: KnownIds): Promise<Map<string, string>> {
     this.assertGate()
     const bySegment = new Map<number, string[]>()
+    const found = new Map<string, string>()
     for (const id of ids) {
+      const k = known.get(id)
+      if (k?.fingerprint) {
+        found.set(id, k.fingerprint)
+        continue
+      }
       for (const seg of this.index.candidates(id)) {
+        if (k?.segments.has(seg)) continue
         let list = bySegment.get(seg)
         if (!list) bySegment.set(seg, (list = []))
         list.push(id)
       }
     }
-    const found = new Map<string, string>()
     for (const [seg, list] of bySegment) {
       const entry = this.segments.get(seg)
       if (!entry) continue
-      let hits: Map<string, string>
-      if (entry.live) {
-        hits = await entry.live.lookup(list)
-      } else if (entry.file) {
-        const file = entry.file
-        this.files.pin(file)
-        try {
-          hits = await lookupFingerprints(this.files.probeConn, file.alias, list)
-        } finally {
-          await this.files.unpin(file)
-        }
-      } else {
-        throw new Error(`invariant: segment ${seg} has neither a live instance nor a file`)
-      }
+      // A rolled-over segment that is not yet a file: its writer answers, unless
+      // retire is closing it right now (then wait, and read the file it became).
+      const hits =
+        entry.live && entry !== this.active
+          ? await this.retireLock.runExclusive(() => this.lookupIn(entry, list))
+          : await this.lookupIn(entry, list)
+      this.probesUnderGate++
       for (const [id, fp] of hits) found.set(id, fp)
     }
     return found
+  }
+
+  /** Exact probe of one segment: its writer while live, its attached file (pinned) after. */
+  private async lookupIn(entry: SegmentEntry, ids: string[]): Promise<Map<string, string>> {
+    if (entry.live) return entry.live.lookup(ids)
+    const file = entry.file
+    if (!file) throw new Error(`invariant: segment ${entry.id} has neither a live instance nor a file`)
+    this.files.pin(file)
+    try {
+      return await lookupFingerprints(this.files.probeConn, file.alias, ids)
+    } finally {
+      await this.files.unpin(file)
+    }
   }
 
   private async commitBatch(writer: GatedWriter, batch: Pending[]): Promise<void> {
     this.assertGate()
     if (this.failure !== null) throw new Errors.StoreFailed()
     await this.opts.hooks?.onCommitHoldingGate?.()
-    const stored = await this.probe(idsOf(batch))
+    const known: KnownIds = new Map()
+    for (const p of batch) if (p.known) for (const [id, k] of p.known) if (!known.has(id)) known.set(id, k)
+    const stored = await this.probe(idsOf(batch), known)
     const staged = new Map<string, string>()
     const rows: UsageEvent[] = []
     const outcomes: AppendOutcome[] = []
