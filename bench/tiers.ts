@@ -1,0 +1,482 @@
+// Tiers benchmark (not a test): what a large, tiered store costs ingest, and what
+// rollover and start-up cost. Every figure is printed with a baseline measured in the
+// same run (these machines are noisy):
+//
+//   1. empty store: closed-loop ingest (autocannon, fresh ids), the baseline events/s.
+//   2. same server, POST /v1/admin/rollover every --rollover-every ms while the load runs:
+//      how long each rollover held the write gate (max, p99) and the ingest p99 against
+//      phase 1's.
+//   3. a large store (--events, default 20 million, in --segments files) is written
+//      straight into pending/ with DuckDB SQL (bench/lib/bigstore.ts; its rows carry the
+//      fingerprints the server computes, which the bench checks first). The server
+//      starts on it as after a crash: records the segments, rebuilds the dedupe index
+//      from every id, seals them in the background. Reported: start-up time, index
+//      bytes and events, RSS, seal time.
+//   4. ingest on the large store with fresh ids: events/s as a ratio of phase 1.
+//   5. replays of stored events (every one must come back `duplicate`): events/s, i.e.
+//      the exact-probe cost of a dedupe-index hit in an archived segment.
+//   6. GET /v1/usage over everything equals the generated sums (read back from the files
+//      by a separate DuckDB) plus what was acknowledged (requests, errors, tokens, exact
+//      cost); over sealed segments it is answered from the catalog's rollups.
+//   7. restart: start-up time with every segment archived (the index rebuild alone).
+//   8. archive bytes per event against the same rows as zstd Parquet (DuckDB COPY).
+//
+// Run:   npm run bench:tiers                       (20 M events; ~10 min on 2 cores)
+//        npm run bench:tiers -- --events 2000000   (a quick look)
+// Flags: --events N (20000000) --segments N (events / 500000) --duration S (10)
+//        --warmup S (2) --connections N (32) --batch B (100) --replay N (100000)
+//        --rollover-every MS (500) --threads N (2) --keep (keep the data directory)
+// Output: a report, and as the last line one JSON summary.
+// Exit:   0 ok, 1 a correctness failure (lost, double-counted or wrong answers), 2 setup.
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
+import os from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { DuckDBInstance } from '@duckdb/node-api'
+import { startServer, type RunningServer } from './lib/child.js'
+import { BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
+import { IngestLedger, type PhaseResult } from './lib/load.js'
+import { checkFingerprints, computeRows, EXACT_FINGERPRINT_STRIDE, writePendingSegments, type BigStoreSpec } from './lib/bigstore.js'
+import { segmentPath, tierDir } from '../src/store/layout.js'
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url))
+const serverStartTimeoutMs = 1_800_000
+const sealWaitMaxMs = 3_600_000
+const httpTimeoutMs = 120_000
+const parquetSampleSegments = 4
+
+const { values: argv } = parseArgs({
+  options: {
+    events: { type: 'string' },
+    segments: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    connections: { type: 'string' },
+    batch: { type: 'string' },
+    replay: { type: 'string' },
+    'rollover-every': { type: 'string' },
+    threads: { type: 'string' },
+    keep: { type: 'boolean' },
+  },
+  strict: true,
+})
+
+function num(name: keyof typeof argv, fallback: number, min: number, max: number): number {
+  const raw = argv[name]
+  if (raw === undefined) return fallback
+  const v = Number(raw)
+  if (typeof raw !== 'string' || !Number.isInteger(v) || v < min || v > max) {
+    process.stderr.write(`bench:tiers: --${name} must be an integer in ${min}..${max}, got "${String(raw)}"\n`)
+    process.exit(2)
+  }
+  return v
+}
+
+const opts = {
+  events: num('events', 20_000_000, 10_000, 200_000_000),
+  durationS: num('duration', 10, 1, 3_600),
+  warmupS: num('warmup', 2, 0, 600),
+  connections: num('connections', 32, 1, 1_024),
+  batch: num('batch', 100, 1, 10_000),
+  replay: num('replay', 100_000, 1_000, 10_000_000),
+  rolloverEveryMs: num('rollover-every', 500, 50, 60_000),
+  threads: num('threads', 2, 1, 64),
+}
+const segments = num('segments', Math.max(1, Math.round(opts.events / 500_000)), 1, 10_000)
+
+const log = (line = ''): void => void process.stdout.write(`${line}\n`)
+const int = (n: number): string => Math.round(n).toLocaleString('en-US')
+const f1 = (n: number): string => n.toFixed(1)
+const failures: string[] = []
+const fail = (what: string): void => {
+  failures.push(what)
+  log(`FAILURE: ${what}`)
+}
+
+function childEnv(dataDir: string): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
+  return { ...env, TOKENLEDGER_DATA_DIR: dataDir, TOKENLEDGER_PORT: '0', TOKENLEDGER_HOST: '127.0.0.1', TOKENLEDGER_LOG_LEVEL: 'warn' }
+}
+
+async function start(name: string, dataDir: string): Promise<RunningServer> {
+  return startServer({
+    name,
+    cwd: repoRoot,
+    args: process.env.BENCH_SERVER_ENTRY === 'dist' ? ['dist/src/server.js'] : ['--import', 'tsx', 'src/server.ts'],
+    env: childEnv(dataDir),
+    startTimeoutMs: serverStartTimeoutMs,
+  })
+}
+
+async function getJson<T>(url: string, init?: RequestInit): Promise<T> {
+  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(httpTimeoutMs) })
+  const text = await res.text()
+  if (res.status !== 200) throw new Error(`${init?.method ?? 'GET'} ${url}: ${res.status} ${text.slice(0, 300)}`)
+  return JSON.parse(text) as T
+}
+
+function rssMiB(pid: number): number | undefined {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) / 1024 : undefined
+  } catch {
+    return undefined
+  }
+}
+
+interface Status {
+  ingest: { indexed_events: number; index_bytes: number }
+  tiers: { active: number; pending: number; archived: number; bytes: number; rows: number }
+  sealing: { sealed: number; failures: number; backlog: number; failing: unknown[] }
+}
+
+const percentile = (xs: number[], p: number): number => {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!
+}
+
+function phaseLine(label: string, r: PhaseResult): { eventsPerS: number; p50: number; p99: number } {
+  const res = r.result
+  const eventsPerS = (res['2xx'] * opts.batch) / res.duration
+  log(
+    `  ${label}: ${int(eventsPerS)} events/s, p50 ${res.latency.p50} ms, p99 ${res.latency.p99} ms, max ${res.latency.max} ms, ` +
+      `non-2xx ${res.non2xx}, errors ${res.errors}, accepted≠batch ${r.stats.mismatches}`,
+  )
+  if (res.non2xx > 0 || r.stats.mismatches > 0) fail(`${label}: ${res.non2xx} non-2xx, ${r.stats.mismatches} batches not fully accepted ${JSON.stringify(r.stats.non2xxByStatus)}`)
+  return { eventsPerS, p50: res.latency.p50, p99: res.latency.p99 }
+}
+
+// ---------------------------------------------------------------------- money and sums
+
+interface Sums {
+  requests: bigint
+  errors: bigint
+  input: bigint
+  output: bigint
+  cacheRead: bigint
+  reasoning: bigint
+  /** cost × 10^12 */
+  cost: bigint
+}
+
+const zero = (): Sums => ({ requests: 0n, errors: 0n, input: 0n, output: 0n, cacheRead: 0n, reasoning: 0n, cost: 0n })
+
+function scaled12(v: unknown): bigint {
+  const m = /^(\d+)(?:\.(\d{1,12}))?$/.exec(String(v))
+  if (m === null) throw new Error(`not a decimal: ${String(v)}`)
+  return BigInt(m[1]!) * 10n ** 12n + BigInt((m[2] ?? '').padEnd(12, '0'))
+}
+
+function addBatchTotals(s: Sums, t: BatchTotals): Sums {
+  return {
+    requests: s.requests + BigInt(t.events),
+    errors: s.errors + BigInt(t.errors),
+    input: s.input + t.inputTokens,
+    output: s.output + t.outputTokens,
+    cacheRead: s.cacheRead + t.cacheReadTokens,
+    reasoning: s.reasoning + t.reasoningTokens,
+    cost: s.cost + t.costMicros * 10n ** 6n,
+  }
+}
+
+/** Sums over the generated files, read by a separate DuckDB (not the server's code). */
+async function sumsOfFiles(paths: string[]): Promise<Sums> {
+  const db = await DuckDBInstance.create(':memory:', { threads: String(opts.threads) })
+  const conn = await db.connect()
+  let s = zero()
+  try {
+    for (const [i, p] of paths.entries()) {
+      await conn.run(`ATTACH '${p.replaceAll("'", "''")}' AS f${i} (READ_ONLY)`)
+      const r = await conn.runAndReadAll(
+        `SELECT count(*)::VARCHAR, count(*) FILTER (WHERE status_code >= 400)::VARCHAR, sum(input_tokens)::VARCHAR, sum(output_tokens)::VARCHAR,
+                sum(cache_read_tokens)::VARCHAR, sum(reasoning_tokens)::VARCHAR, coalesce(sum(cost), 0)::VARCHAR FROM f${i}.events`,
+      )
+      const [req, err, inp, out, cr, rs, cost] = r.getRows()[0] as string[]
+      s = {
+        requests: s.requests + BigInt(req!),
+        errors: s.errors + BigInt(err!),
+        input: s.input + BigInt(inp!),
+        output: s.output + BigInt(out!),
+        cacheRead: s.cacheRead + BigInt(cr!),
+        reasoning: s.reasoning + BigInt(rs!),
+        cost: s.cost + scaled12(cost),
+      }
+      await conn.run(`DETACH f${i}`)
+    }
+  } finally {
+    conn.closeSync()
+    db.closeSync()
+  }
+  return s
+}
+
+async function checkUsage(server: RunningServer, want: Sums, label: string): Promise<void> {
+  const t0 = performance.now()
+  const body = await getJson<{ totals: Record<string, unknown> }>(`${server.url}/v1/usage?from=0&to=${Date.now() + 3_600_000}`)
+  const ms = performance.now() - t0
+  const got = body.totals
+  const pairs: [string, bigint, unknown][] = [
+    ['requests', want.requests, got['requests']],
+    ['errors', want.errors, got['errors']],
+    ['input_tokens', want.input, got['input_tokens']],
+    ['output_tokens', want.output, got['output_tokens']],
+    ['cache_read_tokens', want.cacheRead, got['cache_read_tokens']],
+    ['reasoning_tokens', want.reasoning, got['reasoning_tokens']],
+  ]
+  const bad = pairs.filter(([, w, g]) => BigInt(String(g)) !== w).map(([k, w, g]) => `${k} ${String(g)} ≠ ${w}`)
+  if (scaled12(got['cost']) !== want.cost) bad.push(`cost ${String(got['cost'])} ≠ ${want.cost} × 10^-12`)
+  if (bad.length > 0) fail(`${label}: GET /v1/usage differs from generated + acknowledged: ${bad.join('; ')}`)
+  else log(`  ${label}: GET /v1/usage = generated + acknowledged (${int(Number(want.requests))} requests, exact cost), answered in ${int(ms)} ms`)
+}
+
+/** Resends unanswered batches and returns the acknowledged sums (fails if some batch was partly stored). */
+async function settleLedger(server: RunningServer, ledger: IngestLedger): Promise<Sums> {
+  const resend = await ledger.resendInFlight(server.url)
+  for (const f of resend.failures) fail(`resend: ${f}`)
+  const t = ledger.expectedTotals()
+  if (t === undefined) {
+    fail('some batch was only partly stored')
+    return zero()
+  }
+  return addBatchTotals(zero(), t)
+}
+
+// ---------------------------------------------------------------------- phases
+
+async function rolloverPhase(server: RunningServer, ledger: IngestLedger): Promise<{ gate: number[]; durations: number[]; load: ReturnType<typeof phaseLine> }> {
+  const gate: number[] = []
+  const durations: number[] = []
+  let stop = false
+  const roller = (async () => {
+    while (!stop) {
+      await new Promise((r) => setTimeout(r, opts.rolloverEveryMs))
+      if (stop) break
+      const r = await getJson<{ rolled: boolean; gate_held_ms: number; duration_ms: number }>(`${server.url}/v1/admin/rollover`, { method: 'POST' })
+      if (r.rolled) {
+        gate.push(r.gate_held_ms)
+        durations.push(r.duration_ms)
+      }
+    }
+  })()
+  const res = await ledger.run(server.url, opts.connections, opts.durationS)
+  stop = true
+  await roller
+  return { gate, durations, load: phaseLine(`ingest with a rollover every ${opts.rolloverEveryMs} ms`, res) }
+}
+
+async function replayPhase(server: RunningServer, spec: BigStoreSpec): Promise<{ eventsPerS: number; p50: number; p99: number; duplicates: number }> {
+  // Stored rows with an exact fingerprint, spread over every segment, in random order.
+  const stride = EXACT_FINGERPRINT_STRIDE
+  const exactRows = Math.floor(spec.events / stride)
+  const count = Math.min(opts.replay, exactRows)
+  const ns: number[] = []
+  const step = exactRows / count
+  for (let i = 0; i < count; i++) ns.push(Math.floor(i * step) * stride)
+  for (let i = ns.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[ns[i], ns[j]] = [ns[j]!, ns[i]!]
+  }
+  const { events } = await computeRows(spec, ns)
+  const bodies: string[] = []
+  for (let i = 0; i < events.length; i += opts.batch) bodies.push(JSON.stringify({ events: events.slice(i, i + opts.batch) }))
+  let next = 0
+  let duplicates = 0
+  const latencies: number[] = []
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < bodies.length; i = next++) {
+      const t0 = performance.now()
+      const res = await fetch(`${server.url}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[i], signal: AbortSignal.timeout(httpTimeoutMs) })
+      const text = await res.text()
+      latencies.push(performance.now() - t0)
+      const a = res.status === 200 ? (JSON.parse(text) as { accepted: number; duplicates: number; conflicts: number; rejected: number }) : undefined
+      if (a === undefined || a.accepted !== 0 || a.conflicts !== 0 || a.rejected !== 0) {
+        fail(`replay of stored events: expected all duplicates, got ${res.status} ${text.slice(0, 300)}`)
+        continue
+      }
+      duplicates += a.duplicates
+    }
+  }
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: opts.connections }, worker))
+  const s = (performance.now() - t0) / 1000
+  if (duplicates !== events.length) fail(`replay: ${duplicates} duplicates for ${events.length} stored events sent`)
+  return { eventsPerS: duplicates / s, p50: percentile(latencies, 50), p99: percentile(latencies, 99), duplicates }
+}
+
+async function waitSealed(server: RunningServer): Promise<{ ms: number; status: Status }> {
+  const t0 = performance.now()
+  for (;;) {
+    const st = await getJson<Status>(`${server.url}/v1/status`)
+    if (st.tiers.pending === 0 && st.sealing.backlog === 0) return { ms: performance.now() - t0, status: st }
+    if (st.sealing.failing.length > 0) fail(`sealing is failing: ${JSON.stringify(st.sealing.failing).slice(0, 300)}`)
+    if (performance.now() - t0 > sealWaitMaxMs) throw new Error('sealing did not finish within the bound')
+    await new Promise((r) => setTimeout(r, 250))
+  }
+}
+
+async function archiveVsParquet(dataDir: string): Promise<{ archiveBytesPerEvent: number; parquetBytesPerEvent: number; segments: number }> {
+  const dir = tierDir(dataDir, 'archive')
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.duckdb')).sort().slice(0, parquetSampleSegments)
+  const db = await DuckDBInstance.create(':memory:', { threads: String(opts.threads) })
+  const conn = await db.connect()
+  let rows = 0
+  let archiveBytes = 0
+  let parquetBytes = 0
+  try {
+    for (const [i, name] of names.entries()) {
+      const path = join(dir, name)
+      const out = join(dataDir, `sample-${i}.parquet`)
+      await conn.run(`ATTACH '${path}' AS a${i} (READ_ONLY)`)
+      const r = await conn.runAndReadAll(`SELECT count(*)::INTEGER FROM a${i}.events`)
+      rows += r.getRows()[0]![0] as number
+      // The same rows and columns (summary columns; detail is a separate table in both cases).
+      await conn.run(`COPY (SELECT * FROM a${i}.events ORDER BY ts) TO '${out}' (FORMAT parquet, COMPRESSION zstd)`)
+      await conn.run(`DETACH a${i}`)
+      archiveBytes += (await stat(path)).size
+      parquetBytes += (await stat(out)).size
+      await rm(out)
+    }
+  } finally {
+    conn.closeSync()
+    db.closeSync()
+  }
+  return { archiveBytesPerEvent: archiveBytes / rows, parquetBytesPerEvent: parquetBytes / rows, segments: names.length }
+}
+
+// ---------------------------------------------------------------------- main
+
+async function main(): Promise<number> {
+  const runId = randomBytes(4).toString('hex')
+  log(`tokenledger tiers bench: ${int(opts.events)} events in ${segments} segments; load ${opts.connections} connections × ${opts.batch}-event batches, ${opts.durationS} s phases; node ${process.version}, ${os.cpus().length} CPUs`)
+  const summary: Record<string, unknown> = { events: opts.events, segments }
+
+  // 1-2. Empty store.
+  const emptyDir = await mkdtemp(join(os.tmpdir(), 'tokenledger-tiers-empty-'))
+  let base: ReturnType<typeof phaseLine>
+  {
+    log('\n[1] empty store')
+    const server = await start('empty', emptyDir)
+    log(`  start-up: listening after ${int(server.listeningMs)} ms`)
+    const ledger = new IngestLedger(new BatchFactory(`${runId}e`, opts.batch), TEMPLATE_COUNT)
+    try {
+      if (opts.warmupS > 0) await ledger.run(server.url, opts.connections, opts.warmupS)
+      base = phaseLine('ingest, no rollover', await ledger.run(server.url, opts.connections, opts.durationS))
+      log('\n[2] rollovers under load')
+      const ro = await rolloverPhase(server, ledger)
+      log(
+        `  ${ro.gate.length} rollovers: gate held max ${f1(Math.max(...ro.gate))} ms, p99 ${f1(percentile(ro.gate, 99))} ms, median ${f1(percentile(ro.gate, 50))} ms; ` +
+          `whole rollover median ${f1(percentile(ro.durations, 50))} ms; ingest p99 ${ro.load.p99} ms vs ${base.p99} ms without`,
+      )
+      const acked = await settleLedger(server, ledger)
+      await checkUsage(server, acked, 'empty store after rollovers')
+      Object.assign(summary, {
+        empty_events_per_s: Math.round(base.eventsPerS),
+        empty_p99_ms: base.p99,
+        rollovers: ro.gate.length,
+        rollover_gate_max_ms: Math.max(...ro.gate),
+        rollover_gate_p99_ms: percentile(ro.gate, 99),
+        rollover_ingest_p99_ms: ro.load.p99,
+        rollover_events_per_s: Math.round(ro.load.eventsPerS),
+      })
+    } finally {
+      await server.stop()
+      await rm(emptyDir, { recursive: true, force: true })
+    }
+  }
+
+  // 3. A large store.
+  log(`\n[3] large store: ${int(opts.events)} events written into pending/`)
+  const bigDir = await mkdtemp(join(os.tmpdir(), 'tokenledger-tiers-big-'))
+  const now = Date.now()
+  const spec: BigStoreSpec = { events: opts.events, segments, seed: `b${runId}`, startMs: now - 20 * 86_400_000, endMs: now - 3_600_000, threads: opts.threads }
+  try {
+    const problems = await checkFingerprints(spec)
+    if (problems.length > 0) {
+      for (const p of problems.slice(0, 5)) log(`  ${p}`)
+      log('  the generator no longer computes the server\'s fingerprints: fix bench/lib/bigstore.ts')
+      return 2
+    }
+    let t0 = performance.now()
+    const written = await writePendingSegments(bigDir, spec)
+    const genS = (performance.now() - t0) / 1000
+    const pendingBytes = written.reduce((n, s) => n + s.bytes, 0)
+    log(`  generated in ${f1(genS)} s (${int(opts.events / genS)} events/s), ${f1(pendingBytes / 2 ** 20)} MiB, ${f1(pendingBytes / opts.events)} bytes/event before sealing`)
+    t0 = performance.now()
+    const generated = await sumsOfFiles(written.map((s) => segmentPath(bigDir, 'pending', s.id)))
+    log(`  sums of the generated files read back in ${int(performance.now() - t0)} ms`)
+
+    let server = await start('large', bigDir)
+    let st = await getJson<Status>(`${server.url}/v1/status`)
+    log(
+      `  start-up over ${segments} pending segments: listening after ${f1(server.listeningMs / 1000)} s; ` +
+        `dedupe index ${int(st.ingest.indexed_events)} ids in ${f1(st.ingest.index_bytes / 2 ** 20)} MiB (${f1(st.ingest.index_bytes / st.ingest.indexed_events)} B/id); RSS ${f1(rssMiB(server.pid) ?? NaN)} MiB`,
+    )
+    const sealed = await waitSealed(server)
+    log(`  sealed ${sealed.status.tiers.archived} segments in ${f1(sealed.ms / 1000)} s after start-up (${int(opts.events / (sealed.ms / 1000))} events/s)`)
+    Object.assign(summary, { generate_s: genS, first_start_s: server.listeningMs / 1000, index_bytes: st.ingest.index_bytes, seal_s: sealed.ms / 1000 })
+
+    const ledger = new IngestLedger(new BatchFactory(`${runId}b`, opts.batch), TEMPLATE_COUNT)
+    try {
+      // 4. Ingest on the large store.
+      log('\n[4] ingest on the large store (fresh ids)')
+      if (opts.warmupS > 0) await ledger.run(server.url, opts.connections, opts.warmupS)
+      const big = phaseLine('ingest', await ledger.run(server.url, opts.connections, opts.durationS))
+      const ratio = big.eventsPerS / base.eventsPerS
+      log(`  ratio large / empty: ${ratio.toFixed(2)} (p99 ${big.p99} ms vs ${base.p99} ms); server RSS ${f1(rssMiB(server.pid) ?? NaN)} MiB`)
+      Object.assign(summary, { large_events_per_s: Math.round(big.eventsPerS), large_over_empty: Number(ratio.toFixed(3)), large_p99_ms: big.p99 })
+
+      // 5. Replays.
+      log(`\n[5] replays of ${int(Math.min(opts.replay, Math.floor(opts.events / EXACT_FINGERPRINT_STRIDE)))} stored events from every segment`)
+      const rp = await replayPhase(server, spec)
+      log(`  ${int(rp.eventsPerS)} duplicate events/s (${(rp.eventsPerS / big.eventsPerS).toFixed(2)} of fresh ingest), request p50 ${f1(rp.p50)} ms, p99 ${f1(rp.p99)} ms`)
+      Object.assign(summary, { replay_events_per_s: Math.round(rp.eventsPerS), replay_over_fresh: Number((rp.eventsPerS / big.eventsPerS).toFixed(3)) })
+
+      // 6. Totals.
+      log('\n[6] totals')
+      const acked = await settleLedger(server, ledger)
+      const want = { ...generated }
+      for (const k of Object.keys(want) as (keyof Sums)[]) want[k] += acked[k]
+      await checkUsage(server, want, 'large store')
+
+      // 7. Restart.
+      log('\n[7] restart with every segment archived')
+      await server.stop()
+      server = await start('large-restart', bigDir)
+      st = await getJson<Status>(`${server.url}/v1/status`)
+      log(`  listening after ${f1(server.listeningMs / 1000)} s (${f1((server.listeningMs * 1000) / st.ingest.indexed_events)} µs per retained event): ${st.tiers.archived} archived, index ${int(st.ingest.indexed_events)} ids; RSS ${f1(rssMiB(server.pid) ?? NaN)} MiB`)
+      summary.restart_s = server.listeningMs / 1000
+      await checkUsage(server, want, 'after restart')
+      const afterRestart = await replayPhase(server, { ...spec })
+      log(`  replays after restart: ${int(afterRestart.duplicates)} duplicates`)
+    } finally {
+      await server.stop()
+    }
+
+    // 8. Sizes.
+    log('\n[8] archive size')
+    const sz = await archiveVsParquet(bigDir)
+    log(`  over ${sz.segments} archives: ${f1(sz.archiveBytesPerEvent)} bytes/event sealed DuckDB vs ${f1(sz.parquetBytesPerEvent)} zstd Parquet (ratio ${(sz.archiveBytesPerEvent / sz.parquetBytesPerEvent).toFixed(2)})`)
+    Object.assign(summary, { archive_bytes_per_event: Number(sz.archiveBytesPerEvent.toFixed(1)), parquet_bytes_per_event: Number(sz.parquetBytesPerEvent.toFixed(1)) })
+  } finally {
+    if (argv.keep === true) log(`\nkept ${bigDir}`)
+    else await rm(bigDir, { recursive: true, force: true })
+  }
+
+  log()
+  log(failures.length === 0 ? 'all correctness checks passed' : `${failures.length} CORRECTNESS FAILURE(S)`)
+  log(JSON.stringify({ ...summary, failures: failures.length }))
+  return failures.length === 0 ? 0 : 1
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench:tiers: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+    process.exit(2)
+  },
+)
