@@ -239,6 +239,8 @@ export class Store {
   /** Requests whose closed-segment probes run before they join `queue` (close and settle wait for them). */
   private readonly preProbes = new Set<Promise<void>>()
   private probesBeforeGate = 0
+  private readonly probeQueue: Array<{ closed: Map<number, string[]>; resolve(known: KnownIds): void; reject(err: Error): void }> = []
+  private probing = false
   private probesUnderGate = 0
   private queuedEvents = 0
   private queuedBytes = 0
@@ -397,30 +399,71 @@ export class Store {
    * Exact probes of closed segments, run before the request takes the gate, on
    * the pooled query connections: a closed segment never gains rows, so what
    * is (or is not) in it stays true, and a replay storm over old segments costs
-   * the pool, not the gate that every fresh append waits on.
+   * the pool, not the gate that every fresh append waits on. Like commits,
+   * probes are grouped: requests arriving while a round runs share the next
+   * one, so each segment is scanned once per round for all their ids.
    */
-  private async preProbe(closed: Map<number, string[]>): Promise<KnownIds> {
-    const known: KnownIds = new Map()
-    for (const [seg, ids] of closed) {
-      const entry = this.segments.get(seg)
-      const file = entry?.file
-      if (!entry || entry.live !== null || !file || (file.retired && file.refs === 0)) continue
-      this.files.pin(file)
-      let hits: Map<string, string>
+  private preProbe(closed: Map<number, string[]>): Promise<KnownIds> {
+    return new Promise<KnownIds>((resolve, reject) => {
+      this.probeQueue.push({ closed, resolve, reject })
+      if (this.probing) return
+      this.probing = true
+      void this.probeLoop().finally(() => (this.probing = false))
+    })
+  }
+
+  private async probeLoop(): Promise<void> {
+    while (this.probeQueue.length > 0) {
+      const round = this.probeQueue.splice(0)
       try {
-        hits = await this.files.query((conn) => lookupFingerprints(conn, file.alias, ids))
-        this.probesBeforeGate++
-      } finally {
-        await this.files.unpin(file)
-      }
-      for (const id of ids) {
-        let k = known.get(id)
-        if (!k) known.set(id, (k = { segments: new Set(), fingerprint: null }))
-        k.segments.add(seg)
-        k.fingerprint ??= hits.get(id) ?? null
+        const idsBySegment = new Map<number, Set<string>>()
+        for (const r of round) {
+          for (const [seg, ids] of r.closed) {
+            let set = idsBySegment.get(seg)
+            if (!set) idsBySegment.set(seg, (set = new Set()))
+            for (const id of ids) set.add(id)
+          }
+        }
+        const hitsBySegment = new Map<number, Map<string, string>>()
+        await Promise.all(
+          [...idsBySegment].map(async ([seg, ids]) => {
+            const hits = await this.lookupClosed(seg, [...ids])
+            if (hits !== null) hitsBySegment.set(seg, hits)
+          }),
+        )
+        for (const r of round) {
+          const known: KnownIds = new Map()
+          for (const [seg, ids] of r.closed) {
+            const hits = hitsBySegment.get(seg)
+            if (hits === undefined) continue // not probed (no longer closed): the gate's probe covers it
+            for (const id of ids) {
+              let k = known.get(id)
+              if (!k) known.set(id, (k = { segments: new Set(), fingerprint: null }))
+              k.segments.add(seg)
+              k.fingerprint ??= hits.get(id) ?? null
+            }
+          }
+          r.resolve(known)
+        }
+      } catch (err) {
+        for (const r of round) r.reject(err instanceof Error ? err : new Error(String(err)))
       }
     }
-    return known
+  }
+
+  /** Exact probe of a closed segment's file, pinned; null when it is not (or no longer) a closed, readable file. */
+  private async lookupClosed(seg: number, ids: string[]): Promise<Map<string, string> | null> {
+    const entry = this.segments.get(seg)
+    const file = entry?.file
+    if (!entry || entry.live !== null || !file || (file.retired && file.refs === 0)) return null
+    this.files.pin(file)
+    try {
+      const hits = await this.files.query((conn) => lookupFingerprints(conn, file.alias, ids))
+      this.probesBeforeGate++
+      return hits
+    } finally {
+      await this.files.unpin(file)
+    }
   }
 
   /**
