@@ -288,7 +288,8 @@ test('rollups give exactly the totals of a raw scan and of the test model, for a
     key: fc.constantFrom(...keys),
     model: fc.constantFrom(...models),
     status: fc.constantFrom(...statuses),
-    input: fc.integer({ min: 0, max: 1_000_000 }),
+    // Up to 2^53 - 1: rollup token sums are stored as the sums of the high and low 32 bits.
+    input: fc.oneof(fc.integer({ min: 0, max: 1_000_000 }), fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER })),
     cost: fc.option(fc.bigInt({ min: 0n, max: 10n ** 15n }), { nil: null }),
     currency: fc.constantFrom('USD', 'EUR'),
     replay: fc.boolean(),
@@ -338,7 +339,7 @@ test('rollups give exactly the totals of a raw scan and of the test model, for a
         )
         assert.equal(viaRaw.requests, match.length, `requests for ${JSON.stringify(raw)}`)
         assert.equal(viaRaw.errors, match.filter((e) => e.status >= 400).length)
-        assert.equal(viaRaw.input_tokens, match.reduce((n, e) => n + e.input, 0))
+        assert.equal(BigInt(viaRaw.input_tokens), match.reduce((n, e) => n + BigInt(e.input), 0n), `input_tokens for ${JSON.stringify(raw)}`)
         assert.equal(viaRaw.cost_missing, match.filter((e) => e.cost === null).length)
         for (const currency of ['USD', 'EUR']) {
           const sum = match.filter((e) => e.currency === currency && e.cost !== null).reduce((n, e) => n + e.cost!, 0n)
@@ -385,4 +386,38 @@ test('a data directory of the single-file release is adopted: its events stay re
   await app.store.settle()
   assert.deepEqual((await segments(app)).map((s) => s.state), ['archived', 'active'])
   assert.deepEqual(await totals(app), before)
+})
+
+test('a catalog written with HUGEINT rollup token sums is migrated to hi/lo columns with identical totals', async () => {
+  const { DuckDBInstance } = await import('@duckdb/node-api')
+  const { DuckDBCatalog, ROLLUP_TOKEN_COLUMNS, rollupTokenSum } = await import('../src/store/catalog.js')
+  const db = await DuckDBInstance.create(':memory:')
+  const conn = await db.connect()
+  try {
+    await conn.run(`CREATE TABLE rollups (
+      segment_id BIGINT NOT NULL, bucket TIMESTAMP NOT NULL,
+      key_id VARCHAR NOT NULL, team_id VARCHAR, user_id VARCHAR, customer_id VARCHAR,
+      provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
+      requests BIGINT NOT NULL, errors BIGINT NOT NULL,
+      input_tokens HUGEINT NOT NULL, output_tokens HUGEINT NOT NULL, cache_read_tokens HUGEINT NOT NULL,
+      cache_write_tokens HUGEINT NOT NULL, reasoning_tokens HUGEINT NOT NULL,
+      cost DECIMAL(38,12), cost_missing BIGINT NOT NULL)`)
+    // Sums past 2^32 and past 2^64 (a HUGEINT sum of many safe integers).
+    const big = [0n, 1n, 4_294_967_295n, 4_294_967_296n, 9_007_199_254_740_991n * 3000n, 18_446_744_073_709_551_617n]
+    for (const [i, v] of big.entries()) {
+      await conn.run(
+        `INSERT INTO rollups VALUES (1, TIMESTAMP '2026-01-01 00:00:00', 'k', NULL, NULL, NULL, 'p', 'm', 200, 'USD', 1, 0, ${v}, ${v + 1n}, ${i}, 0, ${v}, 1.5, 0)`,
+      )
+    }
+    const before = await conn.runAndReadAll(`SELECT ${ROLLUP_TOKEN_COLUMNS.map((c) => `sum(${c})::VARCHAR`).join(', ')}, sum(cost)::VARCHAR, count(*) FROM rollups`)
+    await DuckDBCatalog.open(conn)
+    const cols = await conn.runAndReadAll(`SELECT column_name FROM duckdb_columns() WHERE table_name = 'rollups'`)
+    assert.ok(!cols.getRows().some((r) => r[0] === 'input_tokens'), 'old HUGEINT columns are gone')
+    const after = await conn.runAndReadAll(`SELECT ${ROLLUP_TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)}::VARCHAR`).join(', ')}, sum(cost)::VARCHAR, count(*) FROM rollups`)
+    assert.deepEqual(after.getRows(), before.getRows())
+    await DuckDBCatalog.open(conn) // a second open is a no-op
+  } finally {
+    conn.closeSync()
+    db.closeSync()
+  }
 })

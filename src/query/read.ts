@@ -6,7 +6,7 @@
 import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
 import { formatCost } from '../money.js'
 import { formatTimestampUs } from '../ingest/timestamp.js'
-import { BUCKET_US, PRUNING_DIMS } from '../store/catalog.js'
+import { BUCKET_US, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum } from '../store/catalog.js'
 import { tableOf } from '../store/stats.js'
 import type { SnapshotPart, Store } from '../store/store.js'
 import { whereClause, type EventFilter } from './filters.js'
@@ -95,9 +95,8 @@ const RAW_MEASURES = `count(*) AS requests,
               count(*) FILTER (WHERE cost IS NULL) AS cost_missing`
 
 const ROLLUP_MEASURES = `sum(requests) AS requests, sum(errors) AS errors,
-              sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-              sum(cache_read_tokens) AS cache_read_tokens, sum(cache_write_tokens) AS cache_write_tokens,
-              sum(reasoning_tokens) AS reasoning_tokens, sum(cost) AS cost, sum(cost_missing) AS cost_missing`
+              ${ROLLUP_TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)} AS ${c}`).join(', ')},
+              sum(cost) AS cost, sum(cost_missing) AS cost_missing`
 
 export type TotalsSource = 'auto' | 'raw'
 

@@ -63,6 +63,22 @@ export interface Catalog {
   checkpoint(): Promise<void>
 }
 
+/**
+ * Token sums in rollups are exact but must read fast: a HUGEINT column (what
+ * sum(BIGINT) gives) is bit-packed by DuckDB and reads at ~300 ns a value, 70x
+ * slower than BIGINT (20 M-event bench: 16.7 s against 0.7 s for a whole-range
+ * total). So each sum is stored as two BIGINTs, the sums of the high and low 32
+ * bits of every event's count: sum = hi * 2^32 + lo, exact. Counts are safe
+ * integers (< 2^53), so hi stays below n * 2^21 and lo below n * 2^32: neither
+ * overflows below 2^31 events in one rollup row.
+ */
+export const ROLLUP_TOKEN_COLUMNS = ['input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens'] as const
+
+/** SQL for the exact token sum `c` over rollup rows (HUGEINT). */
+export function rollupTokenSum(c: (typeof ROLLUP_TOKEN_COLUMNS)[number]): string {
+  return `(coalesce(sum(${c}_hi), 0)::HUGEINT * 4294967296 + coalesce(sum(${c}_lo), 0))`
+}
+
 const DDL = [
   `CREATE TABLE IF NOT EXISTS segments (
      id BIGINT NOT NULL, state VARCHAR NOT NULL, path VARCHAR NOT NULL,
@@ -73,10 +89,35 @@ const DDL = [
      key_id VARCHAR NOT NULL, team_id VARCHAR, user_id VARCHAR, customer_id VARCHAR,
      provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
      requests BIGINT NOT NULL, errors BIGINT NOT NULL,
-     input_tokens HUGEINT NOT NULL, output_tokens HUGEINT NOT NULL, cache_read_tokens HUGEINT NOT NULL,
-     cache_write_tokens HUGEINT NOT NULL, reasoning_tokens HUGEINT NOT NULL,
+     ${ROLLUP_TOKEN_COLUMNS.map((c) => `${c}_hi BIGINT NOT NULL, ${c}_lo BIGINT NOT NULL`).join(', ')},
      cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL)`,
 ]
+
+/**
+ * Catalogs written before the hi/lo split hold HUGEINT token sums: rewrite the
+ * table once, in one transaction (a crash leaves the old table, and this runs again).
+ */
+async function migrateHugeintRollups(conn: DuckDBConnection): Promise<void> {
+  const cols = await conn.runAndReadAll(
+    `SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'rollups'`,
+  )
+  const names = new Set(cols.getRows().map((r) => String(r[0])))
+  if (!names.has('input_tokens')) return
+  const split = ROLLUP_TOKEN_COLUMNS.map((c) => `(${c} >> 32)::BIGINT AS ${c}_hi, (${c} & 4294967295)::BIGINT AS ${c}_lo`).join(', ')
+  await conn.run('BEGIN TRANSACTION')
+  try {
+    await conn.run('DROP TABLE IF EXISTS rollups_migrating')
+    await conn.run(`CREATE TABLE rollups_migrating AS
+      SELECT segment_id, bucket, key_id, team_id, user_id, customer_id, provider, model, status_code, currency, requests, errors,
+             ${split}, cost, cost_missing FROM rollups`)
+    await conn.run('DROP TABLE rollups')
+    await conn.run('ALTER TABLE rollups_migrating RENAME TO rollups')
+    await conn.run('COMMIT')
+  } catch (err) {
+    await conn.run('ROLLBACK').catch(() => undefined)
+    throw err
+  }
+}
 
 /** Width of a rollup bucket: every real UTC offset is a multiple of it. */
 export const BUCKET_US = 15 * 60 * 1_000_000
@@ -89,6 +130,7 @@ export class DuckDBCatalog implements Catalog {
 
   /** `conn` must have the catalog database as its default (`USE catalog`). */
   static async open(conn: DuckDBConnection): Promise<DuckDBCatalog> {
+    await migrateHugeintRollups(conn)
     for (const ddl of DDL) await conn.run(ddl)
     return new DuckDBCatalog(conn)
   }
@@ -147,7 +189,7 @@ export class DuckDBCatalog implements Catalog {
              SELECT $1, make_timestamp((epoch_us(ts) // ${BUCKET_US}) * ${BUCKET_US}) AS bucket,
                     key_id, team_id, user_id, customer_id, provider, model, status_code, currency,
                     count(*), count(*) FILTER (WHERE status_code >= 400),
-                    sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(reasoning_tokens),
+                    ${ROLLUP_TOKEN_COLUMNS.map((c) => `sum(${c} >> 32), sum(${c} & 4294967295)`).join(', ')},
                     sum(cost), count(*) FILTER (WHERE cost IS NULL)
                FROM ${events}
               GROUP BY ALL`,
