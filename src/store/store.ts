@@ -424,13 +424,13 @@ export class Store {
             for (const id of ids) set.add(id)
           }
         }
+        // One segment at a time: each probe is a parallel DuckDB scan already, and
+        // running many at once would crowd out the commits sharing the cores.
         const hitsBySegment = new Map<number, Map<string, string>>()
-        await Promise.all(
-          [...idsBySegment].map(async ([seg, ids]) => {
-            const hits = await this.lookupClosed(seg, [...ids])
-            if (hits !== null) hitsBySegment.set(seg, hits)
-          }),
-        )
+        for (const [seg, ids] of idsBySegment) {
+          const hits = await this.lookupClosed(seg, [...ids])
+          if (hits !== null) hitsBySegment.set(seg, hits)
+        }
         for (const r of round) {
           const known: KnownIds = new Map()
           for (const [seg, ids] of r.closed) {
