@@ -81,3 +81,12 @@ export async function totals(app: FastifyInstance, query = '') {
   if (res.statusCode !== 200) throw new Error(`usage answered ${res.statusCode}: ${res.body}`)
   return (res.json() as { totals: Record<string, unknown> }).totals
 }
+
+/** A latch a hook can wait on: the hook calls `reached()` then awaits `opened`; the test awaits `arrived`, then calls `open()`. */
+export function latch() {
+  let open!: () => void
+  const opened = new Promise<void>((resolve) => (open = resolve))
+  let reached!: () => void
+  const arrived = new Promise<void>((resolve) => (reached = resolve))
+  return { open, opened, reached, arrived }
+}

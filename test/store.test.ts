@@ -13,16 +13,8 @@ import { pino } from 'pino'
 import { ManualClock } from '../src/clock.js'
 import { validateEvent } from '../src/ingest/event.js'
 import { Store, type AppendRequest, type StoreHooks } from '../src/store/store.js'
-import { build, event, post, T0, totals } from './helper.js'
+import { build, event, latch, post, T0, totals } from './helper.js'
 
-/** A latch a hook can wait on, released by the test. */
-function latch() {
-  let open!: () => void
-  const opened = new Promise<void>((resolve) => (open = resolve))
-  let reached!: () => void
-  const arrived = new Promise<void>((resolve) => (reached = resolve))
-  return { open, opened, reached, arrived }
-}
 
 async function openStore(t: TestContext, hooks?: StoreHooks, dir?: string, over: Partial<Parameters<typeof Store.open>[0]> = {}) {
   const dataDir = dir ?? (await mkdtemp(path.join(os.tmpdir(), 'tl-store-')))

@@ -16,7 +16,7 @@ import { usageTotals } from '../src/query/read.js'
 import { IdIndex } from '../src/store/idindex.js'
 import { SEAL_STEPS, type SealStep } from '../src/store/sealer.js'
 import type { StoreHooks } from '../src/store/store.js'
-import { build, event, post, T0, totals } from './helper.js'
+import { build, event, latch, post, T0, totals } from './helper.js'
 
 const RUNS = Math.max(1, Math.floor(Number(process.env.FUZZ_RUNS ?? 200) / 10))
 
@@ -39,13 +39,6 @@ async function filesIn(dataDir: string) {
   return out
 }
 
-function latch() {
-  let open!: () => void
-  const opened = new Promise<void>((resolve) => (open = resolve))
-  let reached!: () => void
-  const arrived = new Promise<void>((resolve) => (reached = resolve))
-  return { open, opened, reached, arrived }
-}
 
 test('admin rollover: the old segment is pending, then archived; replays stay duplicates in every tier and after restart', async (t) => {
   const built = await build(t)

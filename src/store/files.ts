@@ -13,8 +13,9 @@
 //   nothing awaits the store's write gate while holding `adminLock`.
 // - Query connections run one query at a time (the pool hands each out once).
 
-import { Mutex, Semaphore } from 'async-mutex'
+import { Mutex } from 'async-mutex'
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api'
+import { ConnectionPool } from './pool.js'
 
 export interface AttachedFile {
   readonly segmentId: number
@@ -43,8 +44,7 @@ function sqlString(text: string): string {
 
 export class FileTier {
   private readonly adminLock = new Mutex()
-  private readonly slots: Semaphore
-  private readonly free: DuckDBConnection[]
+  private readonly pool: ConnectionPool
   private generation = 0
   private closed = false
 
@@ -59,8 +59,7 @@ export class FileTier {
     readonly catalogConn: DuckDBConnection,
     pool: DuckDBConnection[],
   ) {
-    this.free = pool
-    this.slots = new Semaphore(pool.length)
+    this.pool = new ConnectionPool(pool)
   }
 
   static async open(opts: FileTierOptions): Promise<FileTier> {
@@ -134,21 +133,14 @@ export class FileTier {
   }
 
   /** Runs `fn` on a pooled query connection (bounded: at most the pool size at once). */
-  async query<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
-    const [, release] = await this.slots.acquire()
-    const conn = this.free.pop()!
-    try {
-      return await fn(conn)
-    } finally {
-      this.free.push(conn)
-      release()
-    }
+  query<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+    return this.pool.run(fn)
   }
 
   close(): void {
     if (this.closed) return
     this.closed = true
-    for (const c of this.free) c.closeSync()
+    this.pool.closeAll()
     this.probeConn.closeSync()
     this.sealConn.closeSync()
     this.catalogConn.closeSync()

@@ -12,10 +12,10 @@
 //   only under the write gate too, and never waits on a query.
 // - Close order: appenders -> connections -> instance, after a CHECKPOINT.
 
-import { Semaphore } from 'async-mutex'
 import { DuckDBAppender, DuckDBConnection, DuckDBDataChunk, DuckDBInstance, listValue, type DuckDBType } from '@duckdb/node-api'
 import type { UsageEvent } from '../ingest/event.js'
 import { DETAIL_COLUMNS, EVENT_COLUMNS, fillDetailChunk, fillEventChunk, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
+import { ConnectionPool } from './pool.js'
 
 /** DuckDB's vector size: the most rows one data chunk holds. */
 const CHUNK_ROWS = 2048
@@ -30,8 +30,7 @@ export interface SegmentOptions {
 
 export class Segment {
   private closed = false
-  private readonly free: DuckDBConnection[]
-  private readonly slots: Semaphore
+  private readonly pool: ConnectionPool
 
   private constructor(
     readonly path: string,
@@ -39,11 +38,10 @@ export class Segment {
     private readonly writer: DuckDBConnection,
     private readonly eventAppender: DuckDBAppender,
     private readonly detailAppender: DuckDBAppender,
-    private readonly readers: readonly DuckDBConnection[],
+    readers: readonly DuckDBConnection[],
     readonly createdMs: number,
   ) {
-    this.free = [...readers]
-    this.slots = new Semaphore(readers.length)
+    this.pool = new ConnectionPool(readers)
   }
 
   static async open(path: string, opts: SegmentOptions): Promise<Segment> {
@@ -92,14 +90,7 @@ export class Segment {
   /** Runs a read on one of this segment's read connections. */
   async read<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
     if (this.closed) throw new Error(`invariant: read of closed segment ${this.path}`)
-    const [, release] = await this.slots.acquire()
-    const conn = this.free.pop()!
-    try {
-      return await fn(conn)
-    } finally {
-      this.free.push(conn)
-      release()
-    }
+    return this.pool.run(fn)
   }
 
   /** Runs a statement on a read connection (a best-effort CHECKPOINT before rollover, for one). */
@@ -141,7 +132,7 @@ export class Segment {
     } finally {
       this.eventAppender.closeSync()
       this.detailAppender.closeSync()
-      for (const r of this.readers) r.closeSync()
+      this.pool.closeAll()
       this.writer.closeSync()
       this.instance.closeSync()
     }
