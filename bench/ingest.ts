@@ -29,7 +29,8 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { startServer, type LogStats, type RunningServer, type StopReport } from './lib/child.js'
+import { childEnv, startServer, type LogStats, type RunningServer, type StopReport } from './lib/child.js'
+import { scaled12ToString, toScaled12 } from './lib/decimal.js'
 import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
 import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
 
@@ -135,20 +136,6 @@ function toBigInt(v: unknown): bigint | undefined {
   return undefined
 }
 
-/** A non-negative decimal (string or number) as an integer scaled by 10^12. */
-function toScaled12(v: unknown): bigint | undefined {
-  const text = typeof v === 'number' ? String(v) : v
-  if (typeof text !== 'string') return undefined
-  const m = /^(\d+)(?:\.(\d{1,12}))?$/.exec(text)
-  if (m === null || m[1] === undefined) return undefined
-  return BigInt(m[1]) * 10n ** 12n + BigInt((m[2] ?? '').padEnd(12, '0'))
-}
-
-function scaled12ToString(v: bigint): string {
-  const frac = (v % 10n ** 12n).toString().padStart(12, '0').replace(/0+$/, '')
-  return `${v / 10n ** 12n}${frac === '' ? '' : `.${frac}`}`
-}
-
 async function verifyStored(server: RunningServer, ledger: IngestLedger): Promise<VerifyReport> {
   const resend = await ledger.resendInFlight(server.url)
   const problems = resend.failures.map((f) => `resend: ${f}`)
@@ -219,12 +206,6 @@ interface TargetReport {
   logs: LogStats
   stop: StopReport
   verify: VerifyReport | undefined
-}
-
-function childEnv(extra: Record<string, string>): Record<string, string> {
-  const env: Record<string, string> = {}
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
-  return { ...env, ...extra }
 }
 
 function printPhase(label: string, phase: string, r: PhaseResult, batch: number): void {

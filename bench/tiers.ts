@@ -36,7 +36,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { DuckDBInstance } from '@duckdb/node-api'
-import { startServer, type RunningServer } from './lib/child.js'
+import { childEnv, startServer, type RunningServer } from './lib/child.js'
+import { toScaled12 } from './lib/decimal.js'
 import { BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
 import { IngestLedger, type PhaseResult } from './lib/load.js'
 import { checkFingerprints, computeRows, EXACT_FINGERPRINT_STRIDE, writePendingSegments, type BigStoreSpec } from './lib/bigstore.js'
@@ -96,18 +97,12 @@ const fail = (what: string): void => {
   log(`FAILURE: ${what}`)
 }
 
-function childEnv(dataDir: string): Record<string, string> {
-  const env: Record<string, string> = {}
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
-  return { ...env, TOKENLEDGER_DATA_DIR: dataDir, TOKENLEDGER_PORT: '0', TOKENLEDGER_HOST: '127.0.0.1', TOKENLEDGER_LOG_LEVEL: 'warn' }
-}
-
 async function start(name: string, dataDir: string): Promise<RunningServer> {
   return startServer({
     name,
     cwd: repoRoot,
     args: process.env.BENCH_SERVER_ENTRY === 'dist' ? ['dist/src/server.js'] : ['--import', 'tsx', 'src/server.ts'],
-    env: childEnv(dataDir),
+    env: childEnv({ TOKENLEDGER_DATA_DIR: dataDir, TOKENLEDGER_PORT: '0', TOKENLEDGER_HOST: '127.0.0.1', TOKENLEDGER_LOG_LEVEL: 'warn' }),
     startTimeoutMs: serverStartTimeoutMs,
   })
 }
@@ -166,12 +161,6 @@ interface Sums {
 
 const zero = (): Sums => ({ requests: 0n, errors: 0n, input: 0n, output: 0n, cacheRead: 0n, reasoning: 0n, cost: 0n })
 
-function scaled12(v: unknown): bigint {
-  const m = /^(\d+)(?:\.(\d{1,12}))?$/.exec(String(v))
-  if (m === null) throw new Error(`not a decimal: ${String(v)}`)
-  return BigInt(m[1]!) * 10n ** 12n + BigInt((m[2] ?? '').padEnd(12, '0'))
-}
-
 function addBatchTotals(s: Sums, t: BatchTotals): Sums {
   return {
     requests: s.requests + BigInt(t.events),
@@ -197,6 +186,8 @@ async function sumsOfFiles(paths: string[]): Promise<Sums> {
                 sum(cache_read_tokens)::VARCHAR, sum(reasoning_tokens)::VARCHAR, coalesce(sum(cost), 0)::VARCHAR FROM f${i}.events`,
       )
       const [req, err, inp, out, cr, rs, cost] = r.getRows()[0] as string[]
+      const scaledCost = toScaled12(cost)
+      if (scaledCost === undefined) throw new Error(`${p}: cost sum is not a decimal: ${cost}`)
       s = {
         requests: s.requests + BigInt(req!),
         errors: s.errors + BigInt(err!),
@@ -204,7 +195,7 @@ async function sumsOfFiles(paths: string[]): Promise<Sums> {
         output: s.output + BigInt(out!),
         cacheRead: s.cacheRead + BigInt(cr!),
         reasoning: s.reasoning + BigInt(rs!),
-        cost: s.cost + scaled12(cost),
+        cost: s.cost + scaledCost,
       }
       await conn.run(`DETACH f${i}`)
     }
@@ -229,7 +220,7 @@ async function checkUsage(server: RunningServer, want: Sums, label: string): Pro
     ['reasoning_tokens', want.reasoning, got['reasoning_tokens']],
   ]
   const bad = pairs.filter(([, w, g]) => BigInt(String(g)) !== w).map(([k, w, g]) => `${k} ${String(g)} ≠ ${w}`)
-  if (scaled12(got['cost']) !== want.cost) bad.push(`cost ${String(got['cost'])} ≠ ${want.cost} × 10^-12`)
+  if (toScaled12(got['cost']) !== want.cost) bad.push(`cost ${String(got['cost'])} ≠ ${want.cost} × 10^-12`)
   if (bad.length > 0) fail(`${label}: GET /v1/usage differs from generated + acknowledged: ${bad.join('; ')}`)
   else log(`  ${label}: GET /v1/usage = generated + acknowledged (${int(Number(want.requests))} requests, exact cost), answered in ${int(ms)} ms`)
 }

@@ -134,6 +134,13 @@ async function waitReady(url: string, deadlineMs: number, isExited: () => boolea
 }
 
 /** Starts the child, waits for its listening line and for /readyz → 200. */
+/** This process's environment plus `extra`, for a child server. */
+export function childEnv(extra: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
+  return { ...env, ...extra }
+}
+
 export async function startServer(spec: ServerSpec): Promise<RunningServer> {
   installExitHook()
   const t0 = performance.now()

@@ -19,7 +19,7 @@
 // instance so that `archive` can read rollups straight from the sealed file.
 
 import { Mutex } from 'async-mutex'
-import { DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
+import type { DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
 import { ident } from './files.js'
 import type { SegmentStats } from './stats.js'
@@ -267,7 +267,3 @@ export const ALL: Set<string> = new (class extends Set<string> {
     return true
   }
 })()
-
-export function timestampValue(us: number): DuckDBValue {
-  return new DuckDBTimestampValue(BigInt(us))
-}

@@ -1,6 +1,6 @@
 // The small file-system seam of the store: every file step the tiers take
-// (list, stat, rename, remove, fsync) goes through it, so tests can inject a
-// fault at any step (a fault-injecting implementation lives in test/support).
+// (list, stat, rename, remove, fsync) goes through it (StoreOptions.fs), so a
+// test can substitute an implementation that fails at any step.
 //
 // Invariants:
 // - `rename` is atomic within one file system (POSIX rename(2)); callers make
@@ -20,54 +20,40 @@ export interface FileSystem {
   syncFile(file: string): Promise<void>
   /** fsync(2) a directory, making renames and unlinks in it durable. */
   syncDir(dir: string): Promise<void>
-  /** Free bytes on the file system holding `dir`. */
-  freeBytes(dir: string): Promise<number>
+}
+
+/** `fn`'s result, or `missing` when it fails because the path does not exist. */
+async function unlessMissing<T, M>(fn: () => Promise<T>, missing: M): Promise<T | M> {
+  try {
+    return await fn()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return missing
+    throw err
+  }
+}
+
+/** fsync(2) through a handle opened with `flags` (directories open read-only). */
+async function fsync(target: string, flags: 'r' | 'r+'): Promise<void> {
+  const handle = await fs.open(target, flags)
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
 }
 
 export const nodeFileSystem: FileSystem = {
   async mkdirp(dir) {
     await fs.mkdir(dir, { recursive: true })
   },
-  async list(dir) {
-    try {
-      return (await fs.readdir(dir)).sort()
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-      throw err
-    }
-  },
-  async size(file) {
-    try {
-      return (await fs.stat(file)).size
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null
-      throw err
-    }
-  },
+  list: (dir) => unlessMissing(async () => (await fs.readdir(dir)).sort(), []),
+  size: (file) => unlessMissing(async () => (await fs.stat(file)).size, null),
   async rename(from, to) {
     await fs.rename(from, to)
   },
   async remove(file) {
     await fs.rm(file, { force: true })
   },
-  async syncFile(file) {
-    const handle = await fs.open(file, 'r+')
-    try {
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-  },
-  async syncDir(dir) {
-    const handle = await fs.open(dir, 'r')
-    try {
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-  },
-  async freeBytes(dir) {
-    const s = await fs.statfs(dir)
-    return s.bavail * s.bsize
-  },
+  syncFile: (file) => fsync(file, 'r+'),
+  syncDir: (dir) => fsync(dir, 'r'),
 }

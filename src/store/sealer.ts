@@ -73,21 +73,13 @@ export class Sealer {
     })
   }
 
-  /** Seals every given entry now, retry times ignored when `force`. */
-  async drain(entries: SegmentEntry[], force: boolean): Promise<void> {
-    while (this.running) await this.running
-    const run = this.run(entries, force)
-    this.running = run.finally(() => (this.running = null))
-    await run
-  }
-
   async idle(): Promise<void> {
     while (this.running) await this.running.catch(() => undefined)
   }
 
   async stop(): Promise<void> {
     this.stopping = true
-    while (this.running) await this.running.catch(() => undefined)
+    await this.idle()
   }
 
   private async run(entries: SegmentEntry[], force: boolean): Promise<void> {

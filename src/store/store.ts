@@ -3,9 +3,10 @@
 //
 // Invariants:
 // - The write gate (one async-mutex Mutex) guards every mutation of the active
-//   segment: appends, the swap of a rollover, shutdown. The only way to reach the writer is `withGate`, whose
-//   GatedWriter is revoked the moment the gate is released: a stale writer
-//   cannot be kept and used later (the Rust original's bug).
+//   segment: appends, the swap of a rollover, shutdown. The only way to reach
+//   the writer is `withGate`, whose GatedWriter is revoked the moment the gate
+//   is released: a stale writer cannot be kept and used later (the Rust
+//   original's bug).
 // - A rolled-over segment no longer takes appends, but its writer still answers
 //   dedupe probes until it is closed and attached as a pending file: `retireLock`
 //   serialises the two (the close, move and attach run under it, not under the
@@ -27,7 +28,7 @@
 //   it reads (a live instance or an attached file), so no tier change makes
 //   rows vanish or a file disappear under a query.
 // - Rollover is never concurrent with itself (`rolling`), and the sealer
-//   handles one segment at a time (`sealing`); neither is a lock.
+//   handles one segment at a time (its `running` run); neither is a lock.
 // - Queue bounds: at most maxQueueEvents events and maxQueueBytes body bytes
 //   wait; past that, append fails fast with QueueFull (503 + Retry-After).
 // - After a write fails in a way that may have left the database invalidated
@@ -177,7 +178,7 @@ export interface RolloverReport {
   reason: string
   /** The segment that was rolled over (now pending), if any. */
   segment_id: number | null
-  /** How long the write gate was held, summed over both short sections. */
+  /** How long the write gate was held (the pointer swap only). */
   gate_held_ms: number
   duration_ms: number
 }
@@ -260,10 +261,11 @@ export class Store {
   private lastRollover: RolloverReport | null = null
   private readonly rolloverBytes: number
   private readonly rolloverAgeMs: number
-  readonly fs: FileSystem
+  private readonly fs: FileSystem
 
   private constructor(
     private readonly opts: StoreOptions,
+    fs: FileSystem,
     private readonly files: FileTier,
     readonly catalog: Catalog,
     private readonly index: IdIndex,
@@ -272,7 +274,7 @@ export class Store {
   ) {
     this.gate = withTimeout(this.rawGate, opts.gateWaitMs, E_TIMEOUT)
     this.querySlots = new Semaphore(opts.maxConcurrentQueries)
-    this.fs = opts.fs ?? nodeFileSystem
+    this.fs = fs
     for (const e of entries) this.segments.set(e.id, e)
     const active = entries.find((e) => e.state === 'active')
     if (!active?.live) throw new Error('invariant: the store opens with one live active segment')
@@ -321,7 +323,7 @@ export class Store {
         { event: 'store_open', segments: entries.length, indexedEvents: index.size, indexBytes: index.bytes, ms: opts.clock.nowMs() - started },
         'store opened',
       )
-      const store = new Store(opts, files, catalog, index, entries, nextId)
+      const store = new Store(opts, fs, files, catalog, index, entries, nextId)
       store.startTimer()
       store.sealer.kick(store.pendingEntries())
       return store
@@ -451,16 +453,21 @@ export class Store {
     }
   }
 
-  /** Exact probe of a closed segment's file, pinned; null when it is not (or no longer) a closed, readable file. */
+  /** Exact probe of a closed segment's file on a pooled connection; null when it is not (or no longer) a closed, readable file. */
   private async lookupClosed(seg: number, ids: string[]): Promise<Map<string, string> | null> {
     const entry = this.segments.get(seg)
     const file = entry?.file
     if (!entry || entry.live !== null || !file || (file.retired && file.refs === 0)) return null
+    const hits = await this.lookupFile(file, ids, (fn) => this.files.query(fn))
+    this.probesBeforeGate++
+    return hits
+  }
+
+  /** Exact probe of an attached file, pinned while it runs on the connection `run` lends. */
+  private async lookupFile(file: AttachedFile, ids: string[], run: (fn: (conn: DuckDBConnection) => Promise<Map<string, string>>) => Promise<Map<string, string>>) {
     this.files.pin(file)
     try {
-      const hits = await this.files.query((conn) => lookupFingerprints(conn, file.alias, ids))
-      this.probesBeforeGate++
-      return hits
+      return await run((conn) => lookupFingerprints(conn, file.alias, ids))
     } finally {
       await this.files.unpin(file)
     }
@@ -631,11 +638,6 @@ export class Store {
     await this.sealer.idle()
   }
 
-  /** Seals every pending segment now (waits for it); failures stay recorded for retry. */
-  async sealPending(): Promise<void> {
-    await this.sealer.drain(this.pendingEntries(), true)
-  }
-
   /** Stops taking appends, commits and answers everything queued, checkpoints and closes DuckDB. */
   async close(): Promise<void> {
     if (this.closed) return
@@ -678,7 +680,7 @@ export class Store {
     // shrink the old one's WAL. Under the gate only the pointer swap; the old
     // segment is closed and moved afterwards, under retireLock.
     const id = this.nextId++
-    const fresh = await Segment.open(segmentPath(this.opts.dataDir, 'active', id), this.segmentOptions())
+    const fresh = await Segment.open(segmentPath(this.opts.dataDir, 'active', id), segmentOptions(this.opts))
     let gateMs = 0
     try {
       await this.catalog.putLive(id, 'active', relativeSegmentPath('active', id), fresh.createdMs)
@@ -722,13 +724,8 @@ export class Store {
       while (entry.liveReaders > 0) await new Promise((resolve) => setTimeout(resolve, 5))
       await this.retireLock.runExclusive(async () => {
         await this.opts.hooks?.beforeRetireClose?.(entry.id)
-        const segment = entry.live!
-        await segment.close()
-        const from = segment.path
-        const to = segmentPath(this.opts.dataDir, 'pending', entry.id)
-        await moveClosedSegment(this.fs, from, to)
-        await this.fs.syncDir(tierDir(this.opts.dataDir, 'pending'))
-        await this.fs.syncDir(tierDir(this.opts.dataDir, 'active'))
+        await entry.live!.close()
+        const to = await moveToPending(this.fs, this.opts.dataDir, entry.id)
         entry.file = await this.files.attach(entry.id, to)
         entry.live = null
         entry.bytes = await this.fs.size(to)
@@ -741,15 +738,6 @@ export class Store {
     } finally {
       entry.liveClosing = null
       done()
-    }
-  }
-
-  private segmentOptions() {
-    return {
-      memoryBytes: Math.floor(this.opts.duckdbMemoryBytes / 2),
-      threads: this.opts.duckdbThreads,
-      readConnections: this.opts.maxConcurrentQueries,
-      nowMs: this.opts.clock.nowMs(),
     }
   }
 
@@ -846,14 +834,8 @@ export class Store {
   /** Exact probe of one segment: its writer while live, its attached file (pinned) after. */
   private async lookupIn(entry: SegmentEntry, ids: string[]): Promise<Map<string, string>> {
     if (entry.live) return entry.live.lookup(ids)
-    const file = entry.file
-    if (!file) throw new Error(`invariant: segment ${entry.id} has neither a live instance nor a file`)
-    this.files.pin(file)
-    try {
-      return await lookupFingerprints(this.files.probeConn, file.alias, ids)
-    } finally {
-      await this.files.unpin(file)
-    }
+    if (!entry.file) throw new Error(`invariant: segment ${entry.id} has neither a live instance nor a file`)
+    return this.lookupFile(entry.file, ids, (fn) => fn(this.files.probeConn))
   }
 
   private async commitBatch(writer: GatedWriter, batch: Pending[]): Promise<void> {
@@ -947,14 +929,30 @@ function newEntry(id: number, state: SegmentState, live: Segment | null): Segmen
 }
 
 /**
- * Moves a checkpointed, closed segment file. A WAL left beside it would mean
- * the checkpoint did not absorb everything: moving the pair is not atomic, so
- * refuse (the caller fails stop; start-up reopens the file in place, which
- * replays and checkpoints the WAL, and moves it then).
+ * Moves a checkpointed, closed segment file from active/ to pending/, durably
+ * (both directories fsync'd), and returns its new path. A WAL left beside it
+ * would mean the checkpoint did not absorb everything: moving the pair is not
+ * atomic, so refuse (the caller fails stop; start-up reopens the file in
+ * place, which replays and checkpoints the WAL, and moves it then).
  */
-async function moveClosedSegment(fs: FileSystem, from: string, to: string): Promise<void> {
+async function moveToPending(fs: FileSystem, dataDir: string, id: number): Promise<string> {
+  const from = segmentPath(dataDir, 'active', id)
+  const to = segmentPath(dataDir, 'pending', id)
   if ((await fs.size(`${from}.wal`)) !== null) throw new Error(`${from}.wal still exists after CHECKPOINT and close; not moving the segment`)
   await fs.rename(from, to)
+  await fs.syncDir(tierDir(dataDir, 'pending'))
+  await fs.syncDir(tierDir(dataDir, 'active'))
+  return to
+}
+
+/** A live segment's DuckDB options: half the memory budget (the closed tiers get the other half). */
+function segmentOptions(opts: StoreOptions) {
+  return {
+    memoryBytes: Math.floor(opts.duckdbMemoryBytes / 2),
+    threads: opts.duckdbThreads,
+    readConnections: opts.maxConcurrentQueries,
+    nowMs: opts.clock.nowMs(),
+  }
 }
 
 function round(ms: number): number {
@@ -974,12 +972,7 @@ async function recover(
 ): Promise<{ entries: SegmentEntry[]; nextId: number }> {
   const log = opts.logger
   const dir = (tier: (typeof TIERS)[number]) => tierDir(opts.dataDir, tier)
-  const segOpts = {
-    memoryBytes: Math.floor(opts.duckdbMemoryBytes / 2),
-    threads: opts.duckdbThreads,
-    readConnections: opts.maxConcurrentQueries,
-    nowMs: opts.clock.nowMs(),
-  }
+  const segOpts = segmentOptions(opts)
   const records = new Map((await catalog.list()).map((r) => [r.id, r]))
   let maxId = Math.max(0, ...records.keys())
   const idsIn = async (tier: 'active' | 'pending' | 'archive'): Promise<number[]> => {
@@ -1013,10 +1006,7 @@ async function recover(
   for (const id of activeIds.slice(0, -1)) {
     const seg = await Segment.open(segmentPath(opts.dataDir, 'active', id), segOpts)
     await seg.close()
-    const to = segmentPath(opts.dataDir, 'pending', id)
-    await moveClosedSegment(fs, segmentPath(opts.dataDir, 'active', id), to)
-    await fs.syncDir(dir('pending'))
-    await fs.syncDir(dir('active'))
+    await moveToPending(fs, opts.dataDir, id)
     log.warn({ event: 'recover_rolled', id }, 'moved a rolled-over segment to pending')
   }
 
