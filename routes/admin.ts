@@ -1,5 +1,5 @@
-// Operator routes: the tiers (segments and their states), rollover on demand,
-// and the service's status. (Admin-scope auth arrives with the hardening issue;
+// Operator routes: the tiers (segments and their states), rollover and
+// retention on demand, and the service's status. (Admin-scope auth arrives with the hardening issue;
 // until then the service serves only loopback by default.)
 
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
@@ -37,8 +37,46 @@ const RolloverOut = Type.Object({
 
 const MAX_SEGMENTS_LISTED = 100_000
 
+const SegmentIds = Type.Array(Type.Integer({ minimum: 1 }), { maxItems: MAX_SEGMENTS_LISTED })
+const Count = Type.Integer({ minimum: 0 })
+
+const RetentionOut = Type.Object({
+  trigger: Type.Union([Type.Literal('schedule'), Type.Literal('admin')]),
+  started_at: Type.String({ maxLength: 40 }),
+  cutoffs: Type.Object(
+    {
+      events: Type.String({ maxLength: 40 }),
+      details: Type.String({ maxLength: 40 }),
+      rollups: Type.String({ maxLength: 40 }),
+    },
+    { description: 'Raw events, detail payloads and rollup buckets before these instants are expired.' },
+  ),
+  active: Type.Object(
+    {
+      action: Type.Union([Type.Literal('kept'), Type.Literal('rolled_over')]),
+      segment_id: Type.Integer({ minimum: 1 }),
+      expired_events: Count,
+      note: Type.Optional(Type.String({ maxLength: 200 })),
+    },
+    { description: 'An active segment whose events have all expired is rolled over under the write gate (sealed, then deleted by a later run); a mixed one is kept.' },
+  ),
+  segments_deleted: SegmentIds,
+  events_deleted: Count,
+  files_deleted: Count,
+  files_deferred: Type.Integer({ minimum: 0, description: 'Files whose removal waits for a query still reading them.' }),
+  bytes_freed: Count,
+  details_expired: SegmentIds,
+  detail_rows_expired: Count,
+  rollup_rows_deleted: Count,
+  index_entries_removed: Count,
+  awaiting_seal: Type.Array(Type.Integer({ minimum: 1 }), { maxItems: MAX_SEGMENTS_LISTED, description: 'Expired segments deleted once sealed (their rollups written).' }),
+  gate_held_ms: Type.Number({ minimum: 0, description: 'How long appends waited on the write gate for this run.' }),
+  duration_ms: Type.Number({ minimum: 0 }),
+  errors: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 100 }),
+})
+
 export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { store, clock } = app
+  const { store, clock, config } = app
   const started = clock.nowMs()
 
   const segments = () =>
@@ -86,11 +124,26 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async () => store.rollover('admin'),
   )
 
+  app.post(
+    '/v1/admin/retention',
+    {
+      schema: {
+        summary: 'Run retention now and return its report',
+        description:
+          'Deletes archived segments whose newest event is older than the event window, expires detail files past the detail window and rollups past the rollup window, ' +
+          'and rolls over an active segment whose events have all expired. A run already in progress (the hourly one) is shared, not doubled.',
+        tags: ['admin'],
+        response: { 200: RetentionOut, ...commonErrors },
+      },
+    },
+    async () => store.retention('admin'),
+  )
+
   app.get(
     '/v1/status',
     {
       schema: {
-        summary: 'Service status: version, uptime, readiness, tiers, sealing',
+        summary: 'Service status: version, uptime, readiness, tiers, sealing, retention',
         tags: ['operations'],
         response: {
           200: Type.Object({
@@ -116,6 +169,16 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
             }),
             rollovers: Type.Integer({ minimum: 0 }),
             last_rollover: Type.Union([RolloverOut, Type.Null()]),
+            retention: Type.Object({
+              windows: Type.Object({ events_s: Type.Number({ minimum: 0 }), details_s: Type.Number({ minimum: 0 }), rollups_s: Type.Number({ minimum: 0 }) }),
+              interval_s: Type.Union([Type.Number({ minimum: 0 }), Type.Null()], { description: 'null: the scheduler is off (TOKENLEDGER_RETENTION_INTERVAL=off).' }),
+              next_run: Type.Union([Type.String({ maxLength: 40 }), Type.Null()]),
+              runs: Count,
+              errors: Count,
+              segments_deleted: Count,
+              bytes_freed: Count,
+              last_report: Type.Union([RetentionOut, Type.Null()]),
+            }),
             sealing: Type.Object({
               sealed: Type.Integer({ minimum: 0 }),
               failures: Type.Integer({ minimum: 0 }),
@@ -155,6 +218,20 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
         rollovers: stats.rollovers,
         last_rollover: stats.lastRollover,
+        retention: {
+          windows: {
+            events_s: config.eventRetentionMs / 1000,
+            details_s: config.detailRetentionMs / 1000,
+            rollups_s: config.rollupRetentionMs / 1000,
+          },
+          interval_s: config.retentionIntervalMs === 0 ? null : config.retentionIntervalMs / 1000,
+          next_run: ((next) => (next === null ? null : new Date(next).toISOString()))(store.nextRetentionAtMs()),
+          runs: stats.retentionRuns,
+          errors: stats.retentionErrors,
+          segments_deleted: stats.retentionSegmentsDeleted,
+          bytes_freed: stats.retentionBytesFreed,
+          last_report: stats.lastRetention,
+        },
         sealing: {
           sealed: stats.sealed,
           failures: stats.sealFailures,

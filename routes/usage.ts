@@ -15,19 +15,23 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         summary: 'Usage totals for a window',
-        description: 'Exact totals over the events in [from, to) that match every filter. A filter given several times means OR.',
+        description:
+          'Exact totals over the events in [from, to) that match every filter. A filter given several times means OR. ' +
+          'Totals outlive raw events: before the raw-event retention cutoff they come from 15-minute rollups, so there `from` and `to` must fall on 15-minute boundaries (400 otherwise); ' +
+          'nothing is counted before the rollup retention cutoff.',
         tags: ['query'],
         querystring: Type.Object(QueryFilters, { additionalProperties: false }),
         response: { 200: Type.Object({ totals: Type.Ref('UsageTotals') }), ...commonErrors },
       },
     },
     async (request) => {
+      const nowMs = clock.nowMs()
       const filter = parseFilter(request.query, {
-        nowMs: clock.nowMs(),
+        nowMs,
         eventRetentionMs: config.eventRetentionMs,
         maxFutureSkewMs: config.maxFutureSkewMs,
       })
-      return { totals: await usageTotals(store, filter) }
+      return { totals: await usageTotals(store, filter, 'auto', nowMs) }
     },
   )
 }

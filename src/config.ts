@@ -13,8 +13,14 @@ export interface Config {
   host: string
   port: number
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
-  /** Raw events older than this are not accepted (and, later, expire). */
+  /** Raw events older than this are not accepted, are invisible to queries, and are deleted by retention. */
   eventRetentionMs: number
+  /** Detail payloads older than this are invisible and deleted (at most eventRetentionMs). */
+  detailRetentionMs: number
+  /** 15-minute rollups older than this are deleted (at least eventRetentionMs): billing totals outlive raw events. */
+  rollupRetentionMs: number
+  /** How often the retention scheduler runs; 0 (`off`): never on its own (POST /v1/admin/retention still runs it). */
+  retentionIntervalMs: number
   /** How far in the future an event timestamp may lie. */
   maxFutureSkewMs: number
   /** Most events in one POST. */
@@ -156,6 +162,15 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 const DAY_MS = 86_400_000
 const MiB = 1024 ** 2
 
+/** A duration in the largest unit that divides it exactly (`30d`, `36h`, `1500ms`). */
+function msText(ms: number): string {
+  for (const unit of ['w', 'd', 'h', 'm', 's'] as const) {
+    const size = DURATION_UNITS_MS[unit]!
+    if (ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
+}
+
 /** Reads and validates the configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const r = reader(env)
@@ -169,6 +184,9 @@ export function loadConfig(env: Env = process.env): Config {
     port: r.int('PORT', 8080, 0, 65_535),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     eventRetentionMs: r.duration('EVENT_RETENTION', '30d', 3_600_000, 3650 * DAY_MS),
+    detailRetentionMs: 0,
+    rollupRetentionMs: 0,
+    retentionIntervalMs: r.string('RETENTION_INTERVAL', '1h') === 'off' ? 0 : r.duration('RETENTION_INTERVAL', '1h', 1000, 7 * DAY_MS),
     maxFutureSkewMs: r.duration('MAX_FUTURE_SKEW', '5m', 0, DAY_MS),
     maxBatchEvents: r.int('MAX_BATCH_EVENTS', 10_000, 1, 100_000),
     maxBodyBytes: r.size('MAX_BODY_BYTES', '8MiB', 1024, 256 * MiB),
@@ -186,6 +204,17 @@ export function loadConfig(env: Env = process.env): Config {
     rolloverAgeMs: r.duration('ROLLOVER_AGE', '1h', 100, 7 * DAY_MS),
     sealRetryMs: r.duration('SEAL_RETRY', '1s', 10, 3_600_000),
     sealRetryMaxMs: r.duration('SEAL_RETRY_MAX', '5m', 10, DAY_MS),
+  }
+  // Unset windows follow the event window when it is set past their defaults,
+  // so that setting one variable never makes another (unset) one invalid.
+  const event = config.eventRetentionMs
+  config.detailRetentionMs = r.duration('DETAIL_RETENTION', msText(Math.min(7 * DAY_MS, event)), 3_600_000, 3650 * DAY_MS)
+  config.rollupRetentionMs = r.duration('ROLLUP_RETENTION', msText(Math.max(400 * DAY_MS, event)), 3_600_000, 36_500 * DAY_MS)
+  if (config.detailRetentionMs > event) {
+    throw new ConfigError('TOKENLEDGER_DETAIL_RETENTION', `must be at most TOKENLEDGER_EVENT_RETENTION (${msText(event)}): details cannot outlive their events`)
+  }
+  if (config.rollupRetentionMs < event) {
+    throw new ConfigError('TOKENLEDGER_ROLLUP_RETENTION', `must be at least TOKENLEDGER_EVENT_RETENTION (${msText(event)}): rollups answer totals once raw events are gone`)
   }
   if (config.maxBatchEvents > config.maxQueueEvents) {
     throw new ConfigError('TOKENLEDGER_MAX_QUEUE_EVENTS', `must be at least TOKENLEDGER_MAX_BATCH_EVENTS (${config.maxBatchEvents})`)

@@ -16,6 +16,19 @@ test('defaults match the README', () => {
   assert.equal(c.maxFutureSkewMs, 5 * 60_000)
   assert.equal(c.maxBatchEvents, 10_000)
   assert.equal(c.maxBodyBytes, 8 * 1024 * 1024)
+  assert.equal(c.detailRetentionMs, 7 * 86_400_000)
+  assert.equal(c.rollupRetentionMs, 400 * 86_400_000)
+  assert.equal(c.retentionIntervalMs, 3_600_000)
+})
+
+test('retention windows: details within the event window, rollups beyond it; unset ones follow the event window', () => {
+  assert.equal(loadConfig({ TOKENLEDGER_EVENT_RETENTION: '3d' }).detailRetentionMs, 3 * 86_400_000, 'detail default shrinks to the event window')
+  assert.equal(loadConfig({ TOKENLEDGER_EVENT_RETENTION: '500d' }).rollupRetentionMs, 500 * 86_400_000, 'rollup default grows to the event window')
+  assert.equal(loadConfig({ TOKENLEDGER_EVENT_RETENTION: '500d' }).detailRetentionMs, 7 * 86_400_000)
+  assert.throws(() => loadConfig({ TOKENLEDGER_EVENT_RETENTION: '3d', TOKENLEDGER_DETAIL_RETENTION: '4d' }), /^ConfigError: TOKENLEDGER_DETAIL_RETENTION: must be at most TOKENLEDGER_EVENT_RETENTION \(3d\)/)
+  assert.throws(() => loadConfig({ TOKENLEDGER_ROLLUP_RETENTION: '10d' }), /^ConfigError: TOKENLEDGER_ROLLUP_RETENTION: must be at least TOKENLEDGER_EVENT_RETENTION \(30d\)/)
+  assert.throws(() => loadConfig({ TOKENLEDGER_RETENTION_INTERVAL: 'hourly' }), /^ConfigError: TOKENLEDGER_RETENTION_INTERVAL: "hourly" is not a duration/)
+  assert.equal(loadConfig({ TOKENLEDGER_RETENTION_INTERVAL: 'off' }).retentionIntervalMs, 0, 'off: only the admin route runs it')
 })
 
 test('durations and sizes', () => {

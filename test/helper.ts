@@ -1,7 +1,8 @@
 // Builds the real app (real DuckDB store in a fresh temp dir) for app.inject
 // tests, and removes everything when the test ends.
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import assert from 'node:assert/strict'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import type { TestContext } from 'node:test'
@@ -89,4 +90,24 @@ export function latch() {
   let reached!: () => void
   const arrived = new Promise<void>((resolve) => (reached = resolve))
   return { open, opened, reached, arrived }
+}
+
+/** GET /v1/admin/segments. */
+export async function segments(app: FastifyInstance) {
+  const res = await app.inject({ url: '/v1/admin/segments' })
+  assert.equal(res.statusCode, 200, res.body)
+  return (res.json() as { segments: Array<{ id: number; state: string; row_count: number; seal?: { attempts: number; last_error: string | null } }> }).segments
+}
+
+/** POST /v1/admin/rollover. */
+export async function rollover(app: FastifyInstance) {
+  const res = await app.inject({ method: 'POST', url: '/v1/admin/rollover' })
+  assert.equal(res.statusCode, 200, res.body)
+  return res.json() as { rolled: boolean; segment_id: number | null; gate_held_ms: number }
+}
+
+/** Files per tier directory, for checking catalog <-> files agreement. */
+export async function filesIn(dataDir: string): Promise<Record<'active' | 'pending' | 'archive' | 'orphaned', string[]>> {
+  const list = async (tier: string) => (await readdir(path.join(dataDir, tier))).sort()
+  return { active: await list('active'), pending: await list('pending'), archive: await list('archive'), orphaned: await list('orphaned') }
 }

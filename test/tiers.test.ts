@@ -16,29 +16,9 @@ import { usageTotals } from '../src/query/read.js'
 import { IdIndex } from '../src/store/idindex.js'
 import { SEAL_STEPS, type SealStep } from '../src/store/sealer.js'
 import type { StoreHooks } from '../src/store/store.js'
-import { build, event, latch, post, T0, totals } from './helper.js'
+import { build, event, filesIn, latch, post, rollover, segments, T0, totals } from './helper.js'
 
 const RUNS = Math.max(1, Math.floor(Number(process.env.FUZZ_RUNS ?? 200) / 10))
-
-async function segments(app: FastifyInstance) {
-  const res = await app.inject({ url: '/v1/admin/segments' })
-  assert.equal(res.statusCode, 200, res.body)
-  return (res.json() as { segments: Array<{ id: number; state: string; row_count: number; seal?: { attempts: number; last_error: string | null } }> }).segments
-}
-
-async function rollover(app: FastifyInstance) {
-  const res = await app.inject({ method: 'POST', url: '/v1/admin/rollover' })
-  assert.equal(res.statusCode, 200, res.body)
-  return res.json() as { rolled: boolean; segment_id: number | null; gate_held_ms: number }
-}
-
-/** Files per tier directory, for checking catalog <-> files agreement. */
-async function filesIn(dataDir: string) {
-  const out: Record<string, string[]> = {}
-  for (const tier of ['active', 'pending', 'archive', 'orphaned']) out[tier] = (await readdir(path.join(dataDir, tier))).sort()
-  return out
-}
-
 
 test('admin rollover: the old segment is pending, then archived; replays stay duplicates in every tier and after restart', async (t) => {
   const built = await build(t)
@@ -202,7 +182,7 @@ for (const failStep of SEAL_STEPS) {
       },
     }
     const built = await build(t, {}, hooks)
-    const batch = Array.from({ length: 30 }, (_, i) => event({ timestamp: T0 - 3_600_000 + i * 97_000, cost: '0.25' }))
+    const batch = Array.from({ length: 30 }, (_, i) => event({ timestamp: T0 - 3_600_000 + i * 97_000, cost: '0.25', detail: i % 2 === 1 ? { n: i } : undefined }))
     await post(built.app, batch)
     const expected = await totals(built.app)
     await rollover(built.app)
@@ -221,7 +201,10 @@ for (const failStep of SEAL_STEPS) {
     const files = await filesIn(built.dataDir)
     assert.deepEqual(files.pending, [], 'no pending file left')
     assert.deepEqual(files.orphaned, [], 'nothing orphaned')
-    assert.deepEqual(files.archive, [`seg-${String(segs[0]!.id).padStart(12, '0')}.duckdb`], 'exactly the archived segment, no temp file')
+    const name = `seg-${String(segs[0]!.id).padStart(12, '0')}`
+    assert.deepEqual(files.archive, [`${name}.details.duckdb`, `${name}.duckdb`], 'exactly the archived segment and its detail file, no temp file')
+    const withDetail = await app.inject({ url: `/v1/events/${encodeURIComponent(String(batch[7]!.event_id))}` })
+    assert.deepEqual(withDetail.json().detail, { n: 7 }, 'the detail is read from the sealed detail file')
     const catalog = await app.store.catalog.list()
     assert.deepEqual(catalog.map((r) => [r.id, r.state]), segs.map((s) => [s.id, s.state]), 'catalog agrees with the files')
     assert.deepEqual(await totals(app), expected, 'raw totals: nothing lost or doubled')

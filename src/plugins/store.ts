@@ -27,6 +27,12 @@ export default fp<StorePluginOptions>(
       rolloverAgeMs: config.rolloverAgeMs,
       sealRetryMs: config.sealRetryMs,
       sealRetryMaxMs: config.sealRetryMaxMs,
+      retention: {
+        eventRetentionMs: config.eventRetentionMs,
+        detailRetentionMs: config.detailRetentionMs,
+        rollupRetentionMs: config.rollupRetentionMs,
+      },
+      retentionIntervalMs: config.retentionIntervalMs,
       hooks: opts.hooks,
     })
     app.decorate('store', store)

@@ -2,12 +2,22 @@
 // Reads go through Store.snapshot (pinned segments, bounded connections) and
 // never take the write gate. Money is summed by DuckDB as DECIMAL(38,12), a 128-bit
 // scaled integer, and formatted from the exact scaled value.
+//
+// Retention: raw events before the event cutoff and details before the detail
+// cutoff are never returned, whether or not a retention run has deleted them
+// yet. Totals count every event within the rollup window: before the event
+// cutoff they come from rollups (and from raw rows of segments not yet sealed,
+// which the rollups will hold once they are), so a total does not change when
+// retention deletes raw events. That is exact only on 15-minute boundaries,
+// so an unaligned window edge before the event cutoff is refused.
 
 import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
+import { Errors } from '../errors.js'
 import { formatCost } from '../money.js'
 import { formatTimestampUs } from '../ingest/timestamp.js'
 import { BUCKET_US, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum } from '../store/catalog.js'
 import { tableOf } from '../store/stats.js'
+import type { Cutoffs } from '../store/retention.js'
 import type { SnapshotPart, Store } from '../store/store.js'
 import { whereClause, type EventFilter } from './filters.js'
 
@@ -54,7 +64,7 @@ export type Totals = Record<Measure, Count> & {
 const SUMMARY_COLUMNS =
   'event_id, ts, key_id, provider, model, status_code, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, currency, team_id, user_id, customer_id, endpoint, latency_ms, ttft_ms, stream, tags, has_detail'
 
-/** The event with its detail, or null when no retained segment holds it. */
+/** The event with its detail (null once expired), or null when no retained segment holds it or it has expired. */
 export async function getEvent(store: Store, eventId: string): Promise<StoredEvent | null> {
   // The dedupe index names the segments that may hold the id: unknown ids never open a file.
   const candidates = store.candidates(eventId)
@@ -62,7 +72,8 @@ export async function getEvent(store: Store, eventId: string): Promise<StoredEve
   return store.snapshot(async (snap) => {
     for (const part of snap.parts) {
       if (!candidates.includes(part.id)) continue
-      const read = (conn: DuckDBConnection) => readEvent(conn, part.alias, eventId)
+      if (part.maxTsUs !== null && part.maxTsUs < snap.cutoffs.eventsUs) continue
+      const read = (conn: DuckDBConnection) => readEvent(conn, part, eventId, snap.cutoffs)
       const found = part.alias === null ? await part.live(read) : await snap.files(read)
       if (found) return found
     }
@@ -70,14 +81,18 @@ export async function getEvent(store: Store, eventId: string): Promise<StoredEve
   })
 }
 
-async function readEvent(conn: DuckDBConnection, alias: string | null, eventId: string): Promise<StoredEvent | null> {
-  const res = await conn.runAndReadAll(`SELECT ${SUMMARY_COLUMNS} FROM ${tableOf(alias, 'events')} WHERE event_id = $1 LIMIT 1`, [eventId])
+async function readEvent(conn: DuckDBConnection, part: SnapshotPart, eventId: string, cutoffs: Cutoffs): Promise<StoredEvent | null> {
+  const res = await conn.runAndReadAll(`SELECT ${SUMMARY_COLUMNS} FROM ${tableOf(part.alias, 'events')} WHERE event_id = $1 AND ts >= $2 LIMIT 1`, [
+    eventId,
+    new DuckDBTimestampValue(BigInt(cutoffs.eventsUs)),
+  ])
   const row = res.getRowObjects()[0]
   if (!row) return null
   const event = toStoredEvent(row)
   event.detail = null
-  if (row.has_detail === true) {
-    const d = await conn.runAndReadAll(`SELECT detail FROM ${tableOf(alias, 'event_details')} WHERE event_id = $1 LIMIT 1`, [eventId])
+  const tsUs = Number((row.ts as DuckDBTimestampValue).micros)
+  if (row.has_detail === true && part.detailsAt !== null && tsUs >= cutoffs.detailsUs) {
+    const d = await conn.runAndReadAll(`SELECT detail FROM ${tableOf(part.detailsAt.alias, 'event_details')} WHERE event_id = $1 LIMIT 1`, [eventId])
     const text = d.getRows()[0]?.[0]
     if (typeof text === 'string') event.detail = JSON.parse(text) as Record<string, unknown>
   }
@@ -107,10 +122,15 @@ export type TotalsSource = 'auto' | 'raw'
  * segments from raw rows. `source: 'raw'` scans raw rows only (the reference
  * the rollup path must equal).
  */
-export async function usageTotals(store: Store, filter: EventFilter, source: TotalsSource = 'auto'): Promise<Totals> {
+export async function usageTotals(store: Store, requested: EventFilter, source: TotalsSource = 'auto', nowMs?: number): Promise<Totals> {
+  const cutoffs = store.cutoffs(nowMs)
+  // Nothing is retained before the rollup cutoff (a bucket boundary).
+  const filter = { ...requested, fromUs: Math.max(requested.fromUs, cutoffs.rollupsUs) }
+  if (filter.fromUs >= filter.toUs) return combineTotals([])
   const alignedFrom = Math.ceil(filter.fromUs / BUCKET_US) * BUCKET_US
   const alignedTo = Math.floor(filter.toUs / BUCKET_US) * BUCKET_US
   const useRollups = source === 'auto' && alignedFrom < alignedTo
+  if (source === 'auto') refuseExpiredEdges(filter, alignedFrom, alignedTo, cutoffs)
   const whole: Range = [filter.fromUs, filter.toUs]
   const edges: Range[] = useRollups ? ([[filter.fromUs, alignedFrom], [alignedTo, filter.toUs]] as Range[]).filter(([a, b]) => a < b) : [whole]
   return store.snapshot(async (snap) => {
@@ -140,6 +160,14 @@ export async function usageTotals(store: Store, filter: EventFilter, source: Tot
 }
 
 type Range = [number, number]
+
+/** An edge of the window answered from raw rows must not reach before the event cutoff (those rows are gone, or going). */
+function refuseExpiredEdges(f: EventFilter, alignedFrom: number, alignedTo: number, c: Cutoffs): void {
+  const cutoff = new Date(Math.floor(c.eventsUs / 1000)).toISOString()
+  const why = `is before the raw-event retention cutoff (${cutoff}); totals before it come from 15-minute rollups, so it must fall on a 15-minute boundary`
+  if (f.fromUs < c.eventsUs && f.fromUs !== alignedFrom) throw new Errors.BadQuery(`\`from\` ${why}`)
+  if (f.toUs !== alignedTo && Math.max(alignedTo, f.fromUs) < c.eventsUs) throw new Errors.BadQuery(`\`to\` ${why}`)
+}
 
 /** False when the segment's time bounds or pruning dims prove it holds nothing for the filter. */
 function mayMatch(part: SnapshotPart, f: EventFilter, [fromUs, toUs]: Range): boolean {

@@ -9,8 +9,12 @@
 // - `archive` is one transaction: the segment's row, its dims and its rollups
 //   appear together or not at all, and only once: a segment already archived
 //   (or deleted) is left untouched, so a retried seal never double-counts.
-// - Rollups are append-only rows tagged with their segment id; they are never
-//   removed with the segment's raw events (their own retention, issue 4).
+// - Rollups are rows tagged with their segment id; they are never removed with
+//   the segment's raw events, only by rollup retention, whole buckets older
+//   than its cutoff (`deleteRollupsBefore`).
+// - A deleted segment keeps its row (state 'deleted') until its files are
+//   gone: start-up removes files the catalog calls deleted, so the decision
+//   survives a crash between it and the file removal. Then `forgetDeleted`.
 // - No PRIMARY KEY: tables are small or append-only; uniqueness of a
 //   segment's row is kept by the delete-then-insert inside one transaction.
 //
@@ -26,6 +30,13 @@ import type { SegmentStats } from './stats.js'
 
 export type SegmentState = 'active' | 'pending' | 'archived' | 'deleted'
 
+/**
+ * Where an archived segment's detail payloads are: in their own file (`file`),
+ * none to keep (`none`), expired and deleted (`expired`), or inside the events
+ * file (`inline`: archives sealed before details had their own file).
+ */
+export type DetailsState = 'file' | 'none' | 'expired' | 'inline'
+
 export interface SegmentRecord {
   id: number
   state: SegmentState
@@ -35,6 +46,8 @@ export interface SegmentRecord {
   sealedMs: number | null
   bytes: number | null
   stats: SegmentStats | null
+  /** Archived segments only (null otherwise). */
+  details: DetailsState | null
 }
 
 /** Distinct values of the pruning dimensions within one segment. */
@@ -54,13 +67,29 @@ export interface Catalog {
    * from the sealed file attached as `sourceAlias`) in one transaction.
    * Returns false when it was already archived or deleted (nothing changed).
    */
-  archive(rec: { id: number; path: string; sealedMs: number; bytes: number; stats: SegmentStats }, sourceAlias: string): Promise<boolean>
+  archive(rec: ArchiveRecord, sourceAlias: string): Promise<boolean>
+  /** Retention decided: the segment's raw events are gone (its dims too; its rollups stay). */
   markDeleted(id: number, nowMs: number): Promise<void>
+  /** Drops the row of a deleted segment once its files are removed. */
+  forgetDeleted(id: number): Promise<void>
+  /** Retention decided: the archived segment's detail file is gone. */
+  expireDetails(id: number): Promise<void>
+  /** Deletes rollup rows of buckets starting before `bucketUs`; returns how many. */
+  deleteRollupsBefore(bucketUs: number): Promise<number>
   /** Forgets a live segment row (its file vanished before it held anything). */
   forget(id: number): Promise<void>
   /** Pruning dims per archived segment (only `onlyId`'s when given). */
   dims(onlyId?: number): Promise<Map<number, SegmentDims | null>>
   checkpoint(): Promise<void>
+}
+
+export interface ArchiveRecord {
+  id: number
+  path: string
+  sealedMs: number
+  bytes: number
+  stats: SegmentStats
+  details: 'file' | 'none'
 }
 
 /**
@@ -132,12 +161,14 @@ export class DuckDBCatalog implements Catalog {
   static async open(conn: DuckDBConnection): Promise<DuckDBCatalog> {
     await migrateHugeintRollups(conn)
     for (const ddl of DDL) await conn.run(ddl)
+    // Added with retention; archived rows from before read NULL, i.e. 'inline'.
+    await conn.run('ALTER TABLE segments ADD COLUMN IF NOT EXISTS details VARCHAR')
     return new DuckDBCatalog(conn)
   }
 
   async list(): Promise<SegmentRecord[]> {
     return this.lock.runExclusive(async () => {
-      const res = await this.conn.runAndReadAll('SELECT id, state, path, created_ms, sealed_ms, bytes, stats FROM segments ORDER BY id')
+      const res = await this.conn.runAndReadAll('SELECT id, state, path, created_ms, sealed_ms, bytes, stats, details FROM segments ORDER BY id')
       return res.getRowObjects().map((r) => ({
         id: Number(r.id),
         state: String(r.state) as SegmentState,
@@ -146,6 +177,7 @@ export class DuckDBCatalog implements Catalog {
         sealedMs: r.sealed_ms === null ? null : Number(r.sealed_ms),
         bytes: r.bytes === null ? null : Number(r.bytes),
         stats: typeof r.stats === 'string' ? (JSON.parse(r.stats) as SegmentStats) : null,
+        details: r.state !== 'archived' ? null : r.details === null ? 'inline' : (String(r.details) as DetailsState),
       }))
     })
   }
@@ -161,7 +193,7 @@ export class DuckDBCatalog implements Catalog {
     })
   }
 
-  async archive(rec: { id: number; path: string; sealedMs: number; bytes: number; stats: SegmentStats }, sourceAlias: string): Promise<boolean> {
+  async archive(rec: ArchiveRecord, sourceAlias: string): Promise<boolean> {
     return this.lock.runExclusive(async () => {
       const events = `${ident(sourceAlias)}.events`
       return this.transaction(async () => {
@@ -171,8 +203,8 @@ export class DuckDBCatalog implements Catalog {
         const createdMs = Number(created.getRows()[0]?.[0] ?? rec.sealedMs)
         await this.conn.run('DELETE FROM segments WHERE id = $1', [rec.id])
         await this.conn.run(
-          `INSERT INTO segments (id, state, path, created_ms, sealed_ms, bytes, stats) VALUES ($1, 'archived', $2, $3, $4, $5, $6)`,
-          [rec.id, rec.path, createdMs, rec.sealedMs, rec.bytes, JSON.stringify(rec.stats)],
+          `INSERT INTO segments (id, state, path, created_ms, sealed_ms, bytes, stats, details) VALUES ($1, 'archived', $2, $3, $4, $5, $6, $7)`,
+          [rec.id, rec.path, createdMs, rec.sealedMs, rec.bytes, JSON.stringify(rec.stats), rec.details],
         )
         for (const dim of ['key_id', 'provider', 'model']) {
           // Past MAX_DIM_VALUES one NULL row marks "too many to prune on".
@@ -201,8 +233,30 @@ export class DuckDBCatalog implements Catalog {
   }
 
   async markDeleted(id: number, nowMs: number): Promise<void> {
+    return this.lock.runExclusive(() =>
+      this.transaction(async () => {
+        await this.conn.run(`UPDATE segments SET state = 'deleted', deleted_ms = $2 WHERE id = $1`, [id, nowMs])
+        await this.conn.run('DELETE FROM segment_dims WHERE segment_id = $1', [id])
+      }),
+    )
+  }
+
+  async forgetDeleted(id: number): Promise<void> {
     return this.lock.runExclusive(async () => {
-      await this.conn.run(`UPDATE segments SET state = 'deleted', deleted_ms = $2 WHERE id = $1`, [id, nowMs])
+      await this.conn.run(`DELETE FROM segments WHERE id = $1 AND state = 'deleted'`, [id])
+    })
+  }
+
+  async expireDetails(id: number): Promise<void> {
+    return this.lock.runExclusive(async () => {
+      await this.conn.run(`UPDATE segments SET details = 'expired' WHERE id = $1 AND state = 'archived'`, [id])
+    })
+  }
+
+  async deleteRollupsBefore(bucketUs: number): Promise<number> {
+    return this.lock.runExclusive(async () => {
+      const res = await this.conn.run('DELETE FROM rollups WHERE bucket < make_timestamp($1::BIGINT)', [bucketUs])
+      return res.rowsChanged
     })
   }
 

@@ -11,9 +11,13 @@
 //   hash collision can cost a probe but never a wrong duplicate/conflict.
 // - The segment is stored as a 16-bit slot into `segments` (slot 0 = empty
 //   entry), so at most 65 535 segments are indexed at once.
-// - Entries of a dropped segment stay until the next rebuild but are ignored
-//   (their slot is marked dead and is not reused until then).
-// - Mutated only by the store under the write gate (or before it serves).
+// - Entries of a dropped segment are ignored at once (their slot is marked
+//   dead) and removed by `purgeDropped` (or a resize); only then is the slot
+//   freed for reuse, so a dead slot never names a live segment.
+// - `add` runs only under the store's write gate (after COMMIT). Every
+//   mutation is synchronous, so a reader never sees a half-done one; the purge
+//   yields between chunks, and gives up when a resize (which drops dead entries
+//   itself) replaced the table under it.
 
 const MAX_SLOTS = 0xffff
 const MAX_LOAD = 0.75
@@ -74,6 +78,59 @@ export class IdIndex {
     if (slot === undefined) return
     this.slotOfSegment.delete(segmentId)
     this.dead.add(slot)
+  }
+
+  /**
+   * Removes the entries of dropped segments, a chunk of slots at a time with
+   * `pause()` between chunks (each chunk ~1 ms: the event loop, and so ingest,
+   * never stalls on it), then frees their slots. Returns entries removed.
+   */
+  async purgeDropped(pause: () => Promise<void> = () => new Promise((resolve) => setImmediate(resolve)), chunkSlots = 1 << 18): Promise<number> {
+    if (this.dead.size === 0) return 0
+    const dead = new Set(this.dead)
+    const table = this.vals
+    let removed = 0
+    for (let i = 0; i < table.length; ) {
+      const end = Math.min(table.length, i + chunkSlots)
+      while (i < end) {
+        const v = table[i]!
+        if (v !== 0 && dead.has(v & 0xffff)) {
+          this.removeAt(i) // the entry shifted into i is examined next
+          removed++
+        } else i++
+      }
+      await pause()
+      // A resize rebuilt the table without dead entries and freed their slots.
+      if (this.vals !== table) return removed
+    }
+    for (const slot of dead) {
+      this.segmentOfSlot[slot] = null
+      this.dead.delete(slot)
+    }
+    return removed
+  }
+
+  /**
+   * Deletes the entry at `i` without tombstones (Knuth's algorithm R for linear
+   * probing): later entries of the cluster that may live at the hole move back
+   * into it. Entries only move towards `i`, so a forward scan misses none.
+   */
+  private removeAt(i: number): void {
+    const { keys, vals, mask } = this
+    let hole = i
+    for (let j = (i + 1) & mask; vals[j] !== 0; j = (j + 1) & mask) {
+      const home = keys[j]! & mask
+      // The entry at j may move to the hole unless its home lies cyclically in (hole, j].
+      const stays = hole <= j ? home > hole && home <= j : home > hole || home <= j
+      if (!stays) {
+        keys[hole] = keys[j]!
+        vals[hole] = vals[j]!
+        hole = j
+      }
+    }
+    keys[hole] = 0
+    vals[hole] = 0
+    this.count--
   }
 
   private slotFor(segmentId: number): number {

@@ -4,6 +4,9 @@
 //   pending/seg-<id>.duckdb    rolled over, waiting to be sealed
 //   archive/seg-<id>.duckdb    sealed: compacted, sorted by time, immutable
 //   archive/seg-<id>.duckdb.tmp  a seal in progress (removed at start-up)
+//   archive/seg-<id>.details.duckdb  the sealed segment's detail payloads, kept
+//                              apart so that they expire (as a whole file) long
+//                              before the events do
 //   orphaned/                  files no state explains, kept for an operator
 //   catalog.duckdb             the catalog (segments, per-segment dims, rollups)
 //
@@ -29,23 +32,38 @@ export function segmentPath(dataDir: string, tier: Tier, id: number): string {
   return path.join(dataDir, tier, segmentFileName(id))
 }
 
+export function detailsFileName(id: number): string {
+  return `seg-${String(id).padStart(12, '0')}.details.duckdb`
+}
+
+/** The sealed segment's detail file (archive tier only). */
+export function detailsPath(dataDir: string, id: number): string {
+  return path.join(dataDir, 'archive', detailsFileName(id))
+}
+
 export function tierDir(dataDir: string, tier: Tier): string {
   return path.join(dataDir, tier)
 }
 
 export interface ParsedName {
   id: number
+  /** The events database, or the sealed segment's detail file. */
+  kind: 'events' | 'details'
   /** '' for the database itself, or '.wal' / '.tmp' / '.tmp.wal'. */
   suffix: string
 }
 
 export function parseSegmentFileName(name: string): ParsedName | null {
-  const m = /^seg-(\d{12})\.duckdb((?:\.tmp)?(?:\.wal)?)$/.exec(name)
+  const m = /^seg-(\d{12})(\.details)?\.duckdb((?:\.tmp)?(?:\.wal)?)$/.exec(name)
   if (!m) return null
-  return { id: Number(m[1]), suffix: m[2]! }
+  return { id: Number(m[1]), kind: m[2] ? 'details' : 'events', suffix: m[3]! }
 }
 
 /** Relative to the data directory, as recorded in the catalog. */
 export function relativeSegmentPath(tier: Tier, id: number): string {
   return `${tier}/${segmentFileName(id)}`
+}
+
+export function relativeDetailsPath(id: number): string {
+  return `archive/${detailsFileName(id)}`
 }

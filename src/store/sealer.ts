@@ -1,11 +1,13 @@
 // Sealing: a pending segment becomes an archived one, as a crash-safe state
 // machine of idempotent steps.
 //
-//   copy      write archive/seg-N.duckdb.tmp: every row, sorted by (ts, event_id)
-//   sync      fsync the temp file
+//   copy      write archive/seg-N.duckdb.tmp: every event, sorted by (ts, event_id),
+//             and archive/seg-N.details.duckdb.tmp: the detail payloads (unless
+//             there are none, or all have expired already)
+//   sync      fsync the temp files
 //   validate  row count, id count, time bounds, token and cost sums of the copy
-//             equal the pending file's (and ids are unique)
-//   publish   rename the temp file to archive/seg-N.duckdb, fsync the directory
+//             equal the pending file's (and ids are unique); so does the detail count
+//   publish   rename the temp files (details first), fsync the directory
 //   record    catalog.archive: the segment's row, dims and rollups, one transaction
 //   swap      readers move to the archive; the pending file is retired
 //   cleanup   once no reader pins it: DETACH and delete the pending file
@@ -26,9 +28,9 @@ import type { Logger } from '../log.js'
 import type { Catalog } from './catalog.js'
 import { ident, type FileTier } from './files.js'
 import type { FileSystem } from './fsops.js'
-import { relativeSegmentPath, segmentPath, tierDir } from './layout.js'
+import { detailsPath, relativeSegmentPath, segmentPath, tierDir } from './layout.js'
 import { SEGMENT_DDL } from './schema.js'
-import { computeStats, statsDifference } from './stats.js'
+import { computeStats, countDetails, statsDifference } from './stats.js'
 import type { SegmentEntry, StoreHooks } from './store.js'
 
 export type SealStep = 'copy' | 'sync' | 'validate' | 'publish' | 'record' | 'swap' | 'cleanup'
@@ -44,6 +46,8 @@ export interface SealerOptions {
   logger: Logger
   retryMs: number
   retryMaxMs: number
+  /** Detail payloads of events before this are expired: a segment holding only those keeps no detail file. */
+  detailsCutoffUs: () => number
   hooks?: StoreHooks
 }
 
@@ -114,60 +118,75 @@ export class Sealer {
     const id = entry.id
     const source = entry.file!
     const archive = segmentPath(dataDir, 'archive', id)
+    const details = detailsPath(dataDir, id)
     const tmp = `${archive}.tmp`
+    const detailsTmp = `${details}.tmp`
     const out = `seal_out_${id}`
+    const outDetails = `seal_details_${id}`
     const conn = files.sealConn
+    const src = ident(source.alias)
 
     files.pin(source)
     let published: Awaited<ReturnType<FileTier['attach']>> | null = null
+    let publishedDetails: Awaited<ReturnType<FileTier['attach']>> | null = null
     try {
       await this.step('copy', id)
-      await files.detachAlias(out)
-      await fs.remove(tmp)
-      await fs.remove(`${tmp}.wal`)
-      await files.attachWritable(out, tmp)
-      try {
-        for (const ddl of SEGMENT_DDL) await conn.run(ddl.replace('CREATE TABLE IF NOT EXISTS ', `CREATE TABLE IF NOT EXISTS ${ident(out)}.`))
-        const src = ident(source.alias)
-        await conn.run(`INSERT INTO ${ident(out)}.events SELECT * FROM ${src}.events ORDER BY ts, event_id`)
-        await conn.run(`INSERT INTO ${ident(out)}.event_details SELECT * FROM ${src}.event_details ORDER BY ts, event_id`)
-        await conn.run(`INSERT INTO ${ident(out)}.segment_meta SELECT * FROM ${src}.segment_meta`)
-        await conn.run(`INSERT INTO ${ident(out)}.segment_meta VALUES ('sealed_ms', '${this.o.clock.nowMs()}')`)
-        await conn.run(`CHECKPOINT ${ident(out)}`)
-      } finally {
-        await files.detachAlias(out)
-      }
-
-      await this.step('sync', id)
-      await fs.syncFile(tmp)
-
-      await this.step('validate', id)
       const expected = await computeStats(conn, source.alias)
       if (expected.idCount !== expected.rowCount) {
         throw new Error(`segment ${id} holds ${expected.rowCount} rows but ${expected.idCount} distinct ids: refusing to seal a segment with repeated ids`)
       }
+      const keepDetails = expected.detailCount > 0 && expected.maxTsUs !== null && expected.maxTsUs >= this.o.detailsCutoffUs()
+      await this.writeCopy(out, tmp, ['events', 'segment_meta'], async (o) => {
+        await conn.run(`INSERT INTO ${o}.events SELECT * FROM ${src}.events ORDER BY ts, event_id`)
+        await conn.run(`INSERT INTO ${o}.segment_meta SELECT * FROM ${src}.segment_meta`)
+        await conn.run(`INSERT INTO ${o}.segment_meta VALUES ('sealed_ms', '${this.o.clock.nowMs()}')`)
+      })
+      await fs.remove(detailsTmp)
+      await fs.remove(`${detailsTmp}.wal`)
+      if (keepDetails) {
+        await this.writeCopy(outDetails, detailsTmp, ['event_details'], async (o) => {
+          await conn.run(`INSERT INTO ${o}.event_details SELECT * FROM ${src}.event_details ORDER BY ts, event_id`)
+        })
+      }
+
+      await this.step('sync', id)
+      await fs.syncFile(tmp)
+      if (keepDetails) await fs.syncFile(detailsTmp)
+
+      await this.step('validate', id)
       const check = await files.attach(id, tmp)
+      const checkDetails = keepDetails ? await files.attach(id, detailsTmp) : null
       try {
-        const actual = await computeStats(conn, check.alias)
-        const diff = statsDifference(expected, actual)
+        const actual = await computeStats(conn, check.alias, checkDetails?.alias ?? false)
+        const diff = statsDifference({ ...expected, detailCount: keepDetails ? expected.detailCount : 0 }, actual)
         if (diff !== null) throw new Error(`sealed copy of segment ${id} differs from its source: ${diff}`)
       } finally {
         await files.detachAlias(check.alias)
+        if (checkDetails) await files.detachAlias(checkDetails.alias)
       }
 
       await this.step('publish', id)
+      // Details first: an events archive on disk always has its details beside it.
+      if (keepDetails) await fs.rename(detailsTmp, details)
       await fs.rename(tmp, archive)
       await fs.syncDir(tierDir(dataDir, 'archive'))
 
       await this.step('record', id)
       published = await files.attach(id, archive)
+      if (keepDetails) publishedDetails = await files.attach(id, details)
       const bytes = (await fs.size(archive)) ?? 0
-      const recorded = await catalog.archive({ id, path: relativeSegmentPath('archive', id), sealedMs: this.o.clock.nowMs(), bytes, stats: expected }, published.alias)
+      const recorded = await catalog.archive(
+        { id, path: relativeSegmentPath('archive', id), sealedMs: this.o.clock.nowMs(), bytes, stats: expected, details: keepDetails ? 'file' : 'none' },
+        published.alias,
+      )
       if (!recorded) this.o.logger.warn({ event: 'seal_already_recorded', segment: id }, 'catalog already had this segment archived; rollups not applied again')
 
       await this.step('swap', id)
       entry.file = published
+      entry.detailsFile = publishedDetails
+      entry.details = keepDetails ? 'file' : 'none'
       published = null
+      publishedDetails = null
       entry.state = 'archived'
       entry.stats = expected
       entry.bytes = bytes
@@ -175,6 +194,7 @@ export class Sealer {
       entry.seal = { attempts: entry.seal.attempts, lastError: null, nextAttemptMs: null }
     } catch (err) {
       if (published) await files.detachAlias(published.alias).catch(() => undefined)
+      if (publishedDetails) await files.detachAlias(publishedDetails.alias).catch(() => undefined)
       throw err
     } finally {
       await files.unpin(source)
@@ -195,5 +215,26 @@ export class Sealer {
       await fs.syncDir(path.dirname(pendingFile))
     }).catch((err: unknown) => this.o.logger.warn({ event: 'seal_cleanup_failed', segment: id, err }, 'could not remove the pending file; start-up will'))
     this.o.logger.info({ event: 'sealed', segment: id, rows: entry.rowCount, bytes: entry.bytes, ms: this.o.clock.nowMs() - started }, 'segment sealed')
+  }
+
+  /** Writes `tables` into a fresh file at `file` (attached as `alias` while `fill` runs) and checkpoints it. */
+  private async writeCopy(alias: string, file: string, tables: string[], fill: (quoted: string) => Promise<void>): Promise<void> {
+    const { fs, files } = this.o
+    const conn = files.sealConn
+    const quoted = ident(alias)
+    await files.detachAlias(alias)
+    await fs.remove(file)
+    await fs.remove(`${file}.wal`)
+    await files.attachWritable(alias, file)
+    try {
+      for (const ddl of SEGMENT_DDL) {
+        const table = /CREATE TABLE IF NOT EXISTS (\w+)/.exec(ddl)?.[1]
+        if (table && tables.includes(table)) await conn.run(ddl.replace('CREATE TABLE IF NOT EXISTS ', `CREATE TABLE IF NOT EXISTS ${quoted}.`))
+      }
+      await fill(quoted)
+      await conn.run(`CHECKPOINT ${quoted}`)
+    } finally {
+      await files.detachAlias(alias)
+    }
   }
 }

@@ -29,7 +29,12 @@ export function tableOf(alias: string | null, table: string): string {
   return alias === null ? table : `${ident(alias)}.${table}`
 }
 
-export async function computeStats(conn: DuckDBConnection, alias: string | null): Promise<SegmentStats> {
+/**
+ * The segment's figures. Details are counted in `detailsAlias`'s
+ * `event_details` (by default the events database's own; `false`: a sealed
+ * segment whose details were not kept, counted as 0).
+ */
+export async function computeStats(conn: DuckDBConnection, alias: string | null, detailsAlias: string | null | false = alias): Promise<SegmentStats> {
   const events = tableOf(alias, 'events')
   const main = await conn.runAndReadAll(
     `SELECT count(*) AS row_count, count(DISTINCT event_id) AS id_count, min(ts) AS min_ts, max(ts) AS max_ts,
@@ -43,18 +48,23 @@ export async function computeStats(conn: DuckDBConnection, alias: string | null)
   for (const row of cost.getRowObjects()) {
     if (row.cost instanceof DuckDBDecimalValue) costByCurrency[String(row.currency)] = formatCost(row.cost.value)
   }
-  const details = await conn.runAndReadAll(`SELECT count(*) FROM ${tableOf(alias, 'event_details')}`)
+  const detailCount = detailsAlias === false ? 0 : await countDetails(conn, detailsAlias)
   const us = (v: unknown): number | null => (v instanceof DuckDBTimestampValue ? Number(v.micros) : null)
   return {
     rowCount: Number(r.row_count),
     idCount: Number(r.id_count),
-    detailCount: Number(details.getRows()[0]![0]),
+    detailCount,
     minTsUs: us(r.min_ts),
     maxTsUs: us(r.max_ts),
     tokens: Object.fromEntries(TOKEN_COLUMNS.map((c) => [c, String(r[c])])) as Record<TokenColumn, string>,
     costByCurrency,
     costMissing: Number(r.cost_missing),
   }
+}
+
+export async function countDetails(conn: DuckDBConnection, alias: string | null): Promise<number> {
+  const res = await conn.runAndReadAll(`SELECT count(*) FROM ${tableOf(alias, 'event_details')}`)
+  return Number(res.getRows()[0]![0])
 }
 
 /** The first difference between two stats, or null when they are equal. */

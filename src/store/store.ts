@@ -29,6 +29,16 @@
 //   rows vanish or a file disappear under a query.
 // - Rollover is never concurrent with itself (`rolling`), and the sealer
 //   handles one segment at a time (its `running` run); neither is a lock.
+// - Retention (`runRetention`, one run at a time) takes the gate only to roll
+//   over an active segment whose rows have all expired, and then only for the
+//   pointer swap, after re-checking under the gate that no append made it
+//   current meanwhile. Deleting archived segments and expiring detail files
+//   never takes the gate: the catalog decides first (durably), then the entry
+//   leaves `segments` and the index at once, and its files are removed once
+//   the last reader unpins them.
+// - Expired rows are invisible at once: every read gets the cutoffs of its
+//   moment with its snapshot and filters by them, whatever retention has or
+//   has not deleted yet.
 // - Queue bounds: at most maxQueueEvents events and maxQueueBytes body bytes
 //   wait; past that, append fails fast with QueueFull (503 + Retry-After).
 // - After a write fails in a way that may have left the database invalidated
@@ -41,11 +51,12 @@ import type { Logger } from '../log.js'
 import type { Clock } from '../clock.js'
 import { Errors } from '../errors.js'
 import type { FieldError, UsageEvent } from '../ingest/event.js'
-import { DuckDBCatalog, type Catalog, type SegmentDims } from './catalog.js'
+import { DuckDBCatalog, type Catalog, type DetailsState, type SegmentDims } from './catalog.js'
 import { FileTier, type AttachedFile } from './files.js'
 import { nodeFileSystem, type FileSystem } from './fsops.js'
 import { IdIndex } from './idindex.js'
-import { CATALOG_FILE, LEGACY_ACTIVE_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
+import { CATALOG_FILE, detailsPath, LEGACY_ACTIVE_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
+import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionReport, type RetentionTrigger, type RetentionWindows } from './retention.js'
 import { lookupFingerprints, scanIds, Segment } from './segment.js'
 import { computeStats, type SegmentStats } from './stats.js'
 import { Sealer, type SealStep } from './sealer.js'
@@ -101,8 +112,12 @@ export interface StoreOptions {
   /** First retry delay of a failed seal (doubles up to sealRetryMaxMs). */
   sealRetryMs?: number
   sealRetryMaxMs?: number
-  /** How often the background timer checks age rollover and seal retries. */
+  /** How often the background timer checks age rollover, seal retries and the retention schedule. */
   tickMs?: number
+  /** Retention windows (defaults: 30d events, 7d details, 400d rollups). */
+  retention?: RetentionWindows
+  /** How often retention runs (default 1h; the first run comes min(interval, 1 min) after open; 0: never on its own). */
+  retentionIntervalMs?: number
   fs?: FileSystem
   /** Test seams; never set in production. */
   hooks?: StoreHooks
@@ -115,6 +130,10 @@ export interface StoreHooks {
   beforeRetireClose?: (segmentId: number) => Promise<void>
   /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
   beforeSealStep?: (step: SealStep, segmentId: number) => Promise<void>
+  /** Runs just before a rollover asks for the gate (`reason`: size, age, admin, retention). */
+  beforeRolloverGate?: (reason: string) => Promise<void>
+  /** Runs inside the gate during a rollover's swap: lets a test park retention while it holds the gate. */
+  onRolloverHoldingGate?: (reason: string) => Promise<void>
 }
 
 /** The writer, valid only while the gate that produced it is held. */
@@ -151,6 +170,10 @@ export interface SegmentEntry {
   liveClosing: Promise<void> | null
   /** The attached pending or archived file. */
   file: AttachedFile | null
+  /** An archived segment's attached detail file (when `details` is 'file'). */
+  detailsFile: AttachedFile | null
+  /** Archived segments: where their details are (catalog.ts); null while live or pending (inside the segment). */
+  details: DetailsState | null
   createdMs: number
   firstAppendMs: number | null
   rowCount: number
@@ -201,6 +224,11 @@ export interface StoreStats {
   lastRollover: RolloverReport | null
   sealed: number
   sealFailures: number
+  retentionRuns: number
+  retentionErrors: number
+  retentionSegmentsDeleted: number
+  retentionBytesFreed: number
+  lastRetention: RetentionReport | null
   failed: string | null
   draining: boolean
 }
@@ -214,12 +242,20 @@ export interface SnapshotPart {
   dims: SegmentDims | null
   /** Alias of the attached file (query through `Snapshot.files`), or null for a live segment. */
   alias: string | null
+  /**
+   * Where this segment's `event_details` table is: an attached alias (query
+   * through `Snapshot.files`), `{ alias: null }` for a live segment (through
+   * `live`), or null when it keeps no details (none, or expired).
+   */
+  detailsAt: { alias: string | null } | null
   /** Runs `fn` on a read connection of the live segment. Only when alias is null. */
   live<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T>
 }
 
 export interface Snapshot {
   parts: SnapshotPart[]
+  /** The retention cutoffs at the moment of the snapshot: reads never return rows before them. */
+  cutoffs: Cutoffs
   /** Runs `fn` on a pooled connection of the closed-file tier (attached files and the catalog). */
   files<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T>
 }
@@ -261,6 +297,17 @@ export class Store {
   private lastRollover: RolloverReport | null = null
   private readonly rolloverBytes: number
   private readonly rolloverAgeMs: number
+  private readonly windows: RetentionWindows
+  private readonly retentionIntervalMs: number
+  private nextRetentionMs: number
+  private retentionRun: Promise<RetentionReport> | null = null
+  private retentionRuns = 0
+  private retentionErrors = 0
+  private retentionSegmentsDeleted = 0
+  private retentionBytesFreed = 0
+  private lastRetention: RetentionReport | null = null
+  /** Deleted segments whose files wait for their last reader before removal (the sweep leaves them alone). */
+  private readonly retiring = new Set<number>()
   private readonly fs: FileSystem
 
   private constructor(
@@ -282,6 +329,11 @@ export class Store {
     this.nextId = nextId
     this.rolloverBytes = opts.rolloverBytes ?? 64 * MIB
     this.rolloverAgeMs = opts.rolloverAgeMs ?? 3_600_000
+    this.windows = opts.retention ?? DEFAULT_WINDOWS
+    this.retentionIntervalMs = opts.retentionIntervalMs ?? 3_600_000
+    // Soon after start-up, then every interval: a node restarted more often than
+    // the interval still runs retention.
+    this.nextRetentionMs = this.retentionIntervalMs === 0 ? Infinity : opts.clock.nowMs() + Math.min(this.retentionIntervalMs, 60_000)
     this.sealer = new Sealer({
       dataDir: opts.dataDir,
       fs: this.fs,
@@ -291,6 +343,7 @@ export class Store {
       logger: opts.logger,
       retryMs: opts.sealRetryMs ?? 1_000,
       retryMaxMs: opts.sealRetryMaxMs ?? 300_000,
+      detailsCutoffUs: () => this.cutoffs().detailsUs,
       hooks: opts.hooks,
     })
   }
@@ -514,6 +567,7 @@ export class Store {
     if (this.closed) throw new Errors.Draining()
     const [, releaseSlot] = await this.querySlots.acquire()
     const pinned: Array<() => Promise<void>> = []
+    const cutoffs = this.cutoffs()
     try {
       const parts: SnapshotPart[] = []
       for (const entry of [...this.segments.values()].sort((a, b) => a.id - b.id)) {
@@ -522,7 +576,7 @@ export class Store {
         const part = this.pin(entry, pinned)
         if (part) parts.push(part)
       }
-      return await fn({ parts, files: (f) => this.files.query(f) })
+      return await fn({ parts, cutoffs, files: (f) => this.files.query(f) })
     } finally {
       for (const unpin of pinned) await unpin()
       releaseSlot()
@@ -537,19 +591,33 @@ export class Store {
       pinned.push(async () => {
         entry.liveReaders--
       })
-      return { ...base, alias: null, live: (fn) => segment.read(fn) }
+      return { ...base, alias: null, detailsAt: { alias: null }, live: (fn) => segment.read(fn) }
     }
     if (entry.file) {
       const file = entry.file
       this.files.pin(file)
       pinned.push(() => this.files.unpin(file))
+      // Pending files and archives sealed before details had their own file keep them inside.
+      let detailsAt: { alias: string } | null = entry.state === 'pending' || entry.details === 'inline' ? { alias: file.alias } : null
+      const details = entry.detailsFile
+      if (details) {
+        this.files.pin(details)
+        pinned.push(() => this.files.unpin(details))
+        detailsAt = { alias: details.alias }
+      }
       return {
         ...base,
         alias: file.alias,
+        detailsAt,
         live: () => Promise.reject(new Error('invariant: not a live segment')),
       }
     }
     return null
+  }
+
+  /** The retention cutoffs at `nowMs` (default: now). */
+  cutoffs(nowMs = this.opts.clock.nowMs()): Cutoffs {
+    return cutoffsAt(nowMs, this.windows)
   }
 
   /** Segments that may hold `eventId` (from the dedupe index; confirm with a probe). */
@@ -583,6 +651,11 @@ export class Store {
       lastRollover: this.lastRollover,
       sealed: this.sealer.sealedCount,
       sealFailures: this.sealer.failureCount,
+      retentionRuns: this.retentionRuns,
+      retentionErrors: this.retentionErrors,
+      retentionSegmentsDeleted: this.retentionSegmentsDeleted,
+      retentionBytesFreed: this.retentionBytesFreed,
+      lastRetention: this.lastRetention,
       failed: this.failure,
       draining: this.draining,
     }
@@ -609,25 +682,35 @@ export class Store {
    * the old one becomes pending (then sealed in the background). Concurrent
    * calls share one rollover. `force` rolls even an empty segment over.
    */
-  rollover(reason: string, force = false): Promise<RolloverReport> {
+  rollover(reason: string, force = false, onlyIf?: (active: SegmentEntry) => boolean): Promise<RolloverReport> {
     if (this.rolling) return this.rolling
     if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
     if (this.failure !== null) return Promise.reject(new Errors.StoreFailed())
-    const run = this.doRollover(reason, force).finally(() => {
+    const run = this.doRollover(reason, force, onlyIf).finally(() => {
       this.rolling = null
     })
     this.rolling = run
     return run
   }
 
-  /** Periodic work: age rollover and due seal retries. The timer calls it; tests call it with a manual clock. */
+  /** Periodic work: age rollover, due seal retries, scheduled retention. The timer calls it; tests call it with a manual clock. */
   async tick(): Promise<void> {
     if (this.closed || this.draining) return
     const a = this.active
-    if (a.firstAppendMs !== null && this.opts.clock.nowMs() - a.firstAppendMs >= this.rolloverAgeMs) {
+    const nowMs = this.opts.clock.nowMs()
+    if (a.firstAppendMs !== null && nowMs - a.firstAppendMs >= this.rolloverAgeMs) {
       await this.rollover('age').catch((err: unknown) => this.opts.logger.error({ err }, 'age rollover failed'))
     }
     this.sealer.kick(this.pendingEntries())
+    if (nowMs >= this.nextRetentionMs && this.retentionRun === null) {
+      this.nextRetentionMs = nowMs + this.retentionIntervalMs
+      await this.retention('schedule').catch((err: unknown) => this.opts.logger.error({ err }, 'scheduled retention failed'))
+    }
+  }
+
+  /** When the scheduler runs retention next (epoch ms), or null when it is off. */
+  nextRetentionAtMs(): number | null {
+    return Number.isFinite(this.nextRetentionMs) ? this.nextRetentionMs : null
   }
 
   /** Resolves when no rollover is in flight and the sealer is idle (tests, shutdown). */
@@ -635,6 +718,7 @@ export class Store {
     await this.preProbed()
     await this.idle
     while (this.rolling) await this.rolling.catch(() => undefined)
+    while (this.retentionRun) await this.retentionRun.catch(() => undefined)
     await this.sealer.idle()
   }
 
@@ -645,6 +729,8 @@ export class Store {
     if (this.timer) clearInterval(this.timer)
     await this.preProbed()
     await this.idle
+    // A retention run in flight stops at its next step (each is safe to stop after).
+    await this.retentionRun?.catch(() => undefined)
     await this.rolling?.catch(() => undefined)
     await this.sealer.stop()
     await this.withGate(async () => {
@@ -669,7 +755,7 @@ export class Store {
     this.timer.unref()
   }
 
-  private async doRollover(reason: string, force: boolean): Promise<RolloverReport> {
+  private async doRollover(reason: string, force: boolean, onlyIf?: (active: SegmentEntry) => boolean): Promise<RolloverReport> {
     const started = performance.now()
     const old = this.active
     if (old.rowCount === 0 && !force) {
@@ -682,24 +768,41 @@ export class Store {
     const id = this.nextId++
     const fresh = await Segment.open(segmentPath(this.opts.dataDir, 'active', id), segmentOptions(this.opts))
     let gateMs = 0
+    let swapped = false
+    const discardFresh = async () => {
+      await fresh.close().catch(() => undefined)
+      await this.fs.remove(fresh.path).catch(() => undefined)
+      await this.fs.remove(`${fresh.path}.wal`).catch(() => undefined)
+      await this.catalog.forget(id).catch(() => undefined)
+      this.segments.delete(id)
+    }
     try {
       await this.catalog.putLive(id, 'active', relativeSegmentPath('active', id), fresh.createdMs)
       await old.live!.readRun('CHECKPOINT').catch(() => undefined)
+      await this.opts.hooks?.beforeRolloverGate?.(reason)
       await this.withGate(async () => {
         const t0 = performance.now()
-        this.assertGate()
-        const entry = newEntry(id, 'active', fresh)
-        this.segments.set(id, entry)
-        this.active = entry
-        old.state = 'pending'
-        gateMs = performance.now() - t0
+        try {
+          this.assertGate()
+          await this.opts.hooks?.onRolloverHoldingGate?.(reason)
+          // The condition is decided here, under the gate: appends may have changed it while we waited.
+          if (onlyIf && !onlyIf(old)) return
+          const entry = newEntry(id, 'active', fresh)
+          this.segments.set(id, entry)
+          this.active = entry
+          old.state = 'pending'
+          swapped = true
+        } finally {
+          gateMs = performance.now() - t0
+        }
       })
     } catch (err) {
-      await fresh.close().catch(() => undefined)
-      await this.fs.remove(fresh.path).catch(() => undefined)
-      await this.catalog.forget(id).catch(() => undefined)
-      this.segments.delete(id)
+      await discardFresh()
       throw err
+    }
+    if (!swapped) {
+      await discardFresh()
+      return { rolled: false, reason, segment_id: null, gate_held_ms: round(gateMs), duration_ms: round(performance.now() - started) }
     }
     await this.retire(old)
     this.rollovers++
@@ -738,6 +841,211 @@ export class Store {
     } finally {
       entry.liveClosing = null
       done()
+    }
+  }
+
+  /**
+   * Runs retention now (the scheduler calls it every retentionIntervalMs; the
+   * admin route on demand). A run already in flight is shared, never doubled.
+   */
+  retention(trigger: RetentionTrigger = 'admin'): Promise<RetentionReport> {
+    if (this.retentionRun) return this.retentionRun
+    if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
+    const run = this.runRetention(trigger).finally(() => {
+      this.retentionRun = null
+    })
+    this.retentionRun = run
+    return run
+  }
+
+  private async runRetention(trigger: RetentionTrigger): Promise<RetentionReport> {
+    const started = performance.now()
+    const nowMs = this.opts.clock.nowMs()
+    const c = this.cutoffs(nowMs)
+    const iso = (us: number) => new Date(Math.floor(us / 1000)).toISOString()
+    const r: RetentionReport = {
+      trigger,
+      started_at: new Date(nowMs).toISOString(),
+      cutoffs: { events: iso(c.eventsUs), details: iso(c.detailsUs), rollups: iso(c.rollupsUs) },
+      active: { action: 'kept', segment_id: this.active.id, expired_events: 0 },
+      segments_deleted: [],
+      events_deleted: 0,
+      files_deleted: 0,
+      files_deferred: 0,
+      bytes_freed: 0,
+      details_expired: [],
+      detail_rows_expired: 0,
+      rollup_rows_deleted: 0,
+      index_entries_removed: 0,
+      awaiting_seal: [],
+      gate_held_ms: 0,
+      duration_ms: 0,
+      errors: [],
+    }
+    // Each step is safe to stop after (shutdown) and to fail alone: the next run picks up what is left.
+    const step = async (name: string, fn: () => Promise<void>): Promise<void> => {
+      if (this.draining || this.closed) {
+        r.errors.push(`${name}: skipped, shutting down`)
+        return
+      }
+      try {
+        await fn()
+      } catch (err) {
+        r.errors.push(`${name}: ${err instanceof Error ? err.message.slice(0, 300) : String(err)}`)
+        this.opts.logger.error({ event: 'retention_step_failed', step: name, err }, 'a retention step failed; the next run retries it')
+      }
+    }
+    await step('active', () => this.expireActive(c, r))
+    await step('segments', () => this.deleteExpiredSegments(c, nowMs, r))
+    await step('details', () => this.expireDetailFiles(c, r))
+    await step('rollups', async () => {
+      r.rollup_rows_deleted = await this.catalog.deleteRollupsBefore(c.rollupsUs)
+    })
+    await step('index', async () => {
+      r.index_entries_removed = await this.index.purgeDropped()
+    })
+    await step('sweep', () => this.sweep(r))
+    r.awaiting_seal = this.pendingEntries()
+      .filter((e) => e.maxTsUs === null || e.maxTsUs < c.eventsUs)
+      .map((e) => e.id)
+    this.sealer.kick(this.pendingEntries())
+    r.gate_held_ms = round(r.gate_held_ms)
+    r.duration_ms = round(performance.now() - started)
+    this.retentionRuns++
+    this.retentionErrors += r.errors.length
+    this.retentionSegmentsDeleted += r.segments_deleted.length
+    this.retentionBytesFreed += r.bytes_freed
+    this.lastRetention = r
+    this.opts.logger[r.errors.length > 0 ? 'warn' : 'info']({ event: 'retention', ...r }, 'retention run finished')
+    return r
+  }
+
+  /**
+   * An active segment whose rows have all expired is rolled over (never
+   * discarded: sealing gives its rows their rollups, so billing totals keep
+   * them; the archive is deleted by a later run). Whether every row has
+   * expired is decided again under the gate, where no append can interleave.
+   * A mixed segment is left alone: its expired rows are invisible, and age or
+   * size rollover moves it on.
+   */
+  private async expireActive(c: Cutoffs, r: RetentionReport): Promise<void> {
+    const a = this.active
+    const expired = (e: SegmentEntry) => e.rowCount > 0 && e.maxTsUs !== null && e.maxTsUs < c.eventsUs
+    if (!expired(a)) return
+    const rolled = await this.rollover('retention', false, expired)
+    r.gate_held_ms += rolled.gate_held_ms
+    if (rolled.rolled && rolled.segment_id === a.id) {
+      r.active = { action: 'rolled_over', segment_id: a.id, expired_events: a.rowCount }
+    } else {
+      r.active = { action: 'kept', segment_id: this.active.id, expired_events: 0, note: 'it took current events while retention waited for the write gate' }
+    }
+  }
+
+  /**
+   * Archived segments whose newest event has expired: the catalog records the
+   * deletion first (start-up finishes it after a crash), then the segment
+   * leaves every new snapshot, probe and the index at once, and its files go
+   * when the last reader unpins them. Pending segments wait for their seal
+   * (their rollups) first. No gate: appends never reach closed segments.
+   */
+  private async deleteExpiredSegments(c: Cutoffs, nowMs: number, r: RetentionReport): Promise<void> {
+    const expired = [...this.segments.values()].filter((e) => e.state === 'archived' && (e.maxTsUs === null || e.maxTsUs < c.eventsUs))
+    for (const e of expired.sort((a, b) => a.id - b.id)) {
+      if (this.draining) return
+      await this.catalog.markDeleted(e.id, nowMs)
+      this.segments.delete(e.id)
+      this.index.dropSegment(e.id)
+      r.segments_deleted.push(e.id)
+      r.events_deleted += e.rowCount
+      const files = [e.file, e.detailsFile].filter((f): f is AttachedFile => f !== null)
+      e.file = null
+      e.detailsFile = null
+      this.retiring.add(e.id)
+      const sizes = await Promise.all(files.map((f) => this.fs.size(f.path)))
+      const removals = files.map((f, i) => this.retireFile(f, sizes[i] ?? 0, r))
+      void Promise.all(removals).then(
+        async () => {
+          this.retiring.delete(e.id)
+          await this.catalog.forgetDeleted(e.id)
+        },
+        (err: unknown) => {
+          this.retiring.delete(e.id)
+          this.opts.logger.warn({ event: 'retention_remove_failed', segment: e.id, err }, 'could not remove a deleted segment file; the next run retries')
+        },
+      )
+    }
+  }
+
+  /** Detail files of archived segments whose newest event is past the detail window. */
+  private async expireDetailFiles(c: Cutoffs, r: RetentionReport): Promise<void> {
+    for (const e of [...this.segments.values()].sort((a, b) => a.id - b.id)) {
+      if (this.draining) return
+      if (e.state !== 'archived' || e.detailsFile === null || e.maxTsUs === null || e.maxTsUs >= c.detailsUs) continue
+      await this.catalog.expireDetails(e.id)
+      const file = e.detailsFile
+      e.detailsFile = null
+      e.details = 'expired'
+      r.details_expired.push(e.id)
+      r.detail_rows_expired += e.stats?.detailCount ?? 0
+      void this.retireFile(file, (await this.fs.size(file.path)) ?? 0, r).catch((err: unknown) =>
+        this.opts.logger.warn({ event: 'retention_remove_failed', segment: e.id, err }, 'could not remove an expired detail file; the next run retries'),
+      )
+    }
+  }
+
+  /**
+   * Removes an attached file once no reader pins it (at once when none does),
+   * counted in `r` as deleted now or deferred. Resolves when it is gone.
+   */
+  private retireFile(file: AttachedFile, bytes: number, r: RetentionReport): Promise<void> {
+    const deferred = file.refs > 0
+    if (deferred) r.files_deferred++
+    else {
+      r.files_deleted++
+      r.bytes_freed += bytes
+    }
+    return this.files.retire(file, async () => {
+      await this.fs.remove(file.path)
+      await this.fs.remove(`${file.path}.wal`)
+      await this.fs.syncDir(path.dirname(file.path))
+      if (deferred) this.retentionBytesFreed += bytes
+    })
+  }
+
+  /**
+   * Files nothing references: those of segments the catalog calls deleted (a
+   * removal that failed, or was cut short by a crash the start-up did not
+   * see), and expired detail files. Only ids the catalog has settled are
+   * touched, and never one still in `segments` (so never a file the sealer is
+   * writing or publishing) nor one whose removal waits for a reader.
+   */
+  private async sweep(r: RetentionReport): Promise<void> {
+    const records = new Map((await this.catalog.list()).map((rec) => [rec.id, rec]))
+    const left = new Set<number>()
+    for (const tier of ['pending', 'archive'] as const) {
+      const dir = tierDir(this.opts.dataDir, tier)
+      for (const name of await this.fs.list(dir)) {
+        const parsed = parseSegmentFileName(name)
+        if (!parsed) continue
+        const rec = records.get(parsed.id)
+        const live = this.segments.get(parsed.id)
+        if (this.retiring.has(parsed.id)) continue
+        const deletedSegment = rec?.state === 'deleted' && live === undefined
+        const expiredDetails = parsed.kind === 'details' && rec?.state === 'archived' && (rec.details === 'expired' || rec.details === 'none') && !live?.detailsFile
+        if (!deletedSegment && !expiredDetails) {
+          if (rec?.state === 'deleted') left.add(parsed.id)
+          continue
+        }
+        const file = path.join(dir, name)
+        r.bytes_freed += (await this.fs.size(file)) ?? 0
+        await this.fs.remove(file)
+        await this.fs.syncDir(dir)
+        r.files_deleted++
+        this.opts.logger.info({ event: 'retention_swept', file }, 'removed a file nothing references')
+      }
+    }
+    for (const rec of records.values()) {
+      if (rec.state === 'deleted' && !left.has(rec.id) && !this.retiring.has(rec.id) && !this.segments.has(rec.id)) await this.catalog.forgetDeleted(rec.id)
     }
   }
 
@@ -916,6 +1224,8 @@ function newEntry(id: number, state: SegmentState, live: Segment | null): Segmen
     liveReaders: 0,
     liveClosing: null,
     file: null,
+    detailsFile: null,
+    details: null,
     createdMs: live?.createdMs ?? 0,
     firstAppendMs: null,
     rowCount: 0,
@@ -975,7 +1285,7 @@ async function recover(
   const segOpts = segmentOptions(opts)
   const records = new Map((await catalog.list()).map((r) => [r.id, r]))
   let maxId = Math.max(0, ...records.keys())
-  const idsIn = async (tier: 'active' | 'pending' | 'archive'): Promise<number[]> => {
+  const idsIn = async (tier: 'active' | 'pending' | 'archive', kind: 'events' | 'details' = 'events'): Promise<number[]> => {
     const out: number[] = []
     for (const name of await fs.list(dir(tier))) {
       const parsed = parseSegmentFileName(name)
@@ -985,7 +1295,7 @@ async function recover(
         // A seal that never published: its output is worthless.
         await fs.remove(path.join(dir(tier), name))
         log.warn({ event: 'recover_removed_tmp', file: name }, 'removed an unfinished seal output')
-      } else if (parsed.suffix === '') out.push(parsed.id)
+      } else if (parsed.suffix === '' && parsed.kind === kind) out.push(parsed.id)
     }
     return out
   }
@@ -1065,8 +1375,37 @@ async function recover(
       bytes: rec.bytes,
       stats: rec.stats,
       dims: dims.get(id) ?? null,
+      details: rec.details,
     })
     entries.push(entry)
+  }
+
+  // Detail files: kept when the catalog says the archived segment has one;
+  // removed when it was expired, deleted, or its seal never recorded (sealing
+  // runs again); moved aside when nothing explains them.
+  for (const id of await idsIn('archive', 'details')) {
+    const rec = records.get(id)
+    const file = detailsPath(opts.dataDir, id)
+    const entry = entries.find((e) => e.id === id && e.state === 'archived')
+    if (entry && rec?.details === 'file') {
+      entry.detailsFile = await files.attach(id, file)
+      continue
+    }
+    if (rec !== undefined || entries.some((e) => e.id === id && e.state === 'pending')) {
+      await fs.remove(file)
+      await fs.syncDir(dir('archive'))
+      log.info({ event: 'recover_removed_details', id, state: rec?.state ?? 'pending', details: rec?.details ?? null }, 'removed a detail file the catalog no longer needs')
+      continue
+    }
+    const to = path.join(dir('orphaned'), path.basename(file))
+    await fs.rename(file, to)
+    await fs.syncDir(dir('orphaned'))
+    log.error({ event: 'recover_orphan', id, to }, 'a detail file nothing explains was moved aside for an operator')
+  }
+  for (const e of entries) {
+    if (e.details === 'file' && e.detailsFile === null) {
+      log.error({ event: 'recover_missing_details', id: e.id }, 'the catalog lists a detail file that is missing: details of this segment cannot be read')
+    }
   }
   for (const rec of records.values()) {
     if (rec.state === 'archived' && !entries.some((e) => e.id === rec.id)) {
