@@ -4,6 +4,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { adminRoutes } from './admin.js'
 import { eventRoutes } from './events.js'
 import { healthRoutes } from './health.js'
+import { metricsRoutes } from './metrics.js'
 import { usageRoutes } from './usage.js'
 
 export const routes: FastifyPluginAsync = async (app) => {
@@ -11,4 +12,5 @@ export const routes: FastifyPluginAsync = async (app) => {
   await app.register(eventRoutes)
   await app.register(usageRoutes)
   await app.register(adminRoutes)
+  await app.register(metricsRoutes)
 }

@@ -12,6 +12,7 @@ import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, UsageEventIn, UsageEvent
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import { RETRYABLE_CODES } from './errors.js'
+import metricsPlugin from './plugins/metrics.js'
 import storePlugin from './plugins/store.js'
 import type { Store, StoreHooks } from './store/store.js'
 import { VERSION } from './version.js'
@@ -109,6 +110,7 @@ export const app = fp<AppOptions>(
     })
 
     await instance.register(storePlugin, { hooks: opts.storeHooks })
+    await instance.register(metricsPlugin)
     await instance.register(routes)
 
     instance.get('/openapi.json', { schema: { hide: true } }, async () => instance.swagger())

@@ -260,6 +260,11 @@ test('the schedule follows the injected clock: first run a minute after start, t
   assert.equal(status.retention.runs, 3)
   assert.equal(status.retention.last_report.active.action, 'rolled_over')
   assert.equal(status.retention.interval_s, 3600)
+  const metrics = await app.inject({ url: '/metrics' })
+  assert.equal(metrics.statusCode, 200)
+  assert.match(String(metrics.headers['content-type']), /^text\/plain/)
+  assert.match(metrics.body, /^tokenledger_retention_runs_total 3$/m)
+  assert.match(metrics.body, /^tokenledger_retention_last_gate_held_seconds \d/m)
 })
 
 test('details expire before events: invisible at the detail cutoff, their file deleted by the next run; the events stay', async (t) => {
@@ -324,6 +329,9 @@ test('rollups outlive events: totals stay exact after the raw events are deleted
   assert.equal(report.events_deleted, 40)
   assert.ok(report.bytes_freed > 0)
   assert.ok(!(await filesIn(dataDir)).archive.includes(segmentFileName(seg)))
+  const metrics = (await built.app.inject({ url: '/metrics' })).body
+  assert.match(metrics, /^tokenledger_retention_segments_deleted_total 1$/m)
+  assert.match(metrics, /^tokenledger_retention_bytes_freed_total [1-9]\d*$/m)
   assert.deepEqual((await built.app.inject({ url: `/v1/usage?${window}` })).json().totals, before, 'totals after the run, from rollups')
   assert.deepEqual((await built.app.inject({ url: `/v1/usage?${window}&status=error` })).json().totals.requests, 8)
   const unaligned = await built.app.inject({ url: `/v1/usage?from=${T0 - 3 * HOUR + 1}&to=${T0}` })
