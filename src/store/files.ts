@@ -111,12 +111,15 @@ export class FileTier {
   async unpin(file: AttachedFile): Promise<void> {
     if (file.refs <= 0) throw new Error(`invariant: unpin of unpinned file ${file.path}`)
     file.refs--
-    if (file.refs === 0 && file.retired) await this.finishRetire(file)
+    // The retiring owner's step reports its own failures; the reader that let go last must not fail for them.
+    if (file.refs === 0 && file.retired) await this.finishRetire(file).catch(() => undefined)
   }
 
   /**
    * The file will not be handed to new readers; once unpinned it is detached
-   * and `then` runs (e.g. delete the file). Resolves when that has happened.
+   * and `then` runs (e.g. delete the file). Resolves when that has happened,
+   * or at once while readers still pin it: `then` must then report its own
+   * failures (a throw from it is not passed to the reader that unpinned last).
    */
   async retire(file: AttachedFile, then: () => Promise<void>): Promise<void> {
     file.retired = true

@@ -209,11 +209,17 @@ export class Sealer {
       if (!(err instanceof Stopping)) this.o.logger.warn({ event: 'seal_cleanup_deferred', segment: id, err }, 'pending file left for start-up to remove')
       return
     }
-    await files.retire(source, async () => {
-      await fs.remove(pendingFile)
-      await fs.remove(`${pendingFile}.wal`)
-      await fs.syncDir(path.dirname(pendingFile))
-    }).catch((err: unknown) => this.o.logger.warn({ event: 'seal_cleanup_failed', segment: id, err }, 'could not remove the pending file; start-up will'))
+    await files
+      .retire(source, async () => {
+        try {
+          await fs.remove(pendingFile)
+          await fs.remove(`${pendingFile}.wal`)
+          await fs.syncDir(path.dirname(pendingFile))
+        } catch (err) {
+          this.o.logger.warn({ event: 'seal_cleanup_failed', segment: id, err }, 'could not remove the pending file; start-up will')
+        }
+      })
+      .catch((err: unknown) => this.o.logger.warn({ event: 'seal_cleanup_failed', segment: id, err }, 'could not detach the pending file; start-up will remove it'))
     this.o.logger.info({ event: 'sealed', segment: id, rows: entry.rowCount, bytes: entry.bytes, ms: this.o.clock.nowMs() - started }, 'segment sealed')
   }
 

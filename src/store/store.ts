@@ -306,8 +306,8 @@ export class Store {
   private retentionSegmentsDeleted = 0
   private retentionBytesFreed = 0
   private lastRetention: RetentionReport | null = null
-  /** Deleted segments whose files wait for their last reader before removal (the sweep leaves them alone). */
-  private readonly retiring = new Set<number>()
+  /** Files retention has retired whose removal waits for their last reader (the sweep leaves them alone). */
+  private readonly retiring = new Set<string>()
   private readonly fs: FileSystem
 
   private constructor(
@@ -960,18 +960,11 @@ export class Store {
       const files = [e.file, e.detailsFile].filter((f): f is AttachedFile => f !== null)
       e.file = null
       e.detailsFile = null
-      this.retiring.add(e.id)
       const sizes = await Promise.all(files.map((f) => this.fs.size(f.path)))
       const removals = files.map((f, i) => this.retireFile(f, sizes[i] ?? 0, r))
       void Promise.all(removals).then(
-        async () => {
-          this.retiring.delete(e.id)
-          await this.catalog.forgetDeleted(e.id)
-        },
-        (err: unknown) => {
-          this.retiring.delete(e.id)
-          this.opts.logger.warn({ event: 'retention_remove_failed', segment: e.id, err }, 'could not remove a deleted segment file; the next run retries')
-        },
+        () => this.catalog.forgetDeleted(e.id),
+        (err: unknown) => this.opts.logger.warn({ event: 'retention_remove_failed', segment: e.id, err }, 'could not remove a deleted segment file; the next run retries'),
       )
     }
   }
@@ -1004,11 +997,26 @@ export class Store {
       r.files_deleted++
       r.bytes_freed += bytes
     }
-    return this.files.retire(file, async () => {
-      await this.fs.remove(file.path)
-      await this.fs.remove(`${file.path}.wal`)
-      await this.fs.syncDir(path.dirname(file.path))
-      if (deferred) this.retentionBytesFreed += bytes
+    this.retiring.add(file.path)
+    return new Promise<void>((resolve, reject) => {
+      // Runs when the last reader unpins (or now): it must not throw into that reader.
+      const remove = async (): Promise<void> => {
+        try {
+          await this.fs.remove(file.path)
+          await this.fs.remove(`${file.path}.wal`)
+          await this.fs.syncDir(path.dirname(file.path))
+          if (deferred) this.retentionBytesFreed += bytes
+          resolve()
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)))
+        } finally {
+          this.retiring.delete(file.path)
+        }
+      }
+      this.files.retire(file, remove).catch((err: unknown) => {
+        this.retiring.delete(file.path)
+        reject(err instanceof Error ? err : new Error(String(err)))
+      })
     })
   }
 
@@ -1021,22 +1029,23 @@ export class Store {
    */
   private async sweep(r: RetentionReport): Promise<void> {
     const records = new Map((await this.catalog.list()).map((rec) => [rec.id, rec]))
-    const left = new Set<number>()
+    const waiting = new Set<number>()
     for (const tier of ['pending', 'archive'] as const) {
       const dir = tierDir(this.opts.dataDir, tier)
       for (const name of await this.fs.list(dir)) {
         const parsed = parseSegmentFileName(name)
         if (!parsed) continue
+        const file = path.join(dir, name)
         const rec = records.get(parsed.id)
-        const live = this.segments.get(parsed.id)
-        if (this.retiring.has(parsed.id)) continue
-        const deletedSegment = rec?.state === 'deleted' && live === undefined
-        const expiredDetails = parsed.kind === 'details' && rec?.state === 'archived' && (rec.details === 'expired' || rec.details === 'none') && !live?.detailsFile
-        if (!deletedSegment && !expiredDetails) {
-          if (rec?.state === 'deleted') left.add(parsed.id)
+        const entry = this.segments.get(parsed.id)
+        if (this.retiring.has(file.replace(/\.wal$/, ''))) {
+          waiting.add(parsed.id)
           continue
         }
-        const file = path.join(dir, name)
+        const deletedSegment = rec?.state === 'deleted' && entry === undefined
+        const expiredDetails =
+          parsed.kind === 'details' && rec?.state === 'archived' && (rec.details === 'expired' || rec.details === 'none') && entry !== undefined && entry.detailsFile === null
+        if (!deletedSegment && !expiredDetails) continue
         r.bytes_freed += (await this.fs.size(file)) ?? 0
         await this.fs.remove(file)
         await this.fs.syncDir(dir)
@@ -1045,7 +1054,7 @@ export class Store {
       }
     }
     for (const rec of records.values()) {
-      if (rec.state === 'deleted' && !left.has(rec.id) && !this.retiring.has(rec.id) && !this.segments.has(rec.id)) await this.catalog.forgetDeleted(rec.id)
+      if (rec.state === 'deleted' && !waiting.has(rec.id) && !this.segments.has(rec.id)) await this.catalog.forgetDeleted(rec.id)
     }
   }
 
