@@ -431,6 +431,34 @@ test('a query reading a segment keeps its file until it finishes; retention dele
   assert.equal(report!.errors.length, 0)
 })
 
+test('a seal publishing its files while retention sweeps: the sweep never takes them for orphans', async (t) => {
+  let park = true
+  const parked = latch()
+  const hooks: StoreHooks = {
+    beforeSealStep: async (step) => {
+      if (step !== 'record' || !park) return
+      park = false
+      parked.reached()
+      await parked.opened
+    },
+  }
+  const { app, dataDir } = await build(t, {}, hooks)
+  const batch = Array.from({ length: 6 }, () => event({ detail: { d: 1 } }))
+  await post(app, batch)
+  const seg = (await rollover(app)).segment_id!
+  await parked.arrived
+  // Published (renamed into archive/) but not yet recorded in the catalog.
+  const published = await filesIn(dataDir)
+  assert.ok(published.archive.includes(segmentFileName(seg)) && published.archive.includes(detailsFileName(seg)))
+  const report = await runRetention(app)
+  assert.equal(report.files_deleted, 0)
+  assert.deepEqual(await filesIn(dataDir), published, 'nothing removed')
+  parked.open()
+  await app.store.settle()
+  assert.deepEqual((await segments(app)).find((x) => x.id === seg)?.state, 'archived')
+  assert.deepEqual((await getEvent(app, batch[2]!.event_id)).body.detail, { d: 1 })
+})
+
 test('a deletion cut short by a crash (catalog decided, files still there) is finished at start-up', async (t) => {
   const built = await build(t)
   await post(built.app, [event({ timestamp: T0 - HOUR, detail: { a: 1 } })])
