@@ -464,7 +464,7 @@ test('a deletion cut short by a crash (catalog decided, files still there) is fi
   await post(built.app, [event({ timestamp: T0 - HOUR, detail: { a: 1 } })])
   const seg = (await rollover(built.app)).segment_id!
   await built.app.store.settle()
-  await built.app.store.catalog.markDeleted(seg, T0)
+  await built.app.store.catalog.markDeleted([seg], T0)
   const app = await built.restart()
   const files = await filesIn(built.dataDir)
   assert.ok(!files.archive.includes(segmentFileName(seg)))

@@ -23,7 +23,7 @@
 // instance so that `archive` can read rollups straight from the sealed file.
 
 import { Mutex } from 'async-mutex'
-import type { DuckDBConnection } from '@duckdb/node-api'
+import { listValue, type DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
 import { ident } from './files.js'
 import type { SegmentStats } from './stats.js'
@@ -68,10 +68,10 @@ export interface Catalog {
    * Returns false when it was already archived or deleted (nothing changed).
    */
   archive(rec: ArchiveRecord, sourceAlias: string): Promise<boolean>
-  /** Retention decided: the segment's raw events are gone (its dims too; its rollups stay). */
-  markDeleted(id: number, nowMs: number): Promise<void>
-  /** Drops the row of a deleted segment once its files are removed. */
-  forgetDeleted(id: number): Promise<void>
+  /** Retention decided: these segments' raw events are gone (their dims too; their rollups stay). One transaction. */
+  markDeleted(ids: readonly number[], nowMs: number): Promise<void>
+  /** Drops the rows of deleted segments once their files are removed. */
+  forgetDeleted(ids: readonly number[]): Promise<void>
   /** Retention decided: the archived segment's detail file is gone. */
   expireDetails(id: number): Promise<void>
   /** Deletes rollup rows of buckets starting before `bucketUs`; returns how many. */
@@ -232,18 +232,21 @@ export class DuckDBCatalog implements Catalog {
     })
   }
 
-  async markDeleted(id: number, nowMs: number): Promise<void> {
+  async markDeleted(ids: readonly number[], nowMs: number): Promise<void> {
+    if (ids.length === 0) return
+    const list = listValue(ids.map((id) => BigInt(id)))
     return this.lock.runExclusive(() =>
       this.transaction(async () => {
-        await this.conn.run(`UPDATE segments SET state = 'deleted', deleted_ms = $2 WHERE id = $1`, [id, nowMs])
-        await this.conn.run('DELETE FROM segment_dims WHERE segment_id = $1', [id])
+        await this.conn.run(`UPDATE segments SET state = 'deleted', deleted_ms = $2 WHERE id IN (SELECT unnest($1::BIGINT[]))`, [list, nowMs])
+        await this.conn.run('DELETE FROM segment_dims WHERE segment_id IN (SELECT unnest($1::BIGINT[]))', [list])
       }),
     )
   }
 
-  async forgetDeleted(id: number): Promise<void> {
+  async forgetDeleted(ids: readonly number[]): Promise<void> {
+    if (ids.length === 0) return
     return this.lock.runExclusive(async () => {
-      await this.conn.run(`DELETE FROM segments WHERE id = $1 AND state = 'deleted'`, [id])
+      await this.conn.run(`DELETE FROM segments WHERE state = 'deleted' AND id IN (SELECT unnest($1::BIGINT[]))`, [listValue(ids.map((id) => BigInt(id)))])
     })
   }
 
