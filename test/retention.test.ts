@@ -14,6 +14,7 @@ import path from 'node:path'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import type { FastifyInstance } from 'fastify'
+import { validateEvent } from '../src/ingest/event.js'
 import { IdIndex } from '../src/store/idindex.js'
 import { detailsFileName, segmentFileName } from '../src/store/layout.js'
 import type { RetentionReport } from '../src/store/retention.js'
@@ -457,6 +458,34 @@ test('a seal publishing its files while retention sweeps: the sweep never takes 
   await app.store.settle()
   assert.deepEqual((await segments(app)).find((x) => x.id === seg)?.state, 'archived')
   assert.deepEqual((await getEvent(app, batch[2]!.event_id)).body.detail, { d: 1 })
+})
+
+test('a replay validated before retention deleted its first copy is refused at commit, never stored twice', async (t) => {
+  // The race: a replay passes validation (its timestamp still inside the window),
+  // retention then deletes the segment holding the first copy (and drops it from
+  // the dedupe index), and only then does the replay reach the commit. Without the
+  // cutoff check under the gate it was accepted: the rollups and the new row both counted it.
+  const { app, clock } = await build(t)
+  const x = event({ timestamp: T0 - 30 * DAY + 10 * 60_000 })
+  assert.equal((await post(app, [x])).body.accepted, 1)
+  const seg = (await rollover(app)).segment_id!
+  await app.store.settle()
+  const window = `from=${T0 - 30 * DAY}&to=${T0}`
+  const before = (await app.inject({ url: `/v1/usage?${window}` })).json().totals
+  assert.equal(before.requests, 1)
+  const validated = validateEvent(x, { nowMs: clock.nowMs(), eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
+  assert.ok(validated.ok)
+  clock.advance(15 * 60_000)
+  assert.deepEqual((await runRetention(app)).segments_deleted, [seg])
+  const outcome = await app.store.append({ events: [{ index: 0, event: validated.event }], rejected: [], atomic: false, bytes: 1 })
+  assert.equal(outcome.accepted, 0)
+  assert.equal(outcome.rejected, 1)
+  assert.equal(outcome.results[0]?.errors?.[0]?.field, '/timestamp')
+  const atomic = await app.store.append({ events: [{ index: 0, event: validated.event }], rejected: [], atomic: true, bytes: 1 })
+  assert.equal(atomic.stored, false, 'an atomic request with an expired event stores nothing')
+  await rollover(app)
+  await app.store.settle()
+  assert.deepEqual((await app.inject({ url: `/v1/usage?${window}` })).json().totals, before, 'counted once')
 })
 
 test('a deletion cut short by a crash (catalog decided, files still there) is finished at start-up', async (t) => {

@@ -1178,6 +1178,11 @@ export class Store {
     const known: KnownIds = new Map()
     for (const p of batch) if (p.known) for (const [id, k] of p.known) if (!known.has(id)) known.set(id, k)
     const stored = await this.probe(idsOf(batch), known)
+    // Validation checked the timestamp against the event window when the request
+    // arrived; retention may have run since and dropped the segment holding an
+    // earlier copy of a replayed event (its rollups still count it). Checked
+    // again here, under the gate, an expired event can never be stored twice.
+    const cutoffUs = this.cutoffs().eventsUs
     const staged = new Map<string, string>()
     const rows: UsageEvent[] = []
     const outcomes: AppendOutcome[] = []
@@ -1186,6 +1191,11 @@ export class Store {
       const results: EventResult[] = []
       const toInsert: UsageEvent[] = []
       for (const { index, event } of p.events) {
+        if (event.ts_us < cutoffUs) {
+          const oldest = new Date(Math.ceil(cutoffUs / 1000)).toISOString()
+          results.push({ index, event_id: event.event_id, status: 'rejected', errors: [{ field: '/timestamp', message: `is older than the event retention window (${oldest})` }] })
+          continue
+        }
         const prior = local.get(event.event_id) ?? staged.get(event.event_id) ?? stored.get(event.event_id)
         if (prior === undefined) {
           local.set(event.event_id, event.fingerprint)
@@ -1194,7 +1204,7 @@ export class Store {
           results.push({ index, event_id: event.event_id, status: prior === event.fingerprint ? 'duplicate' : 'conflict' })
         }
       }
-      const refused = p.atomic && results.some((r) => r.status === 'conflict')
+      const refused = p.atomic && results.some((r) => r.status === 'conflict' || r.status === 'rejected')
       if (!refused) {
         for (const [id, fp] of local) staged.set(id, fp)
         for (const e of toInsert) rows.push(e)
@@ -1458,11 +1468,13 @@ function outcomeOf(req: AppendRequest, results: EventResult[], accepted: number,
   const all = [...req.rejected, ...results].sort((a, b) => a.index - b.index)
   let duplicates = 0
   let conflicts = 0
+  let rejected = req.rejected.length
   for (const r of results) {
     if (r.status === 'duplicate') duplicates++
     else if (r.status === 'conflict') conflicts++
+    else rejected++
   }
-  return { stored, accepted, duplicates, conflicts, rejected: req.rejected.length, results: all }
+  return { stored, accepted, duplicates, conflicts, rejected, results: all }
 }
 
 function isServiceError(err: Error): boolean {
