@@ -33,9 +33,9 @@ import { childEnv, startServer, type LogStats, type RunningServer, type StopRepo
 import { scaled12ToString, toScaled12 } from './lib/decimal.js'
 import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
 import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
+import { int, log } from './lib/report.js'
+import { BENCH_SERVER_ENV_KEYS, repoRoot, tokenledgerSpec } from './lib/server.js'
 
-/** The repository root, resolved from this file's location (bench/ → ..). */
-const repoRoot = fileURLToPath(new URL('..', import.meta.url))
 const parseOnlyServerPath = fileURLToPath(new URL('./parse-only-server.ts', import.meta.url))
 
 const ratioTarget = 0.3
@@ -46,7 +46,7 @@ const connectionsMax = 1_024
 const durationSMax = 3_600
 
 /** Server variables the bench sets itself; any other inherited TOKENLEDGER_* is reported. */
-const benchOwnedEnv = new Set(['TOKENLEDGER_DATA_DIR', 'TOKENLEDGER_PORT', 'TOKENLEDGER_HOST', 'TOKENLEDGER_LOG_LEVEL'])
+const benchOwnedEnv = new Set<string>(BENCH_SERVER_ENV_KEYS)
 
 type TargetName = 'parse' | 'tokenledger'
 const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger' }
@@ -106,10 +106,6 @@ function readOptions(): Options {
 
 // ---------------------------------------------------------------------------- output
 
-const log = (line = ''): void => {
-  process.stdout.write(`${line}\n`)
-}
-const int = (n: number): string => Math.round(n).toLocaleString('en-US')
 const fixed = (n: number, digits: number): string => n.toFixed(digits)
 
 // ---------------------------------------------------------------------------- checks
@@ -230,23 +226,12 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
     const spec =
       dataDir === undefined
         ? { name: label, cwd: repoRoot, args: ['--import', 'tsx', parseOnlyServerPath], env: childEnv({}), startTimeoutMs: serverStartTimeoutMs }
-        : {
-            name: label,
-            cwd: repoRoot,
-            // BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server.
-            // BENCH_SERVER_ENTRY=dist runs the compiled server (npm run build first): exact line numbers in profiles.
-            args: [
-              ...(process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
-              ...(process.env.BENCH_SERVER_ENTRY === 'dist' ? ['dist/src/server.js'] : ['--import', 'tsx', 'src/server.ts']),
-            ],
-            env: childEnv({
-              TOKENLEDGER_DATA_DIR: dataDir,
-              TOKENLEDGER_PORT: '0',
-              TOKENLEDGER_HOST: '127.0.0.1',
-              TOKENLEDGER_LOG_LEVEL: 'warn',
-            }),
+        : // BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server.
+          // BENCH_SERVER_ENTRY=dist runs the compiled server (npm run build first): exact line numbers in profiles.
+          tokenledgerSpec(label, dataDir, {
+            nodeArgs: (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
             startTimeoutMs: serverStartTimeoutMs,
-          }
+          })
     if (dataDir !== undefined) {
       const inherited = Object.keys(process.env).filter((k) => k.startsWith('TOKENLEDGER_') && !benchOwnedEnv.has(k))
       if (inherited.length > 0) log(`[${label}] inherited server env: ${inherited.join(', ')}`)

@@ -46,24 +46,20 @@ import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { DuckDBInstance } from '@duckdb/node-api'
-import { childEnv, startServer, type RunningServer } from './lib/child.js'
-import { toScaled12 } from './lib/decimal.js'
-import { BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
-import { IngestLedger, type PhaseResult } from './lib/load.js'
+import type { RunningServer } from './lib/child.js'
+import { BatchFactory, TEMPLATE_COUNT } from './lib/events.js'
+import { IngestLedger } from './lib/load.js'
 import { writePendingSegments, type BigStoreSpec } from './lib/bigstore.js'
+import { f1, f2, fail, failures, int, integerFlags, loadFlags, loadOptions, log, mib, percentile, phaseLine, type PhaseFigures, warn, warnings } from './lib/report.js'
+import { getJson, settleLedger, startTokenledger, waitSealed, type ServerStatus } from './lib/server.js'
+import { plusAcked, sumsDiff, sumsOf, sumsOfFiles, type Sums } from './lib/sums.js'
 import { detailsPath, segmentPath } from '../src/store/layout.js'
 import { BUCKET_US } from '../src/store/catalog.js'
 import { parseTimestamp } from '../src/ingest/timestamp.js'
 import type { RetentionReport } from '../src/store/retention.js'
 
-const repoRoot = fileURLToPath(new URL('..', import.meta.url))
 const DAY_MS = 86_400_000
-const serverStartTimeoutMs = 1_800_000
-const sealWaitMaxMs = 3_600_000
-const httpTimeoutMs = 120_000
 /** A retention run deletes files and rewrites the index: allow it more than a query. */
 const retentionTimeoutMs = 1_800_000
 /** The generated rows span [now - spanStartAgoMs, now - spanEndAgoMs). */
@@ -90,87 +86,29 @@ const { values: argv } = parseArgs({
   options: {
     events: { type: 'string' },
     segments: { type: 'string' },
-    duration: { type: 'string' },
-    warmup: { type: 'string' },
-    connections: { type: 'string' },
-    batch: { type: 'string' },
+    ...loadFlags,
     threads: { type: 'string' },
     keep: { type: 'boolean' },
   },
   strict: true,
 })
 
-function num(name: keyof typeof argv, fallback: number, min: number, max: number): number {
-  const raw = argv[name]
-  if (raw === undefined) return fallback
-  const v = Number(raw)
-  if (typeof raw !== 'string' || !Number.isInteger(v) || v < min || v > max) {
-    process.stderr.write(`bench:retention: --${name} must be an integer in ${min}..${max}, got "${String(raw)}"\n`)
-    process.exit(2)
-  }
-  return v
-}
+const num = integerFlags('bench:retention', argv)
 
 const opts = {
   events: num('events', 4_000_000, 10_000, 200_000_000),
   // At least 3: one becomes the expired active segment, and each window must cut between the rest.
   segments: num('segments', 100, 3, 10_000),
-  durationS: num('duration', 10, 1, 3_600),
-  warmupS: num('warmup', 2, 0, 600),
-  connections: num('connections', 32, 1, 1_024),
-  batch: num('batch', 100, 1, 10_000),
+  ...loadOptions(num),
   threads: num('threads', 2, 1, 64),
-}
-
-const log = (line = ''): void => void process.stdout.write(`${line}\n`)
-const int = (n: number): string => Math.round(n).toLocaleString('en-US')
-const f1 = (n: number): string => n.toFixed(1)
-const f2 = (n: number): string => n.toFixed(2)
-const mib = (bytes: number): string => `${f1(bytes / 2 ** 20)} MiB`
-const failures: string[] = []
-const warnings: string[] = []
-const fail = (what: string): void => {
-  failures.push(what)
-  log(`FAILURE: ${what}`)
-}
-const warn = (what: string): void => {
-  warnings.push(what)
-  log(`WARNING: ${what}`)
 }
 
 const floorBucketMs = (ms: number): number => Math.floor(ms / bucketMs) * bucketMs
 const ceilBucketMs = (ms: number): number => Math.ceil(ms / bucketMs) * bucketMs
 
+/** A server with the given event window and the retention scheduler off (only POST /v1/admin/retention runs it). */
 async function start(name: string, dataDir: string, eventRetention: string): Promise<RunningServer> {
-  return startServer({
-    name,
-    cwd: repoRoot,
-    args: process.env.BENCH_SERVER_ENTRY === 'dist' ? ['dist/src/server.js'] : ['--import', 'tsx', 'src/server.ts'],
-    env: childEnv({
-      TOKENLEDGER_DATA_DIR: dataDir,
-      TOKENLEDGER_PORT: '0',
-      TOKENLEDGER_HOST: '127.0.0.1',
-      TOKENLEDGER_LOG_LEVEL: 'warn',
-      TOKENLEDGER_RETENTION_INTERVAL: 'off',
-      TOKENLEDGER_EVENT_RETENTION: eventRetention,
-    }),
-    startTimeoutMs: serverStartTimeoutMs,
-  })
-}
-
-async function getJson<T>(url: string, init?: RequestInit, timeoutMs = httpTimeoutMs): Promise<T> {
-  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) })
-  const text = await res.text()
-  if (res.status !== 200) throw new Error(`${init?.method ?? 'GET'} ${url}: ${res.status} ${text.slice(0, 300)}`)
-  return JSON.parse(text) as T
-}
-
-interface Status {
-  ingest: { indexed_events: number; index_bytes: number; committed_events: number }
-  tiers: { active: number; pending: number; archived: number; bytes: number; rows: number }
-  rollovers: number
-  retention: { runs: number; errors: number; segments_deleted: number; bytes_freed: number }
-  sealing: { sealed: number; failures: number; backlog: number; failing: unknown[] }
+  return startTokenledger(name, dataDir, { env: { TOKENLEDGER_RETENTION_INTERVAL: 'off', TOKENLEDGER_EVENT_RETENTION: eventRetention } })
 }
 
 interface SegmentOut {
@@ -184,23 +122,6 @@ interface SegmentOut {
 
 type Totals = Record<string, unknown>
 
-const percentile = (xs: number[], p: number): number => {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!
-}
-
-async function waitSealed(server: RunningServer): Promise<{ ms: number; status: Status }> {
-  const t0 = performance.now()
-  for (;;) {
-    const st = await getJson<Status>(`${server.url}/v1/status`)
-    if (st.tiers.pending === 0 && st.sealing.backlog === 0) return { ms: performance.now() - t0, status: st }
-    if (st.sealing.failing.length > 0) fail(`sealing is failing: ${JSON.stringify(st.sealing.failing).slice(0, 300)}`)
-    if (performance.now() - t0 > sealWaitMaxMs) throw new Error('sealing did not finish within the bound')
-    await new Promise((r) => setTimeout(r, sealPollMs))
-  }
-}
-
 /** Bytes of every file under `dir`. */
 async function dirBytes(dir: string): Promise<number> {
   let n = 0
@@ -213,93 +134,6 @@ async function dirBytes(dir: string): Promise<number> {
 }
 
 // ---------------------------------------------------------------------- totals
-
-interface Sums {
-  requests: bigint
-  errors: bigint
-  input: bigint
-  output: bigint
-  cacheRead: bigint
-  cacheWrite: bigint
-  reasoning: bigint
-  /** cost × 10^12 */
-  cost: bigint
-  costMissing: bigint
-}
-
-const zero = (): Sums => ({ requests: 0n, errors: 0n, input: 0n, output: 0n, cacheRead: 0n, cacheWrite: 0n, reasoning: 0n, cost: 0n, costMissing: 0n })
-
-/** `s` plus what the ledger acknowledged (its events carry no cache writes and always a cost). */
-function plusAcked(s: Sums, t: BatchTotals): Sums {
-  return {
-    ...s,
-    requests: s.requests + BigInt(t.events),
-    errors: s.errors + BigInt(t.errors),
-    input: s.input + t.inputTokens,
-    output: s.output + t.outputTokens,
-    cacheRead: s.cacheRead + t.cacheReadTokens,
-    reasoning: s.reasoning + t.reasoningTokens,
-    cost: s.cost + t.costMicros * 10n ** 6n,
-  }
-}
-
-/** The server's totals as Sums, or undefined when a field is not an exact number. */
-function sumsOf(t: Totals): Sums | undefined {
-  const big = (k: string): bigint | undefined => (typeof t[k] === 'number' && Number.isSafeInteger(t[k]) ? BigInt(t[k]) : undefined)
-  const cost = t['cost'] === null ? 0n : toScaled12(t['cost'])
-  const s = {
-    requests: big('requests'),
-    errors: big('errors'),
-    input: big('input_tokens'),
-    output: big('output_tokens'),
-    cacheRead: big('cache_read_tokens'),
-    cacheWrite: big('cache_write_tokens'),
-    reasoning: big('reasoning_tokens'),
-    cost,
-    costMissing: big('cost_missing'),
-  }
-  return Object.values(s).every((v) => v !== undefined) ? (s as Sums) : undefined
-}
-
-function sumsDiff(want: Sums, got: Sums): string[] {
-  return (Object.keys(want) as (keyof Sums)[]).filter((k) => want[k] !== got[k]).map((k) => `${k} ${got[k]} ≠ ${want[k]}${k === 'cost' ? ' (× 10^-12)' : ''}`)
-}
-
-/** Sums over the generated files, read by a separate DuckDB (not the server's code). */
-async function sumsOfFiles(paths: string[]): Promise<Sums> {
-  const db = await DuckDBInstance.create(':memory:', { threads: String(opts.threads) })
-  const conn = await db.connect()
-  let s = zero()
-  try {
-    for (const [i, p] of paths.entries()) {
-      await conn.run(`ATTACH '${p.replaceAll("'", "''")}' AS f${i} (READ_ONLY)`)
-      const r = await conn.runAndReadAll(
-        `SELECT count(*)::VARCHAR, count(*) FILTER (WHERE status_code >= 400)::VARCHAR, sum(input_tokens)::VARCHAR, sum(output_tokens)::VARCHAR,
-                sum(cache_read_tokens)::VARCHAR, sum(cache_write_tokens)::VARCHAR, sum(reasoning_tokens)::VARCHAR, coalesce(sum(cost), 0)::VARCHAR,
-                count(*) FILTER (WHERE cost IS NULL)::VARCHAR FROM f${i}.events`,
-      )
-      const [req, err, inp, out, cr, cw, rs, cost, missing] = r.getRows()[0] as string[]
-      const scaledCost = toScaled12(cost)
-      if (scaledCost === undefined) throw new Error(`${p}: cost sum is not a decimal: ${cost}`)
-      s = {
-        requests: s.requests + BigInt(req!),
-        errors: s.errors + BigInt(err!),
-        input: s.input + BigInt(inp!),
-        output: s.output + BigInt(out!),
-        cacheRead: s.cacheRead + BigInt(cr!),
-        cacheWrite: s.cacheWrite + BigInt(cw!),
-        reasoning: s.reasoning + BigInt(rs!),
-        cost: s.cost + scaledCost,
-        costMissing: s.costMissing + BigInt(missing!),
-      }
-      await conn.run(`DETACH f${i}`)
-    }
-  } finally {
-    conn.closeSync()
-    db.closeSync()
-  }
-  return s
-}
 
 /** An aligned window [fromMs, toMs): both ends on 15-minute boundaries. */
 interface Window {
@@ -405,31 +239,16 @@ function sampleAcked(ledger: IngestLedger): { stop: () => { worstEventsPerS: num
   }
 }
 
-interface LoadFigures {
-  eventsPerS: number
-  p50: number
-  p99: number
-  max: number
+interface LoadFigures extends PhaseFigures {
   worstEventsPerS: number
   worstAtS: number
   longestGapMs: number
   health: HealthStats
 }
 
-function phaseLine(label: string, r: PhaseResult): { eventsPerS: number; p50: number; p99: number; max: number } {
-  const res = r.result
-  const eventsPerS = (res['2xx'] * opts.batch) / res.duration
-  log(
-    `  ${label}: ${int(eventsPerS)} events/s, p50 ${res.latency.p50} ms, p99 ${res.latency.p99} ms, max ${res.latency.max} ms, ` +
-      `non-2xx ${res.non2xx}, errors ${res.errors}, accepted≠batch ${r.stats.mismatches}`,
-  )
-  if (res.non2xx > 0 || r.stats.mismatches > 0) fail(`${label}: ${res.non2xx} non-2xx, ${r.stats.mismatches} batches not fully accepted ${JSON.stringify(r.stats.non2xxByStatus)} ${r.stats.non2xxSamples.slice(0, 2).join(' | ')}`)
-  return { eventsPerS, p50: res.latency.p50, p99: res.latency.p99, max: res.latency.max }
-}
-
 /** One measured load phase with the health poller and the rate sampler; `during` runs beside it. */
 async function measuredLoad<T>(label: string, server: RunningServer, ledger: IngestLedger, during: () => Promise<T>): Promise<{ load: LoadFigures; extra: T }> {
-  const st0 = await getJson<Status>(`${server.url}/v1/status`)
+  const st0 = await getJson<ServerStatus>(`${server.url}/v1/status`)
   const health = pollHealth(server.url)
   const rate = sampleAcked(ledger)
   const side = during()
@@ -437,8 +256,8 @@ async function measuredLoad<T>(label: string, server: RunningServer, ledger: Ing
   const worst = rate.stop()
   const extra = await side
   const h = await health.stop()
-  const line = phaseLine(label, res)
-  const st1 = await getJson<Status>(`${server.url}/v1/status`)
+  const line = phaseLine(label, res, opts.batch, 2)
+  const st1 = await getJson<ServerStatus>(`${server.url}/v1/status`)
   // Rollovers and seals inside a phase cost ingest too: shown so a ratio can be read.
   log(`  during the phase: ${st1.rollovers - st0.rollovers} rollovers, ${st1.sealing.sealed - st0.sealing.sealed} seals; load generator CPU ${f1(res.generatorCpuS)} s`)
   log(
@@ -447,16 +266,6 @@ async function measuredLoad<T>(label: string, server: RunningServer, ledger: Ing
   )
   if (h.failures > 0) fail(`${label}: ${h.failures} /healthz requests failed`)
   return { load: { ...line, worstEventsPerS: worst.worstEventsPerS, worstAtS: worst.at / 1000, longestGapMs: worst.longestGapMs, health: h }, extra }
-}
-
-/** Resends unanswered batches and returns the acknowledged totals (fails if some batch was partly stored). */
-async function settleLedger(server: RunningServer, ledger: IngestLedger): Promise<BatchTotals | undefined> {
-  const resend = await ledger.resendInFlight(server.url)
-  for (const f of resend.failures) fail(`resend: ${f}`)
-  if (resend.batches > 0) log(`  resent ${resend.batches} unanswered batches: ${resend.accepted} accepted, ${resend.duplicates} duplicates`)
-  const t = ledger.expectedTotals()
-  if (t === undefined) fail('some batch was only partly stored')
-  return t
 }
 
 // ---------------------------------------------------------------------- retention
@@ -567,7 +376,7 @@ async function main(): Promise<number> {
     const genBytes = written.reduce((n, s) => n + s.bytes, 0)
     log(`  generated in ${f1(genS)} s (${int(opts.events / genS)} events/s), ${mib(genBytes)}`)
     t0 = performance.now()
-    const generated = await sumsOfFiles(written.map((s) => segmentPath(dataDir, 'pending', s.id)))
+    const generated = await sumsOfFiles(written.map((s) => segmentPath(dataDir, 'pending', s.id)), opts.threads)
     log(`  sums of the generated files read back in ${int(performance.now() - t0)} ms`)
     const lastId = written.at(-1)?.id
     if (lastId === undefined || written.length !== opts.segments) {
@@ -599,13 +408,13 @@ async function main(): Promise<number> {
     const w3 = fullWindow()
     const before3 = await checkUsage(server, w3, generated, 'before')
     await checkUsage(server, oldWindow, generated, 'before, old-data window')
-    const st3 = await getJson<Status>(`${server.url}/v1/status`)
+    const st3 = await getJson<ServerStatus>(`${server.url}/v1/status`)
     const du3 = await dirBytes(dataDir)
     const r1 = await runRetention('run 1', server, dataDir)
     if (r1.report.active.action !== 'rolled_over' || r1.report.active.segment_id !== activeId) {
       fail(`run 1: expected the expired active segment ${activeId} to be rolled over, got ${JSON.stringify(r1.report.active)}`)
     }
-    const st3b = await getJson<Status>(`${server.url}/v1/status`)
+    const st3b = await getJson<ServerStatus>(`${server.url}/v1/status`)
     const du3b = await dirBytes(dataDir)
     log(
       `    status: indexed ids ${int(st3.ingest.indexed_events)} → ${int(st3b.ingest.indexed_events)}, index ${mib(st3.ingest.index_bytes)} → ${mib(st3b.ingest.index_bytes)}; ` +
@@ -680,9 +489,9 @@ async function main(): Promise<number> {
     log(`  data dir ${mib(du6)} → ${mib(await dirBytes(dataDir))}`)
 
     log('  totals')
-    const acked = await settleLedger(server, ledger)
+    const acked = await settleLedger(server, ledger, true)
     if (acked !== undefined) {
-      const st = await getJson<Status>(`${server.url}/v1/status`)
+      const st = await getJson<ServerStatus>(`${server.url}/v1/status`)
       log(`  acknowledged ${int(acked.events)} fresh events in both phases (server: ${int(st.ingest.committed_events)} committed since start-up)`)
       await checkUsage(server, fullWindow(), plusAcked(oldTotals, acked), 'old data + every acknowledged event (lost = 0)')
     }

@@ -33,30 +33,25 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { DuckDBInstance } from '@duckdb/node-api'
-import { childEnv, startServer, type RunningServer } from './lib/child.js'
+import type { RunningServer } from './lib/child.js'
 import { toScaled12 } from './lib/decimal.js'
-import { BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
-import { IngestLedger, type PhaseResult } from './lib/load.js'
+import { BatchFactory, TEMPLATE_COUNT } from './lib/events.js'
+import { IngestLedger } from './lib/load.js'
 import { checkFingerprints, computeRows, EXACT_FINGERPRINT_STRIDE, writePendingSegments, type BigStoreSpec } from './lib/bigstore.js'
+import { f1, fail, failures, int, integerFlags, loadFlags, loadOptions, log, percentile, phaseLine, type PhaseFigures } from './lib/report.js'
+import { getJson, httpTimeoutMs, settleLedger, startTokenledger, waitSealed, type ServerStatus } from './lib/server.js'
+import { plusAcked, sumsOfFiles, zero, type Sums } from './lib/sums.js'
 import { segmentPath, tierDir } from '../src/store/layout.js'
 
-const repoRoot = fileURLToPath(new URL('..', import.meta.url))
-const serverStartTimeoutMs = 1_800_000
-const sealWaitMaxMs = 3_600_000
-const httpTimeoutMs = 120_000
 const parquetSampleSegments = 4
 
 const { values: argv } = parseArgs({
   options: {
     events: { type: 'string' },
     segments: { type: 'string' },
-    duration: { type: 'string' },
-    warmup: { type: 'string' },
-    connections: { type: 'string' },
-    batch: { type: 'string' },
+    ...loadFlags,
     replay: { type: 'string' },
     'rollover-every': { type: 'string' },
     threads: { type: 'string' },
@@ -65,54 +60,16 @@ const { values: argv } = parseArgs({
   strict: true,
 })
 
-function num(name: keyof typeof argv, fallback: number, min: number, max: number): number {
-  const raw = argv[name]
-  if (raw === undefined) return fallback
-  const v = Number(raw)
-  if (typeof raw !== 'string' || !Number.isInteger(v) || v < min || v > max) {
-    process.stderr.write(`bench:tiers: --${name} must be an integer in ${min}..${max}, got "${String(raw)}"\n`)
-    process.exit(2)
-  }
-  return v
-}
+const num = integerFlags('bench:tiers', argv)
 
 const opts = {
   events: num('events', 20_000_000, 10_000, 200_000_000),
-  durationS: num('duration', 10, 1, 3_600),
-  warmupS: num('warmup', 2, 0, 600),
-  connections: num('connections', 32, 1, 1_024),
-  batch: num('batch', 100, 1, 10_000),
+  ...loadOptions(num),
   replay: num('replay', 100_000, 1_000, 10_000_000),
   rolloverEveryMs: num('rollover-every', 500, 50, 60_000),
   threads: num('threads', 2, 1, 64),
 }
 const segments = num('segments', Math.max(1, Math.round(opts.events / 500_000)), 1, 10_000)
-
-const log = (line = ''): void => void process.stdout.write(`${line}\n`)
-const int = (n: number): string => Math.round(n).toLocaleString('en-US')
-const f1 = (n: number): string => n.toFixed(1)
-const failures: string[] = []
-const fail = (what: string): void => {
-  failures.push(what)
-  log(`FAILURE: ${what}`)
-}
-
-async function start(name: string, dataDir: string): Promise<RunningServer> {
-  return startServer({
-    name,
-    cwd: repoRoot,
-    args: process.env.BENCH_SERVER_ENTRY === 'dist' ? ['dist/src/server.js'] : ['--import', 'tsx', 'src/server.ts'],
-    env: childEnv({ TOKENLEDGER_DATA_DIR: dataDir, TOKENLEDGER_PORT: '0', TOKENLEDGER_HOST: '127.0.0.1', TOKENLEDGER_LOG_LEVEL: 'warn' }),
-    startTimeoutMs: serverStartTimeoutMs,
-  })
-}
-
-async function getJson<T>(url: string, init?: RequestInit): Promise<T> {
-  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(httpTimeoutMs) })
-  const text = await res.text()
-  if (res.status !== 200) throw new Error(`${init?.method ?? 'GET'} ${url}: ${res.status} ${text.slice(0, 300)}`)
-  return JSON.parse(text) as T
-}
 
 function rssMiB(pid: number): number | undefined {
   try {
@@ -123,88 +80,7 @@ function rssMiB(pid: number): number | undefined {
   }
 }
 
-interface Status {
-  ingest: { indexed_events: number; index_bytes: number }
-  tiers: { active: number; pending: number; archived: number; bytes: number; rows: number }
-  sealing: { sealed: number; failures: number; backlog: number; failing: unknown[] }
-}
-
-const percentile = (xs: number[], p: number): number => {
-  if (xs.length === 0) return NaN
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!
-}
-
-function phaseLine(label: string, r: PhaseResult): { eventsPerS: number; p50: number; p99: number } {
-  const res = r.result
-  const eventsPerS = (res['2xx'] * opts.batch) / res.duration
-  log(
-    `  ${label}: ${int(eventsPerS)} events/s, p50 ${res.latency.p50} ms, p99 ${res.latency.p99} ms, max ${res.latency.max} ms, ` +
-      `non-2xx ${res.non2xx}, errors ${res.errors}, accepted≠batch ${r.stats.mismatches}`,
-  )
-  if (res.non2xx > 0 || r.stats.mismatches > 0) fail(`${label}: ${res.non2xx} non-2xx, ${r.stats.mismatches} batches not fully accepted ${JSON.stringify(r.stats.non2xxByStatus)}`)
-  return { eventsPerS, p50: res.latency.p50, p99: res.latency.p99 }
-}
-
 // ---------------------------------------------------------------------- money and sums
-
-interface Sums {
-  requests: bigint
-  errors: bigint
-  input: bigint
-  output: bigint
-  cacheRead: bigint
-  reasoning: bigint
-  /** cost × 10^12 */
-  cost: bigint
-}
-
-const zero = (): Sums => ({ requests: 0n, errors: 0n, input: 0n, output: 0n, cacheRead: 0n, reasoning: 0n, cost: 0n })
-
-function addBatchTotals(s: Sums, t: BatchTotals): Sums {
-  return {
-    requests: s.requests + BigInt(t.events),
-    errors: s.errors + BigInt(t.errors),
-    input: s.input + t.inputTokens,
-    output: s.output + t.outputTokens,
-    cacheRead: s.cacheRead + t.cacheReadTokens,
-    reasoning: s.reasoning + t.reasoningTokens,
-    cost: s.cost + t.costMicros * 10n ** 6n,
-  }
-}
-
-/** Sums over the generated files, read by a separate DuckDB (not the server's code). */
-async function sumsOfFiles(paths: string[]): Promise<Sums> {
-  const db = await DuckDBInstance.create(':memory:', { threads: String(opts.threads) })
-  const conn = await db.connect()
-  let s = zero()
-  try {
-    for (const [i, p] of paths.entries()) {
-      await conn.run(`ATTACH '${p.replaceAll("'", "''")}' AS f${i} (READ_ONLY)`)
-      const r = await conn.runAndReadAll(
-        `SELECT count(*)::VARCHAR, count(*) FILTER (WHERE status_code >= 400)::VARCHAR, sum(input_tokens)::VARCHAR, sum(output_tokens)::VARCHAR,
-                sum(cache_read_tokens)::VARCHAR, sum(reasoning_tokens)::VARCHAR, coalesce(sum(cost), 0)::VARCHAR FROM f${i}.events`,
-      )
-      const [req, err, inp, out, cr, rs, cost] = r.getRows()[0] as string[]
-      const scaledCost = toScaled12(cost)
-      if (scaledCost === undefined) throw new Error(`${p}: cost sum is not a decimal: ${cost}`)
-      s = {
-        requests: s.requests + BigInt(req!),
-        errors: s.errors + BigInt(err!),
-        input: s.input + BigInt(inp!),
-        output: s.output + BigInt(out!),
-        cacheRead: s.cacheRead + BigInt(cr!),
-        reasoning: s.reasoning + BigInt(rs!),
-        cost: s.cost + scaledCost,
-      }
-      await conn.run(`DETACH f${i}`)
-    }
-  } finally {
-    conn.closeSync()
-    db.closeSync()
-  }
-  return s
-}
 
 async function checkUsage(server: RunningServer, want: Sums, label: string): Promise<void> {
   const t0 = performance.now()
@@ -226,20 +102,14 @@ async function checkUsage(server: RunningServer, want: Sums, label: string): Pro
 }
 
 /** Resends unanswered batches and returns the acknowledged sums (fails if some batch was partly stored). */
-async function settleLedger(server: RunningServer, ledger: IngestLedger): Promise<Sums> {
-  const resend = await ledger.resendInFlight(server.url)
-  for (const f of resend.failures) fail(`resend: ${f}`)
-  const t = ledger.expectedTotals()
-  if (t === undefined) {
-    fail('some batch was only partly stored')
-    return zero()
-  }
-  return addBatchTotals(zero(), t)
+async function ackedSums(server: RunningServer, ledger: IngestLedger): Promise<Sums> {
+  const t = await settleLedger(server, ledger)
+  return t === undefined ? zero() : plusAcked(zero(), t)
 }
 
 // ---------------------------------------------------------------------- phases
 
-async function rolloverPhase(server: RunningServer, ledger: IngestLedger): Promise<{ gate: number[]; durations: number[]; load: ReturnType<typeof phaseLine> }> {
+async function rolloverPhase(server: RunningServer, ledger: IngestLedger): Promise<{ gate: number[]; durations: number[]; load: PhaseFigures }> {
   const gate: number[] = []
   const durations: number[] = []
   let stop = false
@@ -257,7 +127,7 @@ async function rolloverPhase(server: RunningServer, ledger: IngestLedger): Promi
   const res = await ledger.run(server.url, opts.connections, opts.durationS)
   stop = true
   await roller
-  return { gate, durations, load: phaseLine(`ingest with a rollover every ${opts.rolloverEveryMs} ms`, res) }
+  return { gate, durations, load: phaseLine(`ingest with a rollover every ${opts.rolloverEveryMs} ms`, res, opts.batch) }
 }
 
 /**
@@ -308,17 +178,6 @@ async function replayPhase(server: RunningServer, spec: BigStoreSpec, workers = 
   return { eventsPerS: duplicates / s, p50: percentile(latencies, 50), p99: percentile(latencies, 99), duplicates }
 }
 
-async function waitSealed(server: RunningServer): Promise<{ ms: number; status: Status }> {
-  const t0 = performance.now()
-  for (;;) {
-    const st = await getJson<Status>(`${server.url}/v1/status`)
-    if (st.tiers.pending === 0 && st.sealing.backlog === 0) return { ms: performance.now() - t0, status: st }
-    if (st.sealing.failing.length > 0) fail(`sealing is failing: ${JSON.stringify(st.sealing.failing).slice(0, 300)}`)
-    if (performance.now() - t0 > sealWaitMaxMs) throw new Error('sealing did not finish within the bound')
-    await new Promise((r) => setTimeout(r, 250))
-  }
-}
-
 async function archiveVsParquet(dataDir: string): Promise<{ archiveBytesPerEvent: number; parquetBytesPerEvent: number; segments: number }> {
   const dir = tierDir(dataDir, 'archive')
   const names = (await readdir(dir)).filter((n) => n.endsWith('.duckdb')).sort().slice(0, parquetSampleSegments)
@@ -357,22 +216,22 @@ async function main(): Promise<number> {
 
   // 1-2. Empty store.
   const emptyDir = await mkdtemp(join(os.tmpdir(), 'tokenledger-tiers-empty-'))
-  let base: ReturnType<typeof phaseLine>
+  let base: PhaseFigures
   {
     log('\n[1] empty store')
-    const server = await start('empty', emptyDir)
+    const server = await startTokenledger('empty', emptyDir)
     log(`  start-up: listening after ${int(server.listeningMs)} ms`)
     const ledger = new IngestLedger(new BatchFactory(`${runId}e`, opts.batch), TEMPLATE_COUNT)
     try {
       if (opts.warmupS > 0) await ledger.run(server.url, opts.connections, opts.warmupS)
-      base = phaseLine('ingest, no rollover', await ledger.run(server.url, opts.connections, opts.durationS))
+      base = phaseLine('ingest, no rollover', await ledger.run(server.url, opts.connections, opts.durationS), opts.batch)
       log('\n[2] rollovers under load')
       const ro = await rolloverPhase(server, ledger)
       log(
         `  ${ro.gate.length} rollovers: gate held max ${Math.max(...ro.gate).toFixed(3)} ms, p99 ${percentile(ro.gate, 99).toFixed(3)} ms, median ${percentile(ro.gate, 50).toFixed(3)} ms; ` +
           `whole rollover median ${f1(percentile(ro.durations, 50))} ms; ingest p99 ${ro.load.p99} ms vs ${base.p99} ms without`,
       )
-      const acked = await settleLedger(server, ledger)
+      const acked = await ackedSums(server, ledger)
       await checkUsage(server, acked, 'empty store after rollovers')
       Object.assign(summary, {
         empty_events_per_s: Math.round(base.eventsPerS),
@@ -407,11 +266,11 @@ async function main(): Promise<number> {
     const pendingBytes = written.reduce((n, s) => n + s.bytes, 0)
     log(`  generated in ${f1(genS)} s (${int(opts.events / genS)} events/s), ${f1(pendingBytes / 2 ** 20)} MiB, ${f1(pendingBytes / opts.events)} bytes/event before sealing`)
     t0 = performance.now()
-    const generated = await sumsOfFiles(written.map((s) => segmentPath(bigDir, 'pending', s.id)))
+    const generated = await sumsOfFiles(written.map((s) => segmentPath(bigDir, 'pending', s.id)), opts.threads)
     log(`  sums of the generated files read back in ${int(performance.now() - t0)} ms`)
 
-    let server = await start('large', bigDir)
-    let st = await getJson<Status>(`${server.url}/v1/status`)
+    let server = await startTokenledger('large', bigDir)
+    let st = await getJson<ServerStatus>(`${server.url}/v1/status`)
     log(
       `  start-up over ${segments} pending segments: listening after ${f1(server.listeningMs / 1000)} s; ` +
         `dedupe index ${int(st.ingest.indexed_events)} ids in ${f1(st.ingest.index_bytes / 2 ** 20)} MiB (${f1(st.ingest.index_bytes / st.ingest.indexed_events)} B/id); RSS ${f1(rssMiB(server.pid) ?? NaN)} MiB`,
@@ -425,7 +284,7 @@ async function main(): Promise<number> {
       // 4. Ingest on the large store.
       log('\n[4] ingest on the large store (fresh ids)')
       if (opts.warmupS > 0) await ledger.run(server.url, opts.connections, opts.warmupS)
-      const big = phaseLine('ingest', await ledger.run(server.url, opts.connections, opts.durationS))
+      const big = phaseLine('ingest', await ledger.run(server.url, opts.connections, opts.durationS), opts.batch)
       const ratio = big.eventsPerS / base.eventsPerS
       log(`  ratio large / empty: ${ratio.toFixed(2)} (p99 ${big.p99} ms vs ${base.p99} ms); server RSS ${f1(rssMiB(server.pid) ?? NaN)} MiB`)
       Object.assign(summary, { large_events_per_s: Math.round(big.eventsPerS), large_over_empty: Number(ratio.toFixed(3)), large_p99_ms: big.p99 })
@@ -439,7 +298,7 @@ async function main(): Promise<number> {
       // before the write gate, so fresh appends should barely notice.
       let storming = true
       const storm = replayPhase(server, spec, 8, () => !storming)
-      const during = phaseLine('fresh ingest during a replay storm (8 connections)', await ledger.run(server.url, opts.connections, opts.durationS))
+      const during = phaseLine('fresh ingest during a replay storm (8 connections)', await ledger.run(server.url, opts.connections, opts.durationS), opts.batch)
       storming = false
       const st5 = await storm
       log(`  fresh ingest during the storm: ${(during.eventsPerS / big.eventsPerS).toFixed(2)} of phase 4 (p99 ${during.p99} ms vs ${big.p99} ms); the storm answered ${int(st5.eventsPerS)} duplicate events/s`)
@@ -447,7 +306,7 @@ async function main(): Promise<number> {
 
       // 6. Totals.
       log('\n[6] totals')
-      const acked = await settleLedger(server, ledger)
+      const acked = await ackedSums(server, ledger)
       const want = { ...generated }
       for (const k of Object.keys(want) as (keyof Sums)[]) want[k] += acked[k]
       await checkUsage(server, want, 'large store')
@@ -455,8 +314,8 @@ async function main(): Promise<number> {
       // 7. Restart.
       log('\n[7] restart with every segment archived')
       await server.stop()
-      server = await start('large-restart', bigDir)
-      st = await getJson<Status>(`${server.url}/v1/status`)
+      server = await startTokenledger('large-restart', bigDir)
+      st = await getJson<ServerStatus>(`${server.url}/v1/status`)
       log(`  listening after ${f1(server.listeningMs / 1000)} s (${f1((server.listeningMs * 1000) / st.ingest.indexed_events)} µs per retained event): ${st.tiers.archived} archived, index ${int(st.ingest.indexed_events)} ids; RSS ${f1(rssMiB(server.pid) ?? NaN)} MiB`)
       summary.restart_s = server.listeningMs / 1000
       await checkUsage(server, want, 'after restart')
