@@ -10,6 +10,7 @@
 
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
+import { copyFile } from 'node:fs/promises'
 import path from 'node:path'
 import { test } from 'node:test'
 import fc from 'fast-check'
@@ -122,7 +123,7 @@ test('the seam: an append holding the gate makes retention wait, and retention h
   const second = await retention2
   assert.equal((await appending2).body.accepted, 1)
   assert.deepEqual(second.active, { action: 'rolled_over', segment_id: expired2, expired_events: 3 })
-  assert.ok(second.gate_held_ms >= 0)
+  assert.ok(second.gate_held_ms > 0 && second.gate_held_ms < 1000, `gate held ${second.gate_held_ms} ms: the parked swap, nothing else`)
   const after = await segments(app)
   const active = activeOf(after)
   assert.notEqual(active.id, expired2, 'later appends land in the fresh active segment')
@@ -374,21 +375,29 @@ test('rollups outlive events: totals stay exact after the raw events are deleted
   const unaligned = await built.app.inject({ url: `/v1/usage?from=${T0 - 3 * HOUR + 1}&to=${T0}` })
   assert.equal(unaligned.statusCode, 400)
   assert.match(unaligned.json().message, /`from` is before the raw-event retention cutoff .*15-minute boundary/)
+  // A client's own "last 30 days", computed a moment before the server's clock: answered from the cutoff on.
+  const cutoffMs = clock.nowMs() - 30 * DAY
+  const lastMonth = await built.app.inject({ url: `/v1/usage?from=${cutoffMs - 20}&to=${clock.nowMs()}` })
+  assert.equal(lastMonth.statusCode, 200, lastMonth.body)
+  assert.equal(lastMonth.json().from, new Date(cutoffMs).toISOString())
+  const tooEarly = await built.app.inject({ url: `/v1/usage?from=${cutoffMs - 16 * 60_000}&to=${clock.nowMs()}` })
+  assert.equal(tooEarly.statusCode, 400, 'more than 15 minutes before the cutoff, unaligned: refused')
   const unalignedTo = await built.app.inject({ url: `/v1/usage?from=${T0 - 3 * HOUR}&to=${T0 - 1}` })
   assert.equal(unalignedTo.statusCode, 400)
   assert.match(unalignedTo.json().message, /`to` is before/)
 
-  // A restart keeps the deletion, and the catalog forgets the segment once its files are gone.
+  // A restart keeps the deletion; the catalog keeps the deleted segment's row as a marker while its rollups remain.
   const app = await built.restart()
   assert.deepEqual((await app.inject({ url: `/v1/usage?${window}` })).json().totals, before)
   assert.equal((await post(app, [batch[0]])).body.rejected, 1, 'a replay of an expired event is refused, not stored again')
   await runRetention(app)
-  assert.ok(!(await app.store.catalog.list()).some((r) => r.id === seg), 'the deleted segment is forgotten')
+  assert.equal((await app.store.catalog.list()).find((r) => r.id === seg)?.state, 'deleted', 'kept as a marker while its rollups remain')
 
   clock.advance(370 * DAY)
   const late = await runRetention(app)
   assert.ok(late.rollup_rows_deleted > 0)
   assert.equal((await app.inject({ url: `/v1/usage?${window}` })).json().totals.requests, 0, 'past the rollup window nothing is counted')
+  assert.ok(!(await app.store.catalog.list()).some((r) => r.id === seg), 'forgotten once its rollups are gone')
 })
 
 test('a query reading a segment keeps its file until it finishes; retention deletes it then', async (t) => {
@@ -412,6 +421,7 @@ test('a query reading a segment keeps its file until it finishes; retention dele
     const res = await snap.files((conn) => conn.runAndReadAll(`SELECT count(*) FROM "${part.detailsAt!.alias}".event_details`))
     assert.equal(Number(res.getRows()[0]![0]), 25)
   })
+  await app.store.settle()
   assert.ok(!existsSync(detailFile), 'the detail file is deleted once its reader let go')
 
   clock.advance(24 * DAY)
@@ -428,6 +438,7 @@ test('a query reading a segment keeps its file until it finishes; retention dele
     return Number(res.getRows()[0]![0])
   })
   assert.equal(rows, 25, 'the query finished on its pinned segment')
+  await app.store.settle()
   assert.ok(!existsSync(file), 'deleted once the last reader let go')
   assert.equal(report!.errors.length, 0)
 })
@@ -488,6 +499,80 @@ test('a replay validated before retention deleted its first copy is refused at c
   assert.deepEqual((await app.inject({ url: `/v1/usage?${window}` })).json().totals, before, 'counted once')
 })
 
+test('a stray copy of a deleted segment (a pending file a reader kept) is removed at start-up, never sealed and counted again', async (t) => {
+  let park = true
+  const parked = latch()
+  const hooks: StoreHooks = {
+    beforeSealStep: async (step) => {
+      if (step !== 'copy' || !park) return
+      park = false
+      parked.reached()
+      await parked.opened
+    },
+  }
+  const built = await build(t, {}, hooks)
+  const { clock, dataDir } = built
+  await post(built.app, Array.from({ length: 5 }, () => event({ timestamp: T0 - HOUR })))
+  const seg = (await rollover(built.app)).segment_id!
+  await parked.arrived
+  const pendingFile = path.join(dataDir, 'pending', segmentFileName(seg))
+  const keep = path.join(dataDir, 'kept-copy.duckdb')
+  await copyFile(pendingFile, keep)
+  parked.open()
+  await built.app.store.settle()
+  const window = `from=${T0 - 2 * HOUR}&to=${T0}`
+  const before = (await built.app.inject({ url: `/v1/usage?${window}` })).json().totals
+  assert.equal(before.requests, 5)
+  clock.advance(31 * DAY)
+  assert.deepEqual((await runRetention(built.app)).segments_deleted, [seg])
+  // The pending file comes back (as when a reader pinned it across the seal and a restart came first).
+  await copyFile(keep, pendingFile)
+  const app = await built.restart()
+  await app.store.settle()
+  assert.ok(!existsSync(pendingFile), 'start-up removed it')
+  assert.ok(!(await segments(app)).some((x) => x.id === seg), 'not adopted again')
+  assert.deepEqual((await app.inject({ url: `/v1/usage?${window}` })).json().totals, before, 'rollups counted once')
+})
+
+test('details in a pending (not yet sealed) file are hidden at the detail cutoff too', async (t) => {
+  let park = true
+  const parked = latch()
+  const hooks: StoreHooks = {
+    beforeSealStep: async (step) => {
+      if (step !== 'copy' || !park) return
+      park = false
+      parked.reached()
+      await parked.opened
+    },
+  }
+  const { app, clock } = await build(t, {}, hooks)
+  const e = event({ timestamp: T0 - HOUR, detail: { secret: 'prompt' } })
+  await post(app, [e])
+  await rollover(app)
+  await parked.arrived
+  assert.equal((await segments(app)).find((x) => x.state === 'pending')?.row_count, 1)
+  assert.deepEqual((await getEvent(app, e.event_id)).body.detail, { secret: 'prompt' })
+  clock.advance(7 * DAY)
+  assert.equal((await getEvent(app, e.event_id)).body.detail, null)
+  parked.open()
+  await app.store.settle()
+  assert.equal((await getEvent(app, e.event_id)).body.detail, null, 'and after sealing (no detail file kept)')
+})
+
+test('a crash after the catalog expired a detail file, before it was removed: start-up removes it', async (t) => {
+  const built = await build(t)
+  await post(built.app, [event({ timestamp: T0 - HOUR, detail: { a: 1 } })])
+  const seg = (await rollover(built.app)).segment_id!
+  await built.app.store.settle()
+  await built.app.store.catalog.expireDetails(seg)
+  const app = await built.restart()
+  const files = await filesIn(built.dataDir)
+  assert.ok(!files.archive.includes(detailsFileName(seg)))
+  assert.ok(files.archive.includes(segmentFileName(seg)))
+  assert.deepEqual(files.orphaned, [])
+  assert.equal((await segments(app)).find((x) => x.id === seg)?.state, 'archived')
+})
+
 test('a deletion cut short by a crash (catalog decided, files still there) is finished at start-up', async (t) => {
   const built = await build(t)
   await post(built.app, [event({ timestamp: T0 - HOUR, detail: { a: 1 } })])
@@ -500,6 +585,45 @@ test('a deletion cut short by a crash (catalog decided, files still there) is fi
   assert.ok(!files.archive.includes(detailsFileName(seg)))
   assert.deepEqual(files.orphaned, [])
   assert.ok(!(await segments(app)).some((s) => s.id === seg))
+})
+
+test('the dedupe index purge near full load: clusters wrap around the table end, adds between chunks force resizes (property)', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 0, max: 2 ** 31 }), fc.integer({ min: 1, max: 8 }), fc.integer({ min: 64, max: 4096 }), async (seed, segs, chunk) => {
+      // 65 536 slots at ~0.74 load: long clusters, many wrapping past the end.
+      const index = new IdIndex(16)
+      const model = new Map<string, number>()
+      const n = 48_000
+      for (let i = 0; i < n; i++) {
+        const id = `s${seed}-${i}`
+        const seg = 1 + (i % segs)
+        index.add(id, seg)
+        model.set(id, seg)
+      }
+      const drop = new Set(Array.from({ length: segs }, (_, k) => k + 1).filter((k) => (seed >> k) & 1))
+      for (const seg of drop) index.dropSegment(seg)
+      let extra = 0
+      await index.purgeDropped(async () => {
+        // Enough adds to cross the load bound mid-purge now and then: a resize under the purge.
+        for (let k = 0; k < 40 && extra < 4000; k++) {
+          const id = `late-${seed}-${extra++}`
+          index.add(id, 99)
+          model.set(id, 99)
+        }
+      }, chunk)
+      let live = 0
+      for (const [id, seg] of model) {
+        const found = index.candidates(id)
+        if (drop.has(seg)) assert.ok(!found.includes(seg), `${id} of dropped segment ${seg} still found`)
+        else {
+          live++
+          assert.ok(found.includes(seg), `${id} lost from segment ${seg}`)
+        }
+      }
+      assert.equal(index.size, live)
+    }),
+    { numRuns: Math.max(3, Math.floor(RUNS / 5)) },
+  )
 })
 
 test('the dedupe index drops deleted segments entry by entry while adds go on, and frees their slots (property)', async () => {

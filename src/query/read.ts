@@ -124,8 +124,7 @@ export type TotalsSource = 'auto' | 'raw'
  */
 export async function usageTotals(store: Store, requested: EventFilter, source: TotalsSource = 'auto', nowMs?: number): Promise<Totals> {
   const cutoffs = store.cutoffs(nowMs)
-  // Nothing is retained before the rollup cutoff (a bucket boundary).
-  const filter = { ...requested, fromUs: Math.max(requested.fromUs, cutoffs.rollupsUs) }
+  const filter = { ...requested, fromUs: source === 'auto' ? effectiveFromUs(requested.fromUs, cutoffs) : Math.max(requested.fromUs, cutoffs.rollupsUs) }
   if (filter.fromUs >= filter.toUs) return combineTotals([])
   const alignedFrom = Math.ceil(filter.fromUs / BUCKET_US) * BUCKET_US
   const alignedTo = Math.floor(filter.toUs / BUCKET_US) * BUCKET_US
@@ -160,6 +159,22 @@ export async function usageTotals(store: Store, requested: EventFilter, source: 
 }
 
 type Range = [number, number]
+
+/** How far before the event cutoff an unaligned `from` is moved up to it (a client's own "now - 30d" arrives a little late). */
+export const FROM_GRACE_US = BUCKET_US
+
+/**
+ * The `from` that totals answer for: nothing is retained before the rollup
+ * cutoff (a bucket boundary), and an unaligned `from` at most FROM_GRACE_US
+ * before the event cutoff starts at the cutoff (every raw event from there on
+ * is still stored, so the answer stays exact for that window).
+ */
+export function effectiveFromUs(fromUs: number, c: Cutoffs): number {
+  const from = Math.max(fromUs, c.rollupsUs)
+  const aligned = from % BUCKET_US === 0
+  if (!aligned && from < c.eventsUs && c.eventsUs - from <= FROM_GRACE_US) return c.eventsUs
+  return from
+}
 
 /** An edge of the window answered from raw rows must not reach before the event cutoff (those rows are gone, or going). */
 function refuseExpiredEdges(f: EventFilter, alignedFrom: number, alignedTo: number, c: Cutoffs): void {

@@ -47,6 +47,10 @@ export class FileTier {
   private readonly pool: ConnectionPool
   private generation = 0
   private closed = false
+  /** Retired files not yet detached and finished (a reader still pins them, or finishing runs). */
+  private readonly retiring = new Set<string>()
+  /** Finishes started by a last unpin: they run off the reader's path (it may hold the write gate). */
+  private readonly finishing = new Set<Promise<void>>()
 
   private constructor(
     private readonly instance: DuckDBInstance,
@@ -111,8 +115,25 @@ export class FileTier {
   async unpin(file: AttachedFile): Promise<void> {
     if (file.refs <= 0) throw new Error(`invariant: unpin of unpinned file ${file.path}`)
     file.refs--
-    // The retiring owner's step reports its own failures; the reader that let go last must not fail for them.
-    if (file.refs === 0 && file.retired) await this.finishRetire(file).catch(() => undefined)
+    if (file.refs === 0 && file.retired) {
+      // Not awaited: the reader that let go last (a dedupe probe may hold the
+      // write gate) must neither wait for DETACH, unlink and fsync nor fail for
+      // them; the retiring owner's step reports its own failures.
+      const done: Promise<void> = this.finishRetire(file)
+        .catch(() => undefined)
+        .finally(() => this.finishing.delete(done))
+      this.finishing.add(done)
+    }
+  }
+
+  /** True while `path` is retired but not yet finished (a reader pins it): nobody else may remove it. */
+  isRetiring(path: string): boolean {
+    return this.retiring.has(path)
+  }
+
+  /** Resolves when every finish started by an unpin has run (settle, close). */
+  async idle(): Promise<void> {
+    while (this.finishing.size > 0) await Promise.all([...this.finishing])
   }
 
   /**
@@ -120,19 +141,25 @@ export class FileTier {
    * and `then` runs (e.g. delete the file). Resolves when that has happened,
    * or at once while readers still pin it: `then` must then report its own
    * failures (a throw from it is not passed to the reader that unpinned last).
+   * Until then `isRetiring(path)` is true.
    */
   async retire(file: AttachedFile, then: () => Promise<void>): Promise<void> {
     file.retired = true
     file.onRetired = then
+    this.retiring.add(file.path)
     if (file.refs === 0) await this.finishRetire(file)
   }
 
   private async finishRetire(file: AttachedFile): Promise<void> {
     const then = file.onRetired
     file.onRetired = null
-    if (this.closed) return
-    await this.detachAlias(file.alias)
-    if (then) await then()
+    try {
+      if (this.closed) return
+      await this.detachAlias(file.alias)
+      if (then) await then()
+    } finally {
+      this.retiring.delete(file.path)
+    }
   }
 
   /** Runs `fn` on a pooled query connection (bounded: at most the pool size at once). */

@@ -308,8 +308,6 @@ export class Store {
   private retentionSegmentsDeleted = 0
   private retentionBytesFreed = 0
   private lastRetention: RetentionReport | null = null
-  /** Files retention has retired whose removal waits for their last reader (the sweep leaves them alone). */
-  private readonly retiring = new Set<string>()
   private readonly fs: FileSystem
 
   private constructor(
@@ -722,6 +720,7 @@ export class Store {
     while (this.rolling) await this.rolling.catch(() => undefined)
     while (this.retentionRun) await this.retentionRun.catch(() => undefined)
     await this.sealer.idle()
+    await this.files.idle()
   }
 
   /** Stops taking appends, commits and answers everything queued, checkpoints and closes DuckDB. */
@@ -742,6 +741,7 @@ export class Store {
       this.opts.logger.error({ err }, 'store close failed')
       throw err
     }).finally(async () => {
+      await this.files.idle()
       await this.catalog.checkpoint().catch((err: unknown) => this.opts.logger.error({ err }, 'catalog checkpoint failed'))
       this.files.close()
     })
@@ -906,7 +906,7 @@ export class Store {
     await step('index', async () => {
       r.index_entries_removed = await this.index.purgeDropped()
     })
-    await step('sweep', () => this.sweep(r))
+    await step('sweep', () => this.sweep(c, r))
     r.awaiting_seal = this.pendingEntries()
       .filter((e) => e.maxTsUs === null || e.maxTsUs < c.eventsUs)
       .map((e) => e.id)
@@ -953,7 +953,6 @@ export class Store {
   private async deleteExpiredSegments(c: Cutoffs, nowMs: number, r: RetentionReport): Promise<void> {
     const all = [...this.segments.values()].filter((e) => e.state === 'archived' && (e.maxTsUs === null || e.maxTsUs < c.eventsUs)).sort((a, b) => a.id - b.id)
     const removals: Array<Promise<void>> = []
-    const deleted: number[] = []
     // One catalog transaction per batch: a durable commit per segment costs ~25 ms each.
     for (let at = 0; at < all.length; at += MAX_DELETE_BATCH) {
       if (this.draining) break
@@ -966,7 +965,6 @@ export class Store {
       batch.forEach((e, i) => {
         this.segments.delete(e.id)
         this.index.dropSegment(e.id)
-        deleted.push(e.id)
         r.segments_deleted.push(e.id)
         r.events_deleted += e.rowCount
         const files = [e.file, e.detailsFile]
@@ -977,10 +975,10 @@ export class Store {
         })
       })
     }
-    // Forget the rows once every file is gone (later, when a reader still pins one); a failure leaves them to the sweep.
-    void Promise.all(removals)
-      .then(() => this.catalog.forgetDeleted(deleted))
-      .catch((err: unknown) => this.opts.logger.warn({ event: 'retention_remove_failed', err }, 'could not remove a deleted segment file (or forget it); the next run retries'))
+    // The rows stay as markers until the rollup window passes them (sweep); a failed removal is retried there too.
+    void Promise.all(removals).catch((err: unknown) =>
+      this.opts.logger.warn({ event: 'retention_remove_failed', err }, 'could not remove a deleted segment file; the next run retries'),
+    )
   }
 
   /** Detail files of archived segments whose newest event is past the detail window. */
@@ -1011,7 +1009,6 @@ export class Store {
       r.files_deleted++
       r.bytes_freed += bytes
     }
-    this.retiring.add(file.path)
     return new Promise<void>((resolve, reject) => {
       // Runs when the last reader unpins (or now): it must not throw into that reader.
       const remove = async (): Promise<void> => {
@@ -1023,14 +1020,9 @@ export class Store {
           resolve()
         } catch (err) {
           reject(err instanceof Error ? err : new Error(String(err)))
-        } finally {
-          this.retiring.delete(file.path)
         }
       }
-      this.files.retire(file, remove).catch((err: unknown) => {
-        this.retiring.delete(file.path)
-        reject(err instanceof Error ? err : new Error(String(err)))
-      })
+      this.files.retire(file, remove).catch((err: unknown) => reject(err instanceof Error ? err : new Error(String(err))))
     })
   }
 
@@ -1041,7 +1033,7 @@ export class Store {
    * touched, and never one still in `segments` (so never a file the sealer is
    * writing or publishing) nor one whose removal waits for a reader.
    */
-  private async sweep(r: RetentionReport): Promise<void> {
+  private async sweep(c: Cutoffs, r: RetentionReport): Promise<void> {
     const records = new Map((await this.catalog.list()).map((rec) => [rec.id, rec]))
     const waiting = new Set<number>()
     for (const tier of ['pending', 'archive'] as const) {
@@ -1052,7 +1044,7 @@ export class Store {
         const file = path.join(dir, name)
         const rec = records.get(parsed.id)
         const entry = this.segments.get(parsed.id)
-        if (this.retiring.has(file.replace(/\.wal$/, ''))) {
+        if (this.files.isRetiring(file.replace(/\.wal$/, ''))) {
           waiting.add(parsed.id)
           continue
         }
@@ -1067,9 +1059,14 @@ export class Store {
         this.opts.logger.info({ event: 'retention_swept', file }, 'removed a file nothing references')
       }
     }
+    // A deleted segment's row stays while its rollups may: were a stray file of it
+    // ever found again (a pending copy a reader kept), start-up removes it instead
+    // of sealing it a second time and counting its rollups twice.
     const settled: number[] = []
     for (const rec of records.values()) {
-      if (rec.state === 'deleted' && !waiting.has(rec.id) && !this.segments.has(rec.id)) settled.push(rec.id)
+      const maxTsUs = rec.stats?.maxTsUs ?? null
+      const rollupsGone = maxTsUs === null || maxTsUs < c.rollupsUs
+      if (rec.state === 'deleted' && rollupsGone && !waiting.has(rec.id) && !this.segments.has(rec.id)) settled.push(rec.id)
     }
     await this.catalog.forgetDeleted(settled)
   }
