@@ -19,12 +19,43 @@ import { validateEvent } from '../src/ingest/event.js'
 import { IdIndex } from '../src/store/idindex.js'
 import { detailsFileName, segmentFileName } from '../src/store/layout.js'
 import type { RetentionReport } from '../src/store/retention.js'
+import type { SealStep } from '../src/store/sealer.js'
 import type { StoreHooks } from '../src/store/store.js'
 import { build, event, filesIn, latch, post, rollover, segments, T0, totals } from './helper.js'
 
 const HOUR = 3_600_000
 const DAY = 24 * HOUR
 const RUNS = Math.max(1, Math.floor(Number(process.env.FUZZ_RUNS ?? 200) / 4))
+
+/** Hooks that park the first seal before `step` until the test opens the latch. */
+function parkFirstSeal(at: SealStep): { hooks: StoreHooks; parked: ReturnType<typeof latch> } {
+  let park = true
+  const parked = latch()
+  const hooks: StoreHooks = {
+    beforeSealStep: async (step) => {
+      if (step !== at || !park) return
+      park = false
+      parked.reached()
+      await parked.opened
+    },
+  }
+  return { hooks, parked }
+}
+
+/** Hooks that, once armed, park retention's next rollover swap (holding the gate) until the test opens the latch. */
+function parkRetentionSwap(): { hooks: StoreHooks; parked: ReturnType<typeof latch>; arm: () => void } {
+  let park = false
+  const parked = latch()
+  const hooks: StoreHooks = {
+    onRolloverHoldingGate: async (reason) => {
+      if (!park || reason !== 'retention') return
+      park = false
+      parked.reached()
+      await parked.opened
+    },
+  }
+  return { hooks, parked, arm: () => (park = true) }
+}
 
 /** Resolves to 'done' if `p` settles within `ms`, else 'still waiting' (for proving that something waits). */
 async function within(p: Promise<unknown>, ms: number): Promise<'done' | 'still waiting'> {
@@ -218,16 +249,7 @@ test("the original bug's scenario: retention rolls an expired active segment whi
 })
 
 test('the schedule follows the injected clock: first run a minute after start, then every interval, never two at once', async (t) => {
-  let park = false
-  const parked = latch()
-  const hooks: StoreHooks = {
-    onRolloverHoldingGate: async (reason) => {
-      if (!park || reason !== 'retention') return
-      park = false
-      parked.reached()
-      await parked.opened
-    },
-  }
+  const { hooks, parked, arm } = parkRetentionSwap()
   const { app, clock } = await build(t, { TOKENLEDGER_RETENTION_INTERVAL: '1h', TOKENLEDGER_ROLLOVER_AGE: '7d' }, hooks)
   const store = app.store
   assert.equal(store.nextRetentionAtMs(), T0 + 60_000)
@@ -248,7 +270,7 @@ test('the schedule follows the injected clock: first run a minute after start, t
   // A run in flight (parked holding the gate) is shared by the admin call and not doubled by the schedule.
   await post(app, [event({ timestamp: clock.nowMs() - 29 * DAY })])
   clock.advance(2 * DAY)
-  park = true
+  arm()
   const scheduled = store.tick()
   await parked.arrived
   const admin = store.retention('admin')
@@ -271,22 +293,13 @@ test('the schedule follows the injected clock: first run a minute after start, t
 })
 
 test('shutdown during a retention run: the run stops after its step in flight, close completes, nothing is lost', async (t) => {
-  let park = false
-  const parked = latch()
-  const hooks: StoreHooks = {
-    onRolloverHoldingGate: async (reason) => {
-      if (!park || reason !== 'retention') return
-      park = false
-      parked.reached()
-      await parked.opened
-    },
-  }
+  const { hooks, parked, arm } = parkRetentionSwap()
   const built = await build(t, {}, hooks)
   const { clock } = built
   const old = Array.from({ length: 4 }, () => event({ timestamp: T0 - 29 * DAY }))
   await post(built.app, old)
   clock.advance(2 * DAY)
-  park = true
+  arm()
   const run = built.app.store.retention('admin')
   await parked.arrived
   const closing = built.app.close()
@@ -444,16 +457,7 @@ test('a query reading a segment keeps its file until it finishes; retention dele
 })
 
 test('a seal publishing its files while retention sweeps: the sweep never takes them for orphans', async (t) => {
-  let park = true
-  const parked = latch()
-  const hooks: StoreHooks = {
-    beforeSealStep: async (step) => {
-      if (step !== 'record' || !park) return
-      park = false
-      parked.reached()
-      await parked.opened
-    },
-  }
+  const { hooks, parked } = parkFirstSeal('record')
   const { app, dataDir } = await build(t, {}, hooks)
   const batch = Array.from({ length: 6 }, () => event({ detail: { d: 1 } }))
   await post(app, batch)
@@ -500,16 +504,7 @@ test('a replay validated before retention deleted its first copy is refused at c
 })
 
 test('a stray copy of a deleted segment (a pending file a reader kept) is removed at start-up, never sealed and counted again', async (t) => {
-  let park = true
-  const parked = latch()
-  const hooks: StoreHooks = {
-    beforeSealStep: async (step) => {
-      if (step !== 'copy' || !park) return
-      park = false
-      parked.reached()
-      await parked.opened
-    },
-  }
+  const { hooks, parked } = parkFirstSeal('copy')
   const built = await build(t, {}, hooks)
   const { clock, dataDir } = built
   await post(built.app, Array.from({ length: 5 }, () => event({ timestamp: T0 - HOUR })))
@@ -535,16 +530,7 @@ test('a stray copy of a deleted segment (a pending file a reader kept) is remove
 })
 
 test('details in a pending (not yet sealed) file are hidden at the detail cutoff too', async (t) => {
-  let park = true
-  const parked = latch()
-  const hooks: StoreHooks = {
-    beforeSealStep: async (step) => {
-      if (step !== 'copy' || !park) return
-      park = false
-      parked.reached()
-      await parked.opened
-    },
-  }
+  const { hooks, parked } = parkFirstSeal('copy')
   const { app, clock } = await build(t, {}, hooks)
   const e = event({ timestamp: T0 - HOUR, detail: { secret: 'prompt' } })
   await post(app, [e])

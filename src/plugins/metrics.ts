@@ -9,6 +9,7 @@
 
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
+import type { RetentionReport } from '../store/retention.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -48,33 +49,20 @@ export default fp(
     mirrorCounter(registry, 'tokenledger_retention_segments_deleted_total', 'Archived segments deleted by retention.', () => stats().retentionSegmentsDeleted)
     mirrorCounter(registry, 'tokenledger_retention_bytes_freed_total', 'Bytes of segment and detail files deleted by retention.', () => stats().retentionBytesFreed)
 
-    new Gauge({
-      name: 'tokenledger_retention_last_gate_held_seconds',
-      help: 'How long the last retention run held the write gate.',
-      registers: [registry],
-      collect() {
-        const last = stats().lastRetention
-        if (last) this.set(last.gate_held_ms / 1000)
-      },
-    })
-    new Gauge({
-      name: 'tokenledger_retention_last_duration_seconds',
-      help: 'How long the last retention run took.',
-      registers: [registry],
-      collect() {
-        const last = stats().lastRetention
-        if (last) this.set(last.duration_ms / 1000)
-      },
-    })
-    new Gauge({
-      name: 'tokenledger_retention_last_run_timestamp_seconds',
-      help: 'When the last retention run started (Unix time).',
-      registers: [registry],
-      collect() {
-        const last = stats().lastRetention
-        if (last) this.set(Date.parse(last.started_at) / 1000)
-      },
-    })
+    const lastRetention = (name: string, help: string, pick: (r: RetentionReport) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          const last = stats().lastRetention
+          if (last) this.set(pick(last))
+        },
+      })
+    }
+    lastRetention('tokenledger_retention_last_gate_held_seconds', 'How long the last retention run held the write gate.', (r) => r.gate_held_ms / 1000)
+    lastRetention('tokenledger_retention_last_duration_seconds', 'How long the last retention run took.', (r) => r.duration_ms / 1000)
+    lastRetention('tokenledger_retention_last_run_timestamp_seconds', 'When the last retention run started (Unix time).', (r) => Date.parse(r.started_at) / 1000)
     new Gauge({
       name: 'tokenledger_segments',
       help: 'Retained segments per state.',
