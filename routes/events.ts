@@ -1,4 +1,4 @@
-// POST /v1/events (ingest) and GET /v1/events/{event_id}.
+// POST /v1/events (ingest), GET /v1/events (pages of events) and GET /v1/events/{event_id}.
 // HTTP only: body formats (JSON, bare array, NDJSON, gzip), per-event
 // validation results, status codes. The store does dedupe and durability.
 
@@ -9,9 +9,11 @@ import sjson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { Errors } from '../src/errors.js'
 import { validateEvent } from '../src/ingest/event.js'
+import { parseFilter } from '../src/query/filters.js'
+import { decodeCursor, listEvents, MAX_LIST_LIMIT } from '../src/query/list.js'
 import { getEvent } from '../src/query/read.js'
 import type { EventResult, IndexedEvent } from '../src/store/store.js'
-import { commonErrors, IngestBody, IngestResult, UsageEventOut } from './schemas.js'
+import { commonErrors, IngestBody, IngestResult, QueryFilters, UsageEventOut } from './schemas.js'
 
 const NDJSON_TYPES = ['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines']
 
@@ -77,6 +79,46 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const outcome = await store.append({ events: valid, rejected, atomic, bytes })
       const { stored, ...body } = outcome
       return reply.code(stored ? 200 : 422).send(body)
+    },
+  )
+
+  app.get(
+    '/v1/events',
+    {
+      schema: {
+        summary: 'Matching events, newest first, in pages',
+        description:
+          'Events in [from, to) matching every filter, newest first by (timestamp, event_id), summary fields only (no `detail`). ' +
+          'Pass `next_cursor` as `cursor` for the next page; it is null after the last page. A walk never repeats an event and never skips one that existed when it began, ' +
+          'whatever is ingested meanwhile. Events older than the event retention window are never listed.',
+        tags: ['query'],
+        querystring: Type.Object(
+          {
+            ...QueryFilters,
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_LIST_LIMIT, default: 100, description: 'Events per page.' })),
+            cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 400, description: 'The previous page\'s `next_cursor`.' })),
+            source: Type.Optional(
+              Type.Union([Type.Literal('all'), Type.Literal('hot'), Type.Literal('archive')], {
+                default: 'all',
+                description: '`hot`: the active and pending segments only; `archive`: sealed segments only.',
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            events: Type.Array(Type.Ref('UsageEventOut'), { maxItems: MAX_LIST_LIMIT }),
+            next_cursor: Type.Union([Type.String({ maxLength: 400 }), Type.Null()]),
+          }),
+          ...commonErrors,
+        },
+      },
+    },
+    async (request) => {
+      const { limit, cursor, source, ...filters } = request.query
+      const filter = parseFilter(filters, { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs })
+      return listEvents(store, filter, { limit: limit ?? 100, cursor: cursor === undefined ? null : decodeCursor(cursor), source: source ?? 'all' })
     },
   )
 

@@ -61,7 +61,7 @@ export type Totals = Record<Measure, Count> & {
   cost_by_currency: Record<string, string>
 }
 
-const SUMMARY_COLUMNS =
+export const SUMMARY_COLUMNS =
   'event_id, ts, key_id, provider, model, status_code, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, currency, team_id, user_id, customer_id, endpoint, latency_ms, ttft_ms, stream, tags, has_detail'
 
 /** The event with its detail (null once expired), or null when no retained segment holds it or it has expired. */
@@ -158,7 +158,7 @@ export async function usageTotals(store: Store, requested: EventFilter, source: 
   })
 }
 
-type Range = [number, number]
+export type Range = [number, number]
 
 /** How far before the event cutoff an unaligned `from` is moved up to it (a client's own "now - 30d" arrives a little late). */
 export const FROM_GRACE_US = BUCKET_US
@@ -185,7 +185,7 @@ function refuseExpiredEdges(f: EventFilter, alignedFrom: number, alignedTo: numb
 }
 
 /** False when the segment's time bounds or pruning dims prove it holds nothing for the filter. */
-function mayMatch(part: SnapshotPart, f: EventFilter, [fromUs, toUs]: Range): boolean {
+export function mayMatch(part: SnapshotPart, f: EventFilter, [fromUs, toUs]: Range): boolean {
   // Bounds are exact (kept at commit, or computed from the file): no bounds, no rows.
   if (part.minTsUs === null || part.maxTsUs === null) return false
   if (part.maxTsUs < fromUs || part.minTsUs >= toUs) return false
@@ -212,7 +212,7 @@ async function rollupTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toU
   return res.getRowObjects()
 }
 
-type Row = Record<string, DuckDBValue>
+export type Row = Record<string, DuckDBValue>
 
 function combineTotals(rows: Row[]): Totals {
   const sums = Object.fromEntries(MEASURES.map((m) => [m, 0n])) as Record<Measure, bigint>
@@ -237,7 +237,7 @@ function combineTotals(rows: Row[]): Totals {
   }
 }
 
-function toStoredEvent(r: Row): StoredEvent {
+export function toStoredEvent(r: Row): StoredEvent {
   return {
     event_id: String(r.event_id),
     timestamp: formatTimestampUs(Number((r.ts as DuckDBTimestampValue).micros)),

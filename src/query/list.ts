@@ -1,0 +1,115 @@
+// GET /v1/events: matching events, newest first by (timestamp, event_id), in
+// pages joined by an opaque keyset cursor.
+//
+// Invariants:
+// - Order is (ts DESC, event_id DESC), a total order: event ids are unique
+//   across the store. A page holds the first `limit` events strictly after the
+//   cursor's key in that order, so a walk never repeats an event, and never
+//   skips one that existed when the walk began, whatever is ingested (or
+//   backfilled) meanwhile: new events either fall before the cursor (seen on a
+//   later page) or after it (not part of this walk).
+// - Segments are read newest-bounded first and a segment is opened only while
+//   it can still contribute: once `limit` events are held, a segment whose
+//   newest event is older than the last of them is skipped, as are segments
+//   whose time bounds or pruning dims cannot match, and those outside `source`.
+// - Expired events (before the event cutoff) are never listed.
+// - Summary fields only: `detail` is never read by a list.
+
+import { DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
+import { Errors } from '../errors.js'
+import { tableOf } from '../store/stats.js'
+import type { SnapshotPart, Store } from '../store/store.js'
+import { whereClause, type EventFilter } from './filters.js'
+import { mayMatch, SUMMARY_COLUMNS, toStoredEvent, type StoredEvent } from './read.js'
+
+export type ListSource = 'all' | 'hot' | 'archive'
+
+export const MAX_LIST_LIMIT = 1000
+
+export interface Cursor {
+  tsUs: number
+  eventId: string
+}
+
+export interface EventPage {
+  events: StoredEvent[]
+  /** The cursor for the next page; null when this page reached the end. */
+  next_cursor: string | null
+}
+
+const CURSOR_VERSION = 'v1'
+
+export function encodeCursor(c: Cursor): string {
+  return Buffer.from(`${CURSOR_VERSION}:${c.tsUs}:${c.eventId}`, 'utf8').toString('base64url')
+}
+
+/** Decodes a cursor this service issued; BadQuery otherwise. */
+export function decodeCursor(text: string): Cursor {
+  const bad = () => new Errors.BadQuery('`cursor` is not a cursor this service issued (pass `next_cursor` from the previous page unchanged)')
+  if (!/^[A-Za-z0-9_-]{1,400}$/.test(text)) throw bad()
+  const m = /^v1:(-?\d{1,17}):([!-~]{1,128})$/.exec(Buffer.from(text, 'base64url').toString('utf8'))
+  if (!m) throw bad()
+  const tsUs = Number(m[1])
+  if (!Number.isSafeInteger(tsUs)) throw bad()
+  return { tsUs, eventId: m[2]! }
+}
+
+interface Keyed {
+  tsUs: number
+  event: StoredEvent
+}
+
+/** Newest first by (ts, event_id). */
+function before(a: Keyed, b: Keyed): number {
+  if (a.tsUs !== b.tsUs) return b.tsUs - a.tsUs
+  return a.event.event_id < b.event.event_id ? 1 : a.event.event_id > b.event.event_id ? -1 : 0
+}
+
+export async function listEvents(store: Store, filter: EventFilter, opts: { limit: number; cursor: Cursor | null; source: ListSource }): Promise<EventPage> {
+  if (!Number.isInteger(opts.limit) || opts.limit < 1 || opts.limit > MAX_LIST_LIMIT) throw new Error(`invariant: list limit ${opts.limit}`)
+  return store.snapshot(async (snap) => {
+    const window: EventFilter = { ...filter, fromUs: Math.max(filter.fromUs, snap.cutoffs.eventsUs) }
+    if (opts.cursor !== null) window.toUs = Math.min(window.toUs, opts.cursor.tsUs + 1)
+    if (window.fromUs >= window.toUs) return { events: [], next_cursor: null }
+    const want = opts.limit + 1 // one more than a page: tells whether another page exists
+    const parts = snap.parts
+      .filter((p) => inSource(p, opts.source) && mayMatch(p, window, [window.fromUs, window.toUs]))
+      .sort((a, b) => (b.maxTsUs ?? 0) - (a.maxTsUs ?? 0))
+    let held: Keyed[] = []
+    for (const part of parts) {
+      const last = held[want - 1]
+      if (last !== undefined && part.maxTsUs! < last.tsUs) break // sorted: no later part can contribute either
+      const read = (conn: DuckDBConnection) => pageOf(conn, part.alias, window, opts.cursor, want)
+      const rows = part.alias === null ? await part.live(read) : await snap.files(read)
+      held = [...held, ...rows].sort(before).slice(0, want)
+    }
+    const page = held.slice(0, opts.limit)
+    const lastOfPage = page.at(-1)
+    return {
+      events: page.map((k) => k.event),
+      next_cursor: held.length > opts.limit && lastOfPage ? encodeCursor({ tsUs: lastOfPage.tsUs, eventId: lastOfPage.event.event_id }) : null,
+    }
+  })
+}
+
+function inSource(p: SnapshotPart, source: ListSource): boolean {
+  if (source === 'all') return true
+  return source === 'archive' ? p.state === 'archived' : p.state !== 'archived'
+}
+
+async function pageOf(conn: DuckDBConnection, alias: string | null, f: EventFilter, cursor: Cursor | null, limit: number): Promise<Keyed[]> {
+  const where = whereClause(f)
+  const params: DuckDBValue[] = [...where.params]
+  let after = ''
+  if (cursor !== null) {
+    params.push(new DuckDBTimestampValue(BigInt(cursor.tsUs)), cursor.eventId)
+    const ts = `$${params.length - 1}`
+    const id = `$${params.length}`
+    after = ` AND (ts < ${ts} OR (ts = ${ts} AND event_id < ${id}))`
+  }
+  const res = await conn.runAndReadAll(
+    `SELECT ${SUMMARY_COLUMNS} FROM ${tableOf(alias, 'events')} WHERE ${where.sql}${after} ORDER BY ts DESC, event_id DESC LIMIT ${Math.trunc(limit)}`,
+    params,
+  )
+  return res.getRowObjects().map((r) => ({ tsUs: Number((r.ts as DuckDBTimestampValue).micros), event: toStoredEvent(r) }))
+}
