@@ -1,12 +1,31 @@
-// GET /v1/usage: exact totals for a window and filters. (The full query API,
-// with group_by, time series and exports, grows here.)
+// GET /v1/usage: exact totals for a window and filters, optionally per group
+// of dimension values. (Time series and exports grow here.)
 
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { parseFilter } from '../src/query/filters.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
-import { effectiveFromUs, usageTotals } from '../src/query/read.js'
+import { DIMENSIONS, type Dimension } from '../src/query/filters.js'
+import { effectiveFromUs, MAX_GROUPS, usage, type Count, type UsageGroup } from '../src/query/read.js'
+import { parseCost } from '../src/money.js'
 import { commonErrors, QueryFilters } from './schemas.js'
+
+const ORDER_BY = ['requests', 'errors', 'input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens', 'cost', 'cost_missing'] as const
+type OrderBy = (typeof ORDER_BY)[number]
+const MAX_GROUPS_LISTED = 1000
+
+/** Largest first by the measure (cost: its exact value; a group with several currencies has none and sorts last), then by key. */
+function sortGroups(groups: UsageGroup[], by: OrderBy): UsageGroup[] {
+  const value = (g: UsageGroup): bigint => {
+    if (by !== 'cost') return BigInt(g.totals[by] as Count)
+    const parsed = g.totals.cost === null ? null : parseCost(g.totals.cost)
+    return parsed?.ok ? parsed.scaled : -1n
+  }
+  return groups
+    .map((g, i) => ({ g, i, v: value(g) }))
+    .sort((a, b) => (a.v === b.v ? a.i - b.i : a.v > b.v ? -1 : 1))
+    .map((x) => x.g)
+}
 
 export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, store, clock } = app
@@ -22,12 +41,38 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
           'a `from` at most 15 minutes before that cutoff is answered from the cutoff on, as `from` in the answer says); ' +
           'nothing is counted before the rollup retention cutoff.',
         tags: ['query'],
-        querystring: Type.Object(QueryFilters, { additionalProperties: false }),
+        querystring: Type.Object(
+          {
+            ...QueryFilters,
+            group_by: Type.Optional(
+              Type.Array(Type.Union(DIMENSIONS.map((d) => Type.Literal(d))), {
+                maxItems: DIMENSIONS.length,
+                uniqueItems: true,
+                description: 'Dimensions to group by (repeat the parameter); the answer then has `groups`.',
+              }),
+            ),
+            order_by: Type.Optional(
+              Type.Union(ORDER_BY.map((m) => Type.Literal(m)), { default: 'requests', description: 'Groups are sorted by this measure, largest first (then by key).' }),
+            ),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_GROUPS_LISTED, default: 100, description: 'Most groups returned; `group_count` tells how many there are.' })),
+          },
+          { additionalProperties: false },
+        ),
         response: {
           200: Type.Object({
             from: Type.String({ maxLength: 40, description: 'The window answered, which may start later than asked: never before the rollup retention cutoff, and a `from` up to 15 minutes before the raw-event cutoff starts at that cutoff.' }),
             to: Type.String({ maxLength: 40 }),
             totals: Type.Ref('UsageTotals'),
+            group_count: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_GROUPS })),
+            groups: Type.Optional(
+              Type.Array(
+                Type.Object({
+                  key: Type.Record(Type.String(), Type.Union([Type.String(), Type.Null()]), { description: 'The group\'s value of each group_by dimension (null: none).' }),
+                  totals: Type.Ref('UsageTotals'),
+                }),
+                { maxItems: MAX_GROUPS_LISTED },
+              ),
+            ),
           }),
           ...commonErrors,
         },
@@ -35,14 +80,18 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const nowMs = clock.nowMs()
-      const filter = parseFilter(request.query, {
+      const { group_by: groupBy, order_by: orderBy, limit, ...filters } = request.query
+      const filter = parseFilter(filters, {
         nowMs,
         eventRetentionMs: config.eventRetentionMs,
         maxFutureSkewMs: config.maxFutureSkewMs,
       })
       const fromUs = effectiveFromUs(filter.fromUs, store.cutoffs(nowMs))
-      const totals = await usageTotals(store, { ...filter, fromUs }, 'auto', nowMs)
-      return { from: formatTimestampUs(fromUs), to: formatTimestampUs(filter.toUs), totals }
+      const answer = await usage(store, { ...filter, fromUs }, (groupBy ?? []) as Dimension[], 'auto', nowMs)
+      const window = { from: formatTimestampUs(fromUs), to: formatTimestampUs(filter.toUs), totals: answer.totals }
+      if (!groupBy || groupBy.length === 0) return window
+      const groups = sortGroups(answer.groups, orderBy ?? 'requests').slice(0, limit ?? 100)
+      return { ...window, group_count: answer.groups.length, groups }
     },
   )
 }

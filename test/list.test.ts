@@ -163,3 +163,36 @@ test('bad cursors and limits are 400s naming the parameter; expired events are n
   )
   assert.equal(all.next_cursor, null)
 })
+
+test('GET /v1/usage group_by: groups with their key and totals, ordered by a measure, limited, with the group count', async (t) => {
+  const { app } = await build(t)
+  await post(app, [
+    ...Array.from({ length: 3 }, () => event({ key_id: 'k1', model: 'm1', cost: '0.5' })),
+    ...Array.from({ length: 2 }, () => event({ key_id: 'k2', model: 'm1', cost: '2' })),
+    event({ key_id: 'k3', model: 'm2', cost: '0.1', team_id: 'team-x' }),
+  ])
+  await rollover(app)
+  await app.store.settle()
+  await post(app, [event({ key_id: 'k2', model: 'm1', cost: '1' })])
+  const q = `from=${T0 - HOUR_MS}&to=${T0}`
+  const byRequests = (await app.inject({ url: `/v1/usage?${q}&group_by=key_id&group_by=model` })).json()
+  assert.equal(byRequests.group_count, 3)
+  assert.deepEqual(
+    byRequests.groups.map((g: { key: unknown; totals: { requests: number; cost: string } }) => [g.key, g.totals.requests, g.totals.cost]),
+    [
+      [{ key_id: 'k1', model: 'm1' }, 3, '1.5'],
+      [{ key_id: 'k2', model: 'm1' }, 3, '5'],
+      [{ key_id: 'k3', model: 'm2' }, 1, '0.1'],
+    ],
+  )
+  assert.equal(byRequests.totals.requests, 7)
+  const byCost = (await app.inject({ url: `/v1/usage?${q}&group_by=key_id&order_by=cost&limit=2` })).json()
+  assert.deepEqual(byCost.groups.map((g: { key: { key_id: string } }) => g.key.key_id), ['k2', 'k1'])
+  assert.equal(byCost.group_count, 3)
+  const byTeam = (await app.inject({ url: `/v1/usage?${q}&group_by=team_id` })).json()
+  assert.deepEqual(byTeam.groups.map((g: { key: unknown }) => g.key), [{ team_id: null }, { team_id: 'team-x' }], 'events without a team form their own group')
+  for (const bad of ['group_by=colour', 'order_by=vibes', 'limit=0', 'group_by=key_id&group_by=key_id']) {
+    const res = await app.inject({ url: `/v1/usage?${q}&${bad}` })
+    assert.equal(res.statusCode, 400, bad)
+  }
+})

@@ -12,7 +12,7 @@ import { test } from 'node:test'
 import fc from 'fast-check'
 import type { FastifyInstance } from 'fastify'
 import { parseFilter } from '../src/query/filters.js'
-import { usageTotals } from '../src/query/read.js'
+import { usage, usageTotals } from '../src/query/read.js'
 import { IdIndex } from '../src/store/idindex.js'
 import { SEAL_STEPS, type SealStep } from '../src/store/sealer.js'
 import type { StoreHooks } from '../src/store/store.js'
@@ -255,7 +255,7 @@ test('a failing seal is retried with exponential backoff and shown in status unt
   assert.equal(expected.cost, '3.5')
 })
 
-test('rollups give exactly the totals of a raw scan and of the test model, for any window and filter (property)', async (t) => {
+test('rollups give exactly the totals (and group totals) of a raw scan and of the test model, for any window, filter and grouping (property)', async (t) => {
   const keys = ['k1', 'k2', 'k3']
   const models = ['m1', 'm2']
   const statuses = [200, 429, 500]
@@ -317,6 +317,17 @@ test('rollups give exactly the totals of a raw scan and of the test model, for a
         assert.equal(viaRaw.errors, match.filter((e) => e.status >= 400).length)
         assert.equal(BigInt(viaRaw.input_tokens), match.reduce((n, e) => n + BigInt(e.input), 0n), `input_tokens for ${JSON.stringify(raw)}`)
         assert.equal(viaRaw.cost_missing, match.filter((e) => e.cost === null).length)
+        // Grouped: every group equals its raw scan and the model's count of that group.
+        const grouped = await usage(app.store, filter, ['key_id', 'model'], 'auto')
+        assert.deepEqual(grouped, await usage(app.store, filter, ['key_id', 'model'], 'raw'), `grouped rollups != raw for ${JSON.stringify(raw)}`)
+        assert.deepEqual(grouped.totals, viaRollups)
+        const modelGroups = new Map<string, number>()
+        for (const e of match) modelGroups.set(JSON.stringify([e.key, e.model]), (modelGroups.get(JSON.stringify([e.key, e.model])) ?? 0) + 1)
+        assert.deepEqual(
+          new Map(grouped.groups.map((g) => [JSON.stringify([g.key.key_id, g.key.model]), g.totals.requests])),
+          modelGroups,
+          `groups for ${JSON.stringify(raw)}`,
+        )
         for (const currency of ['USD', 'EUR']) {
           const sum = match.filter((e) => e.currency === currency && e.cost !== null).reduce((n, e) => n + e.cost!, 0n)
           const got = viaRaw.cost_by_currency[currency]

@@ -19,7 +19,7 @@ import { BUCKET_US, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum } from '.
 import { tableOf } from '../store/stats.js'
 import type { Cutoffs } from '../store/retention.js'
 import type { SnapshotPart, Store } from '../store/store.js'
-import { whereClause, type EventFilter } from './filters.js'
+import { DIMENSIONS, whereClause, type Dimension, type EventFilter } from './filters.js'
 
 export interface StoredEvent {
   event_id: string
@@ -123,23 +123,47 @@ export type TotalsSource = 'auto' | 'raw'
  * the rollup path must equal).
  */
 export async function usageTotals(store: Store, requested: EventFilter, source: TotalsSource = 'auto', nowMs?: number): Promise<Totals> {
+  return (await usage(store, requested, [], source, nowMs)).totals
+}
+
+/** One group of a grouped usage answer: its dimension values (null: the event had none) and its totals. */
+export interface UsageGroup {
+  key: Partial<Record<Dimension, string | null>>
+  totals: Totals
+}
+
+/** Most distinct groups one answer may compute; past it the query is refused (narrow it). */
+export const MAX_GROUPS = 100_000
+
+/**
+ * Totals and, for `groupBy` (a subset of the dimensions), the totals of each
+ * group, sorted by key. Same sources and exactness as usageTotals: every group
+ * sums rollup rows and raw rows of the same window.
+ */
+export async function usage(
+  store: Store,
+  requested: EventFilter,
+  groupBy: readonly Dimension[],
+  source: TotalsSource = 'auto',
+  nowMs?: number,
+): Promise<{ totals: Totals; groups: UsageGroup[] }> {
   const cutoffs = store.cutoffs(nowMs)
   const filter = { ...requested, fromUs: source === 'auto' ? effectiveFromUs(requested.fromUs, cutoffs) : Math.max(requested.fromUs, cutoffs.rollupsUs) }
-  if (filter.fromUs >= filter.toUs) return combineTotals([])
+  if (filter.fromUs >= filter.toUs) return { totals: combineTotals([]), groups: [] }
   const alignedFrom = Math.ceil(filter.fromUs / BUCKET_US) * BUCKET_US
   const alignedTo = Math.floor(filter.toUs / BUCKET_US) * BUCKET_US
   const useRollups = source === 'auto' && alignedFrom < alignedTo
   if (source === 'auto') refuseExpiredEdges(filter, alignedFrom, alignedTo, cutoffs)
   const whole: Range = [filter.fromUs, filter.toUs]
   const edges: Range[] = useRollups ? ([[filter.fromUs, alignedFrom], [alignedTo, filter.toUs]] as Range[]).filter(([a, b]) => a < b) : [whole]
-  return store.snapshot(async (snap) => {
+  const rows = await store.snapshot(async (snap) => {
     const rows: Row[] = []
     const byRange = new Map<Range, string[]>()
     for (const part of snap.parts) {
       const ranges = (part.state === 'archived' ? edges : [whole]).filter((r) => mayMatch(part, filter, r))
       if (ranges.length === 0) continue
       if (part.alias === null) {
-        for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r))))
+        for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r, groupBy))))
       } else {
         for (const r of ranges) {
           const list = byRange.get(r) ?? []
@@ -148,14 +172,34 @@ export async function usageTotals(store: Store, requested: EventFilter, source: 
         }
       }
     }
-    for (const [range, aliases] of byRange) rows.push(...(await snap.files((conn) => rawTotals(conn, aliases, filter, range))))
+    for (const [range, aliases] of byRange) rows.push(...(await snap.files((conn) => rawTotals(conn, aliases, filter, range, groupBy))))
     if (useRollups) {
       // Rollups of segments this snapshot reads raw (archived after it was taken) must not count twice.
       const rawIds = snap.parts.filter((p) => p.state !== 'archived').map((p) => p.id)
-      rows.push(...(await snap.files((conn) => rollupTotals(conn, filter, [alignedFrom, alignedTo], rawIds))))
+      rows.push(...(await snap.files((conn) => rollupTotals(conn, filter, [alignedFrom, alignedTo], rawIds, groupBy))))
     }
-    return combineTotals(rows)
+    return rows
   })
+  const byKey = new Map<string, Row[]>()
+  for (const r of rows) {
+    const key = JSON.stringify(groupBy.map((d) => str(r[d])))
+    let list = byKey.get(key)
+    if (!list) {
+      if (byKey.size >= MAX_GROUPS) throw new Errors.BadQuery(`\`group_by\` gives more than ${MAX_GROUPS} groups; narrow the window or the filters`)
+      byKey.set(key, (list = []))
+    }
+    list.push(r)
+  }
+  const groups =
+    groupBy.length === 0
+      ? []
+      : [...byKey.entries()]
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+          .map(([key, list]) => {
+            const values = JSON.parse(key) as Array<string | null>
+            return { key: Object.fromEntries(groupBy.map((d, i) => [d, values[i] ?? null])), totals: combineTotals(list) }
+          })
+  return { totals: combineTotals(rows), groups }
 }
 
 export type Range = [number, number]
@@ -198,17 +242,25 @@ export function mayMatch(part: SnapshotPart, f: EventFilter, [fromUs, toUs]: Ran
   return true
 }
 
-async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, f: EventFilter, [fromUs, toUs]: Range): Promise<Row[]> {
+/** `currency` plus the group-by columns (names from the fixed DIMENSIONS list, never from input). */
+function groupColumns(groupBy: readonly Dimension[]): string {
+  for (const d of groupBy) if (!DIMENSIONS.includes(d)) throw new Error(`invariant: unknown dimension ${String(d)}`)
+  return ['currency', ...groupBy].join(', ')
+}
+
+async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, f: EventFilter, [fromUs, toUs]: Range, groupBy: readonly Dimension[]): Promise<Row[]> {
   const where = whereClause({ ...f, fromUs, toUs })
   const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
-  const res = await conn.runAndReadAll(`SELECT currency, ${RAW_MEASURES} FROM (${union}) GROUP BY currency`, where.params)
+  const cols = groupColumns(groupBy)
+  const res = await conn.runAndReadAll(`SELECT ${cols}, ${RAW_MEASURES} FROM (${union}) GROUP BY ${cols}`, where.params)
   return res.getRowObjects()
 }
 
-async function rollupTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, excludeIds: number[]): Promise<Row[]> {
+async function rollupTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, excludeIds: number[], groupBy: readonly Dimension[]): Promise<Row[]> {
   const where = whereClause({ ...f, fromUs, toUs }, 'bucket')
   const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${excludeIds.map((id) => String(Math.trunc(id))).join(', ')})` : ''
-  const res = await conn.runAndReadAll(`SELECT currency, ${ROLLUP_MEASURES} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY currency`, where.params)
+  const cols = groupColumns(groupBy)
+  const res = await conn.runAndReadAll(`SELECT ${cols}, ${ROLLUP_MEASURES} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${cols}`, where.params)
   return res.getRowObjects()
 }
 
