@@ -13,6 +13,7 @@ import { commonErrors, QueryFilters } from './schemas.js'
 const ORDER_BY = ['requests', 'errors', 'input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens', 'cost', 'cost_missing'] as const
 type OrderBy = (typeof ORDER_BY)[number]
 const MAX_GROUPS_LISTED = 1000
+const MAX_DIMENSION_VALUES = 1000
 
 /** Largest first by the measure (cost: its exact value; a group with several currencies has none and sorts last), then by key. */
 function sortGroups(groups: UsageGroup[], by: OrderBy): UsageGroup[] {
@@ -92,6 +93,57 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (!groupBy || groupBy.length === 0) return window
       const groups = sortGroups(answer.groups, orderBy ?? 'requests').slice(0, limit ?? 100)
       return { ...window, group_count: answer.groups.length, groups }
+    },
+  )
+  app.get(
+    '/v1/usage/dimensions',
+    {
+      schema: {
+        summary: 'Distinct values of each dimension in a window (for dashboard drop-downs)',
+        description:
+          'For each dimension, the values that occur in [from, to) under the other filters, most used first, at most `limit` of them (`truncated` says when there are more). ' +
+          'Events without a value (e.g. no team_id) are not listed.',
+        tags: ['query'],
+        querystring: Type.Object(
+          { ...QueryFilters, limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_DIMENSION_VALUES, default: 100, description: 'Most values per dimension.' })) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            from: Type.String({ maxLength: 40 }),
+            to: Type.String({ maxLength: 40 }),
+            dimensions: Type.Object(
+              Object.fromEntries(
+                DIMENSIONS.map((d) => [
+                  d,
+                  Type.Object({
+                    values: Type.Array(Type.String({ maxLength: 128 }), { maxItems: MAX_DIMENSION_VALUES }),
+                    truncated: Type.Boolean(),
+                  }),
+                ]),
+              ),
+            ),
+          }),
+          ...commonErrors,
+        },
+      },
+    },
+    async (request) => {
+      const nowMs = clock.nowMs()
+      const { limit, ...filters } = request.query
+      const filter = parseFilter(filters, { nowMs, eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs })
+      const fromUs = effectiveFromUs(filter.fromUs, store.cutoffs(nowMs))
+      const max = limit ?? 100
+      const dimensions: Record<string, { values: string[]; truncated: boolean }> = {}
+      for (const dim of DIMENSIONS) {
+        // One exact grouped pass per dimension (rollups for the sealed middle): values ranked by use.
+        const { groups } = await usage(store, { ...filter, fromUs }, [dim], 'auto', nowMs)
+        const values = sortGroups(groups, 'requests')
+          .map((g) => g.key[dim])
+          .filter((v): v is string => typeof v === 'string')
+        dimensions[dim] = { values: values.slice(0, max), truncated: values.length > max }
+      }
+      return { from: formatTimestampUs(fromUs), to: formatTimestampUs(filter.toUs), dimensions }
     },
   )
 }

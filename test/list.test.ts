@@ -196,3 +196,29 @@ test('GET /v1/usage group_by: groups with their key and totals, ordered by a mea
     assert.equal(res.statusCode, 400, bad)
   }
 })
+
+test('GET /v1/usage/dimensions: the values of each dimension in the window and filters, most used first, bounded', async (t) => {
+  const { app } = await build(t)
+  await post(app, [
+    ...Array.from({ length: 3 }, () => event({ key_id: 'k1', provider: 'openai', user_id: 'u1' })),
+    ...Array.from({ length: 2 }, () => event({ key_id: 'k2', provider: 'anthropic', model: 'claude', user_id: 'u2' })),
+    event({ key_id: 'k3', provider: 'openai', team_id: 't1' }),
+    event({ key_id: 'k9', timestamp: T0 - 3 * HOUR_MS }),
+  ])
+  await rollover(app)
+  await app.store.settle()
+  await post(app, [event({ key_id: 'k2', provider: 'anthropic', model: 'claude' })])
+  const q = `from=${T0 - HOUR_MS}&to=${T0}`
+  const res = await app.inject({ url: `/v1/usage/dimensions?${q}` })
+  assert.equal(res.statusCode, 200, res.body)
+  const d = res.json().dimensions
+  assert.deepEqual(d.key_id, { values: ['k1', 'k2', 'k3'], truncated: false }, 'k9 is outside the window')
+  assert.deepEqual(d.provider.values, ['openai', 'anthropic'])
+  assert.deepEqual(d.team_id, { values: ['t1'], truncated: false }, 'no value is not a value')
+  assert.deepEqual(d.user_id.values, ['u1', 'u2'])
+  const limited = (await app.inject({ url: `/v1/usage/dimensions?${q}&limit=1&provider=anthropic` })).json().dimensions
+  assert.deepEqual(limited.key_id, { values: ['k2'], truncated: false })
+  assert.deepEqual(limited.model, { values: ['claude'], truncated: false })
+  const one = (await app.inject({ url: `/v1/usage/dimensions?${q}&limit=1` })).json().dimensions
+  assert.deepEqual(one.key_id, { values: ['k1'], truncated: true })
+})
