@@ -137,7 +137,18 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const dimensions: Record<string, { values: string[]; truncated: boolean }> = {}
       for (const dim of DIMENSIONS) {
         // One exact grouped pass per dimension (rollups for the sealed middle): values ranked by use.
-        const { groups } = await usage(store, { ...filter, fromUs }, [dim], 'auto', nowMs)
+        // A dimension with more distinct values than one answer may group is reported truncated, empty.
+        const groups = await usage(store, { ...filter, fromUs }, [dim], 'auto', nowMs).then(
+          (u) => u.groups,
+          (err: unknown) => {
+            if ((err as { code?: string }).code === 'TL_BAD_QUERY' && /more than \d+ groups/.test(String((err as Error).message))) return null
+            throw err
+          },
+        )
+        if (groups === null) {
+          dimensions[dim] = { values: [], truncated: true }
+          continue
+        }
         const values = sortGroups(groups, 'requests')
           .map((g) => g.key[dim])
           .filter((v): v is string => typeof v === 'string')
