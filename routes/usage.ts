@@ -4,6 +4,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { parseFilter } from '../src/query/filters.js'
+import { Errors } from '../src/errors.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
 import { DIMENSIONS, type Dimension } from '../src/query/filters.js'
 import { effectiveFromUs, MAX_GROUPS, usage, type Count, type UsageGroup } from '../src/query/read.js'
@@ -89,6 +90,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       })
       const fromUs = effectiveFromUs(filter.fromUs, store.cutoffs(nowMs))
       const answer = await usage(store, { ...filter, fromUs }, (groupBy ?? []) as Dimension[], 'auto', nowMs)
+      if (answer.tooManyGroups) throw new Errors.BadQuery(`\`group_by\` gives more than ${MAX_GROUPS} groups; narrow the window or the filters`)
       const window = { from: formatTimestampUs(fromUs), to: formatTimestampUs(filter.toUs), totals: answer.totals }
       if (!groupBy || groupBy.length === 0) return window
       const groups = sortGroups(answer.groups, orderBy ?? 'requests').slice(0, limit ?? 100)
@@ -138,18 +140,12 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       for (const dim of DIMENSIONS) {
         // One exact grouped pass per dimension (rollups for the sealed middle): values ranked by use.
         // A dimension with more distinct values than one answer may group is reported truncated, empty.
-        const groups = await usage(store, { ...filter, fromUs }, [dim], 'auto', nowMs).then(
-          (u) => u.groups,
-          (err: unknown) => {
-            if ((err as { code?: string }).code === 'TL_BAD_QUERY' && /more than \d+ groups/.test(String((err as Error).message))) return null
-            throw err
-          },
-        )
-        if (groups === null) {
+        const answer = await usage(store, { ...filter, fromUs }, [dim], 'auto', nowMs)
+        if (answer.tooManyGroups) {
           dimensions[dim] = { values: [], truncated: true }
           continue
         }
-        const values = sortGroups(groups, 'requests')
+        const values = sortGroups(answer.groups, 'requests')
           .map((g) => g.key[dim])
           .filter((v): v is string => typeof v === 'string')
         dimensions[dim] = { values: values.slice(0, max), truncated: values.length > max }

@@ -132,8 +132,15 @@ export interface UsageGroup {
   totals: Totals
 }
 
-/** Most distinct groups one answer may compute; past it the query is refused (narrow it). */
+/** Most distinct groups one answer may compute; past it `tooManyGroups` is set and no groups are given. */
 export const MAX_GROUPS = 100_000
+
+export interface UsageAnswer {
+  totals: Totals
+  /** Sorted by key; empty without groupBy, or when there are more than MAX_GROUPS of them. */
+  groups: UsageGroup[]
+  tooManyGroups: boolean
+}
 
 /**
  * Totals and, for `groupBy` (a subset of the dimensions), the totals of each
@@ -146,10 +153,10 @@ export async function usage(
   groupBy: readonly Dimension[],
   source: TotalsSource = 'auto',
   nowMs?: number,
-): Promise<{ totals: Totals; groups: UsageGroup[] }> {
+): Promise<UsageAnswer> {
   const cutoffs = store.cutoffs(nowMs)
   const filter = { ...requested, fromUs: source === 'auto' ? effectiveFromUs(requested.fromUs, cutoffs) : Math.max(requested.fromUs, cutoffs.rollupsUs) }
-  if (filter.fromUs >= filter.toUs) return { totals: combineTotals([]), groups: [] }
+  if (filter.fromUs >= filter.toUs) return { totals: combineTotals([]), groups: [], tooManyGroups: false }
   const alignedFrom = Math.ceil(filter.fromUs / BUCKET_US) * BUCKET_US
   const alignedTo = Math.floor(filter.toUs / BUCKET_US) * BUCKET_US
   const useRollups = source === 'auto' && alignedFrom < alignedTo
@@ -181,17 +188,21 @@ export async function usage(
     return rows
   })
   const byKey = new Map<string, Row[]>()
+  let tooManyGroups = false
   for (const r of rows) {
     const key = JSON.stringify(groupBy.map((d) => str(r[d])))
     let list = byKey.get(key)
     if (!list) {
-      if (byKey.size >= MAX_GROUPS) throw new Errors.BadQuery(`\`group_by\` gives more than ${MAX_GROUPS} groups; narrow the window or the filters`)
+      if (byKey.size >= MAX_GROUPS) {
+        tooManyGroups = true
+        break
+      }
       byKey.set(key, (list = []))
     }
     list.push(r)
   }
   const groups =
-    groupBy.length === 0
+    groupBy.length === 0 || tooManyGroups
       ? []
       : [...byKey.entries()]
           .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
@@ -199,7 +210,7 @@ export async function usage(
             const values = JSON.parse(key) as Array<string | null>
             return { key: Object.fromEntries(groupBy.map((d, i) => [d, values[i] ?? null])), totals: combineTotals(list) }
           })
-  return { totals: combineTotals(rows), groups }
+  return { totals: combineTotals(rows), groups, tooManyGroups }
 }
 
 export type Range = [number, number]
