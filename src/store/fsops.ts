@@ -8,6 +8,7 @@
 // - `remove` of a missing file is not an error (steps are re-run on recovery).
 
 import fs from 'node:fs/promises'
+import path from 'node:path'
 
 export interface FileSystem {
   mkdirp(dir: string): Promise<void>
@@ -56,4 +57,14 @@ export const nodeFileSystem: FileSystem = {
   },
   syncFile: (file) => fsync(file, 'r+'),
   syncDir: (dir) => fsync(dir, 'r'),
+}
+
+/**
+ * Removes a DuckDB database file and any WAL beside it, then fsyncs their
+ * directory, so the removal survives a crash. A missing file is not an error.
+ */
+export async function removeDurably(fs: FileSystem, file: string): Promise<void> {
+  await fs.remove(file)
+  await fs.remove(`${file}.wal`)
+  await fs.syncDir(path.dirname(file))
 }

@@ -22,15 +22,14 @@
 //   time (exponential backoff) and shown in status; nothing gives up silently.
 // - Never takes the write gate: the files it touches are closed to writers.
 
-import path from 'node:path'
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import type { Catalog } from './catalog.js'
 import { ident, type FileTier } from './files.js'
-import type { FileSystem } from './fsops.js'
+import { removeDurably, type FileSystem } from './fsops.js'
 import { detailsPath, relativeSegmentPath, segmentPath, tierDir } from './layout.js'
 import { SEGMENT_DDL } from './schema.js'
-import { computeStats, countDetails, statsDifference } from './stats.js'
+import { computeStats, statsDifference } from './stats.js'
 import type { SegmentEntry, StoreHooks } from './store.js'
 
 export type SealStep = 'copy' | 'sync' | 'validate' | 'publish' | 'record' | 'swap' | 'cleanup'
@@ -141,12 +140,14 @@ export class Sealer {
         await conn.run(`INSERT INTO ${o}.segment_meta SELECT * FROM ${src}.segment_meta`)
         await conn.run(`INSERT INTO ${o}.segment_meta VALUES ('sealed_ms', '${this.o.clock.nowMs()}')`)
       })
-      await fs.remove(detailsTmp)
-      await fs.remove(`${detailsTmp}.wal`)
       if (keepDetails) {
         await this.writeCopy(outDetails, detailsTmp, ['event_details'], async (o) => {
           await conn.run(`INSERT INTO ${o}.event_details SELECT * FROM ${src}.event_details ORDER BY ts, event_id`)
         })
+      } else {
+        // A stale output of an earlier attempt that kept details.
+        await fs.remove(detailsTmp)
+        await fs.remove(`${detailsTmp}.wal`)
       }
 
       await this.step('sync', id)
@@ -212,9 +213,7 @@ export class Sealer {
     await files
       .retire(source, async () => {
         try {
-          await fs.remove(pendingFile)
-          await fs.remove(`${pendingFile}.wal`)
-          await fs.syncDir(path.dirname(pendingFile))
+          await removeDurably(fs, pendingFile)
         } catch (err) {
           this.o.logger.warn({ event: 'seal_cleanup_failed', segment: id, err }, 'could not remove the pending file; start-up will')
         }

@@ -53,7 +53,7 @@ import { Errors } from '../errors.js'
 import type { FieldError, UsageEvent } from '../ingest/event.js'
 import { DuckDBCatalog, type Catalog, type DetailsState, type SegmentDims } from './catalog.js'
 import { FileTier, type AttachedFile } from './files.js'
-import { nodeFileSystem, type FileSystem } from './fsops.js'
+import { nodeFileSystem, removeDurably, type FileSystem } from './fsops.js'
 import { IdIndex } from './idindex.js'
 import { CATALOG_FILE, detailsPath, LEGACY_ACTIVE_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
 import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionReport, type RetentionTrigger, type RetentionWindows } from './retention.js'
@@ -1013,9 +1013,7 @@ export class Store {
       // Runs when the last reader unpins (or now): it must not throw into that reader.
       const remove = async (): Promise<void> => {
         try {
-          await this.fs.remove(file.path)
-          await this.fs.remove(`${file.path}.wal`)
-          await this.fs.syncDir(path.dirname(file.path))
+          await removeDurably(this.fs, file.path)
           if (deferred) this.retentionBytesFreed += bytes
           resolve()
         } catch (err) {
@@ -1359,15 +1357,13 @@ async function recover(
     const file = segmentPath(opts.dataDir, 'pending', id)
     if (rec?.state === 'deleted' || (rec?.state === 'archived' && archiveIds.has(id))) {
       // Sealed (or expired) before the crash; only the removal of the pending file was left.
-      await fs.remove(file)
-      await fs.syncDir(dir('pending'))
+      await removeDurably(fs, file)
       log.info({ event: 'recover_pending_done', id, state: rec.state }, 'removed a pending file already sealed')
       continue
     }
     if (rec?.state !== 'archived' && archiveIds.has(id)) {
       // Published but not recorded: seal again from the pending file.
-      await fs.remove(segmentPath(opts.dataDir, 'archive', id))
-      await fs.syncDir(dir('archive'))
+      await removeDurably(fs, segmentPath(opts.dataDir, 'archive', id))
       archiveIds.delete(id)
       log.warn({ event: 'recover_unrecorded_archive', id }, 'removed an archive the catalog never recorded; sealing again')
     }
@@ -1385,8 +1381,7 @@ async function recover(
     const rec = records.get(id)
     const file = segmentPath(opts.dataDir, 'archive', id)
     if (rec?.state === 'deleted') {
-      await fs.remove(file)
-      await fs.syncDir(dir('archive'))
+      await removeDurably(fs, file)
       log.info({ event: 'recover_deleted', id }, 'removed an archive the catalog had deleted')
       continue
     }
@@ -1424,8 +1419,7 @@ async function recover(
       continue
     }
     if (rec !== undefined || entries.some((e) => e.id === id && e.state === 'pending')) {
-      await fs.remove(file)
-      await fs.syncDir(dir('archive'))
+      await removeDurably(fs, file)
       log.info({ event: 'recover_removed_details', id, state: rec?.state ?? 'pending', details: rec?.details ?? null }, 'removed a detail file the catalog no longer needs')
       continue
     }
