@@ -39,6 +39,8 @@ export interface Config {
   retryAfterSeconds: number
   /** Concurrent read queries against the store. */
   maxConcurrentQueries: number
+  /** Longest one read of the store may run before DuckDB is interrupted and the query answered 503. */
+  queryTimeoutMs: number
   /** Fastify request timeout (a slow-loris bound). */
   requestTimeoutMs: number
   /** Time allowed for draining on SIGTERM before the process gives up. */
@@ -196,6 +198,7 @@ export function loadConfig(env: Env = process.env): Config {
     gateWaitMs: r.duration('GATE_WAIT', '10s', 10, 600_000),
     retryAfterSeconds: r.int('RETRY_AFTER_SECONDS', 1, 1, 3600),
     maxConcurrentQueries: r.int('MAX_CONCURRENT_QUERIES', 2, 1, 64),
+    queryTimeoutMs: r.duration('QUERY_TIMEOUT', '30s', 10, 3_600_000),
     requestTimeoutMs: r.duration('REQUEST_TIMEOUT', '30s', 1000, 3_600_000),
     shutdownGraceMs: r.duration('SHUTDOWN_GRACE', '25s', 1000, 3_600_000),
     duckdbMemoryBytes: r.size('DUCKDB_MEMORY', '2GiB', 64 * MiB, 1024 * 1024 * MiB),

@@ -15,6 +15,8 @@ export const Errors = {
   Draining: createError('TL_DRAINING', 'the service is shutting down; retry on another instance', 503),
   StoreFailed: createError('TL_STORE_FAILED', 'the store cannot accept writes; nothing from this request was stored', 503),
   QueryBusy: createError('TL_QUERY_BUSY', 'too many queries in flight; retry after the Retry-After delay', 503),
+  QueryTooLarge: createError<[string]>('TL_QUERY_TOO_LARGE', 'query too large: %s', 400),
+  QueryTimeout: createError<[number]>('TL_QUERY_TIMEOUT', 'the query was stopped after its time limit of %d ms; narrow the window or the filters', 503),
 } as const
 
 /** Errors that mean "not stored, try again": the reply carries Retry-After. */

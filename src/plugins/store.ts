@@ -21,6 +21,7 @@ export default fp<StorePluginOptions>(
       maxCommitEvents: config.maxCommitEvents,
       gateWaitMs: config.gateWaitMs,
       maxConcurrentQueries: config.maxConcurrentQueries,
+      queryTimeoutMs: config.queryTimeoutMs,
       duckdbMemoryBytes: config.duckdbMemoryBytes,
       duckdbThreads: config.duckdbThreads,
       rolloverBytes: config.rolloverBytes,

@@ -103,6 +103,8 @@ export interface StoreOptions {
   maxCommitEvents: number
   gateWaitMs: number
   maxConcurrentQueries: number
+  /** Longest one snapshot's reads may run before DuckDB is interrupted (QueryTimeout); default 30 s. */
+  queryTimeoutMs?: number
   duckdbMemoryBytes: number
   duckdbThreads: number
   /** Roll the active segment over when its file plus WAL reach this size. */
@@ -568,22 +570,51 @@ export class Store {
     const [, releaseSlot] = await this.querySlots.acquire()
     const pinned: Array<() => Promise<void>> = []
     const cutoffs = this.cutoffs()
+    // The time bound: past it, every DuckDB query this snapshot is running is
+    // interrupted and no new one starts. A connection leaves `running` before it
+    // goes back to its pool, so an interrupt never reaches another reader's query.
+    const limitMs = this.opts.queryTimeoutMs ?? 30_000
+    const running = new Set<DuckDBConnection>()
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      for (const conn of running) conn.interrupt()
+    }, limitMs)
+    const bounded =
+      <R>(f: (conn: DuckDBConnection) => Promise<R>) =>
+      async (conn: DuckDBConnection): Promise<R> => {
+        if (timedOut) throw new Errors.QueryTimeout(limitMs)
+        running.add(conn)
+        try {
+          return await f(conn)
+        } finally {
+          running.delete(conn)
+        }
+      }
     try {
       const parts: SnapshotPart[] = []
       for (const entry of [...this.segments.values()].sort((a, b) => a.id - b.id)) {
         while (entry.liveClosing) await entry.liveClosing
         if (!this.segments.has(entry.id)) continue
-        const part = this.pin(entry, pinned)
+        const part = this.pin(entry, pinned, bounded)
         if (part) parts.push(part)
       }
-      return await fn({ parts, cutoffs, files: (f) => this.files.query(f) })
+      return await fn({ parts, cutoffs, files: (f) => this.files.query(bounded(f)) })
+    } catch (err) {
+      if (timedOut) throw new Errors.QueryTimeout(limitMs)
+      throw err
     } finally {
+      clearTimeout(timer)
       for (const unpin of pinned) await unpin()
       releaseSlot()
     }
   }
 
-  private pin(entry: SegmentEntry, pinned: Array<() => Promise<void>>): SnapshotPart | null {
+  private pin(
+    entry: SegmentEntry,
+    pinned: Array<() => Promise<void>>,
+    bounded: <R>(f: (conn: DuckDBConnection) => Promise<R>) => (conn: DuckDBConnection) => Promise<R>,
+  ): SnapshotPart | null {
     const base = { id: entry.id, state: entry.state, minTsUs: entry.minTsUs, maxTsUs: entry.maxTsUs, dims: entry.dims }
     if (entry.live) {
       const segment = entry.live
@@ -591,7 +622,7 @@ export class Store {
       pinned.push(async () => {
         entry.liveReaders--
       })
-      return { ...base, alias: null, detailsAt: { alias: null }, live: (fn) => segment.read(fn) }
+      return { ...base, alias: null, detailsAt: { alias: null }, live: (fn) => segment.read(bounded(fn)) }
     }
     if (entry.file) {
       const file = entry.file
