@@ -164,3 +164,11 @@ const Measures = {
 }
 
 export const UsageTotals = Type.Object(Measures, { $id: 'UsageTotals' })
+
+export const UsagePoint = Type.Object(
+  {
+    start: Type.String({ maxLength: 40, description: 'The bucket\'s first instant as local time in `tz` with its offset (RFC 3339), e.g. 2026-10-25T02:00:00+01:00.' }),
+    ...Measures,
+  },
+  { $id: 'UsagePoint' },
+)

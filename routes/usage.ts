@@ -1,5 +1,6 @@
 // GET /v1/usage: exact totals for a window and filters, optionally per group
-// of dimension values. (Time series and exports grow here.)
+// of dimension values; GET /v1/usage/timeseries: the same per local-calendar
+// bucket; GET /v1/usage/dimensions: the values in use, for drop-downs.
 
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
@@ -7,7 +8,8 @@ import { parseFilter } from '../src/query/filters.js'
 import { Errors } from '../src/errors.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
 import { DIMENSIONS, type Dimension } from '../src/query/filters.js'
-import { effectiveFromUs, MAX_GROUPS, usage, type Count, type UsageGroup } from '../src/query/read.js'
+import { effectiveFromUs, MAX_GROUPS, timeseries, usage, type Count, type Totals } from '../src/query/read.js'
+import { BUCKETS, bucketStarts, canonicalZone, formatLocal, type Bucket } from '../src/query/calendar.js'
 import { parseCost } from '../src/money.js'
 import { commonErrors, QueryFilters } from './schemas.js'
 
@@ -15,10 +17,25 @@ const ORDER_BY = ['requests', 'errors', 'input_tokens', 'output_tokens', 'cache_
 type OrderBy = (typeof ORDER_BY)[number]
 const MAX_GROUPS_LISTED = 1000
 const MAX_DIMENSION_VALUES = 1000
+/** Most buckets in one time series. */
+const MAX_BUCKETS = 10_000
+/** Most series one time-series answer lists. */
+const MAX_SERIES_LISTED = 100
+/** Most points (series listed × buckets) in one time-series answer. */
+const MAX_POINTS = 200_000
+const FIFTEEN_MIN_MS = 15 * 60_000
+
+const GroupBy = Type.Optional(
+  Type.Array(Type.Union(DIMENSIONS.map((d) => Type.Literal(d))), {
+    maxItems: DIMENSIONS.length,
+    uniqueItems: true,
+    description: 'Dimensions to group by (repeat the parameter).',
+  }),
+)
 
 /** Largest first by the measure (cost: its exact value; a group with several currencies has none and sorts last), then by key. */
-function sortGroups(groups: UsageGroup[], by: OrderBy): UsageGroup[] {
-  const value = (g: UsageGroup): bigint => {
+function sortGroups<G extends { totals: Totals }>(groups: G[], by: OrderBy): G[] {
+  const value = (g: G): bigint => {
     if (by !== 'cost') return BigInt(g.totals[by] as Count)
     const parsed = g.totals.cost === null ? null : parseCost(g.totals.cost)
     return parsed?.ok ? parsed.scaled : -1n
@@ -46,13 +63,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
         querystring: Type.Object(
           {
             ...QueryFilters,
-            group_by: Type.Optional(
-              Type.Array(Type.Union(DIMENSIONS.map((d) => Type.Literal(d))), {
-                maxItems: DIMENSIONS.length,
-                uniqueItems: true,
-                description: 'Dimensions to group by (repeat the parameter); the answer then has `groups`.',
-              }),
-            ),
+            group_by: GroupBy,
             order_by: Type.Optional(
               Type.Union(ORDER_BY.map((m) => Type.Literal(m)), { default: 'requests', description: 'Groups are sorted by this measure, largest first (then by key).' }),
             ),
@@ -95,6 +106,82 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (!groupBy || groupBy.length === 0) return window
       const groups = sortGroups(answer.groups, orderBy ?? 'requests').slice(0, limit ?? 100)
       return { ...window, group_count: answer.groups.length, groups }
+    },
+  )
+  app.get(
+    '/v1/usage/timeseries',
+    {
+      schema: {
+        summary: 'Usage per time bucket in a time zone',
+        description:
+          'The totals of /v1/usage per bucket of local calendar time in `tz`: 15m and 1h buckets start where the local clock reads a multiple of the unit ' +
+          '(the hour repeated when clocks go back is two buckets, each labelled with its own offset), 1d at local midnight (23 or 25 hours across DST), ' +
+          '1w at Monday midnight, 1mo at midnight of the first. Every bucket overlapping [from, to) is listed, with zeros where nothing happened; ' +
+          'the first may start before `from` and counts only from `from` on. One series per group of `group_by` values (one series with an empty key without group_by), ' +
+          'the `limit` largest by `order_by`. Same window rules and exactness as /v1/usage.',
+        tags: ['query'],
+        querystring: Type.Object(
+          {
+            ...QueryFilters,
+            bucket: Type.Union(BUCKETS.map((b) => Type.Literal(b)), { description: 'Bucket size.' }),
+            tz: Type.Optional(Type.String({ minLength: 1, maxLength: 64, default: 'UTC', description: 'IANA time zone, e.g. Europe/Berlin.' })),
+            group_by: GroupBy,
+            order_by: Type.Optional(
+              Type.Union(ORDER_BY.map((m) => Type.Literal(m)), { default: 'requests', description: 'Series are chosen and sorted by this measure over the window, largest first (then by key).' }),
+            ),
+            limit: Type.Optional(
+              Type.Integer({ minimum: 1, maximum: MAX_SERIES_LISTED, default: 10, description: `Most series returned; \`series_count\` tells how many there are. Series × buckets may not pass ${MAX_POINTS}.` }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            from: Type.String({ maxLength: 40, description: 'The window answered (see /v1/usage).' }),
+            to: Type.String({ maxLength: 40 }),
+            bucket: Type.Union(BUCKETS.map((b) => Type.Literal(b))),
+            tz: Type.String({ maxLength: 64, description: 'The zone, by its canonical name.' }),
+            series_count: Type.Integer({ minimum: 0, maximum: MAX_GROUPS }),
+            series: Type.Array(
+              Type.Object({
+                key: Type.Record(Type.String(), Type.Union([Type.String(), Type.Null()]), { description: 'The series\' value of each group_by dimension (null: none).' }),
+                totals: Type.Ref('UsageTotals'),
+                points: Type.Array(Type.Ref('UsagePoint'), { maxItems: MAX_BUCKETS }),
+              }),
+              { maxItems: MAX_SERIES_LISTED },
+            ),
+          }),
+          ...commonErrors,
+        },
+      },
+    },
+    async (request) => {
+      const nowMs = clock.nowMs()
+      const { bucket, tz: tzAsked, group_by: groupBy, order_by: orderBy, limit: limitAsked, ...filters } = request.query
+      const filter = parseFilter(filters, { nowMs, eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs })
+      const tz = canonicalZone(tzAsked ?? 'UTC')
+      if (tz === null) throw new Errors.BadQuery('`tz` is not an IANA time zone name (e.g. Europe/Berlin, America/St_Johns, UTC)')
+      const limit = limitAsked ?? 10
+      const fromUs = effectiveFromUs(filter.fromUs, store.cutoffs(nowMs))
+      const window = { from: formatTimestampUs(fromUs), to: formatTimestampUs(filter.toUs), bucket: bucket as Bucket, tz }
+      if (fromUs >= filter.toUs) return { ...window, series_count: 0, series: [] }
+      const starts = bucketStarts(tz, bucket as Bucket, Math.floor(fromUs / 1000), Math.ceil(filter.toUs / 1000), MAX_BUCKETS)
+      if (starts === null) throw new Errors.BadQuery(`\`bucket\` ${bucket} gives more than ${MAX_BUCKETS} buckets in the window; use a larger bucket or a shorter window`)
+      if (starts.startsMs.length * limit > MAX_POINTS) {
+        throw new Errors.BadQuery(`\`limit\` ${limit} series × ${starts.startsMs.length} buckets is more than ${MAX_POINTS} points; lower the limit, use a larger bucket or a shorter window`)
+      }
+      // Totals are kept per 15 minutes (UTC): a bucket must be a whole number of them.
+      const odd = starts.startsMs.findIndex((s) => s % FIFTEEN_MIN_MS !== 0)
+      if (odd !== -1) {
+        throw new Errors.BadQuery(`\`tz\` ${tz} has a bucket starting at ${formatLocal(starts.startsMs[odd]!, starts.offsetsMs[odd]!)}, off the 15-minute grid totals are kept in; no series can be exact there`)
+      }
+      const answer = await timeseries(store, { ...filter, fromUs }, (groupBy ?? []) as Dimension[], starts.startsMs.map((s) => s * 1000), 'auto', nowMs)
+      if (answer.tooManyGroups) throw new Errors.BadQuery(`\`group_by\` gives more than ${MAX_GROUPS} series; narrow the window or the filters`)
+      const labels = starts.startsMs.map((s, i) => formatLocal(s, starts.offsetsMs[i]!))
+      const series = sortGroups(answer.series, orderBy ?? 'requests')
+        .slice(0, limit)
+        .map((s) => ({ key: s.key, totals: s.totals, points: s.points.map((p, i) => ({ start: labels[i]!, ...p })) }))
+      return { ...window, series_count: answer.series.length, series }
     },
   )
   app.get(

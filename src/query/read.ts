@@ -154,23 +154,105 @@ export async function usage(
   source: TotalsSource = 'auto',
   nowMs?: number,
 ): Promise<UsageAnswer> {
+  const rows = await gatherRows(store, requested, groupBy, source, nowMs, null)
+  const { byKey, tooManyGroups } = groupRows(rows, groupBy)
+  const groups =
+    groupBy.length === 0 || tooManyGroups
+      ? []
+      : [...byKey.entries()]
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+          .map(([key, list]) => ({ key: keyOf(groupBy, key), totals: combineTotals(list) }))
+  return { totals: combineTotals(rows), groups, tooManyGroups }
+}
+
+/** One series of a time series: its group's key, its totals, and one point per bucket (zeros where it had no events). */
+export interface Series {
+  key: Partial<Record<Dimension, string | null>>
+  totals: Totals
+  points: Totals[]
+}
+
+export interface SeriesAnswer {
+  totals: Totals
+  /** Sorted by key; empty when there are more than MAX_GROUPS groups. */
+  series: Series[]
+  tooManyGroups: boolean
+}
+
+/**
+ * Per-bucket totals: `startsUs` are the buckets' first instants, ascending,
+ * every one on a 15-minute boundary, the first at or before the window's
+ * start. An event belongs to the last bucket starting at or before it. The
+ * rows are summed per 15 minutes first (rollups already are), so a bucket is
+ * exactly the sum of the 15-minute buckets within it, from the same sources
+ * as usage().
+ */
+export async function timeseries(
+  store: Store,
+  requested: EventFilter,
+  groupBy: readonly Dimension[],
+  startsUs: readonly number[],
+  source: TotalsSource = 'auto',
+  nowMs?: number,
+): Promise<SeriesAnswer> {
+  if (startsUs.length === 0 || startsUs[0]! > requested.fromUs) throw new Error('invariant: the first bucket must start at or before the window')
+  for (let i = 0; i < startsUs.length; i++) {
+    const s = startsUs[i]!
+    if (!Number.isSafeInteger(s) || s % BUCKET_US !== 0 || (i > 0 && s <= startsUs[i - 1]!)) throw new Error('invariant: bucket starts are ascending 15-minute boundaries')
+  }
+  const rows = await gatherRows(store, requested, groupBy, source, nowMs, startsUs)
+  const { byKey, tooManyGroups } = groupRows(rows, groupBy)
+  if (tooManyGroups) return { totals: combineTotals(rows), series: [], tooManyGroups }
+  if (groupBy.length === 0 && byKey.size === 0) byKey.set('[]', []) // ungrouped: one series, zeros when nothing happened
+  const index = new Map(startsUs.map((s, i) => [s, i]))
+  const series = [...byKey.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([key, list]) => {
+      const perBucket: Row[][] = startsUs.map(() => [])
+      for (const r of list) {
+        const i = index.get(Number(r.start))
+        if (i === undefined) throw new Error('invariant: a row outside every bucket')
+        perBucket[i]!.push(r)
+      }
+      return { key: keyOf(groupBy, key), totals: combineTotals(list), points: perBucket.map(combineTotals) }
+    })
+  return { totals: combineTotals(rows), series, tooManyGroups }
+}
+
+/** Most rows one SQL statement of a usage answer may return before the query is refused as too large. */
+export const MAX_RESULT_ROWS = 1_000_000
+
+/**
+ * The rows (per currency and group, and per bucket when `startsUs` is given)
+ * whose sum is the answer: raw rows of live and pending segments and of the
+ * archived edges, rollup rows of the archived, aligned middle.
+ */
+async function gatherRows(
+  store: Store,
+  requested: EventFilter,
+  groupBy: readonly Dimension[],
+  source: TotalsSource,
+  nowMs: number | undefined,
+  startsUs: readonly number[] | null,
+): Promise<Row[]> {
   const cutoffs = store.cutoffs(nowMs)
   const filter = { ...requested, fromUs: source === 'auto' ? effectiveFromUs(requested.fromUs, cutoffs) : Math.max(requested.fromUs, cutoffs.rollupsUs) }
-  if (filter.fromUs >= filter.toUs) return { totals: combineTotals([]), groups: [], tooManyGroups: false }
+  if (filter.fromUs >= filter.toUs) return []
   const alignedFrom = Math.ceil(filter.fromUs / BUCKET_US) * BUCKET_US
   const alignedTo = Math.floor(filter.toUs / BUCKET_US) * BUCKET_US
   const useRollups = source === 'auto' && alignedFrom < alignedTo
   if (source === 'auto') refuseExpiredEdges(filter, alignedFrom, alignedTo, cutoffs)
   const whole: Range = [filter.fromUs, filter.toUs]
   const edges: Range[] = useRollups ? ([[filter.fromUs, alignedFrom], [alignedTo, filter.toUs]] as Range[]).filter(([a, b]) => a < b) : [whole]
-  const rows = await store.snapshot(async (snap) => {
+  const shape: Shape = { groupBy, startsUs }
+  return store.snapshot(async (snap) => {
     const rows: Row[] = []
     const byRange = new Map<Range, string[]>()
     for (const part of snap.parts) {
       const ranges = (part.state === 'archived' ? edges : [whole]).filter((r) => mayMatch(part, filter, r))
       if (ranges.length === 0) continue
       if (part.alias === null) {
-        for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r, groupBy))))
+        for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r, shape))))
       } else {
         for (const r of ranges) {
           const list = byRange.get(r) ?? []
@@ -179,38 +261,34 @@ export async function usage(
         }
       }
     }
-    for (const [range, aliases] of byRange) rows.push(...(await snap.files((conn) => rawTotals(conn, aliases, filter, range, groupBy))))
+    for (const [range, aliases] of byRange) rows.push(...(await snap.files((conn) => rawTotals(conn, aliases, filter, range, shape))))
     if (useRollups) {
       // Rollups of segments this snapshot reads raw (archived after it was taken) must not count twice.
       const rawIds = snap.parts.filter((p) => p.state !== 'archived').map((p) => p.id)
-      rows.push(...(await snap.files((conn) => rollupTotals(conn, filter, [alignedFrom, alignedTo], rawIds, groupBy))))
+      rows.push(...(await snap.files((conn) => rollupTotals(conn, filter, [alignedFrom, alignedTo], rawIds, shape))))
     }
     return rows
   })
+}
+
+/** Rows by group key (JSON of the group's values); stops at MAX_GROUPS distinct keys. */
+function groupRows(rows: Row[], groupBy: readonly Dimension[]): { byKey: Map<string, Row[]>; tooManyGroups: boolean } {
   const byKey = new Map<string, Row[]>()
-  let tooManyGroups = false
   for (const r of rows) {
     const key = JSON.stringify(groupBy.map((d) => str(r[d])))
     let list = byKey.get(key)
     if (!list) {
-      if (byKey.size >= MAX_GROUPS) {
-        tooManyGroups = true
-        break
-      }
+      if (byKey.size >= MAX_GROUPS) return { byKey, tooManyGroups: true }
       byKey.set(key, (list = []))
     }
     list.push(r)
   }
-  const groups =
-    groupBy.length === 0 || tooManyGroups
-      ? []
-      : [...byKey.entries()]
-          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-          .map(([key, list]) => {
-            const values = JSON.parse(key) as Array<string | null>
-            return { key: Object.fromEntries(groupBy.map((d, i) => [d, values[i] ?? null])), totals: combineTotals(list) }
-          })
-  return { totals: combineTotals(rows), groups, tooManyGroups }
+  return { byKey, tooManyGroups: false }
+}
+
+function keyOf(groupBy: readonly Dimension[], key: string): Partial<Record<Dimension, string | null>> {
+  const values = JSON.parse(key) as Array<string | null>
+  return Object.fromEntries(groupBy.map((d, i) => [d, values[i] ?? null]))
 }
 
 export type Range = [number, number]
@@ -259,20 +337,53 @@ function groupColumns(groupBy: readonly Dimension[]): string {
   return ['currency', ...groupBy].join(', ')
 }
 
-async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, f: EventFilter, [fromUs, toUs]: Range, groupBy: readonly Dimension[]): Promise<Row[]> {
-  const where = whereClause({ ...f, fromUs, toUs })
-  const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
-  const cols = groupColumns(groupBy)
-  const res = await conn.runAndReadAll(`SELECT ${cols}, ${RAW_MEASURES} FROM (${union}) GROUP BY ${cols}`, where.params)
-  return res.getRowObjects()
+/** What one usage statement groups by: the dimensions (and currency), and the buckets when a time series. */
+interface Shape {
+  groupBy: readonly Dimension[]
+  startsUs: readonly number[] | null
 }
 
-async function rollupTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, excludeIds: number[], groupBy: readonly Dimension[]): Promise<Row[]> {
+/** Re-sums rows that already hold the measures (one per 15-minute bucket) into coarser rows. */
+const SUM_MEASURES = MEASURES.map((m) => `sum(${m}) AS ${m}`).concat('sum(cost) AS cost').join(', ')
+
+/**
+ * The statement over `inner` (rows of measures grouped by currency, the
+ * dimensions and, for a series, their 15-minute bucket `b`): for a series each
+ * row is moved to the last bucket starting at or before `b` (an ASOF join on
+ * the bucket starts, which are our own integers, never input) and summed there.
+ */
+function shaped(inner: string, cols: string, shape: Shape): string {
+  const cap = ` LIMIT ${MAX_RESULT_ROWS + 1}`
+  if (shape.startsUs === null) return inner + cap
+  const starts = shape.startsUs.map((s) => String(Math.trunc(s))).join(', ')
+  return (
+    `WITH d AS (${inner}), s AS (SELECT unnest([${starts}]::BIGINT[]) AS start) ` +
+    `SELECT s.start, ${cols}, ${SUM_MEASURES} FROM d ASOF JOIN s ON epoch_us(d.b) >= s.start GROUP BY s.start, ${cols}${cap}`
+  )
+}
+
+async function readShaped(conn: DuckDBConnection, sql: string, params: DuckDBValue[]): Promise<Row[]> {
+  const rows = (await conn.runAndReadAll(sql, params)).getRowObjects()
+  if (rows.length > MAX_RESULT_ROWS) throw new Errors.QueryTooLarge(`the answer would hold more than ${MAX_RESULT_ROWS} rows; narrow the window, the filters, group_by or the bucket`)
+  return rows
+}
+
+async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Promise<Row[]> {
+  const where = whereClause({ ...f, fromUs, toUs })
+  const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
+  const cols = groupColumns(shape.groupBy)
+  const by = shape.startsUs === null ? cols : `time_bucket(INTERVAL 15 MINUTE, ts), ${cols}`
+  const b = shape.startsUs === null ? '' : 'time_bucket(INTERVAL 15 MINUTE, ts) AS b, '
+  return readShaped(conn, shaped(`SELECT ${b}${cols}, ${RAW_MEASURES} FROM (${union}) GROUP BY ${by}`, cols, shape), where.params)
+}
+
+async function rollupTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, excludeIds: number[], shape: Shape): Promise<Row[]> {
   const where = whereClause({ ...f, fromUs, toUs }, 'bucket')
   const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${excludeIds.map((id) => String(Math.trunc(id))).join(', ')})` : ''
-  const cols = groupColumns(groupBy)
-  const res = await conn.runAndReadAll(`SELECT ${cols}, ${ROLLUP_MEASURES} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${cols}`, where.params)
-  return res.getRowObjects()
+  const cols = groupColumns(shape.groupBy)
+  const by = shape.startsUs === null ? cols : `bucket, ${cols}`
+  const b = shape.startsUs === null ? '' : 'bucket AS b, '
+  return readShaped(conn, shaped(`SELECT ${b}${cols}, ${ROLLUP_MEASURES} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${by}`, cols, shape), where.params)
 }
 
 export type Row = Record<string, DuckDBValue>
