@@ -3,6 +3,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { adminRoutes } from './admin.js'
 import { eventRoutes } from './events.js'
+import { exportRoutes } from './export.js'
 import { healthRoutes } from './health.js'
 import { metricsRoutes } from './metrics.js'
 import { usageRoutes } from './usage.js'
@@ -11,6 +12,7 @@ export const routes: FastifyPluginAsync = async (app) => {
   await app.register(healthRoutes)
   await app.register(eventRoutes)
   await app.register(usageRoutes)
+  await app.register(exportRoutes)
   await app.register(adminRoutes)
   await app.register(metricsRoutes)
 }

@@ -1,5 +1,6 @@
 // GET /v1/events: matching events, newest first by (timestamp, event_id), in
-// pages joined by an opaque keyset cursor.
+// pages joined by an opaque keyset cursor. Exports walk the same pages oldest
+// first (pageEvents with order 'asc'; every invariant below mirrored).
 //
 // Invariants:
 // - Order is (ts DESC, event_id DESC), a total order: event ids are unique
@@ -59,29 +60,53 @@ interface Keyed {
   event: StoredEvent
 }
 
-/** Newest first by (ts, event_id). */
-function before(a: Keyed, b: Keyed): number {
-  if (a.tsUs !== b.tsUs) return b.tsUs - a.tsUs
-  return a.event.event_id < b.event.event_id ? 1 : a.event.event_id > b.event.event_id ? -1 : 0
+export type Order = 'desc' | 'asc'
+
+/** Newest first by (ts, event_id) for 'desc', oldest first for 'asc'. */
+function comparator(order: Order): (a: Keyed, b: Keyed) => number {
+  const sign = order === 'desc' ? 1 : -1
+  return (a, b) => {
+    if (a.tsUs !== b.tsUs) return sign * (b.tsUs - a.tsUs)
+    return sign * (a.event.event_id < b.event.event_id ? 1 : a.event.event_id > b.event.event_id ? -1 : 0)
+  }
 }
 
 export async function listEvents(store: Store, filter: EventFilter, opts: { limit: number; cursor: Cursor | null; source: ListSource }): Promise<EventPage> {
   if (!Number.isInteger(opts.limit) || opts.limit < 1 || opts.limit > MAX_LIST_LIMIT) throw new Error(`invariant: list limit ${opts.limit}`)
+  return pageEvents(store, filter, { ...opts, order: 'desc' })
+}
+
+/** Most events one internal page (exports) may hold. */
+export const MAX_PAGE = 10_000
+
+/**
+ * One page in either order, with the same invariants as listEvents (for
+ * 'asc', mirrored: segments are read oldest-bounded first, and one whose
+ * oldest event is newer than the page's last is skipped).
+ */
+export async function pageEvents(store: Store, filter: EventFilter, opts: { limit: number; cursor: Cursor | null; source: ListSource; order: Order }): Promise<EventPage> {
+  if (!Number.isInteger(opts.limit) || opts.limit < 1 || opts.limit > MAX_PAGE) throw new Error(`invariant: page limit ${opts.limit}`)
+  const desc = opts.order === 'desc'
+  const order = comparator(opts.order)
   return store.snapshot(async (snap) => {
     const window: EventFilter = { ...filter, fromUs: Math.max(filter.fromUs, snap.cutoffs.eventsUs) }
-    if (opts.cursor !== null) window.toUs = Math.min(window.toUs, opts.cursor.tsUs + 1)
+    if (opts.cursor !== null) {
+      if (desc) window.toUs = Math.min(window.toUs, opts.cursor.tsUs + 1)
+      else window.fromUs = Math.max(window.fromUs, opts.cursor.tsUs)
+    }
     if (window.fromUs >= window.toUs) return { events: [], next_cursor: null }
     const want = opts.limit + 1 // one more than a page: tells whether another page exists
     const parts = snap.parts
       .filter((p) => inSource(p, opts.source) && mayMatch(p, window, [window.fromUs, window.toUs]))
-      .sort((a, b) => (b.maxTsUs ?? 0) - (a.maxTsUs ?? 0))
+      .sort((a, b) => (desc ? (b.maxTsUs ?? 0) - (a.maxTsUs ?? 0) : (a.minTsUs ?? 0) - (b.minTsUs ?? 0)))
     let held: Keyed[] = []
     for (const part of parts) {
       const last = held[want - 1]
-      if (last !== undefined && part.maxTsUs! < last.tsUs) break // sorted: no later part can contribute either
-      const read = (conn: DuckDBConnection) => pageOf(conn, part.alias, window, opts.cursor, want)
+      // Sorted: once a part cannot reach into the page, no later part can either.
+      if (last !== undefined && (desc ? part.maxTsUs! < last.tsUs : part.minTsUs! > last.tsUs)) break
+      const read = (conn: DuckDBConnection) => pageOf(conn, part.alias, window, opts.cursor, want, opts.order)
       const rows = part.alias === null ? await part.live(read) : await snap.files(read)
-      held = [...held, ...rows].sort(before).slice(0, want)
+      held = [...held, ...rows].sort(order).slice(0, want)
     }
     const page = held.slice(0, opts.limit)
     const lastOfPage = page.at(-1)
@@ -97,18 +122,19 @@ function inSource(p: SnapshotPart, source: ListSource): boolean {
   return source === 'archive' ? p.state === 'archived' : p.state !== 'archived'
 }
 
-async function pageOf(conn: DuckDBConnection, alias: string | null, f: EventFilter, cursor: Cursor | null, limit: number): Promise<Keyed[]> {
+async function pageOf(conn: DuckDBConnection, alias: string | null, f: EventFilter, cursor: Cursor | null, limit: number, order: Order): Promise<Keyed[]> {
   const where = whereClause(f)
   const params: DuckDBValue[] = [...where.params]
+  const [cmp, dir] = order === 'desc' ? ['<', 'DESC'] : ['>', 'ASC']
   let after = ''
   if (cursor !== null) {
     params.push(new DuckDBTimestampValue(BigInt(cursor.tsUs)), cursor.eventId)
     const ts = `$${params.length - 1}`
     const id = `$${params.length}`
-    after = ` AND (ts < ${ts} OR (ts = ${ts} AND event_id < ${id}))`
+    after = ` AND (ts ${cmp} ${ts} OR (ts = ${ts} AND event_id ${cmp} ${id}))`
   }
   const res = await conn.runAndReadAll(
-    `SELECT ${SUMMARY_COLUMNS} FROM ${tableOf(alias, 'events')} WHERE ${where.sql}${after} ORDER BY ts DESC, event_id DESC LIMIT ${Math.trunc(limit)}`,
+    `SELECT ${SUMMARY_COLUMNS} FROM ${tableOf(alias, 'events')} WHERE ${where.sql}${after} ORDER BY ts ${dir}, event_id ${dir} LIMIT ${Math.trunc(limit)}`,
     params,
   )
   return res.getRowObjects().map((r) => ({ tsUs: Number((r.ts as DuckDBTimestampValue).micros), event: toStoredEvent(r) }))

@@ -563,9 +563,11 @@ export class Store {
 
   /**
    * Runs a read over a pinned snapshot of every retained segment; never
-   * touches the gate. At most maxConcurrentQueries run at once.
+   * touches the gate. At most maxConcurrentQueries run at once. Its DuckDB
+   * queries are interrupted past `timeoutMs` (default: the store's query
+   * timeout), and it then fails with QueryTimeout.
    */
-  async snapshot<T>(fn: (snap: Snapshot) => Promise<T>): Promise<T> {
+  async snapshot<T>(fn: (snap: Snapshot) => Promise<T>, opts: { timeoutMs?: number } = {}): Promise<T> {
     if (this.closed) throw new Errors.Draining()
     const [, releaseSlot] = await this.querySlots.acquire()
     const pinned: Array<() => Promise<void>> = []
@@ -573,7 +575,7 @@ export class Store {
     // The time bound: past it, every DuckDB query this snapshot is running is
     // interrupted and no new one starts. A connection leaves `running` before it
     // goes back to its pool, so an interrupt never reaches another reader's query.
-    const limitMs = this.opts.queryTimeoutMs ?? 30_000
+    const limitMs = opts.timeoutMs ?? this.opts.queryTimeoutMs ?? 30_000
     const running = new Set<DuckDBConnection>()
     let timedOut = false
     const timer = setTimeout(() => {
