@@ -25,7 +25,7 @@
 import { Mutex } from 'async-mutex'
 import { listValue, type DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
-import { ident } from './files.js'
+import { tableOf } from './stats.js'
 import type { SegmentStats } from './stats.js'
 
 export type SegmentState = 'active' | 'pending' | 'archived' | 'deleted'
@@ -195,7 +195,7 @@ export class DuckDBCatalog implements Catalog {
 
   async archive(rec: ArchiveRecord, sourceAlias: string): Promise<boolean> {
     return this.lock.runExclusive(async () => {
-      const events = `${ident(sourceAlias)}.events`
+      const events = tableOf(sourceAlias, 'events')
       return this.transaction(async () => {
         const current = await this.stateOf(rec.id)
         if (current === 'archived' || current === 'deleted') return false

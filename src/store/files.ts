@@ -16,6 +16,11 @@
 import { Mutex } from 'async-mutex'
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api'
 import { ConnectionPool } from './pool.js'
+import { eventsRelation } from './schema.js'
+import { setEventsRelation } from './stats.js'
+
+/** Aliases are unique within the process (tableOf's registry of older-schema files is keyed by them). */
+let generation = 0
 
 export interface AttachedFile {
   readonly segmentId: number
@@ -45,7 +50,6 @@ function sqlString(text: string): string {
 export class FileTier {
   private readonly adminLock = new Mutex()
   private readonly pool: ConnectionPool
-  private generation = 0
   private closed = false
   /** Retired files not yet detached and finished (a reader still pins them, or finishing runs). */
   private readonly retiring = new Set<string>()
@@ -89,11 +93,27 @@ export class FileTier {
     }
   }
 
-  /** ATTACHes a closed segment file READ_ONLY under a fresh alias. */
+  /**
+   * ATTACHes a closed segment file READ_ONLY under a fresh alias. An events
+   * table of an older schema version is read through a projection from then
+   * on (see tableOf); one no version could have written fails the attach.
+   */
   async attach(segmentId: number, path: string): Promise<AttachedFile> {
     return this.adminLock.runExclusive(async () => {
-      const alias = `seg_${segmentId}_${++this.generation}`
+      const alias = `seg_${segmentId}_${++generation}`
       await this.admin.run(`ATTACH ${sqlString(path)} AS ${ident(alias)} (READ_ONLY)`)
+      try {
+        const cols = await this.admin.runAndReadAll(`SELECT column_name FROM duckdb_columns() WHERE database_name = $1 AND schema_name = 'main' AND table_name = 'events'`, [alias])
+        const present = new Set(cols.getRows().map((r) => String(r[0])))
+        if (present.size > 0) {
+          const table = `${ident(alias)}.events`
+          const relation = eventsRelation(table, present)
+          setEventsRelation(alias, relation === table ? null : relation)
+        }
+      } catch (err) {
+        await this.admin.run(`DETACH DATABASE IF EXISTS ${ident(alias)}`)
+        throw err
+      }
       return { segmentId, path, alias, refs: 0, retired: false, onRetired: null }
     })
   }
@@ -105,6 +125,7 @@ export class FileTier {
 
   async detachAlias(alias: string): Promise<void> {
     await this.adminLock.runExclusive(() => this.admin.run(`DETACH DATABASE IF EXISTS ${ident(alias)}`))
+    setEventsRelation(alias, null)
   }
 
   pin(file: AttachedFile): void {

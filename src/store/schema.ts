@@ -36,6 +36,11 @@ interface Column {
   name: string
   sql: string
   type: DuckDBType
+  /**
+   * What a segment written before this column existed reads as (SQL). Columns
+   * without it are part of every schema version: a file lacking one is unreadable.
+   */
+  ifMissing?: string
 }
 
 const DECIMAL_COST = DECIMAL(COST_WIDTH, COST_SCALE)
@@ -49,22 +54,38 @@ export const EVENT_COLUMNS: readonly Column[] = [
   { name: 'status_code', sql: 'SMALLINT NOT NULL', type: SMALLINT },
   { name: 'input_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
   { name: 'output_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
-  { name: 'cache_read_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
-  { name: 'cache_write_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
-  { name: 'reasoning_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
-  { name: 'cost', sql: `DECIMAL(${COST_WIDTH},${COST_SCALE})`, type: DECIMAL_COST },
-  { name: 'currency', sql: 'VARCHAR NOT NULL', type: VARCHAR },
-  { name: 'team_id', sql: 'VARCHAR', type: VARCHAR },
-  { name: 'user_id', sql: 'VARCHAR', type: VARCHAR },
-  { name: 'customer_id', sql: 'VARCHAR', type: VARCHAR },
-  { name: 'endpoint', sql: 'VARCHAR', type: VARCHAR },
-  { name: 'latency_ms', sql: 'INTEGER', type: INTEGER },
-  { name: 'ttft_ms', sql: 'INTEGER', type: INTEGER },
-  { name: 'stream', sql: 'BOOLEAN', type: BOOLEAN },
-  { name: 'tags', sql: 'VARCHAR', type: VARCHAR },
-  { name: 'has_detail', sql: 'BOOLEAN NOT NULL', type: BOOLEAN },
+  { name: 'cache_read_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, ifMissing: '0::BIGINT' },
+  { name: 'cache_write_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, ifMissing: '0::BIGINT' },
+  { name: 'reasoning_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, ifMissing: '0::BIGINT' },
+  { name: 'cost', sql: `DECIMAL(${COST_WIDTH},${COST_SCALE})`, type: DECIMAL_COST, ifMissing: `NULL::DECIMAL(${COST_WIDTH},${COST_SCALE})` },
+  { name: 'currency', sql: 'VARCHAR NOT NULL', type: VARCHAR, ifMissing: `'USD'` },
+  { name: 'team_id', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
+  { name: 'user_id', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
+  { name: 'customer_id', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
+  { name: 'endpoint', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
+  { name: 'latency_ms', sql: 'INTEGER', type: INTEGER, ifMissing: 'NULL::INTEGER' },
+  { name: 'ttft_ms', sql: 'INTEGER', type: INTEGER, ifMissing: 'NULL::INTEGER' },
+  { name: 'stream', sql: 'BOOLEAN', type: BOOLEAN, ifMissing: 'NULL::BOOLEAN' },
+  { name: 'tags', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
+  { name: 'has_detail', sql: 'BOOLEAN NOT NULL', type: BOOLEAN, ifMissing: 'false' },
   { name: 'fingerprint', sql: 'VARCHAR NOT NULL', type: VARCHAR },
 ]
+
+/**
+ * How to read an `events` table whose columns are `present` as the current
+ * schema: the table itself when it has every column, otherwise a projection
+ * giving every EVENT_COLUMNS column in order, the missing ones as their
+ * `ifMissing` value. Throws naming a missing column that has no such value.
+ */
+export function eventsRelation(table: string, present: ReadonlySet<string>): string {
+  if (EVENT_COLUMNS.every((c) => present.has(c.name))) return table
+  const select = EVENT_COLUMNS.map((c) => {
+    if (present.has(c.name)) return c.name
+    if (c.ifMissing === undefined) throw new Error(`${table} has no column ${c.name}, which every schema version has: not a segment this service can read`)
+    return `${c.ifMissing} AS ${c.name}`
+  })
+  return `(SELECT ${select.join(', ')} FROM ${table})`
+}
 
 export const DETAIL_COLUMNS: readonly Column[] = [
   { name: 'event_id', sql: 'VARCHAR NOT NULL', type: VARCHAR },

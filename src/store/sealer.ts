@@ -29,7 +29,7 @@ import { ident, type FileTier } from './files.js'
 import { removeDurably, type FileSystem } from './fsops.js'
 import { detailsPath, relativeSegmentPath, segmentPath, tierDir } from './layout.js'
 import { SEGMENT_DDL } from './schema.js'
-import { computeStats, statsDifference } from './stats.js'
+import { computeStats, statsDifference, tableOf } from './stats.js'
 import type { SegmentEntry, StoreHooks } from './store.js'
 
 export type SealStep = 'copy' | 'sync' | 'validate' | 'publish' | 'record' | 'swap' | 'cleanup'
@@ -136,7 +136,7 @@ export class Sealer {
       }
       const keepDetails = expected.detailCount > 0 && expected.maxTsUs !== null && expected.maxTsUs >= this.o.detailsCutoffUs()
       await this.writeCopy(out, tmp, ['events', 'segment_meta'], async (o) => {
-        await conn.run(`INSERT INTO ${o}.events SELECT * FROM ${src}.events ORDER BY ts, event_id`)
+        await conn.run(`INSERT INTO ${o}.events SELECT * FROM ${tableOf(source.alias, 'events')} ORDER BY ts, event_id`)
         await conn.run(`INSERT INTO ${o}.segment_meta SELECT * FROM ${src}.segment_meta`)
         await conn.run(`INSERT INTO ${o}.segment_meta VALUES ('sealed_ms', '${this.o.clock.nowMs()}')`)
       })

@@ -24,9 +24,26 @@ export interface SegmentStats {
   costMissing: number
 }
 
-/** `alias` names an attached database; null means the connection's own. */
+/**
+ * Attached files whose `events` table predates a column, by alias, and the
+ * relation that reads them as the current schema (FileTier keeps it: set on
+ * ATTACH, removed on DETACH; aliases are unique within the process).
+ */
+const olderSchemaEvents = new Map<string, string>()
+
+export function setEventsRelation(alias: string, relation: string | null): void {
+  if (relation === null) olderSchemaEvents.delete(alias)
+  else olderSchemaEvents.set(alias, relation)
+}
+
+/**
+ * `alias` names an attached database; null means the connection's own. An
+ * `events` table of an older schema version reads through its projection, so
+ * every reader sees the current columns (missing ones as null or default).
+ */
 export function tableOf(alias: string | null, table: string): string {
-  return alias === null ? table : `${ident(alias)}.${table}`
+  if (alias === null) return table
+  return (table === 'events' ? olderSchemaEvents.get(alias) : undefined) ?? `${ident(alias)}.${table}`
 }
 
 /**
