@@ -12,6 +12,11 @@
 // "in flight" and are resent verbatim afterwards (`resendInFlight`): a correct server
 // answers `duplicate` for what it had stored and `accepted` for the rest, so the number
 // of events it must hold is exactly known.
+//
+// `startOpenLoop` is the other shape of load: batches sent on a fixed schedule
+// whatever the answers do (open loop, as gateways send), each latency measured from the
+// batch's scheduled time, so a stalled server shows as latency rather than as fewer
+// requests (no coordinated omission). Its unanswered batches join the same ledger.
 import autocannon from 'autocannon'
 import type { BatchFactory, BatchTotals } from './events.js'
 
@@ -19,6 +24,10 @@ const requestTimeoutS = 10
 const resendTimeoutMs = 30_000
 const samplesMax = 5
 const sampleCharsMax = 300
+/** Open loop: most batches on the wire at once; past it a due batch is not sent (and counted). */
+const openLoopOutstandingMax = 1_000
+/** Open loop: how long stop() waits for the batches still on the wire. */
+const openLoopDrainMs = 30_000
 
 interface BatchContext {
   batchNo?: number
@@ -50,6 +59,32 @@ export interface PhaseResult {
   result: autocannon.Result
   /** CPU (user + system) the load generator used during the phase, in seconds. */
   generatorCpuS: number
+}
+
+/** What one open-loop phase sent and how it was answered. */
+export interface OpenLoopResult {
+  stats: PhaseStats
+  durationS: number
+  /** Batches due by the schedule. */
+  scheduled: number
+  /** Due batches not sent because openLoopOutstandingMax were on the wire. */
+  skipped: number
+  /** Batches without an answer (timeout or network error): left in flight for resendInFlight. */
+  unanswered: number
+  /** Per answered batch: ms from its scheduled time to its answer, and its scheduled time (ms since the start). */
+  latenciesMs: number[]
+  scheduledAtMs: number[]
+  /** Largest delay between a batch's scheduled time and its send (the generator's own lag). */
+  sendLagMsMax: number
+  /** Batch numbers answered 2xx with every event accepted: their ids are stored. */
+  ackedBatchNos: number[]
+}
+
+export interface OpenLoop {
+  /** Batch numbers fully accepted so far (live: grows while the loop runs). */
+  ackedBatchNos(): readonly number[]
+  /** Stops scheduling, waits (bounded) for the batches on the wire, returns the figures. */
+  stop(): Promise<OpenLoopResult>
 }
 
 export interface ResendReport {
@@ -159,33 +194,100 @@ export class IngestLedger {
     return { stats, result, generatorCpuS: (cpu.user + cpu.system) / 1e6 }
   }
 
-  private record(status: number, body: string, batchNo: number): void {
+  /**
+   * Sends a fresh batch every batchSize / eventsPerS seconds to `url` + `/v1/events`
+   * until stopped, without waiting for answers (each request has the same timeout as
+   * `run`'s). A late timer sends every batch that fell due, so the rate holds.
+   */
+  startOpenLoop(url: string, eventsPerS: number): OpenLoop {
+    if (!(eventsPerS > 0)) throw new RangeError(`events/s must be positive, got ${eventsPerS}`)
+    const stats = newPhaseStats()
+    this.phase = stats
+    const intervalMs = (this.factory.batchSize * 1000) / eventsPerS
+    const t0 = performance.now()
+    const res: OpenLoopResult = { stats, durationS: 0, scheduled: 0, skipped: 0, unanswered: 0, latenciesMs: [], scheduledAtMs: [], sendLagMsMax: 0, ackedBatchNos: [] }
+    const onWire = new Set<Promise<void>>()
+    let stopped = false
+    let timer: NodeJS.Timeout | undefined
+
+    const send = (dueMs: number): void => {
+      const batchNo = this.nextBatchNo++
+      const body = this.factory.build(batchNo, Date.now())
+      this.inFlight.set(batchNo, body)
+      res.sendLagMsMax = Math.max(res.sendLagMsMax, performance.now() - (t0 + dueMs))
+      const p = (async () => {
+        try {
+          const r = await fetch(`${url}/v1/events`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body,
+            signal: AbortSignal.timeout(requestTimeoutS * 1000),
+          })
+          const text = await r.text()
+          res.latenciesMs.push(performance.now() - (t0 + dueMs))
+          res.scheduledAtMs.push(dueMs)
+          if (this.record(r.status, text, batchNo)) res.ackedBatchNos.push(batchNo)
+        } catch {
+          res.unanswered++ // stays in flight: resendInFlight settles it
+        }
+      })()
+      onWire.add(p)
+      void p.finally(() => onWire.delete(p))
+    }
+
+    const tick = (): void => {
+      const nowMs = performance.now() - t0
+      while (!stopped && res.scheduled * intervalMs <= nowMs) {
+        const dueMs = res.scheduled * intervalMs
+        res.scheduled++
+        if (onWire.size >= openLoopOutstandingMax) res.skipped++
+        else send(dueMs)
+      }
+      if (!stopped) timer = setTimeout(tick, Math.max(0, res.scheduled * intervalMs - (performance.now() - t0)))
+    }
+    tick()
+
+    return {
+      ackedBatchNos: () => res.ackedBatchNos,
+      stop: async () => {
+        stopped = true
+        if (timer !== undefined) clearTimeout(timer)
+        res.durationS = (performance.now() - t0) / 1000
+        await Promise.race([Promise.allSettled([...onWire]), new Promise((r) => setTimeout(r, openLoopDrainMs).unref())])
+        return res
+      },
+    }
+  }
+
+  /** Books one answer; true when the whole batch was accepted. */
+  private record(status: number, body: string, batchNo: number): boolean {
     this.inFlight.delete(batchNo)
     const stats = this.phase
     const batchSize = this.factory.batchSize
     if (status < 200 || status > 299) {
       stats.non2xxByStatus[status] = (stats.non2xxByStatus[status] ?? 0) + 1
       if (stats.non2xxSamples.length < samplesMax) stats.non2xxSamples.push(`${status} ${clip(body)}`)
-      return
+      return false
     }
     stats.responses2xx++
     const answer = parseAnswer(body)
     if (answer === undefined) {
       stats.mismatches++
       if (stats.mismatchSamples.length < samplesMax) stats.mismatchSamples.push(`unparseable 2xx body: ${clip(body)}`)
-      return
+      return false
     }
     stats.eventsAccepted += answer.accepted
     this.expectedStored += answer.accepted
     if (answer.accepted === batchSize) {
       this.countFull(batchNo)
-      return
+      return true
     }
     stats.mismatches++
     this.partialBatches++
     if (stats.mismatchSamples.length < samplesMax) {
       stats.mismatchSamples.push(`batch ${batchNo}: accepted ${answer.accepted} of ${batchSize}: ${clip(body)}`)
     }
+    return false
   }
 
   private countFull(batchNo: number): void {
