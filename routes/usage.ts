@@ -8,7 +8,7 @@ import { parseFilter } from '../src/query/filters.js'
 import { Errors } from '../src/errors.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
 import { DIMENSIONS, type Dimension } from '../src/query/filters.js'
-import { effectiveFromUs, MAX_GROUPS, timeseries, usage, type Count, type Totals } from '../src/query/read.js'
+import { effectiveFromUs, MAX_GROUPS, timeseries, usage, type Count, type Totals, type UsageGroup } from '../src/query/read.js'
 import { BUCKETS, bucketStarts, canonicalZone, formatLocal, type Bucket } from '../src/query/calendar.js'
 import { parseCost } from '../src/money.js'
 import { commonErrors, QueryFilters } from './schemas.js'
@@ -24,6 +24,12 @@ const MAX_SERIES_LISTED = 100
 /** Most points (series listed × buckets) in one time-series answer. */
 const MAX_POINTS = 200_000
 const FIFTEEN_MIN_MS = 15 * 60_000
+const HOUR_MS = 3_600_000
+const DAY_MS = 86_400_000
+/** The longest a bucket of each size can be (a day across DST is 25 hours). */
+const LONGEST_BUCKET_MS: Record<Bucket, number> = { '15m': FIFTEEN_MIN_MS, '1h': HOUR_MS, '1d': 25 * HOUR_MS, '1w': 7 * DAY_MS + HOUR_MS, '1mo': 31 * DAY_MS + HOUR_MS }
+/** How far a series window may reach past the rollup retention window (a current month or quarter ending in the future). */
+const SPAN_SLACK_MS = 62 * DAY_MS
 
 const GroupBy = Type.Optional(
   Type.Array(Type.Union(DIMENSIONS.map((d) => Type.Literal(d))), {
@@ -165,6 +171,15 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const fromUs = effectiveFromUs(filter.fromUs, store.cutoffs(nowMs))
       const window = { from: formatTimestampUs(fromUs), to: formatTimestampUs(filter.toUs), bucket: bucket as Bucket, tz }
       if (fromUs >= filter.toUs) return { ...window, series_count: 0, series: [] }
+      // Refused before any calendar work: a far-off `to` must not cost a walk through centuries of zone rules.
+      const spanMs = Math.ceil(filter.toUs / 1000) - Math.floor(fromUs / 1000)
+      if (spanMs > MAX_BUCKETS * LONGEST_BUCKET_MS[bucket as Bucket]) {
+        throw new Errors.BadQuery(`\`bucket\` ${bucket} gives more than ${MAX_BUCKETS} buckets in the window; use a larger bucket or a shorter window`)
+      }
+      const maxSpanMs = config.rollupRetentionMs + SPAN_SLACK_MS
+      if (spanMs > maxSpanMs) {
+        throw new Errors.BadQuery(`\`to\` is more than ${Math.floor(maxSpanMs / DAY_MS)} days after \`from\` (the rollup retention window and two months): nothing is kept that long`)
+      }
       const starts = bucketStarts(tz, bucket as Bucket, Math.floor(fromUs / 1000), Math.ceil(filter.toUs / 1000), MAX_BUCKETS)
       if (starts === null) throw new Errors.BadQuery(`\`bucket\` ${bucket} gives more than ${MAX_BUCKETS} buckets in the window; use a larger bucket or a shorter window`)
       if (starts.startsMs.length * limit > MAX_POINTS) {
@@ -175,13 +190,12 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (odd !== -1) {
         throw new Errors.BadQuery(`\`tz\` ${tz} has a bucket starting at ${formatLocal(starts.startsMs[odd]!, starts.offsetsMs[odd]!)}, off the 15-minute grid totals are kept in; no series can be exact there`)
       }
-      const answer = await timeseries(store, { ...filter, fromUs }, (groupBy ?? []) as Dimension[], starts.startsMs.map((s) => s * 1000), 'auto', nowMs)
+      const pick = (all: UsageGroup[]) => sortGroups(all, orderBy ?? 'requests').slice(0, limit)
+      const answer = await timeseries(store, { ...filter, fromUs }, (groupBy ?? []) as Dimension[], starts.startsMs.map((s) => s * 1000), pick, 'auto', nowMs)
       if (answer.tooManyGroups) throw new Errors.BadQuery(`\`group_by\` gives more than ${MAX_GROUPS} series; narrow the window or the filters`)
       const labels = starts.startsMs.map((s, i) => formatLocal(s, starts.offsetsMs[i]!))
-      const series = sortGroups(answer.series, orderBy ?? 'requests')
-        .slice(0, limit)
-        .map((s) => ({ key: s.key, totals: s.totals, points: s.points.map((p, i) => ({ start: labels[i]!, ...p })) }))
-      return { ...window, series_count: answer.series.length, series }
+      const series = answer.series.map((s) => ({ key: s.key, totals: s.totals, points: s.points.map((p, i) => ({ start: labels[i]!, ...p })) }))
+      return { ...window, series_count: answer.seriesCount, series }
     },
   )
   app.get(

@@ -289,6 +289,8 @@ test('bad parameters are 400s naming the parameter', async (t) => {
     ['bucket=1d&limit=0', /limit/],
     ['bucket=1d&from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z', /`from` must be earlier than `to`/],
     ['bucket=1d&order_by=vibes', /order_by/],
+    ['bucket=1mo&to=2200-01-01T00:00:00Z', /`to` is more than \d+ days after `from`/],
+    ['bucket=1h&to=9999-12-31T00:00:00Z', /`bucket` 1h gives more than 10000 buckets/],
   ]
   for (const [q, message] of cases) {
     const res = await app.inject({ url: `/v1/usage/timeseries?${q}` })

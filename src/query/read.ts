@@ -174,7 +174,9 @@ export interface Series {
 
 export interface SeriesAnswer {
   totals: Totals
-  /** Sorted by key; empty when there are more than MAX_GROUPS groups. */
+  /** How many series (groups) the window has. */
+  seriesCount: number
+  /** The series `pick` chose, in its order, with their points; empty when there are more than MAX_GROUPS groups. */
   series: Series[]
   tooManyGroups: boolean
 }
@@ -185,13 +187,16 @@ export interface SeriesAnswer {
  * start. An event belongs to the last bucket starting at or before it. The
  * rows are summed per 15 minutes first (rollups already are), so a bucket is
  * exactly the sum of the 15-minute buckets within it, from the same sources
- * as usage().
+ * as usage(). Every series' totals are computed (sorted by key); `pick`
+ * chooses the ones answered, and only those get points (series × buckets is
+ * what costs memory).
  */
 export async function timeseries(
   store: Store,
   requested: EventFilter,
   groupBy: readonly Dimension[],
   startsUs: readonly number[],
+  pick: (all: UsageGroup[]) => UsageGroup[],
   source: TotalsSource = 'auto',
   nowMs?: number,
 ): Promise<SeriesAnswer> {
@@ -202,21 +207,31 @@ export async function timeseries(
   }
   const rows = await gatherRows(store, requested, groupBy, source, nowMs, startsUs)
   const { byKey, tooManyGroups } = groupRows(rows, groupBy)
-  if (tooManyGroups) return { totals: combineTotals(rows), series: [], tooManyGroups }
+  if (tooManyGroups) return { totals: combineTotals(rows), seriesCount: byKey.size, series: [], tooManyGroups }
   if (groupBy.length === 0 && byKey.size === 0) byKey.set('[]', []) // ungrouped: one series, zeros when nothing happened
-  const index = new Map(startsUs.map((s, i) => [s, i]))
-  const series = [...byKey.entries()]
+  const all = [...byKey.entries()]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([key, list]) => {
-      const perBucket: Row[][] = startsUs.map(() => [])
-      for (const r of list) {
-        const i = index.get(Number(r.start))
-        if (i === undefined) throw new Error('invariant: a row outside every bucket')
-        perBucket[i]!.push(r)
-      }
-      return { key: keyOf(groupBy, key), totals: combineTotals(list), points: perBucket.map(combineTotals) }
-    })
-  return { totals: combineTotals(rows), series, tooManyGroups }
+    .map(([key, list]) => ({ group: { key: keyOf(groupBy, key), totals: combineTotals(list) }, list }))
+  const listOf = new Map(all.map((s) => [s.group, s.list]))
+  const index = new Map(startsUs.map((s, i) => [s, i]))
+  const zero = combineTotals([]) // shared by every empty bucket (serialized, never mutated)
+  const series = pick(all.map((s) => s.group)).map((group) => {
+    const list = listOf.get(group)
+    if (!list) throw new Error('invariant: pick must return series it was given')
+    const perBucket = new Map<number, Row[]>()
+    for (const r of list) {
+      const i = index.get(Number(r.start))
+      if (i === undefined) throw new Error('invariant: a row outside every bucket')
+      const cell = perBucket.get(i)
+      if (cell) cell.push(r)
+      else perBucket.set(i, [r])
+    }
+    return { ...group, points: startsUs.map((_, i) => {
+      const cell = perBucket.get(i)
+      return cell ? combineTotals(cell) : zero
+    }) }
+  })
+  return { totals: combineTotals(rows), seriesCount: all.length, series, tooManyGroups }
 }
 
 /** Most rows one SQL statement of a usage answer may return before the query is refused as too large. */
