@@ -13,7 +13,7 @@ import path from 'node:path'
 import { test } from 'node:test'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { build, event, post, rollover, segments, T0 } from './helper.js'
-import { eventsRelation } from '../src/store/schema.js'
+import { EVENT_COLUMNS, eventsRelation } from '../src/store/schema.js'
 
 /** Columns the "previous schema" did not have yet. */
 const ADDED_SINCE = ['reasoning_tokens', 'ttft_ms', 'stream', 'tags', 'customer_id']
@@ -99,10 +99,38 @@ test('an archive and a pending file of the previous schema answer every read rou
 })
 
 test('a file without a column every schema version has is refused, naming the column', () => {
-  const present = new Set(['event_id', 'ts', 'provider', 'model'])
+  const present = ['event_id', 'ts', 'provider', 'model']
   assert.throws(() => eventsRelation('"x".events', present), /has no column key_id, which every schema version has/)
-  const all = new Set(['event_id', 'ts', 'key_id', 'provider', 'model', 'status_code', 'input_tokens', 'output_tokens', 'fingerprint'])
+  const all = ['event_id', 'ts', 'key_id', 'provider', 'model', 'status_code', 'input_tokens', 'output_tokens', 'fingerprint']
   const relation = eventsRelation('"x".events', all)
   assert.match(relation, /0::BIGINT AS reasoning_tokens/)
   assert.match(relation, /NULL::VARCHAR AS tags/)
+  // Every column present but in another order (a table grown by ADD COLUMN): still projected, so positional copies stay right.
+  const current = EVENT_COLUMNS.map((c) => c.name)
+  assert.equal(eventsRelation('"x".events', current), '"x".events')
+  const reordered = [...current.filter((c) => c !== 'tags'), 'tags']
+  assert.match(eventsRelation('"x".events', reordered), /^\(SELECT event_id, ts, .* FROM "x".events\)$/)
+})
+
+test('an active segment of the previous schema (an upgrade restart) is moved to pending and sealed; a fresh one takes appends', async (t) => {
+  const built = await build(t)
+  const e = event({ reasoning_tokens: 3, tags: { a: 'b' } })
+  assert.equal((await post(built.app, [e])).body.accepted, 1)
+  await built.app.close()
+  const activeDir = path.join(built.dataDir, 'active')
+  const [file] = (await readdir(activeDir)).filter((f) => f.endsWith('.duckdb'))
+  await withDb(path.join(activeDir, file!), async (run) => {
+    for (const c of ADDED_SINCE) await run(`ALTER TABLE events DROP COLUMN ${c}`)
+  })
+  const app = await built.restart()
+  const got = (await app.inject({ url: `/v1/events/${String(e.event_id)}` })).json() as Record<string, unknown>
+  assert.equal(got.reasoning_tokens, 0)
+  assert.equal(got.tags, null)
+  const fresh = event({ reasoning_tokens: 5 })
+  assert.equal((await post(app, [fresh, e])).body.accepted, 1, 'the replay of the old event is still a duplicate')
+  await app.store.settle()
+  const states = (await segments(app)).map((s) => s.state).sort()
+  assert.deepEqual(states, ['active', 'archived'])
+  assert.equal(((await app.inject({ url: `/v1/events/${String(fresh.event_id)}` })).json() as { reasoning_tokens: number }).reasoning_tokens, 5)
+  assert.equal((await app.inject({ url: `/v1/usage?from=${T0 - 3_600_000}&to=${T0}` })).json().totals.requests, 2)
 })

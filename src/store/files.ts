@@ -103,9 +103,12 @@ export class FileTier {
       const alias = `seg_${segmentId}_${++generation}`
       await this.admin.run(`ATTACH ${sqlString(path)} AS ${ident(alias)} (READ_ONLY)`)
       try {
-        const cols = await this.admin.runAndReadAll(`SELECT column_name FROM duckdb_columns() WHERE database_name = $1 AND schema_name = 'main' AND table_name = 'events'`, [alias])
-        const present = new Set(cols.getRows().map((r) => String(r[0])))
-        if (present.size > 0) {
+        const cols = await this.admin.runAndReadAll(
+          `SELECT column_name FROM duckdb_columns() WHERE database_name = $1 AND schema_name = 'main' AND table_name = 'events' ORDER BY column_index`,
+          [alias],
+        )
+        const present = cols.getRows().map((r) => String(r[0]))
+        if (present.length > 0) {
           const table = `${ident(alias)}.events`
           const relation = eventsRelation(table, present)
           setEventsRelation(alias, relation === table ? null : relation)

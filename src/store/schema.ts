@@ -71,16 +71,23 @@ export const EVENT_COLUMNS: readonly Column[] = [
   { name: 'fingerprint', sql: 'VARCHAR NOT NULL', type: VARCHAR },
 ]
 
+/** True when `columns` (in table order) are exactly the current EVENT_COLUMNS, in order. */
+export function isCurrentEventsTable(columns: readonly string[]): boolean {
+  return columns.length === EVENT_COLUMNS.length && EVENT_COLUMNS.every((c, i) => columns[i] === c.name)
+}
+
 /**
- * How to read an `events` table whose columns are `present` as the current
- * schema: the table itself when it has every column, otherwise a projection
- * giving every EVENT_COLUMNS column in order, the missing ones as their
- * `ifMissing` value. Throws naming a missing column that has no such value.
+ * How to read an `events` table whose columns are `present` (in table order)
+ * as the current schema: the table itself when it is exactly the current one,
+ * otherwise a projection giving every EVENT_COLUMNS column in order (so
+ * positional copies such as the sealer's stay right), the missing ones as
+ * their `ifMissing` value. Throws naming a missing column that has no such value.
  */
-export function eventsRelation(table: string, present: ReadonlySet<string>): string {
-  if (EVENT_COLUMNS.every((c) => present.has(c.name))) return table
+export function eventsRelation(table: string, present: readonly string[]): string {
+  if (isCurrentEventsTable(present)) return table
+  const have = new Set(present)
   const select = EVENT_COLUMNS.map((c) => {
-    if (present.has(c.name)) return c.name
+    if (have.has(c.name)) return c.name
     if (c.ifMissing === undefined) throw new Error(`${table} has no column ${c.name}, which every schema version has: not a segment this service can read`)
     return `${c.ifMissing} AS ${c.name}`
   })

@@ -59,6 +59,7 @@ import { CATALOG_FILE, detailsPath, LEGACY_ACTIVE_FILE, parseSegmentFileName, re
 import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionReport, type RetentionTrigger, type RetentionWindows } from './retention.js'
 import { lookupFingerprints, scanIds, Segment } from './segment.js'
 import { computeStats, type SegmentStats } from './stats.js'
+import { isCurrentEventsTable } from './schema.js'
 import { Sealer, type SealStep } from './sealer.js'
 
 export type EventStatus = 'duplicate' | 'conflict' | 'rejected'
@@ -1475,9 +1476,35 @@ async function recover(
     }
   }
 
-  const activeId = activeIds.at(-1) ?? maxId + 1
+  // The newest active file of an older schema version (an upgrade) takes no
+  // appends: it is moved to pending like the older ones (sealing reads it
+  // through the projection into a current archive), and a fresh one opens.
+  let activeId = activeIds.at(-1) ?? maxId + 1
   maxId = Math.max(maxId, activeId)
-  const live = await Segment.open(segmentPath(opts.dataDir, 'active', activeId), segOpts)
+  let live = await Segment.open(segmentPath(opts.dataDir, 'active', activeId), segOpts)
+  const columns = await live.read(async (conn) =>
+    (
+      await conn.runAndReadAll(
+        `SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'events' ORDER BY column_index`,
+      )
+    )
+      .getRows()
+      .map((r) => String(r[0])),
+  )
+  if (!isCurrentEventsTable(columns)) {
+    await live.close()
+    await moveToPending(fs, opts.dataDir, activeId)
+    const older = newEntry(activeId, 'pending', null)
+    older.file = await files.attach(activeId, segmentPath(opts.dataDir, 'pending', activeId))
+    const olderStats = await computeStats(files.probeConn, older.file.alias)
+    Object.assign(older, { rowCount: olderStats.rowCount, minTsUs: olderStats.minTsUs, maxTsUs: olderStats.maxTsUs, bytes: await fs.size(segmentPath(opts.dataDir, 'pending', activeId)) })
+    older.createdMs = records.get(activeId)?.createdMs ?? opts.clock.nowMs()
+    await catalog.putLive(activeId, 'pending', relativeSegmentPath('pending', activeId), older.createdMs)
+    entries.push(older)
+    log.warn({ event: 'recover_older_schema', id: activeId, columns }, 'the active segment has an older schema: moved to pending, a new active segment opens')
+    activeId = ++maxId
+    live = await Segment.open(segmentPath(opts.dataDir, 'active', activeId), segOpts)
+  }
   const active = newEntry(activeId, 'active', live)
   const stats = await live.read((conn) => computeStats(conn, null))
   Object.assign(active, { rowCount: stats.rowCount, minTsUs: stats.minTsUs, maxTsUs: stats.maxTsUs })
