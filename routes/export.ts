@@ -39,13 +39,15 @@ export const exportRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/export',
     {
+      // A HEAD would run the whole export only to throw it away.
+      exposeHeadRoute: false,
       schema: {
         summary: 'Export the matching events (CSV, NDJSON or Parquet)',
         description:
           `Every event in [from, to) that matches the filters, oldest first by (timestamp, event_id), summary fields only (no \`detail\`), columns always in this order: ${EXPORT_COLUMNS.join(', ')}. ` +
           'CSV and NDJSON are streamed (cost as an exact decimal string, tags as JSON); Parquet is written by DuckDB (timestamp as UTC TIMESTAMPTZ, cost as DECIMAL(38,12)). ' +
           `An export holds at most TOKENLEDGER_EXPORT_MAX_EVENTS events (400 when the window holds more; if events ingested during a streamed export carry it past that, the transfer is broken off rather than cut short silently). ` +
-          'One export runs at a time (503 with Retry-After otherwise).',
+          'One export runs at a time (503 with Retry-After otherwise). Values are exported exactly as stored: a CSV opened in a spreadsheet may treat a field starting with =, +, - or @ as a formula.',
         tags: ['query'],
         querystring: Type.Object({ ...QueryFilters, format: Type.Optional(Type.Union(EXPORT_FORMATS.map((f) => Type.Literal(f)), { default: 'csv' })) }, { additionalProperties: false }),
         response: {

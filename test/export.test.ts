@@ -14,7 +14,7 @@ import { test } from 'node:test'
 import { DuckDBInstance } from '@duckdb/node-api'
 import type { FastifyInstance } from 'fastify'
 import { build, event, post, rollover, T0 } from './helper.js'
-import { EXPORT_COLUMNS } from '../src/query/export.js'
+import { EXPORT_COLUMNS, EXPORT_PAGE, walkEvents } from '../src/query/export.js'
 import { pageEvents, decodeCursor } from '../src/query/list.js'
 
 const MIN = 60_000
@@ -219,4 +219,17 @@ test('the export bound is a 400 before the first byte; bad parameters are 400s n
     assert.equal(res.statusCode, 400, `${q}: ${res.body}`)
     assert.match((res.json() as { message: string }).message, re, q)
   }
+})
+
+test('a streamed export that the retention cutoff overtakes is broken off, never cut short silently', async (t) => {
+  const { app, clock } = await build(t, { TOKENLEDGER_EVENT_RETENTION: '1h', TOKENLEDGER_RETENTION_INTERVAL: 'off' })
+  const events = Array.from({ length: EXPORT_PAGE + 10 }, (_, i) => event({ timestamp: T0 - 50 * MIN + Math.floor(i / 200) * MIN }))
+  assert.equal((await post(app, events)).body.accepted, events.length)
+  const filter = { fromUs: (T0 - 3_600_000) * 1000, toUs: T0 * 1000, dims: {}, status: [] }
+  const walk = walkEvents(app.store, filter, 1_000_000)
+  const first = await walk.next()
+  assert.equal(first.done, false)
+  assert.equal((first.value as unknown[]).length, EXPORT_PAGE)
+  clock.advance(40 * MIN) // the cutoff is now 10 minutes past the last event sent
+  await assert.rejects(walk.next(), /retention cutoff passed the events it had reached/)
 })

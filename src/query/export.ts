@@ -86,7 +86,13 @@ export async function* walkEvents(store: Store, filter: EventFilter, maxEvents: 
   let cursor: string | null = null
   let sent = 0
   do {
-    const page = await pageEvents(store, filter, { limit: EXPORT_PAGE, cursor: cursor === null ? null : decodeCursor(cursor), source: 'all', order: 'asc' })
+    const after = cursor === null ? null : decodeCursor(cursor)
+    // A slow reader must not let the retention cutoff overtake the walk: the
+    // events between the last one sent and the cutoff would be skipped silently.
+    if (after !== null && store.cutoffs().eventsUs > after.tsUs) {
+      throw new Errors.QueryTooLarge('the export ran so long that the retention cutoff passed the events it had reached; export a later or shorter window')
+    }
+    const page = await pageEvents(store, filter, { limit: EXPORT_PAGE, cursor: after, source: 'all', order: 'asc' })
     sent += page.events.length
     if (sent > maxEvents) throw new Errors.QueryTooLarge(`the export passed ${maxEvents} events while it ran`)
     if (page.events.length > 0) yield page.events
