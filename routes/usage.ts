@@ -9,7 +9,8 @@ import { Errors } from '../src/errors.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
 import { DIMENSIONS, type Dimension } from '../src/query/filters.js'
 import { effectiveFromUs, MAX_GROUPS, timeseries, usage, type Count, type Totals, type UsageGroup } from '../src/query/read.js'
-import { BUCKETS, bucketStarts, canonicalZone, formatLocal, type Bucket } from '../src/query/calendar.js'
+import { BUCKETS, bucketStarts, canonicalZone, DAY_MS, formatLocal, HOUR_MS, type Bucket } from '../src/query/calendar.js'
+import { BUCKET_US } from '../src/store/catalog.js'
 import { parseCost } from '../src/money.js'
 import { commonErrors, QueryFilters } from './schemas.js'
 
@@ -23,9 +24,7 @@ const MAX_BUCKETS = 10_000
 const MAX_SERIES_LISTED = 100
 /** Most points (series listed × buckets) in one time-series answer. */
 const MAX_POINTS = 200_000
-const FIFTEEN_MIN_MS = 15 * 60_000
-const HOUR_MS = 3_600_000
-const DAY_MS = 86_400_000
+const FIFTEEN_MIN_MS = BUCKET_US / 1000
 /** The longest a bucket of each size can be (a day across DST is 25 hours). */
 const LONGEST_BUCKET_MS: Record<Bucket, number> = { '15m': FIFTEEN_MIN_MS, '1h': HOUR_MS, '1d': 25 * HOUR_MS, '1w': 7 * DAY_MS + HOUR_MS, '1mo': 31 * DAY_MS + HOUR_MS }
 /** How far a series window may reach past the rollup retention window (a current month or quarter ending in the future). */
@@ -173,15 +172,14 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (fromUs >= filter.toUs) return { ...window, series_count: 0, series: [] }
       // Refused before any calendar work: a far-off `to` must not cost a walk through centuries of zone rules.
       const spanMs = Math.ceil(filter.toUs / 1000) - Math.floor(fromUs / 1000)
-      if (spanMs > MAX_BUCKETS * LONGEST_BUCKET_MS[bucket as Bucket]) {
-        throw new Errors.BadQuery(`\`bucket\` ${bucket} gives more than ${MAX_BUCKETS} buckets in the window; use a larger bucket or a shorter window`)
-      }
+      const tooManyBuckets = () => new Errors.BadQuery(`\`bucket\` ${bucket} gives more than ${MAX_BUCKETS} buckets in the window; use a larger bucket or a shorter window`)
+      if (spanMs > MAX_BUCKETS * LONGEST_BUCKET_MS[bucket as Bucket]) throw tooManyBuckets()
       const maxSpanMs = config.rollupRetentionMs + SPAN_SLACK_MS
       if (spanMs > maxSpanMs) {
         throw new Errors.BadQuery(`\`to\` is more than ${Math.floor(maxSpanMs / DAY_MS)} days after \`from\` (the rollup retention window and two months): nothing is kept that long`)
       }
       const starts = bucketStarts(tz, bucket as Bucket, Math.floor(fromUs / 1000), Math.ceil(filter.toUs / 1000), MAX_BUCKETS)
-      if (starts === null) throw new Errors.BadQuery(`\`bucket\` ${bucket} gives more than ${MAX_BUCKETS} buckets in the window; use a larger bucket or a shorter window`)
+      if (starts === null) throw tooManyBuckets()
       if (starts.startsMs.length * limit > MAX_POINTS) {
         throw new Errors.BadQuery(`\`limit\` ${limit} series × ${starts.startsMs.length} buckets is more than ${MAX_POINTS} points; lower the limit, use a larger bucket or a shorter window`)
       }

@@ -20,8 +20,8 @@ export const BUCKETS = ['15m', '1h', '1d', '1w', '1mo'] as const
 export type Bucket = (typeof BUCKETS)[number]
 
 const MINUTE_MS = 60_000
-const HOUR_MS = 3_600_000
-const DAY_MS = 86_400_000
+export const HOUR_MS = 3_600_000
+export const DAY_MS = 86_400_000
 /** Offsets are sampled this far apart, then each change is bisected to the second. */
 const SAMPLE_MS = 6 * HOUR_MS
 /** Largest |UTC offset| of any zone, with room: wall times map to instants within it. */

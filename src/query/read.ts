@@ -156,12 +156,7 @@ export async function usage(
 ): Promise<UsageAnswer> {
   const rows = await gatherRows(store, requested, groupBy, source, nowMs, null)
   const { byKey, tooManyGroups } = groupRows(rows, groupBy)
-  const groups =
-    groupBy.length === 0 || tooManyGroups
-      ? []
-      : [...byKey.entries()]
-          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-          .map(([key, list]) => ({ key: keyOf(groupBy, key), totals: combineTotals(list) }))
+  const groups = groupBy.length === 0 || tooManyGroups ? [] : sortedGroups(byKey, groupBy).map((g) => g.group)
   return { totals: combineTotals(rows), groups, tooManyGroups }
 }
 
@@ -209,9 +204,7 @@ export async function timeseries(
   const { byKey, tooManyGroups } = groupRows(rows, groupBy)
   if (tooManyGroups) return { totals: combineTotals(rows), seriesCount: byKey.size, series: [], tooManyGroups }
   if (groupBy.length === 0 && byKey.size === 0) byKey.set('[]', []) // ungrouped: one series, zeros when nothing happened
-  const all = [...byKey.entries()]
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([key, list]) => ({ group: { key: keyOf(groupBy, key), totals: combineTotals(list) }, list }))
+  const all = sortedGroups(byKey, groupBy)
   const listOf = new Map(all.map((s) => [s.group, s.list]))
   const index = new Map(startsUs.map((s, i) => [s, i]))
   const zero = combineTotals([]) // shared by every empty bucket (serialized, never mutated)
@@ -301,9 +294,14 @@ function groupRows(rows: Row[], groupBy: readonly Dimension[]): { byKey: Map<str
   return { byKey, tooManyGroups: false }
 }
 
-function keyOf(groupBy: readonly Dimension[], key: string): Partial<Record<Dimension, string | null>> {
-  const values = JSON.parse(key) as Array<string | null>
-  return Object.fromEntries(groupBy.map((d, i) => [d, values[i] ?? null]))
+/** Each group's key and totals, with its rows, sorted by key. */
+function sortedGroups(byKey: Map<string, Row[]>, groupBy: readonly Dimension[]): Array<{ group: UsageGroup; list: Row[] }> {
+  return [...byKey.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([key, list]) => {
+      const values = JSON.parse(key) as Array<string | null>
+      return { group: { key: Object.fromEntries(groupBy.map((d, i) => [d, values[i] ?? null])), totals: combineTotals(list) }, list }
+    })
 }
 
 export type Range = [number, number]
@@ -358,6 +356,12 @@ interface Shape {
   startsUs: readonly number[] | null
 }
 
+/** The inner statement's grouping: currency and dimensions, plus the 15-minute bucket `time` (as `b`) for a series. */
+function grouping(time: string, shape: Shape): { cols: string; select: string; by: string } {
+  const cols = groupColumns(shape.groupBy)
+  return shape.startsUs === null ? { cols, select: cols, by: cols } : { cols, select: `${time} AS b, ${cols}`, by: `${time}, ${cols}` }
+}
+
 /** Re-sums rows that already hold the measures (one per 15-minute bucket) into coarser rows. */
 const SUM_MEASURES = MEASURES.map((m) => `sum(${m}) AS ${m}`).concat('sum(cost) AS cost').join(', ')
 
@@ -386,19 +390,15 @@ async function readShaped(conn: DuckDBConnection, sql: string, params: DuckDBVal
 async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Promise<Row[]> {
   const where = whereClause({ ...f, fromUs, toUs })
   const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
-  const cols = groupColumns(shape.groupBy)
-  const by = shape.startsUs === null ? cols : `time_bucket(INTERVAL 15 MINUTE, ts), ${cols}`
-  const b = shape.startsUs === null ? '' : 'time_bucket(INTERVAL 15 MINUTE, ts) AS b, '
-  return readShaped(conn, shaped(`SELECT ${b}${cols}, ${RAW_MEASURES} FROM (${union}) GROUP BY ${by}`, cols, shape), where.params)
+  const g = grouping('time_bucket(INTERVAL 15 MINUTE, ts)', shape)
+  return readShaped(conn, shaped(`SELECT ${g.select}, ${RAW_MEASURES} FROM (${union}) GROUP BY ${g.by}`, g.cols, shape), where.params)
 }
 
 async function rollupTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, excludeIds: number[], shape: Shape): Promise<Row[]> {
   const where = whereClause({ ...f, fromUs, toUs }, 'bucket')
   const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${excludeIds.map((id) => String(Math.trunc(id))).join(', ')})` : ''
-  const cols = groupColumns(shape.groupBy)
-  const by = shape.startsUs === null ? cols : `bucket, ${cols}`
-  const b = shape.startsUs === null ? '' : 'bucket AS b, '
-  return readShaped(conn, shaped(`SELECT ${b}${cols}, ${ROLLUP_MEASURES} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${by}`, cols, shape), where.params)
+  const g = grouping('bucket', shape)
+  return readShaped(conn, shaped(`SELECT ${g.select}, ${ROLLUP_MEASURES} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${g.by}`, g.cols, shape), where.params)
 }
 
 export type Row = Record<string, DuckDBValue>
