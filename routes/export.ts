@@ -65,17 +65,13 @@ export const exportRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const filter = parseFilter(filters, { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs })
       // A client exporting one window after another finds the slot free again
       // within moments of its last byte; only a real overlap is refused.
-      const [, release] = await slots.acquire().then(
+      // `done` frees the slot; calling it again is a no-op (async-mutex releasers are idempotent).
+      const [, done] = await slots.acquire().then(
         (r) => r,
         (err: unknown) => {
           throw err === E_TIMEOUT ? new Errors.QueryBusy() : err
         },
       )
-      let released = false
-      const done = () => {
-        if (!released) release()
-        released = true
-      }
       try {
         const n = await countEvents(store, filter)
         if (n > config.exportMaxEvents) {

@@ -22,7 +22,8 @@ import type { DuckDBConnection } from '@duckdb/node-api'
 import { Errors } from '../errors.js'
 import { EVENT_COLUMNS } from '../store/schema.js'
 import { tableOf } from '../store/stats.js'
-import type { Store } from '../store/store.js'
+import { sqlString } from '../store/files.js'
+import type { Snapshot, SnapshotPart, Store } from '../store/store.js'
 import { whereClause, type EventFilter } from './filters.js'
 import { decodeCursor, pageEvents } from './list.js'
 import { mayMatch, type StoredEvent } from './read.js'
@@ -58,11 +59,25 @@ export const EXPORT_COLUMNS = [
 /** Events per page of a streamed export. */
 export const EXPORT_PAGE = 5000
 
+/** The window a snapshot can answer (never before its event cutoff), and its parts that may hold matches: live ones, and the aliases of attached files. */
+function matchingParts(snap: Snapshot, filter: EventFilter): { window: EventFilter; live: SnapshotPart[]; files: string[] } {
+  const window: EventFilter = { ...filter, fromUs: Math.max(filter.fromUs, snap.cutoffs.eventsUs) }
+  const live: SnapshotPart[] = []
+  const files: string[] = []
+  if (window.fromUs < window.toUs) {
+    for (const part of snap.parts) {
+      if (!mayMatch(part, window, [window.fromUs, window.toUs])) continue
+      if (part.alias === null) live.push(part)
+      else files.push(part.alias)
+    }
+  }
+  return { window, live, files }
+}
+
 /** Events in the window and filters now (before the event cutoff: none). */
 export async function countEvents(store: Store, filter: EventFilter): Promise<number> {
   return store.snapshot(async (snap) => {
-    const window: EventFilter = { ...filter, fromUs: Math.max(filter.fromUs, snap.cutoffs.eventsUs) }
-    if (window.fromUs >= window.toUs) return 0
+    const { window, live, files } = matchingParts(snap, filter)
     const where = whereClause(window)
     const count = async (conn: DuckDBConnection, aliases: Array<string | null>): Promise<number> => {
       const union = aliases.map((a) => `SELECT count(*) AS n FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
@@ -70,12 +85,7 @@ export async function countEvents(store: Store, filter: EventFilter): Promise<nu
       return Number(rows[0]![0])
     }
     let n = 0
-    const files: string[] = []
-    for (const part of snap.parts) {
-      if (!mayMatch(part, window, [window.fromUs, window.toUs])) continue
-      if (part.alias === null) n += await part.live((conn) => count(conn, [null]))
-      else files.push(part.alias)
-    }
+    for (const part of live) n += await part.live((conn) => count(conn, [null]))
     if (files.length > 0) n += await snap.files((conn) => count(conn, files))
     return n
   })
@@ -124,8 +134,6 @@ export function ndjsonRows(events: readonly StoredEvent[]): string {
 /** DuckDB expressions of the export columns over an `events` table (timestamps as UTC TIMESTAMPTZ). */
 const PARQUET_SELECT = EXPORT_COLUMNS.map((c) => (c === 'timestamp' ? `timezone('UTC', ts) AS "timestamp"` : c)).join(', ')
 
-const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`
-
 /**
  * Writes the matching events as one Parquet file (zstd), oldest first, with
  * DuckDB; returns how many it holds. Live segments are first copied to their
@@ -136,24 +144,16 @@ const sqlString = (s: string): string => `'${s.replaceAll("'", "''")}'`
 export async function writeParquet(store: Store, filter: EventFilter, dir: string, file: string, maxEvents: number, timeoutMs: number): Promise<number> {
   return store.snapshot(
     async (snap) => {
-      const window: EventFilter = { ...filter, fromUs: Math.max(filter.fromUs, snap.cutoffs.eventsUs) }
+      const { window, live, files } = matchingParts(snap, filter)
       const where = whereClause(window)
       const sources: string[] = []
-      const files: string[] = []
       const liveParts: string[] = []
       try {
-        if (window.fromUs < window.toUs) {
-          for (const part of snap.parts) {
-            if (!mayMatch(part, window, [window.fromUs, window.toUs])) continue
-            if (part.alias !== null) {
-              files.push(part.alias)
-              continue
-            }
-            const livePart = path.join(dir, `${randomUUID()}.live.parquet`)
-            liveParts.push(livePart)
-            await part.live((conn) => conn.run(`COPY (SELECT * FROM events WHERE ${where.sql}) TO ${sqlString(livePart)} (FORMAT parquet)`, where.params))
-            sources.push(`SELECT * FROM read_parquet(${sqlString(livePart)})`)
-          }
+        for (const part of live) {
+          const livePart = path.join(dir, `${randomUUID()}.live.parquet`)
+          liveParts.push(livePart)
+          await part.live((conn) => conn.run(`COPY (SELECT * FROM events WHERE ${where.sql}) TO ${sqlString(livePart)} (FORMAT parquet)`, where.params))
+          sources.push(`SELECT * FROM read_parquet(${sqlString(livePart)})`)
         }
         for (const alias of files) sources.push(`SELECT * FROM ${tableOf(alias, 'events')} WHERE ${where.sql}`)
         // An empty export still has its columns: a source that matches nothing.

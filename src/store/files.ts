@@ -16,7 +16,7 @@
 import { Mutex } from 'async-mutex'
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api'
 import { ConnectionPool } from './pool.js'
-import { eventsRelation } from './schema.js'
+import { eventColumns, eventsRelation } from './schema.js'
 import { setEventsRelation } from './stats.js'
 
 /** Aliases are unique within the process (tableOf's registry of older-schema files is keyed by them). */
@@ -43,7 +43,8 @@ export function ident(name: string): string {
   return `"${name.replaceAll('"', '""')}"`
 }
 
-function sqlString(text: string): string {
+/** A SQL string literal (for file paths, which DuckDB does not take as parameters in ATTACH or COPY). */
+export function sqlString(text: string): string {
   return `'${text.replaceAll("'", "''")}'`
 }
 
@@ -103,11 +104,7 @@ export class FileTier {
       const alias = `seg_${segmentId}_${++generation}`
       await this.admin.run(`ATTACH ${sqlString(path)} AS ${ident(alias)} (READ_ONLY)`)
       try {
-        const cols = await this.admin.runAndReadAll(
-          `SELECT column_name FROM duckdb_columns() WHERE database_name = $1 AND schema_name = 'main' AND table_name = 'events' ORDER BY column_index`,
-          [alias],
-        )
-        const present = cols.getRows().map((r) => String(r[0]))
+        const present = await eventColumns(this.admin, alias)
         if (present.length > 0) {
           const table = `${ident(alias)}.events`
           const relation = eventsRelation(table, present)
