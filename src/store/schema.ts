@@ -23,6 +23,7 @@ import {
   SMALLINT,
   TIMESTAMP,
   VARCHAR,
+  type DuckDBConnection,
   type DuckDBType,
   type DuckDBVector,
   type DuckDBValue,
@@ -70,6 +71,15 @@ export const EVENT_COLUMNS: readonly Column[] = [
   { name: 'has_detail', sql: 'BOOLEAN NOT NULL', type: BOOLEAN, ifMissing: 'false' },
   { name: 'fingerprint', sql: 'VARCHAR NOT NULL', type: VARCHAR },
 ]
+
+/** The columns of the `events` table in `database` (null: the connection's own), in table order; empty when it has none. */
+export async function eventColumns(conn: DuckDBConnection, database: string | null): Promise<string[]> {
+  const res = await conn.runAndReadAll(
+    `SELECT column_name FROM duckdb_columns() WHERE database_name = ${database === null ? 'current_database()' : '$1'} AND schema_name = 'main' AND table_name = 'events' ORDER BY column_index`,
+    database === null ? [] : [database],
+  )
+  return res.getRows().map((r) => String(r[0]))
+}
 
 /** True when `columns` (in table order) are exactly the current EVENT_COLUMNS, in order. */
 export function isCurrentEventsTable(columns: readonly string[]): boolean {

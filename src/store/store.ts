@@ -59,7 +59,7 @@ import { CATALOG_FILE, detailsPath, LEGACY_ACTIVE_FILE, parseSegmentFileName, re
 import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionReport, type RetentionTrigger, type RetentionWindows } from './retention.js'
 import { lookupFingerprints, scanIds, Segment } from './segment.js'
 import { computeStats, type SegmentStats } from './stats.js'
-import { isCurrentEventsTable } from './schema.js'
+import { eventColumns, isCurrentEventsTable } from './schema.js'
 import { Sealer, type SealStep } from './sealer.js'
 
 export type EventStatus = 'duplicate' | 'conflict' | 'rejected'
@@ -1386,6 +1386,18 @@ async function recover(
 
   const archiveIds = new Set(await idsIn('archive'))
   const entries: SegmentEntry[] = []
+  /** Takes a pending file in as a segment: attached, measured, recorded as pending unless the catalog has it archived. */
+  const addPending = async (id: number): Promise<void> => {
+    const rec = records.get(id)
+    const file = segmentPath(opts.dataDir, 'pending', id)
+    const entry = newEntry(id, 'pending', null)
+    entry.file = await files.attach(id, file)
+    const stats = await computeStats(files.probeConn, entry.file.alias)
+    Object.assign(entry, { rowCount: stats.rowCount, minTsUs: stats.minTsUs, maxTsUs: stats.maxTsUs, bytes: await fs.size(file) })
+    entry.createdMs = rec?.createdMs ?? opts.clock.nowMs()
+    if (rec?.state !== 'archived') await catalog.putLive(id, 'pending', relativeSegmentPath('pending', id), entry.createdMs)
+    entries.push(entry)
+  }
   for (const id of await idsIn('pending')) {
     const rec = records.get(id)
     const file = segmentPath(opts.dataDir, 'pending', id)
@@ -1401,13 +1413,7 @@ async function recover(
       archiveIds.delete(id)
       log.warn({ event: 'recover_unrecorded_archive', id }, 'removed an archive the catalog never recorded; sealing again')
     }
-    const entry = newEntry(id, 'pending', null)
-    entry.file = await files.attach(id, file)
-    const stats = await computeStats(files.probeConn, entry.file.alias)
-    Object.assign(entry, { rowCount: stats.rowCount, minTsUs: stats.minTsUs, maxTsUs: stats.maxTsUs, bytes: await fs.size(file) })
-    entry.createdMs = rec?.createdMs ?? opts.clock.nowMs()
-    if (rec?.state !== 'archived') await catalog.putLive(id, 'pending', relativeSegmentPath('pending', id), entry.createdMs)
-    entries.push(entry)
+    await addPending(id)
   }
 
   const dims = await catalog.dims()
@@ -1482,25 +1488,11 @@ async function recover(
   let activeId = activeIds.at(-1) ?? maxId + 1
   maxId = Math.max(maxId, activeId)
   let live = await Segment.open(segmentPath(opts.dataDir, 'active', activeId), segOpts)
-  const columns = await live.read(async (conn) =>
-    (
-      await conn.runAndReadAll(
-        `SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'events' ORDER BY column_index`,
-      )
-    )
-      .getRows()
-      .map((r) => String(r[0])),
-  )
+  const columns = await live.read((conn) => eventColumns(conn, null))
   if (!isCurrentEventsTable(columns)) {
     await live.close()
     await moveToPending(fs, opts.dataDir, activeId)
-    const older = newEntry(activeId, 'pending', null)
-    older.file = await files.attach(activeId, segmentPath(opts.dataDir, 'pending', activeId))
-    const olderStats = await computeStats(files.probeConn, older.file.alias)
-    Object.assign(older, { rowCount: olderStats.rowCount, minTsUs: olderStats.minTsUs, maxTsUs: olderStats.maxTsUs, bytes: await fs.size(segmentPath(opts.dataDir, 'pending', activeId)) })
-    older.createdMs = records.get(activeId)?.createdMs ?? opts.clock.nowMs()
-    await catalog.putLive(activeId, 'pending', relativeSegmentPath('pending', activeId), older.createdMs)
-    entries.push(older)
+    await addPending(activeId)
     log.warn({ event: 'recover_older_schema', id: activeId, columns }, 'the active segment has an older schema: moved to pending, a new active segment opens')
     activeId = ++maxId
     live = await Segment.open(segmentPath(opts.dataDir, 'active', activeId), segOpts)
