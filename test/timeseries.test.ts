@@ -49,6 +49,15 @@ async function series(app: FastifyInstance, query: string): Promise<SeriesBody> 
 }
 
 const starts = (body: SeriesBody, i = 0) => body.series[i]!.points.map((p) => p.start)
+
+/** The first series' points are exactly these buckets, with these request counts. */
+function assertPoints(body: SeriesBody, want: Array<[start: string, requests: number]>): void {
+  assert.deepEqual(starts(body), want.map(([start]) => start))
+  assert.deepEqual(
+    body.series[0]!.points.map((p) => p.requests),
+    want.map(([, requests]) => requests),
+  )
+}
 const iso = (ms: number) => new Date(ms).toISOString()
 
 /** The zone's offset at `ms` as "+HH:MM", read from Intl's longOffset name (independent of src/query/calendar.ts). */
@@ -194,55 +203,27 @@ test('days follow local midnight: 25 hours on 2026-10-25 in Berlin, 23 on 2026-0
   const { app } = await build(t, { ...ENV, TOKENLEDGER_EVENT_RETENTION: '300d' })
   const key = await hourly(app, '2026-10-23T22:00:00Z', '2026-10-26T23:00:00Z')
   const days = await series(app, `from=2026-10-24T00:00:00%2B02:00&to=2026-10-27T00:00:00%2B01:00&key_id=${key}&bucket=1d&tz=Europe/Berlin`)
-  assert.deepEqual(starts(days), ['2026-10-24T00:00:00+02:00', '2026-10-25T00:00:00+02:00', '2026-10-26T00:00:00+01:00'])
-  assert.deepEqual(
-    days.series[0]!.points.map((p) => p.requests),
-    [24, 25, 24],
-  )
+  assertPoints(days, [['2026-10-24T00:00:00+02:00', 24], ['2026-10-25T00:00:00+02:00', 25], ['2026-10-26T00:00:00+01:00', 24]])
   const hours = await series(app, `from=2026-10-25T01:00:00%2B02:00&to=2026-10-25T04:00:00%2B01:00&key_id=${key}&bucket=1h&tz=Europe/Berlin`)
-  assert.deepEqual(starts(hours), ['2026-10-25T01:00:00+02:00', '2026-10-25T02:00:00+02:00', '2026-10-25T02:00:00+01:00', '2026-10-25T03:00:00+01:00'])
-  assert.deepEqual(
-    hours.series[0]!.points.map((p) => p.requests),
-    [1, 1, 1, 1],
-  )
+  assertPoints(hours, [['2026-10-25T01:00:00+02:00', 1], ['2026-10-25T02:00:00+02:00', 1], ['2026-10-25T02:00:00+01:00', 1], ['2026-10-25T03:00:00+01:00', 1]])
   const spring = await hourly(app, '2026-03-27T23:00:00Z', '2026-03-30T22:00:00Z')
   const springDays = await series(app, `from=2026-03-28T00:00:00%2B01:00&to=2026-03-31T00:00:00%2B02:00&key_id=${spring}&bucket=1d&tz=Europe/Berlin`)
-  assert.deepEqual(starts(springDays), ['2026-03-28T00:00:00+01:00', '2026-03-29T00:00:00+01:00', '2026-03-30T00:00:00+02:00'])
-  assert.deepEqual(
-    springDays.series[0]!.points.map((p) => p.requests),
-    [24, 23, 24],
-  )
+  assertPoints(springDays, [['2026-03-28T00:00:00+01:00', 24], ['2026-03-29T00:00:00+01:00', 23], ['2026-03-30T00:00:00+02:00', 24]])
 })
 
 test('half- and quarter-hour zones: Kolkata hours start at :30 UTC, St_Johns days move with its change, Kathmandu weeks start Monday at 00:00+05:45', async (t) => {
   const { app } = await build(t, ENV)
   const key = await hourly(app, '2026-10-30T00:00:00Z', '2026-11-10T00:00:00Z')
   const kolkata = await series(app, `from=2026-11-01T00:00:00Z&to=2026-11-01T03:00:00Z&key_id=${key}&bucket=1h&tz=Asia/Kolkata`)
-  assert.deepEqual(starts(kolkata), ['2026-11-01T05:00:00+05:30', '2026-11-01T06:00:00+05:30', '2026-11-01T07:00:00+05:30', '2026-11-01T08:00:00+05:30'])
   // 00:05Z falls in 05:00+05:30 (23:30Z..00:30Z); 01:05Z in 06:00; 02:05Z in 07:00; nothing before 03:00Z lands in 08:00.
-  assert.deepEqual(
-    kolkata.series[0]!.points.map((p) => p.requests),
-    [1, 1, 1, 0],
-  )
+  assertPoints(kolkata, [['2026-11-01T05:00:00+05:30', 1], ['2026-11-01T06:00:00+05:30', 1], ['2026-11-01T07:00:00+05:30', 1], ['2026-11-01T08:00:00+05:30', 0]])
   const johns = await series(app, `from=2026-10-31T00:00:00-02:30&to=2026-11-03T00:00:00-03:30&key_id=${key}&bucket=1d&tz=America/St_Johns`)
-  assert.deepEqual(starts(johns), ['2026-10-31T00:00:00-02:30', '2026-11-01T00:00:00-02:30', '2026-11-02T00:00:00-03:30'])
-  assert.deepEqual(
-    johns.series[0]!.points.map((p) => p.requests),
-    [24, 25, 24],
-  )
+  assertPoints(johns, [['2026-10-31T00:00:00-02:30', 24], ['2026-11-01T00:00:00-02:30', 25], ['2026-11-02T00:00:00-03:30', 24]])
   const weeks = await series(app, `from=2026-11-01T00:00:00Z&to=2026-11-10T00:00:00Z&key_id=${key}&bucket=1w&tz=Asia/Kathmandu`)
-  assert.deepEqual(starts(weeks), ['2026-10-26T00:00:00+05:45', '2026-11-02T00:00:00+05:45', '2026-11-09T00:00:00+05:45'])
   // Events from 2026-11-01T00:05Z (the window's start) to 2026-11-09T23:05Z: the Monday 2026-11-02T00:00+05:45 is 2026-11-01T18:15Z.
-  assert.deepEqual(
-    weeks.series[0]!.points.map((p) => p.requests),
-    [19, 168, 29],
-  )
+  assertPoints(weeks, [['2026-10-26T00:00:00+05:45', 19], ['2026-11-02T00:00:00+05:45', 168], ['2026-11-09T00:00:00+05:45', 29]])
   const months = await series(app, `from=2026-10-30T00:00:00Z&to=2026-11-10T00:00:00Z&key_id=${key}&bucket=1mo&tz=UTC`)
-  assert.deepEqual(starts(months), ['2026-10-01T00:00:00+00:00', '2026-11-01T00:00:00+00:00'])
-  assert.deepEqual(
-    months.series[0]!.points.map((p) => p.requests),
-    [48, 216],
-  )
+  assertPoints(months, [['2026-10-01T00:00:00+00:00', 48], ['2026-11-01T00:00:00+00:00', 216]])
 })
 
 test('series are the largest by order_by, limited, counted; an empty window is one series of zeros', async (t) => {
