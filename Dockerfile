@@ -13,6 +13,9 @@ COPY routes ./routes
 RUN npm run build && npm prune --omit=dev
 
 FROM node:22-bookworm-slim AS runtime
+# Listening on 0.0.0.0 needs tokens: pass TOKENLEDGER_INGEST_TOKENS, _QUERY_TOKENS and
+# _ADMIN_TOKENS at `docker run` (never bake secrets into the image); without them the
+# service refuses to start and says so.
 ENV NODE_ENV=production \
     TOKENLEDGER_HOST=0.0.0.0 \
     TOKENLEDGER_PORT=8080 \

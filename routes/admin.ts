@@ -1,6 +1,5 @@
 // Operator routes: the tiers (segments and their states), rollover and
-// retention on demand, and the service's status. (Admin-scope auth arrives with the hardening issue;
-// until then the service serves only loopback by default.)
+// retention on demand, and the service's status. Every route needs the admin scope.
 
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
@@ -102,6 +101,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/admin/segments',
     {
+      config: { scope: 'admin' },
       schema: {
         summary: 'Every retained segment with its state, row count, time bounds and size',
         tags: ['admin'],
@@ -114,6 +114,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/admin/rollover',
     {
+      config: { scope: 'admin' },
       schema: {
         summary: 'Roll the active segment over now',
         description: 'A fresh active segment takes appends; the old one becomes pending and is sealed in the background. An empty active segment is left alone.',
@@ -127,6 +128,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/admin/retention',
     {
+      config: { scope: 'admin' },
       schema: {
         summary: 'Run retention now and return its report',
         description:
@@ -142,6 +144,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/status',
     {
+      config: { scope: 'admin' },
       schema: {
         summary: 'Service status: version, uptime, readiness, tiers, sealing, retention',
         tags: ['operations'],

@@ -35,6 +35,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/v1/events',
     {
+      config: { scope: 'ingest' },
       bodyLimit: config.maxBodyBytes,
       schema: {
         summary: 'Ingest a batch of usage events',
@@ -85,6 +86,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/events',
     {
+      config: { scope: 'query' },
       schema: {
         summary: 'Matching events, newest first, in pages',
         description:
@@ -125,6 +127,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/events/:event_id',
     {
+      config: { scope: 'query' },
       schema: {
         summary: 'One event, with its detail while that is retained',
         tags: ['query'],

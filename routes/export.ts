@@ -39,6 +39,7 @@ export const exportRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/export',
     {
+      config: { scope: 'query' },
       // A HEAD would run the whole export only to throw it away.
       exposeHeadRoute: false,
       schema: {
@@ -62,6 +63,8 @@ export const exportRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const { format: asked, ...filters } = request.query
       const format = (asked ?? 'csv') as ExportFormat
+      // Parquet is written to the data directory's file system first: never into the disk floor that protects ingest.
+      if (format === 'parquet' && store.lowOnDisk()) throw new Errors.Overloaded('free disk is below TOKENLEDGER_MIN_FREE_DISK; a Parquet export needs scratch space, CSV and NDJSON do not')
       const filter = parseFilter(filters, { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs })
       // A client exporting one window after another finds the slot free again
       // within moments of its last byte; only a real overlap is refused.

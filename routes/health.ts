@@ -1,6 +1,7 @@
-// Liveness and readiness for load balancers. Both are open (no auth).
+// Liveness and readiness for load balancers. Both are open (no auth), never
+// rate limited and never shed under pressure.
 // /healthz: the process is alive and its event loop answers.
-// /readyz: the store is open and writable and the service is not draining.
+// /readyz: ingest would be taken now (see the route's description).
 
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
@@ -13,16 +14,25 @@ const Readiness = Type.Object({
 export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/healthz',
-    { schema: { summary: 'Liveness', tags: ['operations'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
+    { config: { scope: 'open' }, schema: { summary: 'Liveness', tags: ['operations'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
     async () => ({ status: 'ok' as const }),
   )
 
   app.get(
     '/readyz',
-    { schema: { summary: 'Readiness: writable and not draining', tags: ['operations'], response: { 200: Readiness, 503: Readiness } } },
+    {
+      config: { scope: 'open' },
+      schema: {
+        summary: 'Readiness: writable, not draining, disk above its floor, not overloaded',
+        description: 'Unready (503, with the reasons) while the store would refuse ingest: draining, failed, queue full, free disk below TOKENLEDGER_MIN_FREE_DISK, seal backlog, oversized active segment, or process pressure past the ingest thresholds.',
+        tags: ['operations'],
+        response: { 200: Readiness, 503: Readiness },
+      },
+    },
     async (_request, reply) => {
-      const { ready, reasons } = app.store.ready()
-      return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unready', reasons })
+      const store = app.store.ready()
+      const reasons = [...store.reasons, ...app.ingestPressure()]
+      return reply.code(reasons.length === 0 ? 200 : 503).send({ status: reasons.length === 0 ? 'ready' : 'unready', reasons })
     },
   )
 }

@@ -1,5 +1,5 @@
-// GET /metrics: Prometheus text format. (Open like the admin routes until the
-// hardening issue scopes it; the service binds loopback by default.)
+// GET /metrics: Prometheus text format. Scope `metrics` (a scraper's token
+// reads nothing else) or admin.
 
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
@@ -8,6 +8,7 @@ export const metricsRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/metrics',
     {
+      config: { scope: 'metrics' },
       schema: {
         summary: 'Prometheus metrics',
         tags: ['operations'],

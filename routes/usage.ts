@@ -57,6 +57,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/usage',
     {
+      config: { scope: 'query' },
       schema: {
         summary: 'Usage totals for a window',
         description:
@@ -116,6 +117,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/usage/timeseries',
     {
+      config: { scope: 'query' },
       schema: {
         summary: 'Usage per time bucket in a time zone',
         description:
@@ -199,6 +201,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/v1/usage/dimensions',
     {
+      config: { scope: 'query' },
       schema: {
         summary: 'Distinct values of each dimension in a window (for dashboard drop-downs)',
         description:

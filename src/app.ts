@@ -1,10 +1,12 @@
 // The whole service as one Fastify plugin, plus the instance options it needs.
 // server.ts and the tests build it the same way (buildApp).
 
+import type http from 'node:http'
 import Ajv from 'ajv'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifySchemaValidationError, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifySchemaValidationError, type FastifyError, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
 import { routes } from '../routes/index.js'
@@ -12,8 +14,11 @@ import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, UsageEventIn, UsageEvent
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import { RETRYABLE_CODES } from './errors.js'
+import authPlugin, { DOCS_PREFIX } from './plugins/auth.js'
 import metricsPlugin from './plugins/metrics.js'
+import pressurePlugin from './plugins/pressure.js'
 import storePlugin from './plugins/store.js'
+import type { FileSystem } from './store/fsops.js'
 import type { Store, StoreHooks } from './store/store.js'
 import { VERSION } from './version.js'
 
@@ -29,15 +34,20 @@ export interface AppOptions {
   config: Config
   clock?: Clock
   storeHooks?: StoreHooks
+  /** The store's file-system seam (tests inject faults and free-space readings); default: the real one. */
+  fs?: FileSystem
 }
 
 /** Options for the Fastify instance itself: limits that must be set at creation. */
-export function serverOptions(config: Config, logger: Logger): FastifyServerOptions & { loggerInstance: FastifyBaseLogger } {
+export function serverOptions(config: Config, logger: Logger): FastifyHttpOptions<http.Server> & { loggerInstance: FastifyBaseLogger } {
   return {
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: config.maxBodyBytes,
     requestTimeout: config.requestTimeoutMs,
     connectionTimeout: config.requestTimeoutMs,
+    // Node's own bounds on a request head: its size (431 past it) and how long it may take to arrive.
+    // Node enforces both timeouts only when it checks its connections (every 30 s by default): check every second.
+    http: { maxHeaderSize: config.maxHeaderBytes, headersTimeout: Math.min(config.requestTimeoutMs, 60_000), connectionsCheckingInterval: 1000 },
     keepAliveTimeout: 72_000,
     routerOptions: { maxParamLength: 256 },
     return503OnClosing: true,
@@ -82,6 +92,16 @@ export const app = fp<AppOptions>(
           { name: 'query', description: 'Reading events and usage' },
           { name: 'operations', description: 'Health and readiness' },
         ],
+        components: {
+          securitySchemes: {
+            bearerAuth: {
+              type: 'http',
+              scheme: 'bearer',
+              description:
+                'Tokens from TOKENLEDGER_INGEST_TOKENS, TOKENLEDGER_QUERY_TOKENS, TOKENLEDGER_METRICS_TOKENS and TOKENLEDGER_ADMIN_TOKENS; each operation names the scope it needs (admin may do everything). With no tokens configured, auth is off and the service serves loopback only.',
+            },
+          },
+        },
       },
       refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
     })
@@ -97,6 +117,12 @@ export const app = fp<AppOptions>(
       return reply.code(status).send({ statusCode: status, code, error: reasonPhrase(status), message: error.message })
     })
 
+    instance.server.maxConnections = opts.config.maxConnections
+
+    instance.setNotFoundHandler((request, reply) => {
+      reply.code(404).send({ statusCode: 404, code: 'TL_NO_ROUTE', error: 'Not Found', message: `no route ${request.method} ${request.url.split('?')[0]!.slice(0, 200)}` })
+    })
+
     // Draining: requests in flight when close() starts are answered, and their
     // keep-alive connections closed with them; otherwise an idle keep-alive
     // socket holds server.close() open until keepAliveTimeout.
@@ -109,12 +135,17 @@ export const app = fp<AppOptions>(
       return payload
     })
 
-    await instance.register(storePlugin, { hooks: opts.storeHooks })
+    await instance.register(authPlugin)
+    await instance.register(pressurePlugin)
+    await instance.register(storePlugin, { hooks: opts.storeHooks, fs: opts.fs })
     await instance.register(metricsPlugin)
     await instance.register(routes)
 
-    instance.get('/openapi.json', { schema: { hide: true } }, async () => instance.swagger())
-    instance.get('/openapi.yaml', { schema: { hide: true } }, async (_req, reply) => reply.type('application/yaml').send(instance.swagger({ yaml: true })))
+    const open = { scope: 'open' as const }
+    instance.get('/openapi.json', { schema: { hide: true }, config: open }, async () => instance.swagger())
+    instance.get('/openapi.yaml', { schema: { hide: true }, config: open }, async (_req, reply) => reply.type('application/yaml').send(instance.swagger({ yaml: true })))
+    // The interactive reference page; its assets ship in the package (nothing is fetched from a CDN).
+    await instance.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true })
   },
   { name: 'tokenledger' },
 )

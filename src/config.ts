@@ -7,6 +7,7 @@
 // default here, so there is exactly one place to read what the bounds are.
 
 import path from 'node:path'
+import v8 from 'node:v8'
 
 export interface Config {
   dataDir: string
@@ -60,6 +61,39 @@ export interface Config {
   /** First delay before a failed seal is retried; doubles up to sealRetryMaxMs. */
   sealRetryMs: number
   sealRetryMaxMs: number
+  /** Bearer tokens per scope. All empty: auth is off, which is allowed only on a loopback host. */
+  auth: AuthTokens
+  /** Requests per token (per client address without a token) per rateLimitWindowMs; 0: no rate limit. */
+  rateLimitMax: number
+  rateLimitWindowMs: number
+  /** Largest request head (request line and headers) Node accepts; past it, 431. */
+  maxHeaderBytes: number
+  /** Open client connections; past it Node closes new ones at once (file descriptors are finite). */
+  maxConnections: number
+  /** Ingest is refused (503) and /readyz unready while the data directory's file system has less free space than this. */
+  minFreeDiskBytes: number
+  /** Ingest is refused while more rolled-over segments than this wait to be sealed. */
+  maxPendingSegments: number
+  /** Ingest is refused while the active segment (file plus WAL) is larger than this: rollover is not keeping up or failing. */
+  maxActiveBytes: number
+  /** Process pressure at which queries are refused (503): 0 turns a check off. Queries degrade before ingest does. */
+  queryPressure: PressureLimits
+  /** Process pressure at which ingest is refused and /readyz turns unready (each at least its query threshold). */
+  ingestPressure: PressureLimits
+}
+
+export interface AuthTokens {
+  ingest: string[]
+  query: string[]
+  admin: string[]
+  metrics: string[]
+}
+
+export interface PressureLimits {
+  /** Mean event-loop delay over the last sample (1 s). */
+  eventLoopDelayMs: number
+  heapUsedBytes: number
+  rssBytes: number
 }
 
 export class ConfigError extends Error {
@@ -116,7 +150,16 @@ interface Reader {
   duration(name: string, def: string, minMs: number, maxMs: number): number
   size(name: string, def: string, min: number, max: number): number
   oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T
+  tokens(name: string): string[]
+  /** `off` (0) or what `read` parses. */
+  orOff(name: string, read: () => number): number
 }
+
+/** RFC 6750 b64token characters; 32+ of them (e.g. `openssl rand -hex 32` gives 64). */
+const TOKEN_PATTERN = /^[A-Za-z0-9\-._~+/]+=*$/
+export const MIN_TOKEN_CHARS = 32
+export const MAX_TOKEN_CHARS = 256
+const MAX_TOKENS_PER_SCOPE = 64
 
 function reader(env: Env): Reader {
   const raw = (name: string): string | undefined => {
@@ -161,7 +204,32 @@ function reader(env: Env): Reader {
       if (!(allowed as readonly string[]).includes(v)) fail(name, `must be one of ${allowed.join(', ')}, got "${v}"`)
       return v as (typeof allowed)[number]
     },
+    tokens(name) {
+      const v = raw(name)
+      if (v === undefined) return []
+      const list = v.split(',').map((t) => t.trim())
+      if (list.length > MAX_TOKENS_PER_SCOPE) fail(name, `holds ${list.length} tokens; at most ${MAX_TOKENS_PER_SCOPE} are allowed`)
+      list.forEach((t, i) => {
+        // Never echo a token (or part of one) into an error message: it is a secret.
+        const which = `token ${i + 1} of ${list.length}`
+        if (t.length === 0) fail(name, `${which} is empty; separate tokens with single commas`)
+        if (t.length < MIN_TOKEN_CHARS || t.length > MAX_TOKEN_CHARS) {
+          fail(name, `${which} has ${t.length} characters; tokens must have ${MIN_TOKEN_CHARS} to ${MAX_TOKEN_CHARS} (generate one with \`openssl rand -hex 32\`)`)
+        }
+        if (!TOKEN_PATTERN.test(t)) fail(name, `${which} has a character outside A-Z a-z 0-9 - . _ ~ + / (and trailing =)`)
+      })
+      return list
+    },
+    orOff(name, read) {
+      return raw(name) === 'off' ? 0 : read()
+    },
   }
+}
+
+/** True for names and addresses that only this machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1')
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -175,6 +243,30 @@ function msText(ms: number): string {
     if (ms % size === 0) return `${ms / size}${unit}`
   }
   return `${ms}ms`
+}
+
+/**
+ * Queries are refused at the lower thresholds, ingest (and readiness) only at
+ * the higher ones. Defaults: event-loop delay 200 ms / 1 s; heap 70 % / 90 % of
+ * V8's heap limit; RSS unchecked (DuckDB's memory is bounded by its own limit).
+ */
+function readPressure(r: Reader, config: Config): void {
+  const heapLimit = v8.getHeapStatistics().heap_size_limit
+  const pct = (share: number) => String(Math.floor((heapLimit * share) / MiB) * MiB)
+  const pairs: Array<[keyof PressureLimits, string, () => number, () => number]> = [
+    ['eventLoopDelayMs', 'EVENT_LOOP_DELAY', () => r.duration('QUERY_MAX_EVENT_LOOP_DELAY', '200ms', 10, 60_000), () => r.duration('INGEST_MAX_EVENT_LOOP_DELAY', '1s', 10, 60_000)],
+    ['heapUsedBytes', 'HEAP', () => r.size('QUERY_MAX_HEAP', pct(0.7), 16 * MiB, 1024 * 1024 * MiB), () => r.size('INGEST_MAX_HEAP', pct(0.9), 16 * MiB, 1024 * 1024 * MiB)],
+    ['rssBytes', 'RSS', () => r.size('QUERY_MAX_RSS', '0', 0, 1024 * 1024 * MiB), () => r.size('INGEST_MAX_RSS', '0', 0, 1024 * 1024 * MiB)],
+  ]
+  for (const [field, suffix, query, ingest] of pairs) {
+    config.queryPressure[field] = r.orOff(`QUERY_MAX_${suffix}`, query)
+    config.ingestPressure[field] = r.orOff(`INGEST_MAX_${suffix}`, ingest)
+    const q = config.queryPressure[field]
+    const i = config.ingestPressure[field]
+    if (i !== 0 && (q === 0 || q > i)) {
+      throw new ConfigError(`TOKENLEDGER_QUERY_MAX_${suffix}`, `must be on and at most TOKENLEDGER_INGEST_MAX_${suffix}: queries are refused before ingest is`)
+    }
+  }
 }
 
 /** Reads and validates the configuration; throws ConfigError on the first bad variable. */
@@ -213,6 +305,28 @@ export function loadConfig(env: Env = process.env): Config {
     rolloverAgeMs: r.duration('ROLLOVER_AGE', '1h', 100, 7 * DAY_MS),
     sealRetryMs: r.duration('SEAL_RETRY', '1s', 10, 3_600_000),
     sealRetryMaxMs: r.duration('SEAL_RETRY_MAX', '5m', 10, DAY_MS),
+    auth: { ingest: r.tokens('INGEST_TOKENS'), query: r.tokens('QUERY_TOKENS'), admin: r.tokens('ADMIN_TOKENS'), metrics: r.tokens('METRICS_TOKENS') },
+    rateLimitMax: r.orOff('RATE_LIMIT', () => r.int('RATE_LIMIT', 0, 1, 1_000_000)),
+    rateLimitWindowMs: r.duration('RATE_LIMIT_WINDOW', '1m', 1000, DAY_MS),
+    maxHeaderBytes: r.size('MAX_HEADER_BYTES', '16KiB', 1024, MiB),
+    maxConnections: r.int('MAX_CONNECTIONS', 4096, 1, 1_000_000),
+    minFreeDiskBytes: r.size('MIN_FREE_DISK', '1GiB', 0, 1024 * 1024 * MiB),
+    maxPendingSegments: r.int('MAX_PENDING_SEGMENTS', 32, 1, 100_000),
+    maxActiveBytes: 0,
+    queryPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
+    ingestPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
+  }
+  config.maxActiveBytes = r.size('MAX_ACTIVE_BYTES', String(4 * config.rolloverBytes), 64 * 1024, 1024 * 1024 * MiB)
+  if (config.maxActiveBytes < config.rolloverBytes) {
+    throw new ConfigError('TOKENLEDGER_MAX_ACTIVE_BYTES', `must be at least TOKENLEDGER_ROLLOVER_BYTES (${config.rolloverBytes} bytes)`)
+  }
+  readPressure(r, config)
+  const tokens = Object.values(config.auth).flat().length
+  if (tokens === 0 && !isLoopbackHost(config.host)) {
+    throw new ConfigError(
+      'TOKENLEDGER_HOST',
+      `"${config.host}" is reachable from other machines, and no tokens are configured: set TOKENLEDGER_INGEST_TOKENS, TOKENLEDGER_QUERY_TOKENS and TOKENLEDGER_ADMIN_TOKENS (and TOKENLEDGER_METRICS_TOKENS for a Prometheus scraper), or bind to 127.0.0.1`,
+    )
   }
   // Unset windows follow the event window when it is set past their defaults,
   // so that setting one variable never makes another (unset) one invalid.

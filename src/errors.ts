@@ -16,8 +16,12 @@ export const Errors = {
   StoreFailed: createError('TL_STORE_FAILED', 'the store cannot accept writes; nothing from this request was stored', 503),
   QueryBusy: createError('TL_QUERY_BUSY', 'too many queries in flight; retry after the Retry-After delay', 503),
   QueryTooLarge: createError<[string]>('TL_QUERY_TOO_LARGE', 'query too large: %s', 400),
+  Unauthorized: createError<[string]>('TL_UNAUTHORIZED', '%s', 401),
+  Forbidden: createError<[string, string]>('TL_FORBIDDEN', 'this route needs a token with the %s scope; this token has: %s', 403),
+  RateLimited: createError<[string]>('TL_RATE_LIMITED', 'rate limit exceeded for this token; retry in %s', 429),
+  Overloaded: createError<[string]>('TL_OVERLOADED', 'the service is overloaded (%s); retry after the Retry-After delay', 503),
   QueryTimeout: createError<[number]>('TL_QUERY_TIMEOUT', 'the query was stopped after its time limit of %d ms; narrow the window or the filters', 503),
 } as const
 
 /** Errors that mean "not stored, try again": the reply carries Retry-After. */
-export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY'])
+export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED'])

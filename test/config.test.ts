@@ -19,6 +19,15 @@ test('defaults match the README', () => {
   assert.equal(c.detailRetentionMs, 7 * 86_400_000)
   assert.equal(c.rollupRetentionMs, 400 * 86_400_000)
   assert.equal(c.retentionIntervalMs, 3_600_000)
+  assert.deepEqual(c.auth, { ingest: [], query: [], admin: [], metrics: [] })
+  assert.equal(c.rateLimitMax, 0)
+  assert.equal(c.minFreeDiskBytes, 1024 ** 3)
+  assert.equal(c.maxActiveBytes, 4 * c.rolloverBytes)
+  assert.deepEqual([c.queryPressure.eventLoopDelayMs, c.ingestPressure.eventLoopDelayMs], [200, 1000])
+  assert.ok(c.queryPressure.heapUsedBytes < c.ingestPressure.heapUsedBytes)
+  assert.deepEqual([c.queryPressure.rssBytes, c.ingestPressure.rssBytes], [0, 0])
+  const both = loadConfig({ TOKENLEDGER_QUERY_MAX_RSS: '3GiB', TOKENLEDGER_INGEST_MAX_RSS: '4GiB', TOKENLEDGER_RATE_LIMIT: '600', TOKENLEDGER_INGEST_MAX_EVENT_LOOP_DELAY: 'off', TOKENLEDGER_QUERY_MAX_EVENT_LOOP_DELAY: 'off' })
+  assert.deepEqual([both.queryPressure.rssBytes, both.ingestPressure.rssBytes, both.rateLimitMax, both.ingestPressure.eventLoopDelayMs], [3 * 1024 ** 3, 4 * 1024 ** 3, 600, 0])
 })
 
 test('retention windows: details within the event window, rollups beyond it; unset ones follow the event window', () => {
@@ -53,6 +62,12 @@ test('every bad value names its variable', () => {
     [{ TOKENLEDGER_MAX_BODY_BYTES: 'big' }, /^TOKENLEDGER_MAX_BODY_BYTES: "big" is not a size/],
     [{ TOKENLEDGER_HOST: 'bad host!' }, /^TOKENLEDGER_HOST: must be a host name/],
     [{ TOKENLEDGER_MAX_BATCH_EVENTS: '5000', TOKENLEDGER_MAX_QUEUE_EVENTS: '100' }, /^TOKENLEDGER_MAX_QUEUE_EVENTS: must be at least/],
+    [{ TOKENLEDGER_QUERY_MAX_EVENT_LOOP_DELAY: '2s' }, /^TOKENLEDGER_QUERY_MAX_EVENT_LOOP_DELAY: must be on and at most TOKENLEDGER_INGEST_MAX_EVENT_LOOP_DELAY/],
+    [{ TOKENLEDGER_QUERY_MAX_HEAP: 'off' }, /^TOKENLEDGER_QUERY_MAX_HEAP: must be on and at most TOKENLEDGER_INGEST_MAX_HEAP/],
+    [{ TOKENLEDGER_INGEST_MAX_RSS: '4GiB' }, /^TOKENLEDGER_QUERY_MAX_RSS: must be on and at most TOKENLEDGER_INGEST_MAX_RSS/],
+    [{ TOKENLEDGER_ROLLOVER_BYTES: '64MiB', TOKENLEDGER_MAX_ACTIVE_BYTES: '32MiB' }, /^TOKENLEDGER_MAX_ACTIVE_BYTES: must be at least TOKENLEDGER_ROLLOVER_BYTES/],
+    [{ TOKENLEDGER_RATE_LIMIT: 'fast' }, /^TOKENLEDGER_RATE_LIMIT: must be a whole number/],
+    [{ TOKENLEDGER_MIN_FREE_DISK: 'lots' }, /^TOKENLEDGER_MIN_FREE_DISK: "lots" is not a size/],
   ]
   for (const [env, message] of cases) {
     assert.throws(

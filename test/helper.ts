@@ -10,7 +10,8 @@ import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import { buildApp } from '../src/app.js'
 import { ManualClock } from '../src/clock.js'
-import { loadConfig } from '../src/config.js'
+import { loadConfig, type Config } from '../src/config.js'
+import type { FileSystem } from '../src/store/fsops.js'
 import type { StoreHooks } from '../src/store/store.js'
 
 /** Noon on the day the suite was written: fixed so timestamps in tests are stable. */
@@ -24,11 +25,19 @@ export interface Built {
   restart(): Promise<FastifyInstance>
 }
 
-export async function build(t: TestContext, env: Record<string, string> = {}, hooks?: StoreHooks): Promise<Built> {
+export interface BuildOptions {
+  /** The store's file-system seam. */
+  fs?: FileSystem
+  /** Adjusts the loaded configuration (for values no environment variable may take). */
+  configure?: (config: Config) => void
+}
+
+export async function build(t: TestContext, env: Record<string, string> = {}, hooks?: StoreHooks, options: BuildOptions = {}): Promise<Built> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tl-test-'))
   const clock = new ManualClock(T0)
   const config = loadConfig({ TOKENLEDGER_DATA_DIR: dataDir, ...env })
-  const make = () => buildApp({ config, clock, storeHooks: hooks }, pino({ level: 'silent' }))
+  options.configure?.(config)
+  const make = () => buildApp({ config, clock, storeHooks: hooks, ...(options.fs ? { fs: options.fs } : {}) }, pino({ level: 'silent' }))
   const built: Built = {
     app: await make(),
     clock,

@@ -3,10 +3,12 @@
 // drained the in-flight ones), so shutdown order is the framework's.
 
 import fp from 'fastify-plugin'
+import type { FileSystem } from '../store/fsops.js'
 import { Store, type StoreHooks } from '../store/store.js'
 
 export interface StorePluginOptions {
   hooks?: StoreHooks
+  fs?: FileSystem
 }
 
 export default fp<StorePluginOptions>(
@@ -34,7 +36,11 @@ export default fp<StorePluginOptions>(
         rollupRetentionMs: config.rollupRetentionMs,
       },
       retentionIntervalMs: config.retentionIntervalMs,
+      minFreeDiskBytes: config.minFreeDiskBytes,
+      maxPendingSegments: config.maxPendingSegments,
+      maxActiveBytes: config.maxActiveBytes,
       hooks: opts.hooks,
+      ...(opts.fs ? { fs: opts.fs } : {}),
     })
     app.decorate('store', store)
     app.addHook('onClose', async () => {

@@ -21,6 +21,8 @@ export interface FileSystem {
   syncFile(file: string): Promise<void>
   /** fsync(2) a directory, making renames and unlinks in it durable. */
   syncDir(dir: string): Promise<void>
+  /** Bytes an unprivileged process may still write on the file system holding `dir` (statfs(2): bavail × bsize). */
+  freeBytes(dir: string): Promise<number>
 }
 
 /** `fn`'s result, or `missing` when it fails because the path does not exist. */
@@ -57,6 +59,10 @@ export const nodeFileSystem: FileSystem = {
   },
   syncFile: (file) => fsync(file, 'r+'),
   syncDir: (dir) => fsync(dir, 'r'),
+  async freeBytes(dir) {
+    const st = await fs.statfs(dir)
+    return st.bavail * st.bsize
+  },
 }
 
 /**

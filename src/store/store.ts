@@ -43,6 +43,12 @@
 //   wait; past that, append fails fast with QueueFull (503 + Retry-After).
 // - After a write fails in a way that may have left the database invalidated
 //   the store is `failed`: it refuses writes and reports unready (fail-stop).
+// - Admission: appends are refused (Overloaded, 503) and the store reports
+//   unready while the data directory's free space is below minFreeDiskBytes
+//   (sampled every second and after commits), more than maxPendingSegments
+//   wait to be sealed, or the active file plus WAL exceed maxActiveBytes.
+//   DuckDB under ENOSPC may invalidate a database; refusing first keeps the
+//   acknowledged data safe and makes the condition loud.
 
 import path from 'node:path'
 import { E_TIMEOUT, Mutex, Semaphore, withTimeout, type MutexInterface } from 'async-mutex'
@@ -122,6 +128,14 @@ export interface StoreOptions {
   /** How often retention runs (default 1h; the first run comes min(interval, 1 min) after open; 0: never on its own). */
   retentionIntervalMs?: number
   fs?: FileSystem
+  /** Appends are refused while the data directory's file system has less free space than this (default 1 GiB; 0: never). */
+  minFreeDiskBytes?: number
+  /** ...or while more rolled-over segments than this wait to be sealed (default 32). */
+  maxPendingSegments?: number
+  /** ...or while the active segment's file plus WAL exceed this (default 4 × rolloverBytes). */
+  maxActiveBytes?: number
+  /** How often free disk space is sampled (default 1 s). */
+  diskCheckMs?: number
   /** Test seams; never set in production. */
   hooks?: StoreHooks
 }
@@ -129,6 +143,8 @@ export interface StoreOptions {
 export interface StoreHooks {
   /** Runs inside the gate before a group commit writes: lets a test park an append while it holds the gate. */
   onCommitHoldingGate?: () => Promise<void>
+  /** Runs where the commit's write runs; a throw is handled as that write's failure (fault injection). */
+  faultOnWrite?: () => Promise<void>
   /** Runs under retireLock before a rolled-over segment is closed: lets a test park that close. */
   beforeRetireClose?: (segmentId: number) => Promise<void>
   /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
@@ -234,6 +250,11 @@ export interface StoreStats {
   lastRetention: RetentionReport | null
   failed: string | null
   draining: boolean
+  /** Free bytes on the data directory's file system at the last sample (null before the first). */
+  freeDiskBytes: number | null
+  pendingSegments: number
+  /** Why appends are refused now (empty: they are admitted). */
+  refusing: string[]
 }
 
 /** A pinned part of a read snapshot: one segment and how to query it. */
@@ -312,6 +333,10 @@ export class Store {
   private retentionBytesFreed = 0
   private lastRetention: RetentionReport | null = null
   private readonly fs: FileSystem
+  private freeDiskBytes: number | null = null
+  private diskSampledMs = -Infinity
+  private diskSample: Promise<void> | null = null
+  private diskTimer: NodeJS.Timeout | null = null
 
   private constructor(
     private readonly opts: StoreOptions,
@@ -380,6 +405,7 @@ export class Store {
         'store opened',
       )
       const store = new Store(opts, fs, files, catalog, index, entries, nextId)
+      await store.sampleDisk()
       store.startTimer()
       store.sealer.kick(store.pendingEntries())
       return store
@@ -398,6 +424,8 @@ export class Store {
     if (this.failure !== null) return Promise.reject(new Errors.StoreFailed())
     if (this.draining || this.closed) return Promise.reject(new Errors.Draining())
     if (req.events.length === 0) return Promise.resolve(outcomeOf(req, [], 0, true))
+    const refusing = this.refusing()
+    if (refusing.length > 0) return Promise.reject(new Errors.Overloaded(refusing.join('; ')))
     if (this.queuedEvents + req.events.length > this.opts.maxQueueEvents || this.queuedBytes + req.bytes > this.opts.maxQueueBytes) {
       return Promise.reject(new Errors.QueueFull())
     }
@@ -665,7 +693,57 @@ export class Store {
     if (this.draining) reasons.push('draining')
     if (this.failure !== null) reasons.push(`store failed: ${this.failure}`)
     if (this.queuedEvents >= this.opts.maxQueueEvents) reasons.push('ingest queue full')
+    reasons.push(...this.refusing())
     return { ready: reasons.length === 0, reasons }
+  }
+
+  /** Why appends are refused now: low disk, seal backlog, oversized active segment (empty: admitted). */
+  refusing(): string[] {
+    const reasons: string[] = []
+    const floor = this.opts.minFreeDiskBytes ?? 1024 * MIB
+    if (floor > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < floor) {
+      reasons.push(`free disk ${mib(this.freeDiskBytes)} is below the floor of ${mib(floor)} (TOKENLEDGER_MIN_FREE_DISK)`)
+    }
+    const pending = this.pendingCount()
+    const maxPending = this.opts.maxPendingSegments ?? 32
+    if (pending > maxPending) reasons.push(`${pending} segments wait to be sealed, more than ${maxPending} (TOKENLEDGER_MAX_PENDING_SEGMENTS)`)
+    const maxActive = this.opts.maxActiveBytes ?? 4 * this.rolloverBytes
+    const activeBytes = this.active.bytes ?? 0
+    if (activeBytes > maxActive) reasons.push(`the active segment holds ${mib(activeBytes)}, more than ${mib(maxActive)} (TOKENLEDGER_MAX_ACTIVE_BYTES): rollover is not keeping up`)
+    return reasons
+  }
+
+  /** Whether the data directory has less free space than its floor (exports that write files check this too). */
+  lowOnDisk(): boolean {
+    const floor = this.opts.minFreeDiskBytes ?? 1024 * MIB
+    return floor > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < floor
+  }
+
+  private pendingCount(): number {
+    let n = 0
+    for (const e of this.segments.values()) if (e.state === 'pending') n++
+    return n
+  }
+
+  /** Reads the free space of the data directory's file system; one sample at a time. A failed read keeps the last value and is logged. */
+  sampleDisk(): Promise<void> {
+    this.diskSample ??= this.fs
+      .freeBytes(this.opts.dataDir)
+      .then(
+        (bytes) => {
+          const floor = this.opts.minFreeDiskBytes ?? 1024 * MIB
+          const wasLow = this.lowOnDisk()
+          this.freeDiskBytes = bytes
+          this.diskSampledMs = performance.now()
+          if (!wasLow && this.lowOnDisk()) this.opts.logger.error({ freeBytes: bytes, floorBytes: floor }, 'free disk below its floor: refusing ingest until space is freed')
+          if (wasLow && !this.lowOnDisk()) this.opts.logger.warn({ freeBytes: bytes, floorBytes: floor }, 'free disk back above its floor: taking ingest again')
+        },
+        (err: unknown) => this.opts.logger.error({ err }, 'reading free disk space failed'),
+      )
+      .finally(() => {
+        this.diskSample = null
+      })
+    return this.diskSample
   }
 
   stats(): StoreStats {
@@ -692,6 +770,9 @@ export class Store {
       lastRetention: this.lastRetention,
       failed: this.failure,
       draining: this.draining,
+      freeDiskBytes: this.freeDiskBytes,
+      pendingSegments: this.pendingCount(),
+      refusing: this.refusing(),
     }
   }
 
@@ -762,6 +843,8 @@ export class Store {
     if (this.closed) return
     this.draining = true
     if (this.timer) clearInterval(this.timer)
+    if (this.diskTimer) clearInterval(this.diskTimer)
+    await this.diskSample
     await this.preProbed()
     await this.idle
     // A retention run in flight stops at its next step (each is safe to stop after).
@@ -789,6 +872,8 @@ export class Store {
     const tickMs = this.opts.tickMs ?? Math.max(50, Math.min(60_000, Math.floor(this.rolloverAgeMs / 10)))
     this.timer = setInterval(() => void this.tick(), tickMs)
     this.timer.unref()
+    this.diskTimer = setInterval(() => void this.sampleDisk(), this.opts.diskCheckMs ?? 1000)
+    this.diskTimer.unref()
   }
 
   private async doRollover(reason: string, force: boolean, onlyIf?: (active: SegmentEntry) => boolean): Promise<RolloverReport> {
@@ -1137,6 +1222,8 @@ export class Store {
     const file = this.active.live!.path
     const bytes = ((await this.fs.size(file)) ?? 0) + ((await this.fs.size(`${file}.wal`)) ?? 0)
     this.active.bytes = bytes
+    // Commits are what fill the disk: sample again if the last reading is older than a tenth of a second.
+    if (performance.now() - this.diskSampledMs > 100) void this.sampleDisk()
     if (bytes >= this.rolloverBytes) {
       void this.rollover('size').catch((err: unknown) => this.opts.logger.error({ err }, 'size rollover failed'))
     }
@@ -1242,6 +1329,7 @@ export class Store {
     }
     const started = performance.now()
     try {
+      await this.opts.hooks?.faultOnWrite?.()
       await writer.segment.appendCommitted(rows)
     } catch (err) {
       this.noteWriteFailure(err, false)
@@ -1274,6 +1362,10 @@ export class Store {
       this.opts.logger.fatal({ reason: this.failure }, 'store entered fail-stop: refusing writes until restart')
     }
   }
+}
+
+function mib(bytes: number): string {
+  return `${Math.round(bytes / MIB)} MiB`
 }
 
 function* idsOf(batch: Pending[]): Generator<string> {

@@ -1,0 +1,91 @@
+// Load shedding as a named plugin: process pressure (@fastify/under-pressure)
+// and per-token rate limits (@fastify/rate-limit). Registered after auth, so
+// both see the route's scope and the request's principal.
+//
+// Pressure has two levels (config.queryPressure < config.ingestPressure):
+// - past the query thresholds, query and export routes answer 503 with
+//   Retry-After: dashboards back off first;
+// - ingest is refused only past the ingest thresholds, which also turn
+//   /readyz unready (with the store's own signals: disk, seal backlog, queue);
+// - health, readiness, metrics, status and admin routes are never shed: an
+//   operator must be able to see and act on an overloaded node.
+//
+// under-pressure samples once a second and calls the pressure handler with
+// only the first threshold crossed, so the ingest check reads every figure.
+
+import fp from 'fastify-plugin'
+import underPressure from '@fastify/under-pressure'
+import rateLimit from '@fastify/rate-limit'
+import type { PressureLimits } from '../config.js'
+import { Errors } from '../errors.js'
+import type { Scope } from './auth.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Why ingest is refused by process pressure now (empty: it is not). */
+    ingestPressure(): string[]
+  }
+}
+
+interface Sample {
+  eventLoopDelay: number
+  heapUsed: number
+  rssBytes: number
+}
+
+const MiB = 1024 * 1024
+
+/** The thresholds of `limits` that `sample` is past, as readable reasons. */
+export function pressureReasons(sample: Sample, limits: PressureLimits): string[] {
+  const reasons: string[] = []
+  if (limits.eventLoopDelayMs > 0 && sample.eventLoopDelay > limits.eventLoopDelayMs) {
+    reasons.push(`event-loop delay ${Math.round(sample.eventLoopDelay)} ms is past ${limits.eventLoopDelayMs} ms`)
+  }
+  if (limits.heapUsedBytes > 0 && sample.heapUsed > limits.heapUsedBytes) {
+    reasons.push(`heap ${Math.round(sample.heapUsed / MiB)} MiB is past ${Math.round(limits.heapUsedBytes / MiB)} MiB`)
+  }
+  if (limits.rssBytes > 0 && sample.rssBytes > limits.rssBytes) {
+    reasons.push(`RSS ${Math.round(sample.rssBytes / MiB)} MiB is past ${Math.round(limits.rssBytes / MiB)} MiB`)
+  }
+  return reasons
+}
+
+const SHED_FIRST: ReadonlySet<Scope> = new Set(['query'])
+
+export default fp(
+  async (app) => {
+    const { config } = app
+    const q = config.queryPressure
+    await app.register(underPressure, {
+      maxEventLoopDelay: q.eventLoopDelayMs,
+      maxHeapUsedBytes: q.heapUsedBytes,
+      maxRssBytes: q.rssBytes,
+      retryAfter: config.retryAfterSeconds,
+      pressureHandler: async (request) => {
+        const scope = request.routeOptions.config.scope
+        if (scope !== undefined && SHED_FIRST.has(scope)) {
+          throw new Errors.Overloaded(pressureReasons(app.memoryUsage(), q).join('; ') || 'process under pressure')
+        }
+        if (scope === 'ingest') {
+          const reasons = app.ingestPressure()
+          if (reasons.length > 0) throw new Errors.Overloaded(reasons.join('; '))
+        }
+        // Anything else (health, metrics, status, admin, docs, 404s) is served.
+      },
+    })
+    app.decorate('ingestPressure', () => pressureReasons(app.memoryUsage(), config.ingestPressure))
+
+    if (config.rateLimitMax > 0) {
+      await app.register(rateLimit, {
+        global: true,
+        max: config.rateLimitMax,
+        timeWindow: config.rateLimitWindowMs,
+        // Per token when auth is on; per client address when it is off (loopback only).
+        keyGenerator: (request) => request.principal?.id ?? request.ip,
+        allowList: (request) => request.routeOptions.config.scope === 'open',
+        errorResponseBuilder: (_request, context) => new Errors.RateLimited(context.after),
+      })
+    }
+  },
+  { name: 'tokenledger-pressure', dependencies: ['tokenledger-auth'] },
+)

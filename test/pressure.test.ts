@@ -1,0 +1,230 @@
+// Proves backpressure and fail-stop: each overload signal turns ingest into 503
+// with Retry-After and /readyz unready, before anything is lost, and clears
+// when the condition does:
+// - free disk below TOKENLEDGER_MIN_FREE_DISK (the reading injected through the
+//   store's file-system seam), which also refuses Parquet exports;
+// - a seal backlog past TOKENLEDGER_MAX_PENDING_SEGMENTS;
+// - process pressure: past the query thresholds queries are shed while ingest,
+//   health and metrics are served; past the ingest thresholds ingest is too;
+// - per-token rate limits (429, off by default, never on health);
+// - a write failure that invalidates DuckDB: fail-stop, nothing acknowledged lost;
+// - Node's own bounds on request heads (431) and slow heads (408).
+
+import assert from 'node:assert/strict'
+import { connect } from 'node:net'
+import { once } from 'node:events'
+import { test } from 'node:test'
+import { setTimeout as delay } from 'node:timers/promises'
+import type { FastifyInstance } from 'fastify'
+import { nodeFileSystem, type FileSystem } from '../src/store/fsops.js'
+import { build, event, post } from './helper.js'
+
+const GiB = 1024 ** 3
+
+/** The real file system, with a free-space reading the test sets. */
+function fakeDisk(freeBytes: number): FileSystem & { free: number } {
+  return { ...nodeFileSystem, free: freeBytes, async freeBytes() { return this.free } }
+}
+
+async function ready(app: FastifyInstance) {
+  const res = await app.inject({ url: '/readyz' })
+  return { status: res.statusCode, reasons: (res.json() as { reasons: string[] }).reasons }
+}
+
+function assertOverloaded(res: { status: number; headers: Record<string, unknown>; body: unknown }, reason: RegExp): void {
+  assert.equal(res.status, 503)
+  assert.equal(res.headers['retry-after'], '1')
+  const body = res.body as { code: string; message: string }
+  assert.equal(body.code, 'TL_OVERLOADED')
+  assert.match(body.message, reason)
+}
+
+/** Waits (bounded) for under-pressure's first sample, taken once a second. */
+async function sampled(app: FastifyInstance): Promise<void> {
+  for (let i = 0; i < 60 && app.memoryUsage().heapUsed === 0; i++) await delay(50)
+  assert.ok(app.memoryUsage().heapUsed > 0, 'under-pressure took a sample')
+}
+
+test('free disk below the floor: ingest 503 + Retry-After, unready, Parquet export refused; queries served; recovers', async (t) => {
+  const disk = fakeDisk(10 * GiB)
+  const { app } = await build(t, { TOKENLEDGER_MIN_FREE_DISK: '1GiB' }, undefined, { fs: disk })
+  const kept = event()
+  assert.equal((await post(app, [kept])).body.accepted, 1)
+
+  disk.free = GiB - 1
+  await app.store.sampleDisk()
+  assertOverloaded(await post(app, [event()]), /free disk 1024 MiB is below the floor of 1024 MiB \(TOKENLEDGER_MIN_FREE_DISK\)/)
+  const r = await ready(app)
+  assert.equal(r.status, 503)
+  assert.ok(r.reasons.some((x) => /TOKENLEDGER_MIN_FREE_DISK/.test(x)), r.reasons.join())
+  assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200, 'alive all the same')
+  assert.equal((await app.inject({ url: `/v1/events/${String(kept.event_id)}` })).statusCode, 200, 'reads go on')
+  const parquet = await app.inject({ url: '/v1/export?format=parquet' })
+  assert.equal(parquet.statusCode, 503)
+  assert.match(parquet.json().message, /Parquet export needs scratch space/)
+  assert.equal((await app.inject({ url: '/v1/export?format=ndjson' })).statusCode, 200, 'streamed exports write nothing to disk')
+
+  disk.free = 2 * GiB
+  await app.store.sampleDisk()
+  assert.equal((await post(app, [event()])).body.accepted, 1)
+  assert.equal((await ready(app)).status, 200)
+})
+
+test('the disk is sampled on its own timer and after commits, not only on demand', async (t) => {
+  const disk = fakeDisk(10 * GiB)
+  let reads = 0
+  const counting: FileSystem = { ...disk, freeBytes: async () => (reads++, disk.free) }
+  const { app } = await build(t, {}, undefined, { fs: counting })
+  const before = reads
+  assert.equal((await post(app, [event()])).body.accepted, 1)
+  for (let i = 0; i < 40 && reads === before; i++) await delay(25)
+  assert.ok(reads > before, 'a commit (or the 1 s timer) read free space again')
+})
+
+test('a seal backlog past TOKENLEDGER_MAX_PENDING_SEGMENTS refuses ingest until sealing catches up', async (t) => {
+  let release!: () => void
+  const parked = new Promise<void>((resolve) => (release = resolve))
+  const { app } = await build(t, { TOKENLEDGER_MAX_PENDING_SEGMENTS: '1' }, { beforeSealStep: () => parked })
+  for (let i = 0; i < 2; i++) {
+    assert.equal((await post(app, [event()])).body.accepted, 1)
+    assert.equal((await app.store.rollover('admin')).rolled, true)
+  }
+  assertOverloaded(await post(app, [event()]), /2 segments wait to be sealed, more than 1 \(TOKENLEDGER_MAX_PENDING_SEGMENTS\)/)
+  assert.equal((await ready(app)).status, 503)
+  release()
+  await app.store.settle()
+  assert.equal((await post(app, [event()])).body.accepted, 1)
+  assert.equal((await ready(app)).status, 200)
+})
+
+test('process pressure: queries are shed first, ingest only past its own thresholds; health and metrics always served', async (t) => {
+  // Thresholds below any real heap, set directly (the environment refuses values this small).
+  const { app } = await build(t, {}, undefined, { configure: (c) => void (c.queryPressure.heapUsedBytes = 1) })
+  await sampled(app)
+  assertOverloaded(
+    await app.inject({ url: '/v1/usage' }).then((r) => ({ status: r.statusCode, headers: r.headers, body: r.json() })),
+    /heap \d+ MiB is past 0 MiB/,
+  )
+  assert.equal((await app.inject({ url: '/v1/export?format=csv' })).statusCode, 503)
+  assert.equal((await post(app, [event()])).body.accepted, 1, 'ingest is below its own thresholds')
+  assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200)
+  assert.equal((await app.inject({ url: '/metrics' })).statusCode, 200)
+  assert.equal((await ready(app)).status, 200, 'shedding queries does not make the node unready')
+
+  app.config.ingestPressure.heapUsedBytes = 1
+  assertOverloaded(await post(app, [event()]), /heap \d+ MiB is past 0 MiB/)
+  const r = await ready(app)
+  assert.equal(r.status, 503)
+  assert.ok(r.reasons.some((x) => /heap/.test(x)), r.reasons.join())
+  assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200)
+})
+
+test('rate limit per token: 429 with Retry-After past the limit, other tokens unaffected, health never limited', async (t) => {
+  const a = 'a'.repeat(40)
+  const b = 'b'.repeat(40)
+  const { app } = await build(t, { TOKENLEDGER_RATE_LIMIT: '3', TOKENLEDGER_RATE_LIMIT_WINDOW: '1m', TOKENLEDGER_QUERY_TOKENS: `${a},${b}` })
+  const usage = (token: string) => app.inject({ url: '/v1/usage', headers: { authorization: `Bearer ${token}` } })
+  for (let i = 0; i < 3; i++) assert.equal((await usage(a)).statusCode, 200)
+  const limited = await usage(a)
+  assert.equal(limited.statusCode, 429)
+  assert.equal(limited.json().code, 'TL_RATE_LIMITED')
+  assert.ok(Number(limited.headers['retry-after']) > 0)
+  assert.equal((await usage(b)).statusCode, 200, 'another token has its own budget')
+  for (let i = 0; i < 10; i++) assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200)
+  assert.equal((await app.inject({ url: '/v1/usage', headers: { authorization: `Bearer ${'c'.repeat(40)}` } })).statusCode, 401, 'unknown tokens are refused, not counted')
+})
+
+test('rate limiting is off by default', async (t) => {
+  const { app } = await build(t)
+  for (let i = 0; i < 120; i++) assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200)
+  const res = await app.inject({ url: '/v1/usage' })
+  assert.equal(res.statusCode, 200)
+  assert.equal(res.headers['x-ratelimit-limit'], undefined)
+})
+
+test('fail-stop: a write that invalidates DuckDB stops all writes, turns the node unready, and loses nothing acknowledged', async (t) => {
+  let fault: Error | null = null
+  const { app } = await build(t, {}, { faultOnWrite: async () => { if (fault) throw fault } })
+  const acked = [event(), event()]
+  assert.equal((await post(app, acked)).body.accepted, 2)
+
+  fault = new Error('FATAL Error: Failed to commit: could not write to WAL: No space left on device. The database has been invalidated because of a previous fatal error.')
+  const failed = await post(app, [event()])
+  assert.equal(failed.status, 503)
+  assert.equal((failed.body as unknown as { code: string }).code, 'TL_STORE_FAILED')
+  fault = null // even once the fault is gone, the store does not trust itself again
+  const after = await post(app, [event()])
+  assert.equal(after.status, 503)
+  assert.equal((after.body as unknown as { code: string }).code, 'TL_STORE_FAILED')
+  const r = await ready(app)
+  assert.equal(r.status, 503)
+  assert.ok(r.reasons.some((x) => /store failed: .*invalidated/.test(x)), r.reasons.join())
+  assert.equal((await app.inject({ method: 'POST', url: '/v1/admin/rollover' })).statusCode, 503, 'no rollover either')
+  for (const e of acked) assert.equal((await app.inject({ url: `/v1/events/${String(e.event_id)}` })).statusCode, 200, 'acknowledged events still readable')
+})
+
+test('a write failure that does not invalidate the database fails that commit only', async (t) => {
+  let fault: Error | null = new Error('Conversion Error: something about one value')
+  const { app } = await build(t, {}, { faultOnWrite: async () => { if (fault) throw fault } })
+  assert.equal((await post(app, [event()])).status, 503)
+  fault = null
+  assert.equal((await post(app, [event()])).body.accepted, 1)
+  assert.equal((await ready(app)).status, 200)
+})
+
+/** Sends raw bytes to a listening app and resolves with the first response line (or '' when closed without one). */
+async function raw(port: number, send: (socket: import('node:net').Socket) => Promise<void>): Promise<string> {
+  const socket = connect(port, '127.0.0.1')
+  await once(socket, 'connect')
+  let data = ''
+  socket.on('data', (b: Buffer) => (data += b.toString()))
+  const closed = once(socket, 'close')
+  await send(socket).catch(() => undefined)
+  await Promise.race([closed, delay(10_000)])
+  socket.destroy()
+  return data.split('\r\n')[0] ?? ''
+}
+
+test('request heads: past TOKENLEDGER_MAX_HEADER_BYTES is 431; a head dribbled past the request timeout is cut off', async (t) => {
+  const { app } = await build(t, { TOKENLEDGER_MAX_HEADER_BYTES: '4KiB', TOKENLEDGER_REQUEST_TIMEOUT: '1s' })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  const big = await raw(port, async (s) => {
+    s.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(8 * 1024)}\r\n\r\n`)
+  })
+  assert.match(big, /^HTTP\/1\.1 431/)
+  const ok = await raw(port, async (s) => {
+    s.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(1024)}\r\nConnection: close\r\n\r\n`)
+  })
+  assert.match(ok, /^HTTP\/1\.1 200/)
+  const started = Date.now()
+  const slow = await raw(port, async (s) => {
+    s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n')
+    for (let i = 0; i < 40 && !s.destroyed; i++) {
+      await delay(100)
+      s.write('X-Slow: 1\r\n')
+    }
+  })
+  assert.ok(Date.now() - started < 3900, `cut off after ${Date.now() - started} ms, before the client finished`)
+  assert.ok(slow === '' || /^HTTP\/1\.1 408/.test(slow), slow)
+})
+
+test('connections past TOKENLEDGER_MAX_CONNECTIONS are closed at once; held ones keep working', async (t) => {
+  const { app } = await build(t, { TOKENLEDGER_MAX_CONNECTIONS: '2' })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  const held = [connect(port, '127.0.0.1'), connect(port, '127.0.0.1')]
+  t.after(() => held.forEach((s) => s.destroy()))
+  await Promise.all(held.map((s) => once(s, 'connect')))
+  // The server must have accepted both before the third arrives (bounded poll of its count).
+  const count = () => new Promise<number>((resolve, reject) => app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))))
+  for (let i = 0; i < 100 && (await count()) < 2; i++) await delay(10)
+  assert.equal(await count(), 2)
+  const third = await raw(port, async (s) => {
+    s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+  })
+  assert.equal(third, '', 'the third connection was closed without an answer')
+  held[0]!.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
+  const [answer] = (await once(held[0]!, 'data')) as [Buffer]
+  assert.match(answer.toString(), /^HTTP\/1\.1 200/)
+})
