@@ -1365,7 +1365,8 @@ export class Store {
 }
 
 function mib(bytes: number): string {
-  return `${Math.round(bytes / MIB)} MiB`
+  const n = bytes / MIB
+  return `${n < 100 ? n.toFixed(1) : Math.round(n)} MiB`
 }
 
 function* idsOf(batch: Pending[]): Generator<string> {
