@@ -1,0 +1,221 @@
+// Proves the observability surface: /metrics counts every ingest outcome
+// exactly as the answers told the clients, its commit and gate histograms
+// count every group commit (and how many requests each coalesced), HTTP
+// latency is labelled by route template so no request can mint a label value,
+// sealing trouble shows as a backlog with its age and failures, and DuckDB's
+// memory is measured without ever queueing behind queries.
+
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { test } from 'node:test'
+import type { FastifyInstance } from 'fastify'
+import { validateEvent } from '../src/ingest/event.js'
+import type { AppendRequest } from '../src/store/store.js'
+import { build, event, latch, post, rollover, T0 } from './helper.js'
+
+interface Sample {
+  name: string
+  labels: Record<string, string>
+  value: number
+}
+
+/** Parses the Prometheus text format (samples only). */
+function parse(text: string): Sample[] {
+  const samples: Sample[] = []
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    assert.ok(m, `not a sample line: ${line}`)
+    const labels: Record<string, string> = {}
+    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!
+    samples.push({ name: m[1]!, labels, value: Number(m[3]) })
+  }
+  return samples
+}
+
+async function scrape(app: FastifyInstance, headers: Record<string, string> = {}): Promise<Sample[]> {
+  const res = await app.inject({ url: '/metrics', headers })
+  assert.equal(res.statusCode, 200, res.body)
+  assert.match(String(res.headers['content-type']), /^text\/plain; version=0\.0\.4/)
+  return parse(res.body)
+}
+
+/** The value of the one sample with exactly these labels. */
+function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
+  const want = JSON.stringify(Object.entries(labels).sort())
+  const found = samples.filter((s) => s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === want)
+  assert.equal(found.length, 1, `${name}${JSON.stringify(labels)}: ${found.length} samples`)
+  return found[0]!.value
+}
+
+function labelValues(samples: Sample[], name: string, label: string): string[] {
+  return [...new Set(samples.filter((s) => s.name === name).map((s) => s.labels[label]!))].sort()
+}
+
+/** An AppendRequest of `n` fresh valid events (for driving the store directly). */
+function request(n: number): AppendRequest {
+  const events = Array.from({ length: n }, (_, index) => {
+    const res = validateEvent(event(), { nowMs: T0, eventRetentionMs: 30 * 86_400_000, maxFutureSkewMs: 300_000 })
+    if (!res.ok) throw new Error(JSON.stringify(res.errors))
+    return { index, event: res.event }
+  })
+  return { events, rejected: [], atomic: false, bytes: n * 512 }
+}
+test('every ingest outcome is counted exactly as the answers told the clients', async (t) => {
+  const { app } = await build(t)
+  const a = event()
+  const b = event()
+  const first = await post(app, [a, a, { ...a, input_tokens: 999 }, { ...event(), input_tokens: -1 }, b])
+  assert.deepEqual([first.status, first.body.accepted, first.body.duplicates, first.body.conflicts, first.body.rejected], [200, 2, 1, 1, 1])
+  // Atomic and refused: the conflict is counted, the acceptable event is `refused` (not stored).
+  const refused = await post(app, [event(), { ...b, model: 'other' }], '?atomic=true')
+  assert.deepEqual([refused.status, refused.body.accepted, refused.body.conflicts], [422, 0, 1])
+  // Atomic, refused before the store (a validation reject): one rejected, two refused.
+  const early = await post(app, [event(), event(), { ...event(), status_code: 99 }], '?atomic=true')
+  assert.deepEqual([early.status, early.body.rejected], [422, 1])
+
+  const m = await scrape(app)
+  const outcomes = Object.fromEntries(['accepted', 'duplicate', 'conflict', 'rejected', 'refused'].map((o) => [o, value(m, 'tokenledger_ingest_events_total', { outcome: o })]))
+  assert.deepEqual(outcomes, { accepted: 2, duplicate: 1, conflict: 2, rejected: 2, refused: 3 })
+  assert.equal(value(m, 'tokenledger_ingest_batch_events_count'), 3)
+  assert.equal(value(m, 'tokenledger_ingest_batch_events_sum'), 5 + 2 + 3)
+  assert.equal(value(m, 'tokenledger_ingest_batch_events_bucket', { le: '2' }), 1)
+  assert.equal(value(m, 'tokenledger_ingest_batch_events_bucket', { le: '5' }), 3)
+  assert.equal(value(m, 'tokenledger_ingest_committed_events_total'), 2, 'only the accepted events were written')
+})
+
+test('the commit and gate histograms count every group commit and how many requests it coalesced', async (t) => {
+  const gate = latch()
+  let parked = false
+  const { app } = await build(t, {}, {
+    onCommitHoldingGate: async () => {
+      if (parked) return
+      parked = true
+      gate.reached()
+      await gate.opened
+    },
+  })
+  const first = app.store.append(request(1))
+  await gate.arrived // commit 1 holds the gate; the next 8 requests queue behind it and commit as one
+  const rest = Array.from({ length: 8 }, () => app.store.append(request(3)))
+  assert.equal(app.store.stats().queuedRequests, 8)
+  let m = await scrape(app)
+  assert.equal(value(m, 'tokenledger_ingest_queued_requests'), 8)
+  assert.equal(value(m, 'tokenledger_ingest_queued_events'), 24)
+  assert.equal(value(m, 'tokenledger_ingest_queued_bytes'), 24 * 512)
+  gate.open()
+  await Promise.all([first, ...rest])
+
+  m = await scrape(app)
+  const commits = value(m, 'tokenledger_ingest_commits_total')
+  assert.equal(commits, 2)
+  assert.equal(value(m, 'tokenledger_ingest_commit_duration_seconds_count'), commits)
+  assert.equal(value(m, 'tokenledger_ingest_commit_events_count'), commits)
+  assert.equal(value(m, 'tokenledger_ingest_commit_events_sum'), 1 + 8 * 3)
+  assert.equal(value(m, 'tokenledger_ingest_commit_requests_sum'), 1 + 8)
+  assert.equal(value(m, 'tokenledger_ingest_commit_requests_bucket', { le: '4' }), 1, 'one commit of 1 request, one of 8')
+  assert.equal(value(m, 'tokenledger_ingest_commit_requests_bucket', { le: '8' }), 2)
+  assert.equal(value(m, 'tokenledger_gate_wait_seconds_count', { task: 'append' }), commits)
+  assert.equal(value(m, 'tokenledger_gate_hold_seconds_count', { task: 'append' }), commits)
+  assert.equal(value(m, 'tokenledger_ingest_queued_requests'), 0)
+
+  // A rollover takes the gate too, under its own label.
+  await rollover(app)
+  m = await scrape(app)
+  assert.equal(value(m, 'tokenledger_gate_hold_seconds_count', { task: 'rollover' }), 1)
+  assert.equal(value(m, 'tokenledger_rollovers_total'), 1)
+})
+
+test('a wait for the write gate that gives up is counted', async (t) => {
+  const gate = latch()
+  const { app } = await build(t, { TOKENLEDGER_GATE_WAIT: '20ms' })
+  const holder = app.store.withGate(async () => {
+    gate.reached()
+    await gate.opened
+  })
+  await gate.arrived
+  await assert.rejects(app.store.append(request(2)), (err: Error & { code?: string }) => err.code === 'TL_GATE_TIMEOUT')
+  gate.open()
+  await holder
+  const m = await scrape(app)
+  assert.equal(value(m, 'tokenledger_gate_timeouts_total', { task: 'append' }), 1)
+  assert.equal(value(m, 'tokenledger_gate_hold_seconds_count', { task: 'other' }), 1)
+  assert.equal(value(m, 'tokenledger_ingest_commits_total'), 0)
+})
+
+test('HTTP latency and responses are labelled by route template; unknown paths share one label', async (t) => {
+  const { app } = await build(t)
+  await scrape(app) // its own route appears from the next scrape on
+  assert.equal((await app.inject({ url: '/v1/events/abc' })).statusCode, 404)
+  assert.equal((await app.inject({ url: '/v1/events/def' })).statusCode, 404)
+  assert.equal((await app.inject({ url: `/no-such-path-${randomBytes(8).toString('hex')}` })).statusCode, 404)
+  const before = await scrape(app)
+  const routes = labelValues(before, 'tokenledger_http_request_duration_seconds_count', 'route')
+  assert.deepEqual(routes, ['/metrics', '/v1/events/:event_id', 'unmatched'])
+  assert.equal(value(before, 'tokenledger_http_request_duration_seconds_count', { method: 'GET', route: '/v1/events/:event_id' }), 2)
+  assert.equal(value(before, 'tokenledger_http_responses_total', { method: 'GET', route: '/v1/events/:event_id', status_class: '4xx' }), 2)
+
+  // More random paths and methods: counted, but no new label value.
+  for (let i = 0; i < 5; i++) await app.inject({ url: `/x/${randomBytes(8).toString('hex')}?q=${i}` })
+  await app.inject({ method: 'DELETE', url: '/v1/events' })
+  const after = await scrape(app)
+  assert.deepEqual(labelValues(after, 'tokenledger_http_request_duration_seconds_count', 'route'), routes)
+  assert.equal(value(after, 'tokenledger_http_responses_total', { method: 'GET', route: 'unmatched', status_class: '4xx' }), 6)
+  assert.equal(value(after, 'tokenledger_http_responses_total', { method: 'DELETE', route: 'unmatched', status_class: '4xx' }), 1)
+  assert.equal(value(after, 'tokenledger_http_responses_total', { method: 'GET', route: '/metrics', status_class: '2xx' }), 2)
+  assert.ok(!after.some((s) => Object.values(s.labels).some((v) => v.includes('abc') || v.startsWith('/x/'))), 'no raw URL became a label')
+})
+
+test('sealing trouble shows as a backlog with its age, failures and the last error', async (t) => {
+  const { app, clock } = await build(t, {}, {
+    beforeSealStep: async () => {
+      throw new Error('disk on fire')
+    },
+  })
+  assert.equal((await post(app, [event(), event()])).status, 200)
+  assert.ok((await rollover(app)).rolled)
+  await app.store.settle()
+  clock.advance(90_000)
+
+  const m = await scrape(app)
+  assert.equal(value(m, 'tokenledger_seal_backlog_segments'), 1)
+  assert.equal(value(m, 'tokenledger_segments', { state: 'pending' }), 1)
+  assert.equal(value(m, 'tokenledger_seal_failing_segments'), 1)
+  assert.equal(value(m, 'tokenledger_seal_oldest_pending_age_seconds'), 90)
+  assert.ok(value(m, 'tokenledger_seal_failures_total') >= 1)
+  assert.equal(value(m, 'tokenledger_seals_total'), 0)
+
+})
+
+test('DuckDB memory is measured per instance, at most every few seconds', async (t) => {
+  const { app, clock } = await build(t)
+  assert.equal((await post(app, [event()])).status, 200)
+  let m = await scrape(app)
+  assert.ok(value(m, 'tokenledger_duckdb_memory_bytes', { instance: 'live' }) > 0)
+  assert.ok(value(m, 'tokenledger_duckdb_memory_bytes', { instance: 'files' }) > 0)
+  assert.equal(value(m, 'tokenledger_duckdb_temporary_storage_bytes', { instance: 'live' }), 0)
+  assert.equal(value(m, 'tokenledger_duckdb_memory_measured_timestamp_seconds'), T0 / 1000)
+  assert.equal(value(m, 'tokenledger_duckdb_memory_reads_total', { result: 'ok' }), 1)
+  m = await scrape(app)
+  assert.equal(value(m, 'tokenledger_duckdb_memory_reads_total', { result: 'ok' }), 1, 'a scrape soon after reuses the figures')
+  clock.advance(5_000)
+  m = await scrape(app)
+  assert.equal(value(m, 'tokenledger_duckdb_memory_reads_total', { result: 'ok' }), 2)
+  assert.equal(value(m, 'tokenledger_duckdb_memory_measured_timestamp_seconds'), (T0 + 5_000) / 1000)
+})
+
+test('DuckDB memory is never queued behind queries: with every query slot busy the scrape skips it', async (t) => {
+  const { app } = await build(t, { TOKENLEDGER_MAX_CONCURRENT_QUERIES: '1' })
+  const busy = latch()
+  const query = app.store.snapshot(async () => {
+    busy.reached()
+    await busy.opened
+  })
+  await busy.arrived
+  const m = await scrape(app)
+  assert.equal(value(m, 'tokenledger_duckdb_memory_reads_total', { result: 'busy' }), 1)
+  assert.ok(!m.some((s) => s.name === 'tokenledger_duckdb_memory_bytes'), 'no figures yet: none shown rather than zeros')
+  busy.open()
+  await query
+})
+
