@@ -2,13 +2,22 @@
 // exactly as the answers told the clients, its commit and gate histograms
 // count every group commit (and how many requests each coalesced), HTTP
 // latency is labelled by route template so no request can mint a label value,
-// sealing trouble shows as a backlog with its age and failures, and DuckDB's
-// memory is measured without ever queueing behind queries.
+// sealing trouble shows as a backlog with its age and errors, and DuckDB's
+// memory is measured without ever queueing behind queries; /v1/status
+// summarises the configuration from an allow-list (token counts, never tokens).
 
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { test } from 'node:test'
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { Writable } from 'node:stream'
+import { test, type TestContext } from 'node:test'
 import type { FastifyInstance } from 'fastify'
+import { pino } from 'pino'
+import { buildApp } from '../src/app.js'
+import { ManualClock } from '../src/clock.js'
+import { loadConfig, type Config } from '../src/config.js'
 import { validateEvent } from '../src/ingest/event.js'
 import type { AppendRequest } from '../src/store/store.js'
 import { build, event, latch, post, rollover, T0 } from './helper.js'
@@ -60,6 +69,37 @@ function request(n: number): AppendRequest {
     return { index, event: res.event }
   })
   return { events, rejected: [], atomic: false, bytes: n * 512 }
+}
+const TOKEN_SCOPES = ['ingest', 'query', 'admin', 'metrics'] as const
+type Tokens = Record<(typeof TOKEN_SCOPES)[number], string[]>
+
+/**
+ * The app with bearer tokens configured (fresh random values, two per scope)
+ * and a logger at info writing into `lines`. Config gets the tokens from the
+ * TOKENLEDGER_*_TOKENS variables once it reads them; until then they are set
+ * on it here, as `auth`, the shape the hardening work gives it.
+ */
+async function buildWithTokens(t: TestContext, extra: Record<string, unknown> = {}) {
+  const tokens = Object.fromEntries(TOKEN_SCOPES.map((s) => [s, [randomBytes(32).toString('hex'), randomBytes(32).toString('hex')]])) as Tokens
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tl-obs-'))
+  const env: Record<string, string> = { TOKENLEDGER_DATA_DIR: dataDir }
+  for (const scope of TOKEN_SCOPES) env[`TOKENLEDGER_${scope.toUpperCase()}_TOKENS`] = tokens[scope].join(',')
+  const loaded = loadConfig(env)
+  const config = { ...('auth' in loaded ? {} : { auth: tokens }), ...loaded, ...extra } as Config
+  const lines: string[] = []
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(...String(chunk).split('\n').filter((l) => l !== ''))
+      done()
+    },
+  })
+  const app = await buildApp({ config, clock: new ManualClock(T0) }, pino({ level: 'info' }, stream))
+  t.after(async () => {
+    await app.close()
+    await rm(dataDir, { recursive: true, force: true })
+  })
+  const bearer = (scope: keyof Tokens) => ({ authorization: `Bearer ${tokens[scope][0]}` })
+  return { app, tokens, lines, bearer }
 }
 test('every ingest outcome is counted exactly as the answers told the clients', async (t) => {
   const { app } = await build(t)
@@ -173,7 +213,7 @@ test('sealing trouble shows as a backlog with its age, failures and the last err
     },
   })
   assert.equal((await post(app, [event(), event()])).status, 200)
-  assert.ok((await rollover(app)).rolled)
+  const rolled = await rollover(app)
   await app.store.settle()
   clock.advance(90_000)
 
@@ -185,6 +225,15 @@ test('sealing trouble shows as a backlog with its age, failures and the last err
   assert.ok(value(m, 'tokenledger_seal_failures_total') >= 1)
   assert.equal(value(m, 'tokenledger_seals_total'), 0)
 
+  const status = await app.inject({ url: '/v1/status' })
+  assert.equal(status.statusCode, 200, status.body)
+  const sealing = (status.json() as { sealing: { backlog: number; oldest_pending_age_s: number; pending: Array<{ id: number; row_count: number; seal: { attempts: number; last_error: string } }> } }).sealing
+  assert.equal(sealing.backlog, 1)
+  assert.equal(sealing.oldest_pending_age_s, 90)
+  assert.equal(sealing.pending.length, 1)
+  assert.equal(sealing.pending[0]!.id, rolled.segment_id)
+  assert.equal(sealing.pending[0]!.row_count, 2)
+  assert.match(sealing.pending[0]!.seal.last_error, /disk on fire/)
 })
 
 test('DuckDB memory is measured per instance, at most every few seconds', async (t) => {
@@ -218,4 +267,31 @@ test('DuckDB memory is never queued behind queries: with every query slot busy t
   busy.open()
   await query
 })
+test('/v1/status: version, uptime, readiness, a configuration summary with token counts and no token', async (t) => {
+  const secret = `not-for-status-${randomBytes(16).toString('hex')}`
+  // A setting the summary does not know (as a future secret would be) must not appear.
+  const { app, tokens, bearer } = await buildWithTokens(t, { futureSecret: secret })
+  const res = await app.inject({ url: '/v1/status', headers: bearer('admin') })
+  assert.equal(res.statusCode, 200, res.body)
+  for (const token of Object.values(tokens).flat()) assert.ok(!res.body.includes(token), 'a token value is in /v1/status')
+  assert.ok(!res.body.includes(secret), 'a setting outside the allow-list is in /v1/status')
+  const body = res.json() as Record<string, any>
+  assert.match(body.version, /^\d+\.\d+\.\d+/)
+  assert.equal(body.started_at, new Date(T0).toISOString())
+  assert.equal(body.uptime_s, 0)
+  assert.deepEqual([body.ready, body.reasons], [true, []])
+  assert.deepEqual(body.config.auth, { tokens: { ingest: 2, query: 2, admin: 2, metrics: 2 } })
+  assert.equal(body.config.host, '127.0.0.1')
+  assert.equal(body.config.limits.max_batch_events, 10_000)
+  assert.equal(body.config.duckdb.memory_bytes, 2 * 1024 ** 3)
+  assert.deepEqual(Object.keys(body).sort(), ['config', 'ingest', 'last_rollover', 'ready', 'reasons', 'retention', 'rollovers', 'sealing', 'started_at', 'tiers', 'uptime_s', 'version'])
+  assert.deepEqual(body.tiers, { active: 1, pending: 0, archived: 0, bytes: 0, rows: 0, bytes_by_state: { active: 0, pending: 0, archived: 0 } })
+  assert.deepEqual(body.sealing, { sealed: 0, failures: 0, backlog: 0, oldest_pending_age_s: 0, pending: [], failing: [] })
+  assert.equal(body.retention.last_report, null)
 
+  const report = await app.inject({ method: 'POST', url: '/v1/admin/retention', headers: bearer('admin') })
+  assert.equal(report.statusCode, 200, report.body)
+  const after = (await app.inject({ url: '/v1/status', headers: bearer('admin') })).json() as Record<string, any>
+  assert.deepEqual(after.retention.last_report, report.json())
+  assert.equal(after.retention.runs, 1)
+})
