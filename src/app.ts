@@ -127,9 +127,15 @@ export async function buildApp(opts: AppOptions, logger: Logger): Promise<Fastif
   return instance as unknown as FastifyInstance
 }
 
-/** One log line per request, after the answer: no payloads, no auth headers. */
+/**
+ * One log line per request, after the answer, with the request id (`reqId`,
+ * bound in the request's child logger): method, URL, status, time; no
+ * payloads, no headers. Fastify's own "Route ... not found" line is dropped:
+ * the 404's request line says it.
+ */
 class OneLinePerRequest extends LogController {
   override incomingRequest(): void {}
+  override routeNotFound(): void {}
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const line = { method: request.method, url: request.url.slice(0, 512), statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) }
     if (error) request.log.error({ ...line, err: error }, 'request failed')

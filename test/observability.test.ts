@@ -2,9 +2,10 @@
 // exactly as the answers told the clients, its commit and gate histograms
 // count every group commit (and how many requests each coalesced), HTTP
 // latency is labelled by route template so no request can mint a label value,
-// sealing trouble shows as a backlog with its age and errors, and DuckDB's
-// memory is measured without ever queueing behind queries; /v1/status
-// summarises the configuration from an allow-list (token counts, never tokens).
+// sealing trouble shows as a backlog with its age and errors; /v1/status
+// summarises the configuration from an allow-list (token counts, never
+// tokens); the log has one line per request with its request id, and neither
+// an Authorization header nor an event's fields.
 
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
@@ -70,6 +71,7 @@ function request(n: number): AppendRequest {
   })
   return { events, rejected: [], atomic: false, bytes: n * 512 }
 }
+
 const TOKEN_SCOPES = ['ingest', 'query', 'admin', 'metrics'] as const
 type Tokens = Record<(typeof TOKEN_SCOPES)[number], string[]>
 
@@ -101,6 +103,7 @@ async function buildWithTokens(t: TestContext, extra: Record<string, unknown> = 
   const bearer = (scope: keyof Tokens) => ({ authorization: `Bearer ${tokens[scope][0]}` })
   return { app, tokens, lines, bearer }
 }
+
 test('every ingest outcome is counted exactly as the answers told the clients', async (t) => {
   const { app } = await build(t)
   const a = event()
@@ -267,6 +270,7 @@ test('DuckDB memory is never queued behind queries: with every query slot busy t
   busy.open()
   await query
 })
+
 test('/v1/status: version, uptime, readiness, a configuration summary with token counts and no token', async (t) => {
   const secret = `not-for-status-${randomBytes(16).toString('hex')}`
   // A setting the summary does not know (as a future secret would be) must not appear.
@@ -294,4 +298,44 @@ test('/v1/status: version, uptime, readiness, a configuration summary with token
   const after = (await app.inject({ url: '/v1/status', headers: bearer('admin') })).json() as Record<string, any>
   assert.deepEqual(after.retention.last_report, report.json())
   assert.equal(after.retention.runs, 1)
+})
+
+test('the log: one line per request with its request id; no Authorization header and no event field at info', async (t) => {
+  const { app, tokens, lines, bearer } = await buildWithTokens(t)
+  const mark = `sentinel${randomBytes(6).toString('hex')}`
+  const fields = {
+    key_id: `key-${mark}`,
+    model: `model-${mark}`,
+    team_id: `team-${mark}`,
+    endpoint: `/endpoint/${mark}`,
+    tags: { [`tag-${mark}`]: `value-${mark}` },
+    detail: { prompt: `prompt-${mark}` },
+  }
+  lines.length = 0 // start-up lines
+  const answers = [
+    await app.inject({ method: 'POST', url: '/v1/events', headers: bearer('ingest'), payload: [event(fields), { ...event(fields), input_tokens: -1 }] }),
+    await app.inject({ method: 'POST', url: '/v1/events', headers: { ...bearer('ingest'), 'content-type': 'application/x-ndjson' }, payload: `${JSON.stringify(event(fields))}\n` }),
+    await app.inject({ url: `/v1/usage?from=0&to=${T0}&key_id=other`, headers: bearer('query') }),
+    await app.inject({ url: '/healthz', headers: { 'x-request-id': 'lb-probe-42' } }),
+    await app.inject({ url: `/no-such-path`, headers: { authorization: `Bearer ${tokens.query[1]}` } }),
+    await app.inject({ url: '/metrics', headers: bearer('metrics') }),
+  ]
+  assert.deepEqual(
+    answers.map((a) => a.statusCode),
+    [200, 200, 200, 200, 404, 200],
+  )
+  const entries = lines.map((l) => JSON.parse(l) as Record<string, unknown>)
+  const requestLines = entries.filter((e) => e.msg === 'request')
+  assert.equal(requestLines.length, answers.length, lines.join('\n'))
+  const ids = requestLines.map((e) => e.reqId)
+  assert.ok(ids.every((id) => typeof id === 'string' && id.length > 0))
+  assert.equal(new Set(ids).size, answers.length, 'each request its own id')
+  assert.ok(ids.includes('lb-probe-42'), 'a caller-supplied x-request-id is the request id')
+  for (const id of ids) assert.equal(entries.filter((e) => e.reqId === id).length, 1, `request ${String(id)} logged more than one line`)
+  assert.ok(requestLines.every((e) => e.level === 30 && typeof e.statusCode === 'number' && typeof e.ms === 'number'))
+
+  const all = lines.join('\n')
+  for (const token of Object.values(tokens).flat()) assert.ok(!all.includes(token), 'a token is in the log')
+  assert.ok(!/authorization|bearer/i.test(all), 'an Authorization header is in the log')
+  assert.ok(!all.includes(mark), 'an event field value is in the log')
 })
