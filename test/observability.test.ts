@@ -324,6 +324,7 @@ test('the log: one line per request with its request id; no Authorization header
     answers.map((a) => a.statusCode),
     [200, 200, 200, 200, 404, 200],
   )
+  await new Promise((resolve) => setImmediate(resolve)) // the last request's onResponse hooks (and its log line) run after its answer
   const entries = lines.map((l) => JSON.parse(l) as Record<string, unknown>)
   const requestLines = entries.filter((e) => e.msg === 'request')
   assert.equal(requestLines.length, answers.length, lines.join('\n'))

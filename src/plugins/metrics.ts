@@ -41,8 +41,8 @@ const REQUESTS_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 const MEMORY_INTERVAL_MS = 5_000
 /** The time bound of the memory query itself (the store interrupts it past this). */
 const MEMORY_QUERY_TIMEOUT_MS = 2_000
-/** Longest a scrape waits for a memory measurement. */
-const MEMORY_WAIT_MS = 250
+/** Longest a scrape waits for a memory measurement (two queries of about 1 ms each, unless the store is busy). */
+const MEMORY_WAIT_MS = 1_000
 
 const INGEST_ROUTE = '/v1/events'
 /** The route label of requests no route matched (404s): one value, whatever the path. */
