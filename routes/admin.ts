@@ -3,7 +3,9 @@
 
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import type { Config, PressureLimits } from '../src/config.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
+import type { SealStatus } from '../src/store/store.js'
 import { VERSION } from '../src/version.js'
 import { commonErrors } from './schemas.js'
 
@@ -74,12 +76,135 @@ const RetentionOut = Type.Object({
   errors: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 100 }),
 })
 
+const TOKEN_SCOPES = ['ingest', 'query', 'admin', 'metrics'] as const
+type TokenScope = (typeof TOKEN_SCOPES)[number]
+const MAX_TOKENS_COUNTED = 1000
+
+const Ms = Type.Integer({ minimum: 0 })
+const Bytes = Type.Integer({ minimum: 0 })
+
+const Pressure = Type.Object({ event_loop_delay_ms: Ms, heap_used_bytes: Bytes, rss_bytes: Bytes })
+
+const ConfigSummary = Type.Object(
+  {
+    data_dir: Type.String({ maxLength: 4096 }),
+    host: Type.String({ maxLength: 255 }),
+    port: Type.Integer({ minimum: 0, maximum: 65_535 }),
+    log_level: Type.String({ maxLength: 8 }),
+    limits: Type.Object({
+      max_batch_events: Count,
+      max_body_bytes: Bytes,
+      max_queue_events: Count,
+      max_queue_bytes: Bytes,
+      max_commit_events: Count,
+      max_future_skew_ms: Ms,
+      gate_wait_ms: Ms,
+      max_concurrent_queries: Count,
+      query_timeout_ms: Ms,
+      export_max_events: Count,
+      export_timeout_ms: Ms,
+      request_timeout_ms: Ms,
+      shutdown_grace_ms: Ms,
+      retry_after_s: Count,
+      max_header_bytes: Bytes,
+      max_connections: Count,
+    }),
+    backpressure: Type.Object(
+      {
+        min_free_disk_bytes: Bytes,
+        max_pending_segments: Count,
+        max_active_bytes: Bytes,
+        query: Pressure,
+        ingest: Pressure,
+      },
+      { description: 'Ingest is refused (503) and the service unready past these; queries are shed at the lower `query` thresholds first. 0: not checked.' },
+    ),
+    rate_limit: Type.Object({ max: Count, window_ms: Ms }, { description: 'Requests per token per window; max 0: off.' }),
+    duckdb: Type.Object({ memory_bytes: Bytes, threads: Count }),
+    segments: Type.Object({ rollover_bytes: Bytes, rollover_age_ms: Ms, seal_retry_ms: Ms, seal_retry_max_ms: Ms }),
+    auth: Type.Object(
+      {
+        tokens: Type.Object({
+          ingest: Type.Integer({ minimum: 0, maximum: MAX_TOKENS_COUNTED }),
+          query: Type.Integer({ minimum: 0, maximum: MAX_TOKENS_COUNTED }),
+          admin: Type.Integer({ minimum: 0, maximum: MAX_TOKENS_COUNTED }),
+          metrics: Type.Integer({ minimum: 0, maximum: MAX_TOKENS_COUNTED }),
+        }),
+      },
+      { description: 'How many bearer tokens each scope has; never a token.' },
+    ),
+  },
+  { description: 'The configuration in effect, without secrets (an allow-list: a setting not listed here is not shown). Retention settings are under `retention`.' },
+)
+
+/**
+ * The configuration as /v1/status shows it: built field by field from an
+ * allow-list, never by copying or filtering Config, so a setting added later
+ * (a secret, say) is not shown until someone adds it here on purpose.
+ */
+function configSummary(config: Config) {
+  return {
+    data_dir: config.dataDir,
+    host: config.host,
+    port: config.port,
+    log_level: config.logLevel,
+    limits: {
+      max_batch_events: config.maxBatchEvents,
+      max_body_bytes: config.maxBodyBytes,
+      max_queue_events: config.maxQueueEvents,
+      max_queue_bytes: config.maxQueueBytes,
+      max_commit_events: config.maxCommitEvents,
+      max_future_skew_ms: config.maxFutureSkewMs,
+      gate_wait_ms: config.gateWaitMs,
+      max_concurrent_queries: config.maxConcurrentQueries,
+      query_timeout_ms: config.queryTimeoutMs,
+      export_max_events: config.exportMaxEvents,
+      export_timeout_ms: config.exportTimeoutMs,
+      request_timeout_ms: config.requestTimeoutMs,
+      shutdown_grace_ms: config.shutdownGraceMs,
+      retry_after_s: config.retryAfterSeconds,
+      max_header_bytes: config.maxHeaderBytes,
+      max_connections: config.maxConnections,
+    },
+    backpressure: {
+      min_free_disk_bytes: config.minFreeDiskBytes,
+      max_pending_segments: config.maxPendingSegments,
+      max_active_bytes: config.maxActiveBytes,
+      query: pressureOut(config.queryPressure),
+      ingest: pressureOut(config.ingestPressure),
+    },
+    rate_limit: { max: config.rateLimitMax, window_ms: config.rateLimitWindowMs },
+    duckdb: { memory_bytes: config.duckdbMemoryBytes, threads: config.duckdbThreads },
+    segments: { rollover_bytes: config.rolloverBytes, rollover_age_ms: config.rolloverAgeMs, seal_retry_ms: config.sealRetryMs, seal_retry_max_ms: config.sealRetryMaxMs },
+    auth: { tokens: tokenCounts(config) },
+  }
+}
+
+function pressureOut(p: PressureLimits) {
+  return { event_loop_delay_ms: p.eventLoopDelayMs, heap_used_bytes: p.heapUsedBytes, rss_bytes: p.rssBytes }
+}
+
+/** How many tokens each scope has: lengths only, never an element. */
+function tokenCounts(config: Config): Record<TokenScope, number> {
+  const counts = { ingest: 0, query: 0, admin: 0, metrics: 0 }
+  for (const scope of TOKEN_SCOPES) counts[scope] = Math.min(config.auth[scope].length, MAX_TOKENS_COUNTED)
+  return counts
+}
+
+function sealOut(seal: SealStatus) {
+  return {
+    attempts: seal.attempts,
+    last_error: seal.lastError,
+    next_attempt: seal.nextAttemptMs === null ? null : new Date(seal.nextAttemptMs).toISOString(),
+  }
+}
+
 export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { store, clock, config } = app
   const started = clock.nowMs()
 
-  const segments = () =>
-    store.segmentList().map((s) => ({
+  const segments = (all = store.segmentList()) =>
+    all.map((s) => ({
       id: s.id,
       state: s.state,
       row_count: s.row_count,
@@ -87,15 +212,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       max_timestamp: s.max_timestamp_us === null ? null : formatTimestampUs(s.max_timestamp_us),
       bytes: s.bytes,
       created: new Date(s.created_ms).toISOString(),
-      ...(s.seal
-        ? {
-            seal: {
-              attempts: s.seal.attempts,
-              last_error: s.seal.lastError,
-              next_attempt: s.seal.nextAttemptMs === null ? null : new Date(s.seal.nextAttemptMs).toISOString(),
-            },
-          }
-        : {}),
+      ...(s.seal ? { seal: sealOut(s.seal) } : {}),
     }))
 
   app.get(
@@ -151,11 +268,15 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         response: {
           200: Type.Object({
             version: Type.String({ maxLength: 64 }),
+            started_at: Type.String({ maxLength: 40 }),
             uptime_s: Type.Number({ minimum: 0 }),
             ready: Type.Boolean(),
-            reasons: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 32 }),
+            reasons: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 32, description: 'Why the service is not ready (as /readyz); empty when ready.' }),
+            config: ConfigSummary,
             ingest: Type.Object({
               queued_events: Count,
+              queued_bytes: Count,
+              queued_requests: Count,
               commits: Count,
               committed_events: Count,
               indexed_events: Count,
@@ -169,6 +290,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
               archived: Count,
               bytes: Count,
               rows: Count,
+              bytes_by_state: Type.Object({ active: Count, pending: Count, archived: Count }),
             }),
             rollovers: Count,
             last_rollover: Type.Union([RolloverOut, Type.Null()]),
@@ -186,7 +308,18 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
               sealed: Count,
               failures: Count,
               backlog: Count,
-              failing: Type.Array(Type.Object({ id: Type.Integer(), seal: SealState }), { maxItems: MAX_SEGMENTS_LISTED }),
+              oldest_pending_age_s: Type.Number({ minimum: 0, description: 'How long the oldest pending segment has waited to be sealed; 0 with none.' }),
+              pending: Type.Array(
+                Type.Object({
+                  id: Type.Integer({ minimum: 1 }),
+                  pending_since: Type.String({ maxLength: 40, description: 'Its rollover, or the start-up that found it pending.' }),
+                  row_count: Count,
+                  bytes: Type.Union([Count, Type.Null()]),
+                  seal: SealState,
+                }),
+                { maxItems: MAX_SEGMENTS_LISTED, description: 'Every segment waiting to be sealed, oldest first, with its last seal error.' },
+              ),
+              failing: Type.Array(Type.Object({ id: Type.Integer({ minimum: 1 }), seal: SealState }), { maxItems: MAX_SEGMENTS_LISTED }),
             }),
           }),
           ...commonErrors,
@@ -195,16 +328,24 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async () => {
       const stats = store.stats()
-      const { ready, reasons } = store.ready()
-      const list = segments()
+      const { ready, reasons } = app.readiness()
+      const all = store.segmentList()
+      const list = segments(all)
       const count = (state: string) => list.filter((s) => s.state === state).length
+      const bytesIn = (state: string) => list.reduce((n, s) => n + (s.state === state ? (s.bytes ?? 0) : 0), 0)
+      const nowMs = clock.nowMs()
+      const pending = all.filter((s) => s.state === 'pending')
       return {
         version: VERSION,
-        uptime_s: (clock.nowMs() - started) / 1000,
+        started_at: new Date(started).toISOString(),
+        uptime_s: (nowMs - started) / 1000,
         ready,
         reasons,
+        config: configSummary(config),
         ingest: {
           queued_events: stats.queuedEvents,
+          queued_bytes: stats.queuedBytes,
+          queued_requests: stats.queuedRequests,
           commits: stats.commits,
           committed_events: stats.committedEvents,
           indexed_events: stats.indexedEvents,
@@ -218,6 +359,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           archived: count('archived'),
           bytes: list.reduce((n, s) => n + (s.bytes ?? 0), 0),
           rows: list.reduce((n, s) => n + s.row_count, 0),
+          bytes_by_state: { active: bytesIn('active'), pending: bytesIn('pending'), archived: bytesIn('archived') },
         },
         rollovers: stats.rollovers,
         last_rollover: stats.lastRollover,
@@ -239,6 +381,14 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           sealed: stats.sealed,
           failures: stats.sealFailures,
           backlog: count('pending'),
+          oldest_pending_age_s: pending.reduce((age, s) => Math.max(age, nowMs - (s.pending_since_ms ?? s.created_ms)), 0) / 1000,
+          pending: pending.map((s) => ({
+            id: s.id,
+            pending_since: new Date(s.pending_since_ms ?? s.created_ms).toISOString(),
+            row_count: s.row_count,
+            bytes: s.bytes,
+            seal: sealOut(s.seal ?? { attempts: 0, lastError: null, nextAttemptMs: null }),
+          })),
           failing: list.flatMap((s) => (s.seal && s.seal.last_error !== null ? [{ id: s.id, seal: s.seal }] : [])),
         },
       }

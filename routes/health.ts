@@ -30,9 +30,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (_request, reply) => {
-      const store = app.store.ready()
-      const reasons = [...store.reasons, ...app.ingestPressure()]
-      return reply.code(reasons.length === 0 ? 200 : 503).send({ status: reasons.length === 0 ? 'ready' : 'unready', reasons })
+      const { ready, reasons } = app.readiness()
+      return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unready', reasons })
     },
   )
 }

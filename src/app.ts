@@ -1,6 +1,7 @@
 // The whole service as one Fastify plugin, plus the instance options it needs.
 // server.ts and the tests build it the same way (buildApp).
 
+import { randomUUID } from 'node:crypto'
 import type http from 'node:http'
 import Ajv from 'ajv'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifySchemaValidationError, type FastifyError, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
@@ -27,6 +28,8 @@ declare module 'fastify' {
     config: Config
     clock: Clock
     store: Store
+    /** Whether ingest would be taken now, and why not: the store's reasons and process pressure past the ingest thresholds. */
+    readiness(): { ready: boolean; reasons: string[] }
   }
 }
 
@@ -37,6 +40,8 @@ export interface AppOptions {
   /** The store's file-system seam (tests inject faults and free-space readings); default: the real one. */
   fs?: FileSystem
 }
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 /** Options for the Fastify instance itself: limits that must be set at creation. */
 export function serverOptions(config: Config, logger: Logger): FastifyHttpOptions<http.Server> & { loggerInstance: FastifyBaseLogger } {
@@ -55,7 +60,13 @@ export function serverOptions(config: Config, logger: Logger): FastifyHttpOption
     schemaErrorFormatter: formatSchemaErrors,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    requestIdHeader: 'x-request-id',
+    // A caller's x-request-id is kept when it is a plain, short id; anything else
+    // (long, odd characters) is replaced, so a client cannot bloat or forge log lines.
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
     // Opening the store (recovery, then the dedupe index rebuilt from every segment's ids)
     // takes time proportional to the retained events: about a minute per 100 million
     // events here (see the tiers bench). Fastify's default of 10 s per plugin would make a
@@ -138,6 +149,10 @@ export const app = fp<AppOptions>(
     await instance.register(authPlugin)
     await instance.register(pressurePlugin)
     await instance.register(storePlugin, { hooks: opts.storeHooks, fs: opts.fs })
+    instance.decorate('readiness', () => {
+      const reasons = [...instance.store.ready().reasons, ...instance.ingestPressure()]
+      return { ready: reasons.length === 0, reasons }
+    })
     await instance.register(metricsPlugin)
     await instance.register(routes)
 
@@ -158,11 +173,24 @@ export async function buildApp(opts: AppOptions, logger: Logger): Promise<Fastif
   return instance as unknown as FastifyInstance
 }
 
-/** One log line per request, after the answer: no payloads, no auth headers. */
+/**
+ * One log line per request, after the answer, with the request id (`reqId`,
+ * bound in the request's child logger): method, URL, status, time; no
+ * payloads, no headers. Fastify's own "Route ... not found" line is dropped:
+ * the 404's request line says it.
+ */
 class OneLinePerRequest extends LogController {
   override incomingRequest(): void {}
+  override routeNotFound(): void {}
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    const line = { method: request.method, url: request.url.slice(0, 512), statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) }
+    const line = {
+      method: request.method,
+      url: request.url.slice(0, 512),
+      statusCode: reply.statusCode,
+      ms: Math.round(reply.elapsedTime),
+      // Which token (a 12-hex-digit digest prefix, never the token), when auth is on.
+      ...(request.principal ? { principal: request.principal.id } : {}),
+    }
     if (error) request.log.error({ ...line, err: error }, 'request failed')
     else request.log.info(line, 'request')
   }

@@ -49,6 +49,9 @@
 //   wait to be sealed, or the active file plus WAL exceed maxActiveBytes.
 //   DuckDB under ENOSPC may invalidate a database; refusing first keeps the
 //   acknowledged data safe and makes the condition loud.
+// - The observer (the metrics plugin's) hears of commits and of each use of the
+//   gate after the fact, synchronously; it cannot change what the store does
+//   (a throw is logged and ignored).
 
 import path from 'node:path'
 import { E_TIMEOUT, Mutex, Semaphore, withTimeout, type MutexInterface } from 'async-mutex'
@@ -155,6 +158,35 @@ export interface StoreHooks {
   onRolloverHoldingGate?: (reason: string) => Promise<void>
 }
 
+/** Who holds the write gate (a label for its wait and hold figures). */
+export type GateTask = 'append' | 'rollover' | 'close' | 'other'
+
+/**
+ * Figures the store reports as they happen, for the metrics plugin to turn into
+ * histograms (the store knows nothing of Prometheus). Calls are synchronous, on
+ * the store's hot path: an observer must be cheap; a throw is logged and ignored.
+ */
+export interface StoreObserver {
+  /** A group commit succeeded: `events` rows written (0 when all were duplicates), `requests` answered, `durationMs` of the insert and COMMIT. */
+  commit?(c: { events: number; requests: number; durationMs: number }): void
+  /** A group commit's write failed: its requests are answered 503 and none of their events are stored. */
+  commitFailure?(): void
+  /** `task` took the write gate after waiting `waitMs` and held it `heldMs`. */
+  gate?(g: { task: GateTask; waitMs: number; heldMs: number }): void
+  /** `task` gave up waiting for the write gate after `waitMs` (answered 503). */
+  gateTimeout?(g: { task: GateTask; waitMs: number }): void
+}
+
+/** DuckDB's own memory figures (duckdb_memory()), summed per kind of instance. */
+export interface DuckDBMemory {
+  /** The live segments' instances: the active one, and one rolled over but not yet closed. */
+  liveBytes: number
+  liveTemporaryBytes: number
+  /** The closed tiers' instance: the catalog and every attached pending and archived file. */
+  filesBytes: number
+  filesTemporaryBytes: number
+}
+
 /** The writer, valid only while the gate that produced it is held. */
 export interface GatedWriter {
   readonly segment: Segment
@@ -194,6 +226,8 @@ export interface SegmentEntry {
   /** Archived segments: where their details are (catalog.ts); null while live or pending (inside the segment). */
   details: DetailsState | null
   createdMs: number
+  /** When it stopped taking appends (its rollover, or the start-up that found it pending); null while active. */
+  pendingSinceMs: number | null
   firstAppendMs: number | null
   rowCount: number
   minTsUs: number | null
@@ -212,6 +246,8 @@ export interface SegmentInfo {
   max_timestamp_us: number | null
   bytes: number | null
   created_ms: number
+  /** Pending segments: when they stopped taking appends. */
+  pending_since_ms?: number
   seal?: SealStatus
 }
 
@@ -337,6 +373,7 @@ export class Store {
   private diskSampledMs = -Infinity
   private diskSample: Promise<void> | null = null
   private diskTimer: NodeJS.Timeout | null = null
+  private observer: StoreObserver | null = null
 
   private constructor(
     private readonly opts: StoreOptions,
@@ -561,14 +598,19 @@ export class Store {
    * Runs `fn` holding the write gate. The GatedWriter is revoked when `fn`
    * settles; using it afterwards throws. Waits at most gateWaitMs for the gate.
    */
-  async withGate<T>(fn: (writer: GatedWriter) => Promise<T>): Promise<T> {
+  async withGate<T>(fn: (writer: GatedWriter) => Promise<T>, task: GateTask = 'other'): Promise<T> {
     let release: MutexInterface.Releaser
+    const asked = performance.now()
     try {
       release = await this.gate.acquire()
     } catch (err) {
-      if (err === E_TIMEOUT) throw new Errors.GateTimeout()
+      if (err === E_TIMEOUT) {
+        this.notify((o) => o.gateTimeout?.({ task, waitMs: performance.now() - asked }))
+        throw new Errors.GateTimeout()
+      }
       throw err
     }
+    const taken = performance.now()
     let valid = true
     const active = this.active.live!
     const writer: GatedWriter = {
@@ -582,6 +624,25 @@ export class Store {
     } finally {
       valid = false
       release()
+      const released = performance.now()
+      this.notify((o) => o.gate?.({ task, waitMs: taken - asked, heldMs: released - taken }))
+    }
+  }
+
+  /**
+   * Sets the observer of commits and the write gate (the metrics plugin's; one
+   * at a time, a later call replaces it).
+   */
+  observe(observer: StoreObserver | null): void {
+    this.observer = observer
+  }
+
+  private notify(call: (o: StoreObserver) => void): void {
+    if (this.observer === null) return
+    try {
+      call(this.observer)
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'store observer threw; ignored')
     }
   }
 
@@ -639,6 +700,35 @@ export class Store {
       for (const unpin of pinned) await unpin()
       releaseSlot()
     }
+  }
+
+  /**
+   * DuckDB's memory figures, summed per kind of instance, read through the
+   * read path (a query slot, a snapshot bounded by `timeoutMs`); null when
+   * every query slot is taken: it never queues behind the queries it would
+   * report on. (The slot is taken synchronously when one is free.)
+   */
+  async duckdbMemory(timeoutMs: number): Promise<DuckDBMemory | null> {
+    if (this.closed || this.querySlots.isLocked()) return null
+    const sql = 'SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT, coalesce(sum(temporary_storage_bytes), 0)::BIGINT FROM duckdb_memory()'
+    const read = async (conn: DuckDBConnection): Promise<[number, number]> => {
+      const row = (await conn.runAndReadAll(sql)).getRows()[0]!
+      return [Number(row[0]), Number(row[1])]
+    }
+    return this.snapshot(
+      async (snap) => {
+        const figures: DuckDBMemory = { liveBytes: 0, liveTemporaryBytes: 0, filesBytes: 0, filesTemporaryBytes: 0 }
+        for (const part of snap.parts) {
+          if (part.alias !== null) continue
+          const [bytes, temporary] = await part.live(read)
+          figures.liveBytes += bytes
+          figures.liveTemporaryBytes += temporary
+        }
+        ;[figures.filesBytes, figures.filesTemporaryBytes] = await snap.files(read)
+        return figures
+      },
+      { timeoutMs },
+    )
   }
 
   private pin(
@@ -788,7 +878,7 @@ export class Store {
         max_timestamp_us: e.maxTsUs,
         bytes: e.bytes,
         created_ms: e.createdMs,
-        ...(e.state === 'pending' ? { seal: { ...e.seal } } : {}),
+        ...(e.state === 'pending' ? { pending_since_ms: e.pendingSinceMs ?? e.createdMs, seal: { ...e.seal } } : {}),
       }))
   }
 
@@ -854,7 +944,7 @@ export class Store {
     await this.withGate(async () => {
       this.closed = true
       for (const e of this.segments.values()) if (e.live) await e.live.close()
-    }).catch((err: unknown) => {
+    }, 'close').catch((err: unknown) => {
       this.opts.logger.error({ err }, 'store close failed')
       throw err
     }).finally(async () => {
@@ -912,11 +1002,12 @@ export class Store {
           this.segments.set(id, entry)
           this.active = entry
           old.state = 'pending'
+          old.pendingSinceMs = this.opts.clock.nowMs()
           swapped = true
         } finally {
           gateMs = performance.now() - t0
         }
-      })
+      }, 'rollover')
     } catch (err) {
       await discardFresh()
       throw err
@@ -1204,7 +1295,7 @@ export class Store {
       while (this.queue.length > 0) {
         const batch = this.takeBatch()
         try {
-          await this.withGate((writer) => this.commitBatch(writer, batch))
+          await this.withGate((writer) => this.commitBatch(writer, batch), 'append')
         } catch (err) {
           const error = err instanceof Error ? err : new Error(String(err))
           for (const p of batch) p.reject(isServiceError(error) ? error : new Errors.StoreFailed())
@@ -1332,9 +1423,11 @@ export class Store {
       await this.opts.hooks?.faultOnWrite?.()
       await writer.segment.appendCommitted(rows)
     } catch (err) {
+      this.notify((o) => o.commitFailure?.())
       this.noteWriteFailure(err, false)
       throw err
     }
+    const durationMs = performance.now() - started
     const entry = this.active
     for (const id of staged.keys()) this.index.add(id, entry.id)
     if (rows.length > 0) {
@@ -1347,8 +1440,9 @@ export class Store {
     }
     this.commits++
     this.committedEvents += rows.length
-    this.lastCommitMs = performance.now() - started
+    this.lastCommitMs = durationMs
     this.lastCommitEvents = rows.length
+    this.notify((o) => o.commit?.({ events: rows.length, requests: batch.length, durationMs }))
     batch.forEach((p, i) => p.resolve(outcomes[i]!))
   }
 
@@ -1384,6 +1478,7 @@ function newEntry(id: number, state: SegmentState, live: Segment | null): Segmen
     detailsFile: null,
     details: null,
     createdMs: live?.createdMs ?? 0,
+    pendingSinceMs: null,
     firstAppendMs: null,
     rowCount: 0,
     minTsUs: null,
@@ -1488,6 +1583,8 @@ async function recover(
     const stats = await computeStats(files.probeConn, entry.file.alias)
     Object.assign(entry, { rowCount: stats.rowCount, minTsUs: stats.minTsUs, maxTsUs: stats.maxTsUs, bytes: await fs.size(file) })
     entry.createdMs = rec?.createdMs ?? opts.clock.nowMs()
+    // When it became pending before the restart is not recorded: from now (a lower bound).
+    entry.pendingSinceMs = opts.clock.nowMs()
     if (rec?.state !== 'archived') await catalog.putLive(id, 'pending', relativeSegmentPath('pending', id), entry.createdMs)
     entries.push(entry)
   }
