@@ -761,10 +761,14 @@ interface Sample {
   cpuS: number | undefined
   queuedEvents: number | undefined
   committedEvents: number | undefined
+  rollovers: number | undefined
 }
 
 interface StatusAnswer {
   ingest?: { queued_events?: number; committed_events?: number }
+  rollovers?: number
+  tiers?: { active?: number; pending?: number; archived?: number }
+  sealing?: { sealed?: number; backlog?: number; failures?: number }
 }
 
 /** GET /v1/status with the query token, or the admin token if the query token is refused (once auth lands). */
@@ -811,11 +815,12 @@ class Sampler {
     const take = (): void => {
       if (this.busy) return // the previous /v1/status is still out: skip a beat rather than pile up
       this.busy = true
-      const s: Sample = { atAbs: nowAbsMs(), rssMiB: rssMiB(this.server.pid), acceptWaiting: acceptQueue(this.port), cpuS: this.server.cpuSeconds(), queuedEvents: undefined, committedEvents: undefined }
+      const s: Sample = { atAbs: nowAbsMs(), rssMiB: rssMiB(this.server.pid), acceptWaiting: acceptQueue(this.port), cpuS: this.server.cpuSeconds(), queuedEvents: undefined, committedEvents: undefined, rollovers: undefined }
       this.samples.push(s)
       void this.status.read().then((st) => {
         s.queuedEvents = st?.ingest?.queued_events
         s.committedEvents = st?.ingest?.committed_events
+        s.rollovers = st?.rollovers
         this.busy = false
       })
     }
@@ -846,7 +851,11 @@ interface ExportCheck {
   seenCapacity: ByteArray
   seenOverload: ByteArray
   error: string | undefined
+  /** Ms since the request when each further exportProgressLines lines had arrived. */
+  progressMs: number[]
 }
+
+const exportProgressLines = 100_000
 
 const ID_HEAD = '{"event_id":"'
 
@@ -865,6 +874,7 @@ async function exportIds(base: URL, token: string, fromMs: number, toMs: number,
     seenCapacity: new ByteArray(),
     seenOverload: new ByteArray(),
     error: undefined,
+    progressMs: [],
   }
   const foreignSeen = new Map<string, number>()
   const t0 = performance.now()
@@ -901,6 +911,7 @@ async function exportIds(base: URL, token: string, fromMs: number, toMs: number,
         lines.on('line', (line) => {
           if (line === '') return
           check.lines++
+          if (check.lines % exportProgressLines === 0) check.progressMs.push(performance.now() - t0)
           // Every line starts with event_id (EXPORT_COLUMNS' first): read it without parsing
           // the whole line unless it holds an escape; anything else goes through JSON.parse.
           let id: unknown
@@ -1105,12 +1116,26 @@ async function main(): Promise<number> {
     const exportFromMs = runStartMs - windowSlackMs
     if (crashedAtS === undefined) {
       const st = await settle(status)
-      log(`  server queue ${st.ok ? 'empty and commits stable' : 'NOT settled'} ${int(st.ms)} ms after the load stopped (committed events ${String(st.last?.ingest?.committed_events)}, queued ${String(st.last?.ingest?.queued_events)})`)
+      log(
+        `  server queue ${st.ok ? 'empty and commits stable' : 'NOT settled'} ${int(st.ms)} ms after the load stopped (committed events ${String(st.last?.ingest?.committed_events)}, queued ${String(st.last?.ingest?.queued_events)}; ` +
+          `rollovers ${String(st.last?.rollovers)}, segments active/pending/archived ${String(st.last?.tiers?.active)}/${String(st.last?.tiers?.pending)}/${String(st.last?.tiers?.archived)}, seal failures ${String(st.last?.sealing?.failures)})`,
+      )
       if (!st.ok) warn(`the server's queue did not settle within ${settleMaxMs} ms`)
       sampler.stop()
       const exportToMs = Date.now() + windowSlackMs
+      const exportCpu0 = { server: server.cpuSeconds(), bench: process.cpuUsage() }
       exp = await exportIds(base, tokens.query, exportFromMs, exportToMs, capacityPrefix, overloadPrefix)
-      log(`  export: ${exp.status} in ${f1(exp.ms / 1000)} s, ${int(exp.lines)} lines, ${mib(exp.bytes)}${exp.error !== undefined ? `; ERROR ${exp.error}` : ''}`)
+      const exportServerCpuS = exportCpu0.server === undefined ? undefined : (server.cpuSeconds() ?? NaN) - exportCpu0.server
+      const exportBenchCpu = process.cpuUsage(exportCpu0.bench)
+      // Lines per second over the first and the last few progress marks: a walk that slows as it goes shows here.
+      const pm = exp.progressMs
+      const k = Math.min(5, Math.floor(pm.length / 2))
+      const rateOf = (a: number, b: number): string => (b > a ? int((exportProgressLines * 1000) / ((pm[b]! - pm[a]!) / (b - a))) : 'n/a')
+      log(
+        `  export: ${exp.status} in ${f1(exp.ms / 1000)} s, ${int(exp.lines)} lines, ${mib(exp.bytes)}; server CPU ${exportServerCpuS === undefined ? 'n/a' : `${f1(exportServerCpuS)} s`}, bench CPU ${f1((exportBenchCpu.user + exportBenchCpu.system) / 1e6)} s` +
+          `${k > 0 ? `; ${rateOf(0, k)} lines/s over its first ${int(k * exportProgressLines)} lines after the first, ${rateOf(pm.length - 1 - k, pm.length - 1)} lines/s over the last ${int(k * exportProgressLines)} counted` : ''}` +
+          `${exp.error !== undefined ? `; ERROR ${exp.error}` : ''}`,
+      )
       if (exp.error !== undefined) fail(`export failed: ${exp.error}`)
       try {
         const a = await httpCall({ agent: statusAgent, base, method: 'GET', path: `/v1/usage?from=${exportFromMs}&to=${exportToMs}`, headers: bearer(tokens.query), timeoutMs: queryTimeoutMs })
@@ -1165,8 +1190,8 @@ async function main(): Promise<number> {
     const loadS = r.durationS
     const achieved = r.ackedEvents / loadS
 
-    log('\n[4] over time (5 s rows; requests by answer time; hz = /healthz on a new connection, hzKA on a kept-alive one; RSS, queued events and CPU at the row\'s last sample; accept q = most connections waiting in the listen backlog)')
-    log(`  ${'t s'.padStart(5)} ${'sent/s'.padStart(7)} ${'2xx/s'.padStart(6)} ${'503/s'.padStart(6)} ${'t/o'.padStart(5)} ${'other'.padStart(5)} ${'acked ev/s'.padStart(10)} ${'2xx p50 ms'.padStart(10)} ${'hz p99'.padStart(7)} ${'hz max'.padStart(7)} ${'hz fail'.padStart(7)} ${'hzKA p99'.padStart(8)} ${'queued ev'.padStart(9)} ${'accept q'.padStart(8)} ${'RSS MiB'.padStart(8)} ${'srv CPU'.padStart(7)}`)
+    log('\n[4] over time (5 s rows; requests by answer time; hz = /healthz on a new connection, hzKA on a kept-alive one; RSS, queued events and CPU at the row\'s last sample; accept q = most connections waiting in the listen backlog; rolls = segment rollovers so far)')
+    log(`  ${'t s'.padStart(5)} ${'sent/s'.padStart(7)} ${'2xx/s'.padStart(6)} ${'503/s'.padStart(6)} ${'t/o'.padStart(5)} ${'other'.padStart(5)} ${'acked ev/s'.padStart(10)} ${'2xx p50 ms'.padStart(10)} ${'hz p99'.padStart(7)} ${'hz max'.padStart(7)} ${'hz fail'.padStart(7)} ${'hzKA p99'.padStart(8)} ${'queued ev'.padStart(9)} ${'accept q'.padStart(8)} ${'rolls'.padStart(5)} ${'RSS MiB'.padStart(8)} ${'srv CPU'.padStart(7)}`)
     const rows = Math.ceil(Math.max(r.seconds.length, Math.ceil(loadS)) / timelineStepS)
     let prevCpu: { atAbs: number; cpuS: number } | undefined =
       serverCpu0 === undefined ? undefined : { atAbs: loadT0Abs, cpuS: serverCpu0 }
@@ -1193,7 +1218,7 @@ async function main(): Promise<number> {
       log(
         `  ${String(s1).padStart(5)} ${int(sum('sent') / width).padStart(7)} ${int(sum('ok') / width).padStart(6)} ${int(sum('s503') / width).padStart(6)} ${String(sum('timeouts')).padStart(5)} ${String(sum('other') + sum('s429') + sum('socketErrors')).padStart(5)} ` +
           `${int(sum('ackedEvents') / width).padStart(10)} ${ms1(percentile(lat, 50)).padStart(10)} ${ms1(percentile(hzRow.map((p) => p.latencyMs), 99)).padStart(7)} ${ms1(hzRow.length > 0 ? Math.max(...hzRow.map((p) => p.latencyMs)) : NaN).padStart(7)} ${String(hzRow.filter((p) => !p.ok).length).padStart(7)} ${ms1(percentile(hzKaRow, 99)).padStart(8)} ` +
-          `${(lastSmp?.queuedEvents === undefined ? 'n/a' : int(lastSmp.queuedEvents)).padStart(9)} ${(smp.some((p) => p.acceptWaiting !== undefined) ? String(Math.max(...smp.map((p) => p.acceptWaiting ?? 0))) : 'n/a').padStart(8)} ${(lastSmp?.rssMiB === undefined ? 'n/a' : f1(lastSmp.rssMiB)).padStart(8)} ${cpu.padStart(7)}`,
+          `${(lastSmp?.queuedEvents === undefined ? 'n/a' : int(lastSmp.queuedEvents)).padStart(9)} ${(smp.some((p) => p.acceptWaiting !== undefined) ? String(Math.max(...smp.map((p) => p.acceptWaiting ?? 0))) : 'n/a').padStart(8)} ${String(lastSmp?.rollovers ?? 'n/a').padStart(5)} ${(lastSmp?.rssMiB === undefined ? 'n/a' : f1(lastSmp.rssMiB)).padStart(8)} ${cpu.padStart(7)}`,
       )
     }
 
