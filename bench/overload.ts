@@ -45,6 +45,7 @@
 // Exit:   0 ok; 1 a correctness failure (an acked event lost or stored twice, a stored
 //         event whose request was answered 503 or refused, the capacity phase's events
 //         not stored exactly, the server died); 2 bad flags or set-up failure.
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -173,25 +174,22 @@ function listenOverflows(): number | undefined {
   }
 }
 
-/** Connections waiting in the server's listen backlog (rx_queue of its listening socket), if readable. */
-function acceptQueue(port: number): number | undefined {
-  const portHex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text: string
-    try {
-      text = readFileSync(file, 'utf8')
-    } catch {
-      continue
-    }
-    for (const line of text.split('\n')) {
-      // sl local_address rem_address st tx_queue:rx_queue …; for a listener (st 0A) rx_queue is its accept queue.
-      const f = line.trim().split(/\s+/)
-      if (f[3] !== '0A' || !`${f[1]} `.endsWith(portHex)) continue
-      const rx = (f[4] ?? '').split(':')[1]
-      if (rx !== undefined) return parseInt(rx, 16)
-    }
-  }
-  return undefined
+/**
+ * The server's listening socket from `ss` (netlink, filtered in the kernel, run
+ * asynchronously): connections waiting to be accepted and the backlog bound. Not
+ * /proc/net/tcp: with thousands of client sockets and TIME_WAITs it is megabytes to
+ * read and split on the generator's thread every second.
+ */
+function acceptQueue(port: number): Promise<{ waiting: number; backlog: number } | undefined> {
+  return new Promise((resolve) => {
+    execFile('ss', ['-ltnH', `sport = :${port}`], { timeout: 2_000 }, (err, stdout) => {
+      // State Recv-Q Send-Q Local Peer; for a listener Recv-Q is the accept queue, Send-Q its bound.
+      const f = err === null ? stdout.trim().split(/\s+/) : []
+      const waiting = Number(f[1])
+      const backlog = Number(f[2])
+      resolve(f[0] === 'LISTEN' && Number.isInteger(waiting) && Number.isInteger(backlog) ? { waiting, backlog } : undefined)
+    })
+  })
 }
 
 function addCount(rec: Record<string, number>, key: string, n = 1): void {
@@ -758,6 +756,7 @@ interface Sample {
   atAbs: number
   rssMiB: number | undefined
   acceptWaiting: number | undefined
+  backlog: number | undefined
   cpuS: number | undefined
   queuedEvents: number | undefined
   committedEvents: number | undefined
@@ -815,12 +814,14 @@ class Sampler {
     const take = (): void => {
       if (this.busy) return // the previous /v1/status is still out: skip a beat rather than pile up
       this.busy = true
-      const s: Sample = { atAbs: nowAbsMs(), rssMiB: rssMiB(this.server.pid), acceptWaiting: acceptQueue(this.port), cpuS: this.server.cpuSeconds(), queuedEvents: undefined, committedEvents: undefined, rollovers: undefined }
+      const s: Sample = { atAbs: nowAbsMs(), rssMiB: rssMiB(this.server.pid), acceptWaiting: undefined, backlog: undefined, cpuS: this.server.cpuSeconds(), queuedEvents: undefined, committedEvents: undefined, rollovers: undefined }
       this.samples.push(s)
-      void this.status.read().then((st) => {
+      void Promise.all([this.status.read(), acceptQueue(this.port)]).then(([st, q]) => {
         s.queuedEvents = st?.ingest?.queued_events
         s.committedEvents = st?.ingest?.committed_events
         s.rollovers = st?.rollovers
+        s.acceptWaiting = q?.waiting
+        s.backlog = q?.backlog
         this.busy = false
       })
     }
@@ -1266,7 +1267,7 @@ async function main(): Promise<number> {
     log(`  server CPU            ${serverCpu0 === undefined || serverCpu1 === undefined ? 'n/a' : `${int((100 * (serverCpu1 - serverCpu0)) / loadS)}% over the load phase (${os.cpus().length} CPUs = ${os.cpus().length * 100}%)`}`)
     const acceptMax = Math.max(0, ...sampler.samples.map((x) => x.acceptWaiting ?? 0))
     log(
-      `  listen backlog        most connections waiting to be accepted ${acceptMax} (Node's default listen backlog: 511); ` +
+      `  listen backlog        most connections waiting to be accepted ${acceptMax} (the listen backlog: ${String(sampler.samples.find((x) => x.backlog !== undefined)?.backlog ?? 'n/a')}); ` +
         `TcpExt ListenOverflows during the load ${overflows0 === undefined || overflows1 === undefined ? 'n/a' : int(overflows1 - overflows0)} (namespace-wide: a full backlog drops SYNs, the client resends after 1 s, 3 s…)`,
     )
     log(`  server logs           ${logs.warnLines} warn, ${logs.errorLines} error, ${logs.stderrLines} stderr lines; stopped in ${int(stop.stopMs)} ms${stop.forced ? ' (SIGKILL)' : ''}, exit ${String(stop.code ?? stop.signal)}`)
