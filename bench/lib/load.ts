@@ -146,9 +146,13 @@ export class IngestLedger {
   /** Batches acknowledged only in part (then exact sums cannot be predicted). */
   partialBatches = 0
 
-  constructor(factory: BatchFactory, templateCount: number) {
+  /** Sent with every request besides the content type (e.g. `authorization`). */
+  private readonly headers: Record<string, string>
+
+  constructor(factory: BatchFactory, templateCount: number, headers: Record<string, string> = {}) {
     this.factory = factory
     this.fullBatchesByTemplate = new Array<number>(templateCount).fill(0)
+    this.headers = { ...headers, 'content-type': 'application/json' }
   }
 
   get inFlightCount(): number {
@@ -167,7 +171,7 @@ export class IngestLedger {
       duration: durationS,
       timeout: requestTimeoutS,
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: this.headers,
       requests: [
         {
           method: 'POST',
@@ -219,7 +223,7 @@ export class IngestLedger {
         try {
           const r = await fetch(`${url}/v1/events`, {
             method: 'POST',
-            headers: { 'content-type': 'application/json' },
+            headers: this.headers,
             body,
             signal: AbortSignal.timeout(requestTimeoutS * 1000),
           })
@@ -309,7 +313,7 @@ export class IngestLedger {
       try {
         const res = await fetch(`${url}/v1/events`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json' },
+          headers: this.headers,
           body,
           signal: AbortSignal.timeout(resendTimeoutMs),
         })
