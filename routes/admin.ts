@@ -112,6 +112,7 @@ const ConfigSummary = Type.Object(
     backpressure: Type.Object(
       {
         min_free_disk_bytes: Bytes,
+        max_ingest_inflight: Count,
         max_pending_segments: Count,
         max_active_bytes: Bytes,
         query: Pressure,
@@ -168,6 +169,7 @@ function configSummary(config: Config) {
     },
     backpressure: {
       min_free_disk_bytes: config.minFreeDiskBytes,
+      max_ingest_inflight: config.maxIngestInflight,
       max_pending_segments: config.maxPendingSegments,
       max_active_bytes: config.maxActiveBytes,
       query: pressureOut(config.queryPressure),

@@ -72,6 +72,8 @@ export interface Config {
   maxConnections: number
   /** Ingest is refused (503) and /readyz unready while the data directory's file system has less free space than this. */
   minFreeDiskBytes: number
+  /** Ingest requests being read, validated, queued or committed at once; past it 503 before the body is read. */
+  maxIngestInflight: number
   /** Ingest is refused while more rolled-over segments than this wait to be sealed. */
   maxPendingSegments: number
   /** Ingest is refused while the active segment (file plus WAL) is larger than this: rollover is not keeping up or failing. */
@@ -312,6 +314,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxConnections: r.int('MAX_CONNECTIONS', 4096, 1, 1_000_000),
     minFreeDiskBytes: r.size('MIN_FREE_DISK', '1GiB', 0, 1024 * 1024 * MiB),
     maxPendingSegments: r.int('MAX_PENDING_SEGMENTS', 32, 1, 100_000),
+    maxIngestInflight: r.int('MAX_INGEST_INFLIGHT', 128, 1, 100_000),
     maxActiveBytes: 0,
     queryPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
     ingestPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },

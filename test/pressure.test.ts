@@ -228,3 +228,29 @@ test('connections past TOKENLEDGER_MAX_CONNECTIONS are closed at once; held ones
   const [answer] = (await once(held[0]!, 'data')) as [Buffer]
   assert.match(answer.toString(), /^HTTP\/1\.1 200/)
 })
+
+test('ingest admission: past TOKENLEDGER_MAX_INGEST_INFLIGHT a request is refused 503 before its body is read; the count returns to 0', async (t) => {
+  let release!: () => void
+  let parked = new Promise<void>((resolve) => (release = resolve))
+  const { app } = await build(t, { TOKENLEDGER_MAX_INGEST_INFLIGHT: '2' }, { onCommitHoldingGate: () => parked })
+  const first = post(app, [event()])
+  const second = post(app, [event()])
+  for (let i = 0; i < 100 && app.ingestInflight() < 2; i++) await delay(5)
+  assert.equal(app.ingestInflight(), 2)
+  // A body that would be a 400 if it were read: the refusal comes first.
+  const third = await app.inject({ method: 'POST', url: '/v1/events', payload: '{"events": [', headers: { 'content-type': 'application/json' } })
+  assert.equal(third.statusCode, 503)
+  assert.equal(third.headers['retry-after'], '1')
+  assert.match(third.json().message, /2 ingest requests in flight, at most 2 \(TOKENLEDGER_MAX_INGEST_INFLIGHT\)/)
+  assert.equal((await app.inject({ url: '/v1/usage' })).statusCode, 200, 'queries are not counted')
+  release()
+  parked = Promise.resolve()
+  assert.equal((await first).body.accepted, 1)
+  assert.equal((await second).body.accepted, 1)
+  for (let i = 0; i < 100 && app.ingestInflight() > 0; i++) await delay(5)
+  assert.equal(app.ingestInflight(), 0)
+  for (let i = 0; i < 5; i++) assert.equal((await post(app, [event()])).body.accepted, 1)
+  const refusedBadly = await app.inject({ method: 'POST', url: '/v1/events', payload: '{"events": [', headers: { 'content-type': 'application/json' } })
+  assert.equal(refusedBadly.statusCode, 400, 'below the bound the body is read (and this one is malformed)')
+  assert.equal(app.ingestInflight(), 0, 'answered requests, 2xx or 4xx, leave the count')
+})

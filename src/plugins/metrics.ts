@@ -292,6 +292,14 @@ export default fp(
       },
     })
     new Gauge({
+      name: 'tokenledger_ingest_inflight_requests',
+      help: 'Ingest requests between their headers and their answer (503 at once past TOKENLEDGER_MAX_INGEST_INFLIGHT).',
+      registers: [registry],
+      collect() {
+        this.set(app.ingestInflight())
+      },
+    })
+    new Gauge({
       name: 'tokenledger_store_failed',
       help: '1 once the store has entered fail-stop after a write that may have invalidated DuckDB: no writes until restart.',
       registers: [registry],

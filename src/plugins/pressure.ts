@@ -12,6 +12,12 @@
 //
 // under-pressure samples once a second and calls the pressure handler with
 // only the first threshold crossed, so the ingest check reads every figure.
+//
+// Ingest admission: at most maxIngestInflight ingest requests are between
+// their headers and their answer; one more is answered 503 at once, before its
+// body is read, parsed or validated. Under overload that turns what would be
+// a client timeout (work queued on the event loop, then the accept backlog)
+// into a fast, cheap, retryable refusal.
 
 import fp from 'fastify-plugin'
 import underPressure from '@fastify/under-pressure'
@@ -24,6 +30,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Why ingest is refused by process pressure now (empty: it is not). */
     ingestPressure(): string[]
+    /** Ingest requests between their headers and their answer. */
+    ingestInflight(): number
   }
 }
 
@@ -74,6 +82,18 @@ export default fp(
       },
     })
     app.decorate('ingestPressure', () => pressureReasons(app.memoryUsage(), config.ingestPressure))
+
+    let inflight = 0
+    app.decorate('ingestInflight', () => inflight)
+    app.addHook('onRequest', async (request, reply) => {
+      if (request.routeOptions.config.scope !== 'ingest') return
+      if (inflight >= config.maxIngestInflight) {
+        throw new Errors.Overloaded(`${inflight} ingest requests in flight, at most ${config.maxIngestInflight} (TOKENLEDGER_MAX_INGEST_INFLIGHT)`)
+      }
+      inflight++
+      // 'close' comes once for every response, answered or aborted.
+      reply.raw.once('close', () => inflight--)
+    })
 
     if (config.rateLimitMax > 0) {
       await app.register(rateLimit, {
