@@ -314,7 +314,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxConnections: r.int('MAX_CONNECTIONS', 4096, 1, 1_000_000),
     minFreeDiskBytes: r.size('MIN_FREE_DISK', '1GiB', 0, 1024 * 1024 * MiB),
     maxPendingSegments: r.int('MAX_PENDING_SEGMENTS', 32, 1, 100_000),
-    maxIngestInflight: r.int('MAX_INGEST_INFLIGHT', 128, 1, 100_000),
+    maxIngestInflight: r.int('MAX_INGEST_INFLIGHT', 32, 1, 100_000),
     maxActiveBytes: 0,
     queryPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
     ingestPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
