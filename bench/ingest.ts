@@ -35,6 +35,7 @@ import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from
 import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
 import { int, log } from './lib/report.js'
 import { BENCH_SERVER_ENV_KEYS, repoRoot, tokenledgerSpec } from './lib/server.js'
+import { UsageError, numberOption } from './lib/cli.js'
 
 const parseOnlyServerPath = fileURLToPath(new URL('./parse-only-server.ts', import.meta.url))
 
@@ -59,17 +60,7 @@ interface Options {
   order: TargetName[]
 }
 
-class UsageError extends Error {}
 
-function numberOption(name: string, cli: string | undefined, envName: string, fallback: number, min: number, max: number, integer: boolean): number {
-  const raw = cli ?? process.env[envName]
-  if (raw === undefined || raw === '') return fallback
-  const v = Number(raw)
-  if (!Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
-    throw new UsageError(`--${name} (or ${envName}) must be ${integer ? 'an integer' : 'a number'} in ${min}..${max}, got "${raw}"`)
-  }
-  return v
-}
 
 function readOptions(): Options {
   const { values } = parseArgs({

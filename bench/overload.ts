@@ -61,6 +61,7 @@ import { BATCH_EVENTS_MAX, BatchFactory, KEY_COUNT, TEMPLATE_COUNT } from './lib
 import { IngestLedger, type PhaseResult } from './lib/load.js'
 import { f1, fail, failures, int, log, mib, percentile, warn, warnings } from './lib/report.js'
 import { tokenledgerSpec } from './lib/server.js'
+import { UsageError, numberOption, rssMiB } from './lib/cli.js'
 
 const serverStartTimeoutMs = 120_000
 const queryTimeoutMs = 30_000
@@ -88,7 +89,6 @@ const HOUR_MS = 3_600_000
 
 // ---------------------------------------------------------------------------- options
 
-class UsageError extends Error {}
 
 interface Options {
   durationS: number
@@ -105,15 +105,6 @@ interface Options {
   healthzMs: number
 }
 
-function numberOption(name: string, cli: string | undefined, envName: string, fallback: number, min: number, max: number, integer: boolean): number {
-  const raw = cli ?? process.env[envName]
-  if (raw === undefined || raw === '') return fallback
-  const v = Number(raw)
-  if (!Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
-    throw new UsageError(`--${name} (or ${envName}) must be ${integer ? 'an integer' : 'a number'} in ${min}..${max}, got "${raw}"`)
-  }
-  return v
-}
 
 function readOptions(): Options {
   const names = ['duration', 'capacity-duration', 'warmup', 'connections', 'batch', 'factor', 'rate', 'timeout-ms', 'inflight', 'query-clients', 'healthz-ms'] as const
@@ -152,14 +143,6 @@ const clip = (text: string): string => (text.length > sampleCharsMax ? `${text.s
 const median = (xs: number[]): number => percentile(xs, 50)
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-function rssMiB(pid: number): number | undefined {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) / 1024 : undefined
-  } catch {
-    return undefined
-  }
-}
 
 /** TcpExt ListenOverflows of this network namespace (every listener, not only the server's), if readable. */
 function listenOverflows(): number | undefined {

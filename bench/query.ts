@@ -67,6 +67,7 @@ import { f1, fail, failures, int, integerFlags, log, mib, percentile, warn, warn
 import { getJson, httpTimeoutMs, settleLedger, startTokenledger, waitSealed, type ServerStatus } from './lib/server.js'
 import { plusAcked, sumsDiff, sumsOf, sumsOfFiles, zero, type Sums } from './lib/sums.js'
 import { segmentPath } from '../src/store/layout.js'
+import { rssMiB } from './lib/cli.js'
 
 const DAY_MS = 86_400_000
 const HOUR_MS = 3_600_000
@@ -131,14 +132,6 @@ const ms1 = (n: number): string => (Number.isNaN(n) ? '-' : n < 10 ? n.toFixed(2
 const floorBucketMs = (ms: number): number => Math.floor(ms / BUCKET_MS) * BUCKET_MS
 const pick = <T>(items: readonly T[]): T => items[randomInt(items.length)]!
 
-function rssMiB(pid: number): number | undefined {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) / 1024 : undefined
-  } catch {
-    return undefined
-  }
-}
 
 /** Bytes of every file under `dir`. */
 async function dirBytes(dir: string): Promise<number> {
