@@ -61,7 +61,7 @@ import { BATCH_EVENTS_MAX, BatchFactory, KEY_COUNT, TEMPLATE_COUNT } from './lib
 import { IngestLedger, type PhaseResult } from './lib/load.js'
 import { f1, fail, failures, int, log, mib, percentile, warn, warnings } from './lib/report.js'
 import { tokenledgerSpec } from './lib/server.js'
-import { UsageError, numberOption, rssMiB } from './lib/cli.js'
+import { numberOption, rssMiB } from './lib/cli.js'
 
 const serverStartTimeoutMs = 120_000
 const queryTimeoutMs = 30_000

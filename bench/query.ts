@@ -53,7 +53,6 @@
 // Exit:   0 ok (targets missed are warnings), 1 a correctness failure (a wrong answer,
 //         a non-2xx answer, lost or double-counted events), 2 setup.
 import { randomBytes, randomInt } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
