@@ -49,7 +49,11 @@ export function serverOptions(config: Config, logger: Logger): FastifyHttpOption
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: config.maxBodyBytes,
     requestTimeout: config.requestTimeoutMs,
-    connectionTimeout: config.requestTimeoutMs,
+    // The idle-socket timeout must outlast the longest answer the service may take to
+    // start (a Parquet export, a query at its time bound behind the gate), or Node would
+    // reset the socket of a request still being worked on. Slow clients are bounded by
+    // requestTimeout (receiving the request) and headersTimeout.
+    connectionTimeout: Math.max(config.requestTimeoutMs, config.exportTimeoutMs, config.queryTimeoutMs + config.gateWaitMs) + 10_000,
     // Node's own bounds on a request head: its size (431 past it) and how long it may take to arrive.
     // Node enforces both timeouts only when it checks its connections (every 30 s by default): check every second.
     http: { maxHeaderSize: config.maxHeaderBytes, headersTimeout: Math.min(config.requestTimeoutMs, 60_000), connectionsCheckingInterval: 1000 },
@@ -138,8 +142,16 @@ export const app = fp<AppOptions>(
     // keep-alive connections closed with them; otherwise an idle keep-alive
     // socket holds server.close() open until keepAliveTimeout.
     let closing = false
+    // Connections that never sent a byte would hold server.close() open until
+    // headersTimeout, past the shutdown grace: close them when draining starts.
+    const sockets = new Set<import('node:net').Socket>()
+    instance.server.on('connection', (socket: import('node:net').Socket) => {
+      sockets.add(socket)
+      socket.once('close', () => sockets.delete(socket))
+    })
     instance.addHook('preClose', async () => {
       closing = true
+      for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy()
     })
     instance.addHook('onSend', async (_request, reply, payload) => {
       if (closing) reply.header('connection', 'close')

@@ -214,7 +214,7 @@ test('connections past TOKENLEDGER_MAX_CONNECTIONS are closed at once; held ones
   await app.listen({ host: '127.0.0.1', port: 0 })
   const { port } = app.server.address() as { port: number }
   const held = [connect(port, '127.0.0.1'), connect(port, '127.0.0.1')]
-  t.after(() => held.forEach((s) => s.destroy()))
+  t.after(() => held.forEach((s) => s.destroy())) // (the app's own close also drops sockets that never sent a request)
   await Promise.all(held.map((s) => once(s, 'connect')))
   // The server must have accepted both before the third arrives (bounded poll of its count).
   const count = () => new Promise<number>((resolve, reject) => app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))))
@@ -253,4 +253,52 @@ test('ingest admission: past TOKENLEDGER_MAX_INGEST_INFLIGHT a request is refuse
   const refusedBadly = await app.inject({ method: 'POST', url: '/v1/events', payload: '{"events": [', headers: { 'content-type': 'application/json' } })
   assert.equal(refusedBadly.statusCode, 400, 'below the bound the body is read (and this one is malformed)')
   assert.equal(app.ingestInflight(), 0, 'answered requests, 2xx or 4xx, leave the count')
+})
+
+test('an oversized active segment whose size rollover failed is retried by the timer tick, and ingest comes back', async (t) => {
+  let failRollover = true
+  const { app } = await build(t, { TOKENLEDGER_ROLLOVER_BYTES: '64KiB', TOKENLEDGER_MAX_ACTIVE_BYTES: '256KiB' }, {
+    beforeRolloverGate: async () => {
+      if (failRollover) throw new Error('transient: EMFILE')
+    },
+  })
+  let refused: { status: number; body: unknown } | null = null
+  for (let i = 0; i < 2000 && refused === null; i++) {
+    const res = await post(app, Array.from({ length: 50 }, () => event({ tags: { pad: 'x'.repeat(200) } })))
+    if (res.status !== 200) refused = res
+  }
+  assert.ok(refused, 'ingest was refused once the active segment outgrew its bound')
+  assert.match((refused.body as { message: string }).message, /TOKENLEDGER_MAX_ACTIVE_BYTES/)
+  await app.store.settle()
+  failRollover = false
+  await app.store.tick() // no commit will come to measure the size again: the tick must
+  await app.store.settle()
+  assert.equal((await post(app, [event()])).body.accepted, 1)
+  assert.equal((await ready(app)).status, 200)
+})
+
+test('a query stopped at its time bound is 503 TL_QUERY_TIMEOUT with Retry-After, not a 500', async (t) => {
+  const { app } = await build(t)
+  const { Errors } = await import('../src/errors.js')
+  ;(app.store as unknown as { snapshot: () => Promise<never> }).snapshot = async () => {
+    throw new Errors.QueryTimeout(30_000)
+  }
+  const res = await app.inject({ url: '/v1/usage' })
+  assert.equal(res.statusCode, 503)
+  assert.equal(res.json().code, 'TL_QUERY_TIMEOUT')
+  assert.equal(res.headers['retry-after'], '1')
+})
+
+test('shutdown does not wait for connections that never sent a request', async (t) => {
+  const { app } = await build(t, { TOKENLEDGER_REQUEST_TIMEOUT: '30s' })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  const silent = connect(port, '127.0.0.1')
+  silent.on('error', () => undefined)
+  await once(silent, 'connect')
+  const count = () => new Promise<number>((resolve, reject) => app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))))
+  for (let i = 0; i < 100 && (await count()) < 1; i++) await delay(10)
+  const started = Date.now()
+  await app.close()
+  assert.ok(Date.now() - started < 5000, `close took ${Date.now() - started} ms (headersTimeout is 30 s)`)
 })

@@ -906,6 +906,9 @@ export class Store {
     if (a.firstAppendMs !== null && nowMs - a.firstAppendMs >= this.rolloverAgeMs) {
       await this.rollover('age').catch((err: unknown) => this.opts.logger.error({ err }, 'age rollover failed'))
     }
+    // Size is otherwise measured after commits; once an oversized active segment refuses
+    // appends there are none, so a failed size rollover is retried from here.
+    if (!this.rolling && this.active.live) await this.checkSize().catch((err: unknown) => this.opts.logger.error({ err }, 'measuring the active segment failed'))
     this.sealer.kick(this.pendingEntries())
     if (nowMs >= this.nextRetentionMs && this.retentionRun === null) {
       this.nextRetentionMs = nowMs + this.retentionIntervalMs
@@ -1451,7 +1454,8 @@ export class Store {
     this.opts.logger.error({ err }, always ? 'closing a rolled-over segment failed' : 'group commit failed; its requests are answered 503 and nothing of them is stored')
     // DuckDB invalidates a database after a failed WAL write/fsync or checkpoint:
     // from then on nothing may be acknowledged. Stop (fail-stop) rather than guess.
-    if (always || /invalidated|fatal|I\/O Error|No space left/i.test(message)) {
+    // DuckDB spells its I/O errors "IO Error:"; any of them on the commit path may have left the WAL half-written.
+    if (always || /invalidated|fatal|\bIO Error\b|I\/O Error|No space left|Disk quota exceeded/i.test(message)) {
       this.failure = message.slice(0, 300)
       this.opts.logger.fatal({ reason: this.failure }, 'store entered fail-stop: refusing writes until restart')
     }
