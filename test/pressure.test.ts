@@ -302,3 +302,19 @@ test('shutdown does not wait for connections that never sent a request', async (
   await app.close()
   assert.ok(Date.now() - started < 5000, `close took ${Date.now() - started} ms (headersTimeout is 30 s)`)
 })
+
+test('reads waiting for a query slot are bounded: past 8 per slot a query is 503 TL_QUERY_BUSY at once', async (t) => {
+  const { app } = await build(t, { TOKENLEDGER_MAX_CONCURRENT_QUERIES: '1' })
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  const holder = app.store.snapshot(() => gate)
+  const waiting = Array.from({ length: 8 }, () => app.inject({ url: '/v1/usage' }))
+  for (let i = 0; i < 200 && (app.store as unknown as { queryWaiters: number }).queryWaiters < 8; i++) await delay(5)
+  const refused = await app.inject({ url: '/v1/usage' })
+  assert.equal(refused.statusCode, 503)
+  assert.equal(refused.json().code, 'TL_QUERY_BUSY')
+  assert.equal(refused.headers['retry-after'], '1')
+  release()
+  await holder
+  for (const res of await Promise.all(waiting)) assert.equal(res.statusCode, 200, 'the waiting ones are served')
+})

@@ -54,7 +54,7 @@
 //   (a throw is logged and ignored).
 
 import path from 'node:path'
-import { E_TIMEOUT, Mutex, Semaphore, withTimeout, type MutexInterface } from 'async-mutex'
+import { E_TIMEOUT, Mutex, Semaphore, withTimeout, type MutexInterface, type SemaphoreInterface } from 'async-mutex'
 import type { DuckDBConnection } from '@duckdb/node-api'
 import type { Logger } from '../log.js'
 import type { Clock } from '../clock.js'
@@ -321,6 +321,8 @@ export interface Snapshot {
 }
 
 const MIB = 1024 * 1024
+/** Reads that may wait for a query slot, per slot. */
+const MAX_QUERY_WAITERS_PER_SLOT = 8
 /** Most segments deleted in one catalog transaction. */
 const MAX_DELETE_BATCH = 1000
 
@@ -329,7 +331,9 @@ export class Store {
   private readonly rawGate = new Mutex()
   /** Held while a rolled-over segment is closed and moved; probes of it wait (lock order: after the gate). */
   private readonly retireLock = new Mutex()
-  private readonly querySlots: Semaphore
+  private readonly querySlots: SemaphoreInterface
+  /** Reads waiting for a slot; past MAX_QUERY_WAITERS_PER_SLOT × slots a read is refused at once (QueryBusy). */
+  private queryWaiters = 0
   private readonly segments = new Map<number, SegmentEntry>()
   private readonly sealer: Sealer
   private active: SegmentEntry
@@ -385,7 +389,8 @@ export class Store {
     nextId: number,
   ) {
     this.gate = withTimeout(this.rawGate, opts.gateWaitMs, E_TIMEOUT)
-    this.querySlots = new Semaphore(opts.maxConcurrentQueries)
+    // A read waits for a slot at most as long as it may run; a client gone meanwhile cannot pile up work.
+    this.querySlots = withTimeout(new Semaphore(opts.maxConcurrentQueries), opts.queryTimeoutMs ?? 30_000, E_TIMEOUT)
     this.fs = fs
     for (const e of entries) this.segments.set(e.id, e)
     const active = entries.find((e) => e.state === 'active')
@@ -659,7 +664,16 @@ export class Store {
    */
   async snapshot<T>(fn: (snap: Snapshot) => Promise<T>, opts: { timeoutMs?: number } = {}): Promise<T> {
     if (this.closed) throw new Errors.Draining()
-    const [, releaseSlot] = await this.querySlots.acquire()
+    if (this.querySlots.isLocked() && this.queryWaiters >= MAX_QUERY_WAITERS_PER_SLOT * this.opts.maxConcurrentQueries) throw new Errors.QueryBusy()
+    this.queryWaiters++
+    const [, releaseSlot] = await this.querySlots.acquire().then(
+      (r) => r,
+      (err: unknown) => {
+        throw err === E_TIMEOUT ? new Errors.QueryBusy() : err
+      },
+    ).finally(() => {
+      this.queryWaiters--
+    })
     const pinned: Array<() => Promise<void>> = []
     const cutoffs = this.cutoffs()
     // The time bound: past it, every DuckDB query this snapshot is running is
