@@ -24,7 +24,6 @@ import underPressure from '@fastify/under-pressure'
 import rateLimit from '@fastify/rate-limit'
 import type { PressureLimits } from '../config.js'
 import { Errors } from '../errors.js'
-import type { Scope } from './auth.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -58,8 +57,6 @@ export function pressureReasons(sample: Sample, limits: PressureLimits): string[
   return reasons
 }
 
-const SHED_FIRST: ReadonlySet<Scope> = new Set(['query'])
-
 export default fp(
   async (app) => {
     const { config } = app
@@ -71,7 +68,7 @@ export default fp(
       retryAfter: config.retryAfterSeconds,
       pressureHandler: async (request) => {
         const scope = request.routeOptions.config.scope
-        if (scope !== undefined && SHED_FIRST.has(scope)) {
+        if (scope === 'query') {
           throw new Errors.Overloaded(pressureReasons(app.memoryUsage(), q).join('; ') || 'process under pressure')
         }
         if (scope === 'ingest') {

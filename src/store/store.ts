@@ -362,6 +362,9 @@ export class Store {
   private rollovers = 0
   private lastRollover: RolloverReport | null = null
   private readonly rolloverBytes: number
+  private readonly minFreeDiskBytes: number
+  private readonly maxPendingSegments: number
+  private readonly maxActiveBytes: number
   private readonly rolloverAgeMs: number
   private readonly windows: RetentionWindows
   private readonly retentionIntervalMs: number
@@ -398,6 +401,9 @@ export class Store {
     this.active = active
     this.nextId = nextId
     this.rolloverBytes = opts.rolloverBytes ?? 64 * MIB
+    this.minFreeDiskBytes = opts.minFreeDiskBytes ?? 1024 * MIB
+    this.maxPendingSegments = opts.maxPendingSegments ?? 32
+    this.maxActiveBytes = opts.maxActiveBytes ?? 4 * this.rolloverBytes
     this.rolloverAgeMs = opts.rolloverAgeMs ?? 3_600_000
     this.windows = opts.retention ?? DEFAULT_WINDOWS
     this.retentionIntervalMs = opts.retentionIntervalMs ?? 3_600_000
@@ -804,23 +810,21 @@ export class Store {
   /** Why appends are refused now: low disk, seal backlog, oversized active segment (empty: admitted). */
   refusing(): string[] {
     const reasons: string[] = []
-    const floor = this.opts.minFreeDiskBytes ?? 1024 * MIB
-    if (floor > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < floor) {
-      reasons.push(`free disk ${mib(this.freeDiskBytes)} is below the floor of ${mib(floor)} (TOKENLEDGER_MIN_FREE_DISK)`)
+    if (this.lowOnDisk()) {
+      reasons.push(`free disk ${mib(this.freeDiskBytes!)} is below the floor of ${mib(this.minFreeDiskBytes)} (TOKENLEDGER_MIN_FREE_DISK)`)
     }
     const pending = this.pendingCount()
-    const maxPending = this.opts.maxPendingSegments ?? 32
-    if (pending > maxPending) reasons.push(`${pending} segments wait to be sealed, more than ${maxPending} (TOKENLEDGER_MAX_PENDING_SEGMENTS)`)
-    const maxActive = this.opts.maxActiveBytes ?? 4 * this.rolloverBytes
+    if (pending > this.maxPendingSegments) reasons.push(`${pending} segments wait to be sealed, more than ${this.maxPendingSegments} (TOKENLEDGER_MAX_PENDING_SEGMENTS)`)
     const activeBytes = this.active.bytes ?? 0
-    if (activeBytes > maxActive) reasons.push(`the active segment holds ${mib(activeBytes)}, more than ${mib(maxActive)} (TOKENLEDGER_MAX_ACTIVE_BYTES): rollover is not keeping up`)
+    if (activeBytes > this.maxActiveBytes) {
+      reasons.push(`the active segment holds ${mib(activeBytes)}, more than ${mib(this.maxActiveBytes)} (TOKENLEDGER_MAX_ACTIVE_BYTES): rollover is not keeping up`)
+    }
     return reasons
   }
 
   /** Whether the data directory has less free space than its floor (exports that write files check this too). */
   lowOnDisk(): boolean {
-    const floor = this.opts.minFreeDiskBytes ?? 1024 * MIB
-    return floor > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < floor
+    return this.minFreeDiskBytes > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < this.minFreeDiskBytes
   }
 
   private pendingCount(): number {
@@ -835,12 +839,12 @@ export class Store {
       .freeBytes(this.opts.dataDir)
       .then(
         (bytes) => {
-          const floor = this.opts.minFreeDiskBytes ?? 1024 * MIB
           const wasLow = this.lowOnDisk()
           this.freeDiskBytes = bytes
           this.diskSampledMs = performance.now()
-          if (!wasLow && this.lowOnDisk()) this.opts.logger.error({ freeBytes: bytes, floorBytes: floor }, 'free disk below its floor: refusing ingest until space is freed')
-          if (wasLow && !this.lowOnDisk()) this.opts.logger.warn({ freeBytes: bytes, floorBytes: floor }, 'free disk back above its floor: taking ingest again')
+          const figures = { freeBytes: bytes, floorBytes: this.minFreeDiskBytes }
+          if (!wasLow && this.lowOnDisk()) this.opts.logger.error(figures, 'free disk below its floor: refusing ingest until space is freed')
+          if (wasLow && !this.lowOnDisk()) this.opts.logger.warn(figures, 'free disk back above its floor: taking ingest again')
         },
         (err: unknown) => this.opts.logger.error({ err }, 'reading free disk space failed'),
       )
