@@ -61,7 +61,7 @@ import { BATCH_EVENTS_MAX, BatchFactory, KEY_COUNT, TEMPLATE_COUNT } from './lib
 import { IngestLedger, type PhaseResult } from './lib/load.js'
 import { f1, fail, failures, int, log, mib, percentile, warn, warnings } from './lib/report.js'
 import { tokenledgerSpec } from './lib/server.js'
-import { numberOption, rssMiB } from './lib/cli.js'
+import { numberOption, rssMiB, runMain } from './lib/cli.js'
 
 const serverStartTimeoutMs = 120_000
 const queryTimeoutMs = 30_000
@@ -1303,10 +1303,4 @@ async function main(): Promise<number> {
   return failures.length === 0 ? 0 : 1
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench:overload: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-    process.exit(2)
-  },
-)
+runMain('bench:overload', main)

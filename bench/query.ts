@@ -66,7 +66,7 @@ import { f1, fail, failures, int, integerFlags, log, mib, percentile, warn, warn
 import { getJson, httpTimeoutMs, settleLedger, startTokenledger, waitSealed, type ServerStatus } from './lib/server.js'
 import { plusAcked, sumsDiff, sumsOf, sumsOfFiles, zero, type Sums } from './lib/sums.js'
 import { segmentPath } from '../src/store/layout.js'
-import { rssMiB } from './lib/cli.js'
+import { rssMiB, runMain } from './lib/cli.js'
 
 const DAY_MS = 86_400_000
 const HOUR_MS = 3_600_000
@@ -857,10 +857,4 @@ async function stopServer(server: RunningServer): Promise<void> {
   if (l.errorLines > 0) warn(`${server.name} logged ${l.errorLines} errors`)
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench:query: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-    process.exit(2)
-  },
-)
+runMain('bench:query', main)

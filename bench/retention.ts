@@ -58,6 +58,7 @@ import { detailsPath, segmentPath } from '../src/store/layout.js'
 import { BUCKET_US } from '../src/store/catalog.js'
 import { parseTimestamp } from '../src/ingest/timestamp.js'
 import type { RetentionReport } from '../src/store/retention.js'
+import { runMain } from './lib/cli.js'
 
 const DAY_MS = 86_400_000
 /** A retention run deletes files and rewrites the index: allow it more than a query. */
@@ -534,10 +535,4 @@ async function main(): Promise<number> {
   return failures.length === 0 ? 0 : 1
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench:retention: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-    process.exit(2)
-  },
-)
+runMain('bench:retention', main)

@@ -44,6 +44,7 @@ import { f1, fail, failures, int, integerFlags, loadFlags, loadOptions, log, per
 import { getJson, httpTimeoutMs, settleLedger, startTokenledger, waitSealed, type ServerStatus } from './lib/server.js'
 import { plusAcked, sumsOfFiles, zero, type Sums } from './lib/sums.js'
 import { segmentPath, tierDir } from '../src/store/layout.js'
+import { runMain } from './lib/cli.js'
 
 const parquetSampleSegments = 4
 
@@ -341,10 +342,4 @@ async function main(): Promise<number> {
   return failures.length === 0 ? 0 : 1
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench:tiers: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-    process.exit(2)
-  },
-)
+runMain('bench:tiers', main)

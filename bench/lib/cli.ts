@@ -24,3 +24,14 @@ export function rssMiB(pid: number): number | undefined {
     return undefined
   }
 }
+
+/** Runs a bench's main: exits with its code, or prints the failure under the bench's name and exits 2. */
+export function runMain(name: string, main: () => Promise<number>): void {
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+      process.exit(2)
+    },
+  )
+}
