@@ -12,22 +12,7 @@
 // - SCHEMA_VERSION grows when a column is added; readers of older segments
 //   must treat missing columns as null/default.
 
-import {
-  BIGINT,
-  BOOLEAN,
-  DECIMAL,
-  DuckDBDataChunk,
-  DuckDBDecimalValue,
-  DuckDBTimestampValue,
-  INTEGER,
-  SMALLINT,
-  TIMESTAMP,
-  VARCHAR,
-  type DuckDBConnection,
-  type DuckDBType,
-  type DuckDBVector,
-  type DuckDBValue,
-} from '@duckdb/node-api'
+import type { DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
 import type { UsageEvent } from '../ingest/event.js'
 
@@ -36,7 +21,6 @@ export const SCHEMA_VERSION = 1
 interface Column {
   name: string
   sql: string
-  type: DuckDBType
   /**
    * What a segment written before this column existed reads as (SQL). Columns
    * without it are part of every schema version: a file lacking one is unreadable.
@@ -44,32 +28,30 @@ interface Column {
   ifMissing?: string
 }
 
-const DECIMAL_COST = DECIMAL(COST_WIDTH, COST_SCALE)
-
 export const EVENT_COLUMNS: readonly Column[] = [
-  { name: 'event_id', sql: 'VARCHAR NOT NULL', type: VARCHAR },
-  { name: 'ts', sql: 'TIMESTAMP NOT NULL', type: TIMESTAMP },
-  { name: 'key_id', sql: 'VARCHAR NOT NULL', type: VARCHAR },
-  { name: 'provider', sql: 'VARCHAR NOT NULL', type: VARCHAR },
-  { name: 'model', sql: 'VARCHAR NOT NULL', type: VARCHAR },
-  { name: 'status_code', sql: 'SMALLINT NOT NULL', type: SMALLINT },
-  { name: 'input_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
-  { name: 'output_tokens', sql: 'BIGINT NOT NULL', type: BIGINT },
-  { name: 'cache_read_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, ifMissing: '0::BIGINT' },
-  { name: 'cache_write_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, ifMissing: '0::BIGINT' },
-  { name: 'reasoning_tokens', sql: 'BIGINT NOT NULL', type: BIGINT, ifMissing: '0::BIGINT' },
-  { name: 'cost', sql: `DECIMAL(${COST_WIDTH},${COST_SCALE})`, type: DECIMAL_COST, ifMissing: `NULL::DECIMAL(${COST_WIDTH},${COST_SCALE})` },
-  { name: 'currency', sql: 'VARCHAR NOT NULL', type: VARCHAR, ifMissing: `'USD'` },
-  { name: 'team_id', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
-  { name: 'user_id', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
-  { name: 'customer_id', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
-  { name: 'endpoint', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
-  { name: 'latency_ms', sql: 'INTEGER', type: INTEGER, ifMissing: 'NULL::INTEGER' },
-  { name: 'ttft_ms', sql: 'INTEGER', type: INTEGER, ifMissing: 'NULL::INTEGER' },
-  { name: 'stream', sql: 'BOOLEAN', type: BOOLEAN, ifMissing: 'NULL::BOOLEAN' },
-  { name: 'tags', sql: 'VARCHAR', type: VARCHAR, ifMissing: 'NULL::VARCHAR' },
-  { name: 'has_detail', sql: 'BOOLEAN NOT NULL', type: BOOLEAN, ifMissing: 'false' },
-  { name: 'fingerprint', sql: 'VARCHAR NOT NULL', type: VARCHAR },
+  { name: 'event_id', sql: 'VARCHAR NOT NULL' },
+  { name: 'ts', sql: 'TIMESTAMP NOT NULL' },
+  { name: 'key_id', sql: 'VARCHAR NOT NULL' },
+  { name: 'provider', sql: 'VARCHAR NOT NULL' },
+  { name: 'model', sql: 'VARCHAR NOT NULL' },
+  { name: 'status_code', sql: 'SMALLINT NOT NULL' },
+  { name: 'input_tokens', sql: 'BIGINT NOT NULL' },
+  { name: 'output_tokens', sql: 'BIGINT NOT NULL' },
+  { name: 'cache_read_tokens', sql: 'BIGINT NOT NULL', ifMissing: '0::BIGINT' },
+  { name: 'cache_write_tokens', sql: 'BIGINT NOT NULL', ifMissing: '0::BIGINT' },
+  { name: 'reasoning_tokens', sql: 'BIGINT NOT NULL', ifMissing: '0::BIGINT' },
+  { name: 'cost', sql: `DECIMAL(${COST_WIDTH},${COST_SCALE})`, ifMissing: `NULL::DECIMAL(${COST_WIDTH},${COST_SCALE})` },
+  { name: 'currency', sql: 'VARCHAR NOT NULL', ifMissing: `'USD'` },
+  { name: 'team_id', sql: 'VARCHAR', ifMissing: 'NULL::VARCHAR' },
+  { name: 'user_id', sql: 'VARCHAR', ifMissing: 'NULL::VARCHAR' },
+  { name: 'customer_id', sql: 'VARCHAR', ifMissing: 'NULL::VARCHAR' },
+  { name: 'endpoint', sql: 'VARCHAR', ifMissing: 'NULL::VARCHAR' },
+  { name: 'latency_ms', sql: 'INTEGER', ifMissing: 'NULL::INTEGER' },
+  { name: 'ttft_ms', sql: 'INTEGER', ifMissing: 'NULL::INTEGER' },
+  { name: 'stream', sql: 'BOOLEAN', ifMissing: 'NULL::BOOLEAN' },
+  { name: 'tags', sql: 'VARCHAR', ifMissing: 'NULL::VARCHAR' },
+  { name: 'has_detail', sql: 'BOOLEAN NOT NULL', ifMissing: 'false' },
+  { name: 'fingerprint', sql: 'VARCHAR NOT NULL' },
 ]
 
 /** The columns of the `events` table in `database` (null: the connection's own), in table order; empty when it has none. */
@@ -105,72 +87,136 @@ export function eventsRelation(table: string, present: readonly string[]): strin
 }
 
 export const DETAIL_COLUMNS: readonly Column[] = [
-  { name: 'event_id', sql: 'VARCHAR NOT NULL', type: VARCHAR },
-  { name: 'ts', sql: 'TIMESTAMP NOT NULL', type: TIMESTAMP },
-  { name: 'detail', sql: 'VARCHAR NOT NULL', type: VARCHAR },
+  { name: 'event_id', sql: 'VARCHAR NOT NULL' },
+  { name: 'ts', sql: 'TIMESTAMP NOT NULL' },
+  { name: 'detail', sql: 'VARCHAR NOT NULL' },
 ]
 
-const EVENT_COLUMN_INDEX = new Map(EVENT_COLUMNS.map((c, i) => [c.name, i]))
-
 /**
- * Writes rows into a data chunk of EVENT_COLUMNS types, column vectors filled
- * in one pass over the rows (the append hot path: no per-column closures, no
- * intermediate arrays). Vectors are found by column name, so the column order
- * lives in EVENT_COLUMNS alone.
+ * How one column's values travel from JS to DuckDB in a group commit: all the
+ * rows' values joined into one string (`encode` gives a value's text), split
+ * back into a list by DuckDB, unnested, and turned into the column's value by
+ * `sql`. One string parameter per column replaces thousands of per-value
+ * N-API calls: the JS side costs a join, and DuckDB's split, unnest and casts
+ * run on the libuv thread that runs the statement, off the event loop
+ * (measured: 2.4 µs an event on the event loop against 6.5 for the Appender).
+ *
+ * - `text`: the values as they are, joined with U+001F; a nullable text is
+ *   U+001E when null. Neither character can occur in a stored text (dimension
+ *   strings and ids refuse control characters, tags and detail are JSON, where
+ *   controls are escaped, the fingerprint is base64url); an insert whose
+ *   columns split into more values than rows is refused (see rowInsert).
+ * - `list`: digits, `t`/`f` or a decimal, comma-joined; null is the empty string.
  */
-export function fillEventChunk(chunk: DuckDBDataChunk, rows: readonly UsageEvent[]): void {
-  const vectors: DuckDBVector[] = []
-  const col = (name: string): { setItem(i: number, value: DuckDBValue): void } => {
-    const index = EVENT_COLUMN_INDEX.get(name)
-    if (index === undefined) throw new Error(`schema.ts: no event column "${name}"`)
-    const vector = chunk.getColumnVector(index)
-    vectors.push(vector)
-    return vector as { setItem(i: number, value: DuckDBValue): void }
-  }
-  const [id, ts, key, provider, model, status, input, output, cacheRead, cacheWrite, reasoning] = [
-    'event_id', 'ts', 'key_id', 'provider', 'model', 'status_code', 'input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens',
-  ].map(col)
-  const [cost, currency, team, user, customer, endpoint, latency, ttft, stream, tags, hasDetail, fp] = [
-    'cost', 'currency', 'team_id', 'user_id', 'customer_id', 'endpoint', 'latency_ms', 'ttft_ms', 'stream', 'tags', 'has_detail', 'fingerprint',
-  ].map(col)
-  if (vectors.length !== EVENT_COLUMNS.length) throw new Error('schema.ts: fillEventChunk must write every event column')
-  for (let i = 0; i < rows.length; i++) {
-    const e = rows[i]!
-    id!.setItem(i, e.event_id)
-    ts!.setItem(i, new DuckDBTimestampValue(BigInt(e.ts_us)))
-    key!.setItem(i, e.key_id)
-    provider!.setItem(i, e.provider)
-    model!.setItem(i, e.model)
-    status!.setItem(i, e.status_code)
-    input!.setItem(i, BigInt(e.input_tokens))
-    output!.setItem(i, BigInt(e.output_tokens))
-    cacheRead!.setItem(i, BigInt(e.cache_read_tokens))
-    cacheWrite!.setItem(i, BigInt(e.cache_write_tokens))
-    reasoning!.setItem(i, BigInt(e.reasoning_tokens))
-    cost!.setItem(i, e.cost === null ? null : new DuckDBDecimalValue(e.cost, COST_WIDTH, COST_SCALE))
-    currency!.setItem(i, e.currency)
-    team!.setItem(i, e.team_id)
-    user!.setItem(i, e.user_id)
-    customer!.setItem(i, e.customer_id)
-    endpoint!.setItem(i, e.endpoint)
-    latency!.setItem(i, e.latency_ms)
-    ttft!.setItem(i, e.ttft_ms)
-    stream!.setItem(i, e.stream)
-    tags!.setItem(i, e.tags)
-    hasDetail!.setItem(i, e.detail !== null)
-    fp!.setItem(i, e.fingerprint)
-  }
-  for (const vector of vectors) vector.flush()
+interface ColumnCodec<R> {
+  /** The value's text, or null. */
+  encode(row: R): string | null
+  kind: 'text' | 'list'
+  /** The element type the split list is cast to when no value can be null (`list` only). */
+  listType?: string
+  /** SQL turning the unnested element `x` into the column value. */
+  sql: (x: string) => string
 }
 
-/** Writes the detail rows (only events that carry a detail) into a chunk of DETAIL_COLUMNS types. */
-export function fillDetailChunk(chunk: DuckDBDataChunk, rows: readonly UsageEvent[]): void {
-  chunk.setColumns([
-    rows.map((e) => e.event_id),
-    rows.map((e) => new DuckDBTimestampValue(BigInt(e.ts_us))),
-    rows.map((e) => e.detail),
-  ])
+const NULL_TEXT = '\x1e'
+const TEXT_SEP = '\x1f'
+const int = (v: number | null): string | null => (v === null ? null : String(v))
+const bool = (v: boolean | null): string | null => (v === null ? null : v ? 't' : 'f')
+
+function text<R>(get: (r: R) => string | null, nullable: boolean): ColumnCodec<R> {
+  return { encode: get, kind: 'text', sql: nullable ? (x) => `nullif(${x}, chr(30))` : (x) => x }
 }
+function required<R>(get: (r: R) => string, type: string, sql: (x: string) => string = (x) => x): ColumnCodec<R> {
+  return { encode: get, kind: 'list', listType: type, sql }
+}
+function optional<R>(get: (r: R) => string | null, type: string): ColumnCodec<R> {
+  return { encode: get, kind: 'list', sql: (x) => `nullif(${x}, '')::${type}` }
+}
+
+/** A scaled cost as its exact decimal text ("1234" -> "0.000000001234"), without BigInt arithmetic. */
+function costText(scaled: bigint | null): string | null {
+  if (scaled === null) return null
+  const digits = scaled.toString().padStart(COST_SCALE + 1, '0')
+  return `${digits.slice(0, -COST_SCALE)}.${digits.slice(-COST_SCALE)}`
+}
+
+const EVENT_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
+  event_id: text((e) => e.event_id, false),
+  ts: required((e) => String(e.ts_us), 'BIGINT', (x) => `make_timestamp(${x})`),
+  key_id: text((e) => e.key_id, false),
+  provider: text((e) => e.provider, false),
+  model: text((e) => e.model, false),
+  status_code: required((e) => String(e.status_code), 'SMALLINT'),
+  input_tokens: required((e) => String(e.input_tokens), 'BIGINT'),
+  output_tokens: required((e) => String(e.output_tokens), 'BIGINT'),
+  cache_read_tokens: required((e) => String(e.cache_read_tokens), 'BIGINT'),
+  cache_write_tokens: required((e) => String(e.cache_write_tokens), 'BIGINT'),
+  reasoning_tokens: required((e) => String(e.reasoning_tokens), 'BIGINT'),
+  cost: optional((e) => costText(e.cost), `DECIMAL(${COST_WIDTH},${COST_SCALE})`),
+  currency: text((e) => e.currency, false),
+  team_id: text((e) => e.team_id, true),
+  user_id: text((e) => e.user_id, true),
+  customer_id: text((e) => e.customer_id, true),
+  endpoint: text((e) => e.endpoint, true),
+  latency_ms: optional((e) => int(e.latency_ms), 'INTEGER'),
+  ttft_ms: optional((e) => int(e.ttft_ms), 'INTEGER'),
+  stream: optional((e) => bool(e.stream), 'BOOLEAN'),
+  tags: text((e) => e.tags, true),
+  has_detail: required((e) => (e.detail !== null ? 't' : 'f'), 'BOOLEAN'),
+  fingerprint: text((e) => e.fingerprint, false),
+}
+
+const DETAIL_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
+  event_id: text((e) => e.event_id, false),
+  ts: required((e) => String(e.ts_us), 'BIGINT', (x) => `make_timestamp(${x})`),
+  detail: text((e) => e.detail, false),
+}
+
+/** A prepared INSERT of many rows into one table: its SQL, and its parameters for given rows. */
+export interface RowInsert<R> {
+  /** Parameters $1..$n are the columns' joined values, in column order. */
+  sql: string
+  params(rows: readonly R[]): string[]
+}
+
+function rowInsert<R>(table: string, columns: readonly Column[], codecs: Record<string, ColumnCodec<R>>): RowInsert<R> {
+  const names = columns.map((c) => c.name)
+  const missing = names.filter((n) => codecs[n] === undefined)
+  const extra = Object.keys(codecs).filter((n) => !names.includes(n))
+  if (missing.length > 0 || extra.length > 0) throw new Error(`schema.ts: ${table} codecs do not match its columns (missing ${missing.join(', ') || '-'}, extra ${extra.join(', ') || '-'})`)
+  const ordered = names.map((n) => codecs[n]!)
+  const lists = ordered.map((c, i) => {
+    const split = c.kind === 'text' ? `string_split($${i + 1}, chr(31))` : `string_split($${i + 1}, ',')`
+    return `unnest(${c.listType ? `${split}::${c.listType}[]` : split}) AS c${i}`
+  })
+  // Unnest over lists of unequal length pads the short ones with NULL. Each
+  // list has at least one value per row (the join put rows - 1 separators), so
+  // a value containing a separator can only make its list longer. The `ts`
+  // list (digits joined with commas: never longer) is NOT NULL, so the extra
+  // row then violates it and the whole statement fails, inside a transaction
+  // or alone. insertRows (segment.ts) also checks the count it wrote.
+  if (!names.includes('ts') || !columns.find((c) => c.name === 'ts')!.sql.includes('NOT NULL')) throw new Error(`schema.ts: ${table} needs its NOT NULL ts column to detect a wrong split`)
+  const sql = `INSERT INTO ${table} SELECT ${ordered.map((c, i) => c.sql(`c${i}`)).join(', ')} FROM (SELECT ${lists.join(', ')})`
+  return {
+    sql,
+    params(rows) {
+      const out: string[] = new Array(ordered.length)
+      const values: string[] = new Array(rows.length)
+      for (let c = 0; c < ordered.length; c++) {
+        const codec = ordered[c]!
+        const isText = codec.kind === 'text'
+        for (let i = 0; i < rows.length; i++) values[i] = codec.encode(rows[i]!) ?? (isText ? NULL_TEXT : '')
+        out[c] = values.join(isText ? TEXT_SEP : ',')
+      }
+      return out
+    },
+  }
+}
+
+/** The group commit's insert into `events`. */
+export const EVENT_INSERT = rowInsert('events', EVENT_COLUMNS, EVENT_CODECS)
+/** The group commit's insert into `event_details` (only rows whose detail is not null). */
+export const DETAIL_INSERT = rowInsert('event_details', DETAIL_COLUMNS, DETAIL_CODECS)
 
 export const SEGMENT_DDL = [
   `CREATE TABLE IF NOT EXISTS events (${EVENT_COLUMNS.map((c) => `${c.name} ${c.sql}`).join(', ')})`,

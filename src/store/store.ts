@@ -348,6 +348,7 @@ export class Store {
   private queuedEvents = 0
   private queuedBytes = 0
   private committing = false
+  private sizing: Promise<void> | null = null
   private idle: Promise<void> = Promise.resolve()
   private markIdle: () => void = () => undefined
   private rolling: Promise<RolloverReport> | null = null
@@ -1313,15 +1314,24 @@ export class Store {
 
   private async commitLoop(): Promise<void> {
     try {
-      while (this.queue.length > 0) {
-        const batch = this.takeBatch()
-        try {
-          await this.withGate((writer) => this.commitBatch(writer, batch), 'append')
-        } catch (err) {
-          const error = err instanceof Error ? err : new Error(String(err))
-          for (const p of batch) p.reject(isServiceError(error) ? error : new Errors.StoreFailed())
+      for (;;) {
+        while (this.queue.length > 0) {
+          const batch = this.takeBatch()
+          try {
+            await this.withGate((writer) => this.commitBatch(writer, batch), 'append')
+          } catch (err) {
+            const error = err instanceof Error ? err : new Error(String(err))
+            for (const p of batch) p.reject(isServiceError(error) ? error : new Errors.StoreFailed())
+          }
+          // Measured beside the next commit rather than between commits (two
+          // more trips to the libuv pool, each waiting on the busy event loop).
+          this.sizing ??= this.checkSize()
+            .catch((err: unknown) => this.opts.logger.error({ err }, 'measuring the active segment failed'))
+            .finally(() => (this.sizing = null))
         }
-        await this.checkSize()
+        if (this.sizing === null) break
+        // Idle only once measured; requests queued meanwhile are committed first.
+        await this.sizing
       }
     } finally {
       this.committing = false
