@@ -1341,9 +1341,12 @@ export class Store {
 
   private async checkSize(): Promise<void> {
     if (this.rolling || this.draining || this.failure !== null) return
-    const file = this.active.live!.path
+    const measured = this.active
+    const file = measured.live!.path
     const bytes = ((await this.fs.size(file)) ?? 0) + ((await this.fs.size(`${file}.wal`)) ?? 0)
-    this.active.bytes = bytes
+    // A rollover may have replaced the active segment meanwhile (the tick measures too): then this reading is stale.
+    if (measured !== this.active) return
+    measured.bytes = bytes
     // Commits are what fill the disk: sample again if the last reading is older than a tenth of a second.
     if (performance.now() - this.diskSampledMs > 100) void this.sampleDisk()
     if (bytes >= this.rolloverBytes) {
