@@ -311,14 +311,7 @@ export class IngestLedger {
       let status: number
       let text: string
       try {
-        const res = await fetch(`${url}/v1/events`, {
-          method: 'POST',
-          headers: this.headers,
-          body,
-          signal: AbortSignal.timeout(resendTimeoutMs),
-        })
-        status = res.status
-        text = await res.text()
+        ;({ status, text } = await this.resend(url, body))
       } catch (err) {
         report.failures.push(`batch ${batchNo}: ${String(err)}`)
         continue
@@ -340,6 +333,31 @@ export class IngestLedger {
       }
     }
     return report
+  }
+
+  /**
+   * One resend, retried while the server answers 503 or 429 (which store nothing:
+   * "retry after the Retry-After delay"), until resendTimeoutMs has passed. Right
+   * after a phase stops the server is still finishing the requests whose connections
+   * the generator dropped, and its ingest admission bound can refuse the first
+   * resends; counting such a refusal as final would leave a batch that an earlier,
+   * unanswered send had stored out of the ledger (seen as "stored +100").
+   */
+  private async resend(url: string, body: string): Promise<{ status: number; text: string }> {
+    const deadline = performance.now() + resendTimeoutMs
+    for (;;) {
+      const res = await fetch(`${url}/v1/events`, {
+        method: 'POST',
+        headers: this.headers,
+        body,
+        signal: AbortSignal.timeout(Math.max(1, Math.ceil(deadline - performance.now()))),
+      })
+      const text = await res.text()
+      if ((res.status !== 503 && res.status !== 429) || performance.now() >= deadline) return { status: res.status, text }
+      const retryAfterS = Number(res.headers.get('retry-after') ?? '1')
+      const waitMs = Math.min(Math.max(Number.isFinite(retryAfterS) ? retryAfterS * 1000 : 1000, 50), deadline - performance.now())
+      await new Promise((resolve) => setTimeout(resolve, waitMs))
+    }
   }
 
   /** Forgets unanswered batches (for a target whose storage is not checked). */
