@@ -927,7 +927,7 @@ export class Store {
     }
     // Size is otherwise measured after commits; once an oversized active segment refuses
     // appends there are none, so a failed size rollover is retried from here.
-    if (!this.rolling && this.active.live) await this.checkSize().catch((err: unknown) => this.opts.logger.error({ err }, 'measuring the active segment failed'))
+    if (!this.rolling && this.active.live) await this.checkSize()
     this.sealer.kick(this.pendingEntries())
     if (nowMs >= this.nextRetentionMs && this.retentionRun === null) {
       this.nextRetentionMs = nowMs + this.retentionIntervalMs
@@ -1325,9 +1325,7 @@ export class Store {
           }
           // Measured beside the next commit rather than between commits (two
           // more trips to the libuv pool, each waiting on the busy event loop).
-          this.sizing ??= this.checkSize()
-            .catch((err: unknown) => this.opts.logger.error({ err }, 'measuring the active segment failed'))
-            .finally(() => (this.sizing = null))
+          void this.checkSize()
         }
         if (this.sizing === null) break
         // Idle only once measured; requests queued meanwhile are committed first.
@@ -1339,12 +1337,20 @@ export class Store {
     }
   }
 
-  private async checkSize(): Promise<void> {
+  /** Measures the active segment (rolling it over when too big); one measurement at a time, shared by every caller; never rejects. */
+  private checkSize(): Promise<void> {
+    this.sizing ??= this.measureActive()
+      .catch((err: unknown) => this.opts.logger.error({ err }, 'measuring the active segment failed'))
+      .finally(() => (this.sizing = null))
+    return this.sizing
+  }
+
+  private async measureActive(): Promise<void> {
     if (this.rolling || this.draining || this.failure !== null) return
     const measured = this.active
     const file = measured.live!.path
     const bytes = ((await this.fs.size(file)) ?? 0) + ((await this.fs.size(`${file}.wal`)) ?? 0)
-    // A rollover may have replaced the active segment meanwhile (the tick measures too): then this reading is stale.
+    // A rollover (by age, by an admin, or by size, while the sizes were read) may have replaced the active segment: then this reading is stale.
     if (measured !== this.active) return
     measured.bytes = bytes
     // Commits are what fill the disk: sample again if the last reading is older than a tenth of a second.
