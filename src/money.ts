@@ -42,11 +42,17 @@ export function parseCost(value: unknown): ParsedCost {
 
 /** Formats a scaled integer as the shortest exact decimal string: "0.3", "12", "0". */
 export function formatCost(scaled: bigint): string {
+  const fixed = formatCostFixed(scaled)
+  const point = fixed.length - COST_SCALE - 1
+  const frac = fixed.slice(point + 1).replace(/0+$/, '')
+  return frac ? `${fixed.slice(0, point)}.${frac}` : fixed.slice(0, point)
+}
+
+/** Formats a scaled integer with all COST_SCALE fractional digits ("0.300000000000"), by string slicing alone (the ingest write path). */
+export function formatCostFixed(scaled: bigint): string {
   const negative = scaled < 0n
-  const abs = negative ? -scaled : scaled
-  const whole = abs / SCALE_FACTOR
-  const frac = (abs % SCALE_FACTOR).toString().padStart(COST_SCALE, '0').replace(/0+$/, '')
-  return `${negative ? '-' : ''}${whole}${frac ? `.${frac}` : ''}`
+  const digits = (negative ? -scaled : scaled).toString().padStart(COST_SCALE + 1, '0')
+  return `${negative ? '-' : ''}${digits.slice(0, -COST_SCALE)}.${digits.slice(-COST_SCALE)}`
 }
 
 /** Writes a finite non-negative number without an exponent, using its shortest round-trip digits. */

@@ -13,7 +13,7 @@
 //   must treat missing columns as null/default.
 
 import type { DuckDBConnection } from '@duckdb/node-api'
-import { COST_SCALE, COST_WIDTH } from '../money.js'
+import { COST_SCALE, COST_WIDTH, formatCostFixed } from '../money.js'
 import type { UsageEvent } from '../ingest/event.js'
 
 export const SCHEMA_VERSION = 1
@@ -133,16 +133,12 @@ function optional<R>(get: (r: R) => string | null, type: string): ColumnCodec<R>
   return { encode: get, kind: 'list', sql: (x) => `nullif(${x}, '')::${type}` }
 }
 
-/** A scaled cost as its exact decimal text ("1234" -> "0.000000001234"), without BigInt arithmetic. */
-function costText(scaled: bigint | null): string | null {
-  if (scaled === null) return null
-  const digits = scaled.toString().padStart(COST_SCALE + 1, '0')
-  return `${digits.slice(0, -COST_SCALE)}.${digits.slice(-COST_SCALE)}`
-}
+const EVENT_ID_CODEC = text<UsageEvent>((e) => e.event_id, false)
+const TS_CODEC = required<UsageEvent>((e) => String(e.ts_us), 'BIGINT', (x) => `make_timestamp(${x})`)
 
 const EVENT_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
-  event_id: text((e) => e.event_id, false),
-  ts: required((e) => String(e.ts_us), 'BIGINT', (x) => `make_timestamp(${x})`),
+  event_id: EVENT_ID_CODEC,
+  ts: TS_CODEC,
   key_id: text((e) => e.key_id, false),
   provider: text((e) => e.provider, false),
   model: text((e) => e.model, false),
@@ -152,7 +148,7 @@ const EVENT_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
   cache_read_tokens: required((e) => String(e.cache_read_tokens), 'BIGINT'),
   cache_write_tokens: required((e) => String(e.cache_write_tokens), 'BIGINT'),
   reasoning_tokens: required((e) => String(e.reasoning_tokens), 'BIGINT'),
-  cost: optional((e) => costText(e.cost), `DECIMAL(${COST_WIDTH},${COST_SCALE})`),
+  cost: optional((e) => (e.cost === null ? null : formatCostFixed(e.cost)), `DECIMAL(${COST_WIDTH},${COST_SCALE})`),
   currency: text((e) => e.currency, false),
   team_id: text((e) => e.team_id, true),
   user_id: text((e) => e.user_id, true),
@@ -167,8 +163,8 @@ const EVENT_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
 }
 
 const DETAIL_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
-  event_id: text((e) => e.event_id, false),
-  ts: required((e) => String(e.ts_us), 'BIGINT', (x) => `make_timestamp(${x})`),
+  event_id: EVENT_ID_CODEC,
+  ts: TS_CODEC,
   detail: text((e) => e.detail, false),
 }
 
