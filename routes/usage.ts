@@ -8,7 +8,7 @@ import { parseFilter } from '../src/query/filters.js'
 import { Errors } from '../src/errors.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
 import { DIMENSIONS, type Dimension } from '../src/query/filters.js'
-import { effectiveFromUs, MAX_GROUPS, timeseries, usage, type Count, type Totals, type UsageGroup } from '../src/query/read.js'
+import { dimensionValues, effectiveFromUs, MAX_GROUPS, timeseries, usage, type Count, type Totals, type UsageGroup } from '../src/query/read.js'
 import { BUCKETS, bucketStarts, canonicalZone, DAY_MS, formatLocal, HOUR_MS, type Bucket } from '../src/query/calendar.js'
 import { BUCKET_US } from '../src/store/catalog.js'
 import { parseCost } from '../src/money.js'
@@ -238,19 +238,12 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const filter = parseFilter(filters, { nowMs, eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs })
       const fromUs = effectiveFromUs(filter.fromUs, store.cutoffs(nowMs))
       const max = limit ?? 100
+      // One exact grouped pass for every dimension (rollups for the sealed middle): values ranked by use.
+      const found = await dimensionValues(store, { ...filter, fromUs }, nowMs)
       const dimensions: Record<string, { values: string[]; truncated: boolean }> = {}
       for (const dim of DIMENSIONS) {
-        // One exact grouped pass per dimension (rollups for the sealed middle): values ranked by use.
-        // A dimension with more distinct values than one answer may group is reported truncated, empty.
-        const answer = await usage(store, { ...filter, fromUs }, [dim], 'auto', nowMs)
-        if (answer.tooManyGroups) {
-          dimensions[dim] = { values: [], truncated: true }
-          continue
-        }
-        const values = sortGroups(answer.groups, 'requests')
-          .map((g) => g.key[dim])
-          .filter((v): v is string => typeof v === 'string')
-        dimensions[dim] = { values: values.slice(0, max), truncated: values.length > max }
+        const values = found[dim]
+        dimensions[dim] = { values: values.slice(0, max).map((v) => v.value), truncated: values.length > max }
       }
       return { from: formatTimestampUs(fromUs), to: formatTimestampUs(filter.toUs), dimensions }
     },

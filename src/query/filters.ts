@@ -62,14 +62,32 @@ export interface SqlWhere {
   params: DuckDBValue[]
 }
 
-/** WHERE clause for the filter (alias-free column names); `timeColumn` is `bucket` over rollups. */
-export function whereClause(f: EventFilter, timeColumn = 'ts'): SqlWhere {
-  const params: DuckDBValue[] = []
+export interface WhereOptions {
+  /** `bucket` over rollups (default `ts`). */
+  timeColumn?: string
+  /**
+   * The time ranges [from, to) to match instead of the filter's window: one
+   * of them, ascending and disjoint, all within the window.
+   */
+  ranges?: ReadonlyArray<readonly [number, number]>
+  /** Parameters of the statement so far: the clause's are appended and numbered after them. */
+  params?: DuckDBValue[]
+}
+
+/** WHERE clause for the filter (alias-free column names). */
+export function whereClause(f: EventFilter, opts: WhereOptions = {}): SqlWhere {
+  const timeColumn = opts.timeColumn ?? 'ts'
+  const params: DuckDBValue[] = opts.params ?? []
   const p = (v: DuckDBValue): string => {
     params.push(v)
     return `$${params.length}`
   }
-  const parts = [`${timeColumn} >= ${p(new DuckDBTimestampValue(BigInt(f.fromUs)))}`, `${timeColumn} < ${p(new DuckDBTimestampValue(BigInt(f.toUs)))}`]
+  const ts = (us: number): string => p(new DuckDBTimestampValue(BigInt(us)))
+  const ranges = opts.ranges ?? [[f.fromUs, f.toUs]]
+  if (ranges.length === 0) throw new Error('invariant: a WHERE clause needs a time range')
+  // The outer bounds first: DuckDB skips row groups on them (it may not on a disjunction).
+  const parts = [`${timeColumn} >= ${ts(ranges[0]![0])}`, `${timeColumn} < ${ts(ranges[ranges.length - 1]![1])}`]
+  if (ranges.length > 1) parts.push(`(${ranges.map(([a, b]) => `(${timeColumn} >= ${ts(a)} AND ${timeColumn} < ${ts(b)})`).join(' OR ')})`)
   for (const dim of DIMENSIONS) {
     const values = f.dims[dim]
     if (values && values.length > 0) parts.push(`${dim} IN (${values.map((v) => p(v)).join(', ')})`)

@@ -15,7 +15,7 @@ import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection, type D
 import { Errors } from '../errors.js'
 import { formatCost } from '../money.js'
 import { formatTimestampUs } from '../ingest/timestamp.js'
-import { BUCKET_US, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum } from '../store/catalog.js'
+import { BUCKET_US, COARSE_LEVELS, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum, USERS_DAILY } from '../store/catalog.js'
 import { tableOf } from '../store/stats.js'
 import type { Cutoffs } from '../store/retention.js'
 import type { SnapshotPart, Store } from '../store/store.js'
@@ -160,6 +160,38 @@ export async function usage(
   return { totals: combineTotals(rows), groups, tooManyGroups }
 }
 
+/** A value of a dimension and how many requests had it. */
+export interface DimensionValue {
+  value: string
+  requests: Count
+}
+
+/**
+ * The values of every dimension in use within the window and filters, each
+ * with its request count, most used first (then by value); events without a
+ * value are not counted. One grouped pass over every source (GROUPING SETS),
+ * from the same sources as usage().
+ */
+export async function dimensionValues(store: Store, requested: EventFilter, nowMs?: number, source: TotalsSource = 'auto'): Promise<Record<Dimension, DimensionValue[]>> {
+  const rows = await gatherRows(store, requested, [], source, nowMs, null, DIMENSIONS)
+  const counts = new Map<Dimension, Map<string, bigint>>(DIMENSIONS.map((d) => [d, new Map()]))
+  for (const r of rows) {
+    for (const d of DIMENSIONS) {
+      const v = r[d]
+      if (v === null || v === undefined) continue
+      const m = counts.get(d)!
+      m.set(String(v), (m.get(String(v)) ?? 0n) + big(r.requests))
+    }
+  }
+  const out = {} as Record<Dimension, DimensionValue[]>
+  for (const d of DIMENSIONS) {
+    out[d] = [...counts.get(d)!.entries()]
+      .sort(([va, a], [vb, b]) => (a !== b ? (a > b ? -1 : 1) : va < vb ? -1 : va > vb ? 1 : 0))
+      .map(([value, requests]) => ({ value, requests: jsonInt(requests) }))
+  }
+  return out
+}
+
 /** One series of a time series: its group's key, its totals, and one point per bucket (zeros where it had no events). */
 export interface Series {
   key: Partial<Record<Dimension, string | null>>
@@ -242,6 +274,7 @@ async function gatherRows(
   source: TotalsSource,
   nowMs: number | undefined,
   startsUs: readonly number[] | null,
+  sets: readonly Dimension[] | null = null,
 ): Promise<Row[]> {
   const cutoffs = store.cutoffs(nowMs)
   const filter = { ...requested, fromUs: source === 'auto' ? effectiveFromUs(requested.fromUs, cutoffs) : Math.max(requested.fromUs, cutoffs.rollupsUs) }
@@ -252,7 +285,7 @@ async function gatherRows(
   if (source === 'auto') refuseExpiredEdges(filter, alignedFrom, alignedTo, cutoffs)
   const whole: Range = [filter.fromUs, filter.toUs]
   const edges: Range[] = useRollups ? ([[filter.fromUs, alignedFrom], [alignedTo, filter.toUs]] as Range[]).filter(([a, b]) => a < b) : [whole]
-  const shape: Shape = { groupBy, startsUs }
+  const shape: Shape = { groupBy, startsUs, sets }
   return store.snapshot(async (snap) => {
     const rows: Row[] = []
     const byRange = new Map<Range, string[]>()
@@ -273,7 +306,7 @@ async function gatherRows(
     if (useRollups) {
       // Rollups of segments this snapshot reads raw (archived after it was taken) must not count twice.
       const rawIds = snap.parts.filter((p) => p.state !== 'archived').map((p) => p.id)
-      rows.push(...(await snap.files((conn) => rollupTotals(conn, filter, [alignedFrom, alignedTo], rawIds, shape))))
+      rows.push(...(await snap.files((conn) => rollupRows(conn, filter, [alignedFrom, alignedTo], rawIds, shape))))
     }
     return rows
   })
@@ -350,16 +383,38 @@ function groupColumns(groupBy: readonly Dimension[]): string {
   return ['currency', ...groupBy].join(', ')
 }
 
-/** What one usage statement groups by: the dimensions (and currency), and the buckets when a time series. */
+/**
+ * What one usage statement groups by: the dimensions (and currency), and the
+ * buckets when a time series. With `sets`, each of those dimensions alone
+ * instead (GROUPING SETS: a row holds one of them, the others NULL) and only
+ * `requests` is counted: the values in use, ranked, in one pass.
+ */
 interface Shape {
   groupBy: readonly Dimension[]
   startsUs: readonly number[] | null
+  sets: readonly Dimension[] | null
 }
 
 /** The inner statement's grouping: currency and dimensions, plus the 15-minute bucket `time` (as `b`) for a series. */
 function grouping(time: string, shape: Shape): { cols: string; select: string; by: string } {
+  if (shape.sets !== null) {
+    if (shape.startsUs !== null || shape.sets.length === 0) throw new Error('invariant: grouping sets are one or more dimensions, never a series')
+    const cols = shape.sets.join(', ')
+    groupColumns(shape.sets) // checks the names
+    return { cols, select: cols, by: `GROUPING SETS (${shape.sets.map((d) => `(${d})`).join(', ')})` }
+  }
   const cols = groupColumns(shape.groupBy)
   return shape.startsUs === null ? { cols, select: cols, by: cols } : { cols, select: `${time} AS b, ${cols}`, by: `${time}, ${cols}` }
+}
+
+/** The measures over raw events, or only `requests` for grouping sets. */
+function rawMeasures(shape: Shape): string {
+  return shape.sets === null ? RAW_MEASURES : 'count(*) AS requests'
+}
+
+/** The measures over rollup rows (full or coarse), or only `requests` for grouping sets. */
+function rollupMeasures(shape: Shape): string {
+  return shape.sets === null ? ROLLUP_MEASURES : 'sum(requests) AS requests'
 }
 
 /** Re-sums rows that already hold the measures (one per 15-minute bucket) into coarser rows. */
@@ -391,14 +446,127 @@ async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, 
   const where = whereClause({ ...f, fromUs, toUs })
   const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
   const g = grouping('time_bucket(INTERVAL 15 MINUTE, ts)', shape)
-  return readShaped(conn, shaped(`SELECT ${g.select}, ${RAW_MEASURES} FROM (${union}) GROUP BY ${g.by}`, g.cols, shape), where.params)
+  return readShaped(conn, shaped(`SELECT ${g.select}, ${rawMeasures(shape)} FROM (${union}) GROUP BY ${g.by}`, g.cols, shape), where.params)
 }
 
-async function rollupTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, excludeIds: number[], shape: Shape): Promise<Row[]> {
-  const where = whereClause({ ...f, fromUs, toUs }, 'bucket')
+/**
+ * Rows of the aligned middle `range` from the rollups of archived segments
+ * (segments in `rawIds` are read raw by the caller and left out). The coarse
+ * rollups answer when the question involves no `user_id` and they provably
+ * hold none of `rawIds`; otherwise the per-segment rollups.
+ */
+async function rollupRows(conn: DuckDBConnection, f: EventFilter, range: Range, rawIds: number[], shape: Shape): Promise<Row[]> {
+  const byUser = (f.dims.user_id?.length ?? 0) > 0 || shape.groupBy.includes('user_id')
+  if (byUser) return rollupTotals(conn, f, [range], rawIds, shape)
+  const coarseSets = shape.sets?.filter((d) => d !== 'user_id') ?? null
+  return readTransaction(conn, async () => {
+    // Coarse rows are summed over segments, so they cannot leave one out: a
+    // segment this snapshot reads raw that has been archived since (it is in
+    // them, or about to be) sends the question to the per-segment rollups.
+    // Checked in the transaction that reads them, so both see one catalog.
+    if (rawIds.length > 0) {
+      const ids = rawIds.map((id) => String(Math.trunc(id))).join(', ')
+      const res = await conn.runAndReadAll(`SELECT count(*) FROM catalog.segments WHERE id IN (${ids}) AND state IN ('archived', 'deleted')`)
+      if (Number(res.getRows()[0]?.[0] ?? 0) > 0) return rollupTotals(conn, f, [range], rawIds, shape)
+    }
+    const rows = coarseSets === null || coarseSets.length > 0 ? await coarseTotals(conn, f, range, coarseSets === null ? shape : { ...shape, sets: coarseSets }) : []
+    if (shape.sets?.includes('user_id')) rows.push(...(await userValues(conn, f, range, rawIds)))
+    return rows
+  })
+}
+
+/** Runs `fn` in one read transaction on `conn` (one snapshot of the catalog across its statements). */
+async function readTransaction<T>(conn: DuckDBConnection, fn: () => Promise<T>): Promise<T> {
+  await conn.run('BEGIN TRANSACTION')
+  try {
+    const out = await fn()
+    await conn.run('COMMIT')
+    return out
+  } catch (err) {
+    await conn.run('ROLLBACK').catch(() => undefined)
+    throw err
+  }
+}
+
+/**
+ * Requests per user_id over `range` (grouping-set rows): with no filter but
+ * the window, whole UTC days from the users' daily rollup and the rest from
+ * the per-segment rollups; with filters, all from the per-segment rollups.
+ * Runs in rollupRows' transaction, once it has checked the coarse rollups.
+ */
+async function userValues(conn: DuckDBConnection, f: EventFilter, range: Range, rawIds: number[]): Promise<Row[]> {
+  const shape: Shape = { groupBy: [], startsUs: null, sets: ['user_id'] }
+  const filtered = f.status.length > 0 || DIMENSIONS.some((d) => (f.dims[d]?.length ?? 0) > 0)
+  if (filtered) return rollupTotals(conn, f, [range], rawIds, shape)
+  const [quarters, hours, days] = coarseCells(range[0], range[1], null) as [Range[], Range[], Range[]]
+  const rows: Row[] = []
+  if (days.length > 0) {
+    const where = whereClause(f, { timeColumn: 'bucket', ranges: days })
+    rows.push(...(await readShaped(conn, `SELECT user_id, sum(requests) AS requests FROM catalog.${USERS_DAILY.table} WHERE ${where.sql} GROUP BY user_id`, where.params)))
+  }
+  const rest = [...quarters, ...hours].sort((a, b) => a[0] - b[0])
+  if (rest.length > 0) rows.push(...(await rollupTotals(conn, f, rest, rawIds, shape)))
+  return rows
+}
+
+/** Rows of the ranges (ascending, disjoint, within the filter's window) from the per-segment rollups, without the segments `excludeIds`. */
+async function rollupTotals(conn: DuckDBConnection, f: EventFilter, ranges: Range[], excludeIds: number[], shape: Shape): Promise<Row[]> {
+  const where = whereClause(f, { timeColumn: 'bucket', ranges })
   const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${excludeIds.map((id) => String(Math.trunc(id))).join(', ')})` : ''
   const g = grouping('bucket', shape)
-  return readShaped(conn, shaped(`SELECT ${g.select}, ${ROLLUP_MEASURES} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${g.by}`, g.cols, shape), where.params)
+  return readShaped(conn, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${g.by}`, g.cols, shape), where.params)
+}
+
+/** Rows of `range` from the coarse rollups: whole days, whole hours, then 15-minute cells (see coarseCells). */
+async function coarseTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Promise<Row[]> {
+  const perLevel = coarseCells(fromUs, toUs, shape.startsUs)
+  const params: DuckDBValue[] = []
+  const selects = COARSE_LEVELS.flatMap((level, i) =>
+    perLevel[i]!.length === 0 ? [] : [`SELECT * FROM catalog.${level.table} WHERE ${whereClause(f, { timeColumn: 'bucket', ranges: perLevel[i]!, params }).sql}`],
+  )
+  if (selects.length === 0) return []
+  const g = grouping('bucket', shape)
+  return readShaped(conn, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM (${selects.join(' UNION ALL ')}) GROUP BY ${g.by}`, g.cols, shape), params)
+}
+
+/**
+ * Covers [fromUs, toUs) (15-minute boundaries) with cells of the coarse
+ * levels, coarsest first: whole UTC days, then whole UTC hours, then 15-minute
+ * cells, never letting a cell cross a break (a bucket start of a series,
+ * strictly inside the range), so every cell lies within one bucket. Returns
+ * the ranges of each level, in COARSE_LEVELS order, ascending, contiguous ones
+ * merged.
+ */
+export function coarseCells(fromUs: number, toUs: number, breaks: readonly number[] | null): Range[][] {
+  const [q, h, d] = COARSE_LEVELS.map((l) => l.us) as [number, number, number]
+  if (fromUs % q !== 0 || toUs % q !== 0 || fromUs >= toUs) throw new Error('invariant: coarse cells cover a non-empty range of 15-minute boundaries')
+  const out: Range[][] = COARSE_LEVELS.map(() => [])
+  const add = (level: number, a: number, b: number): void => {
+    if (a >= b) return
+    const list = out[level]!
+    const last = list[list.length - 1]
+    if (last && last[1] === a) last[1] = b
+    else list.push([a, b])
+  }
+  const floorTo = (x: number, w: number): number => Math.floor(x / w) * w
+  const ceilTo = (x: number, w: number): number => Math.ceil(x / w) * w
+  const cuts = [fromUs, ...(breaks ?? []).filter((s) => s > fromUs && s < toUs), toUs]
+  for (let i = 0; i + 1 < cuts.length; i++) {
+    const a = cuts[i]!
+    const b = cuts[i + 1]!
+    if (a % q !== 0 || b % q !== 0) throw new Error('invariant: breaks fall on 15-minute boundaries')
+    // Up from a: quarters to the first hour, hours to the first day; then days; then down to b.
+    const x1 = Math.min(b, ceilTo(a, h))
+    add(0, a, x1)
+    const x2 = Math.max(x1, Math.min(floorTo(b, h), ceilTo(x1, d)))
+    add(1, x1, x2)
+    const x3 = Math.max(x2, floorTo(b, d))
+    add(2, x2, x3)
+    const x4 = Math.max(x3, floorTo(b, h))
+    add(1, x3, x4)
+    add(0, x4, b)
+  }
+  return out
 }
 
 export type Row = Record<string, DuckDBValue>

@@ -1,0 +1,261 @@
+// Proves the coarse rollups (per 15 minutes, hour and day, summed over
+// segments, without user_id): the cells a window is split into cover it
+// exactly, never cross a bucket start and are as coarse as they may be; every
+// answer read through them (totals, groups, series in several zones, the
+// values of each dimension) equals a raw scan; a segment archived while a
+// query reads it raw is counted once; retention and a catalog from before
+// them leave them equal to the per-segment rollups.
+
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import fc from 'fast-check'
+import { bucketStarts, type Bucket } from '../src/query/calendar.js'
+import { parseFilter, type Dimension } from '../src/query/filters.js'
+import { coarseCells, dimensionValues, timeseries, usage, type Range } from '../src/query/read.js'
+import { BUCKET_US, COARSE_LEVELS, USERS_DAILY } from '../src/store/catalog.js'
+import type { StoreHooks } from '../src/store/store.js'
+import { build, event, latch, post, rollover, T0 } from './helper.js'
+
+const RUNS = Math.max(1, Math.floor(Number(process.env.FUZZ_RUNS ?? 200) / 10))
+const MIN = 60_000
+const HOUR = 60 * MIN
+const DAY = 24 * HOUR
+const Q = BUCKET_US
+
+test('coarse cells cover the range exactly, never cross a break, and are as coarse as the breaks allow (property)', () => {
+  const quarter = fc.integer({ min: -3 * 96, max: 40 * 96 })
+  fc.assert(
+    fc.property(quarter, fc.integer({ min: 1, max: 20 * 96 }), fc.array(fc.integer({ min: -100, max: 21 * 96 }), { maxLength: 40 }), (fromQ, lenQ, breaksQ) => {
+      const from = (Math.floor(1_790_000_000_000_000 / Q) + fromQ) * Q
+      const to = from + lenQ * Q
+      const breaks = [...new Set(breaksQ.map((b) => from + b * Q))].sort((a, b) => a - b)
+      const levels = coarseCells(from, to, breaks)
+      // Exact cover: the ranges of every level, sorted, tile [from, to).
+      const all = levels.flatMap((ranges, level) => ranges.map(([a, b]) => ({ a, b, level }))).sort((x, y) => x.a - y.a)
+      let at = from
+      for (const r of all) {
+        assert.equal(r.a, at, 'no gap, no overlap')
+        assert.ok(r.b > r.a)
+        at = r.b
+      }
+      assert.equal(at, to)
+      for (const [level, ranges] of levels.entries()) {
+        const w = COARSE_LEVELS[level]!.us
+        for (const [a, b] of ranges) {
+          assert.equal(a % w, 0, `level ${level} range starts on its grid`)
+          assert.equal(b % w, 0, `level ${level} range ends on its grid`)
+          // A break strictly inside a range must fall between two of its cells.
+          for (const s of breaks) if (s > a && s < b) assert.equal(s % w, 0, `break ${s} inside a level-${level} cell`)
+        }
+        // As coarse as allowed: no finer range holds a whole coarser cell with no break inside it.
+        for (let coarser = level + 1; coarser < COARSE_LEVELS.length; coarser++) {
+          const cw = COARSE_LEVELS[coarser]!.us
+          for (const [a, b] of ranges) {
+            for (let c = Math.ceil(a / cw) * cw; c + cw <= b; c += cw) {
+              assert.ok(breaks.some((s) => s > c && s < c + cw), `level ${level} covers the whole level-${coarser} cell at ${c}`)
+            }
+          }
+        }
+      }
+    }),
+    { numRuns: 2000 },
+  )
+})
+
+const KEYS = ['k1', 'k2', 'k3']
+const USERS = ['u1', 'u2', 'u3', null]
+const MODELS = ['m1', 'm2']
+const ZONES = ['UTC', 'Europe/Berlin', 'Asia/Kolkata', 'America/St_Johns']
+
+test('totals, groups, series and dimension values read through the coarse rollups equal a raw scan, with and without user_id (property)', async (t) => {
+  const base = Math.floor((T0 - 5 * DAY) / DAY) * DAY
+  const ev = fc.record({
+    atS: fc.oneof(fc.integer({ min: 0, max: 4 * 86_400 }), fc.integer({ min: 0, max: 4 * 96 }).map((q) => q * 900)),
+    key: fc.constantFrom(...KEYS),
+    user: fc.constantFrom(...USERS),
+    model: fc.constantFrom(...MODELS),
+    status: fc.constantFrom(200, 200, 500),
+    input: fc.integer({ min: 0, max: 100_000 }),
+    cost: fc.option(fc.integer({ min: 0, max: 9_999_999 }), { nil: null }),
+  })
+  const step = fc.record({ events: fc.array(ev, { minLength: 1, maxLength: 25 }), cut: fc.constantFrom('none', 'rollover', 'seal', 'seal') })
+  const dims = fc.record(
+    {
+      key_id: fc.subarray(KEYS, { minLength: 1 }),
+      team_id: fc.subarray(['t1', 't2'], { minLength: 1 }),
+      user_id: fc.subarray(['u1', 'u2', 'u3'], { minLength: 1 }),
+      model: fc.subarray(MODELS, { minLength: 1 }),
+    },
+    { requiredKeys: [] },
+  )
+  const query = fc.record({
+    // Aligned or not, starting before the events or among them, short or several days.
+    fromS: fc.oneof(fc.integer({ min: -3600, max: 3 * 86_400 }), fc.integer({ min: -4, max: 3 * 96 }).map((q) => q * 900)),
+    lenS: fc.oneof(fc.integer({ min: 1, max: 5 * 86_400 }), fc.integer({ min: 1, max: 5 * 96 }).map((q) => q * 900)),
+    // Half the questions have no filter but the window (the users' daily rollup answers those).
+    dims: fc.option(dims, { nil: undefined, freq: 1 }),
+    groupBy: fc.subarray(['key_id', 'user_id', 'model'] as Dimension[]),
+    tz: fc.constantFrom(...ZONES),
+    bucket: fc.constantFrom<Bucket>('1h', '1d'),
+    // Whole UTC days around every event: each one counted through a day cell.
+    whole: fc.boolean(),
+  })
+  await fc.assert(
+    fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 4 }), fc.array(query, { minLength: 1, maxLength: 4 }), async (steps, queries) => {
+      // A server per run: a question without filters sees only this run's events.
+      const { app } = await build(t)
+      for (const s of steps) {
+        const batch = s.events.map((e) =>
+          event({
+            timestamp: base + e.atS * 1000,
+            team_id: e.key === 'k1' ? 't1' : 't2',
+            key_id: e.key,
+            user_id: e.user ?? undefined,
+            model: e.model,
+            status_code: e.status,
+            input_tokens: e.input,
+            cost: e.cost === null ? undefined : `${e.cost / 10_000}`,
+          }),
+        )
+        assert.equal((await post(app, batch)).body.accepted, batch.length)
+        if (s.cut !== 'none') await rollover(app)
+        if (s.cut === 'seal') await app.store.settle()
+      }
+      for (const q of queries) {
+        const fromMs = q.whole ? base - DAY : base + q.fromS * 1000
+        const toMs = q.whole ? base + 5 * DAY : fromMs + q.lenS * 1000
+        const raw: Record<string, string | string[]> = { from: String(fromMs), to: String(toMs), ...(q.dims ?? {}) }
+        const filter = parseFilter(raw, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
+        const what = JSON.stringify({ ...raw, groupBy: q.groupBy })
+        assert.deepEqual(await usage(app.store, filter, q.groupBy, 'auto', T0), await usage(app.store, filter, q.groupBy, 'raw', T0), `usage ${what}`)
+        const starts = bucketStarts(q.tz, q.bucket, fromMs, Number(raw.to), 10_000)!
+        if (starts.startsMs.every((s) => s % (Q / 1000) === 0)) {
+          const startsUs = starts.startsMs.map((s) => s * 1000)
+          const all = (groups: unknown[]) => groups as never
+          assert.deepEqual(
+            await timeseries(app.store, filter, q.groupBy, startsUs, all, 'auto', T0),
+            await timeseries(app.store, filter, q.groupBy, startsUs, all, 'raw', T0),
+            `series ${q.tz} ${q.bucket} ${what}`,
+          )
+        }
+        assert.deepEqual(await dimensionValues(app.store, filter, T0, 'auto'), await dimensionValues(app.store, filter, T0, 'raw'), `dimensions ${what}`)
+      }
+      await app.close()
+    }),
+    // A server per run makes shrinking slow: the first counterexample is reported as found.
+    { numRuns: RUNS, endOnFailure: true },
+  )
+})
+
+test('a segment archived while a query reads it raw is counted once, through the coarse rollups or the per-segment ones', async (t) => {
+  let pause: ReturnType<typeof latch> | null = null
+  const hooks: StoreHooks = {
+    // Between `record` (the catalog has the segment archived, its rollups applied) and `swap` (readers move to the archive).
+    beforeSealStep: async (step) => {
+      if (step === 'swap' && pause) {
+        pause.reached()
+        await pause.opened
+      }
+    },
+  }
+  const { app } = await build(t, {}, hooks)
+  const day = Math.floor((T0 - 3 * DAY) / DAY) * DAY
+  const batch = Array.from({ length: 48 }, (_, i) => event({ timestamp: day + i * HOUR + 7 * MIN, user_id: `u${i % 3}`, cost: '0.5' }))
+  assert.equal((await post(app, batch)).body.accepted, 48)
+  const filter = parseFilter({ from: String(day - DAY), to: String(day + 3 * DAY) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
+  const before = await usage(app.store, filter, ['key_id'], 'raw', T0)
+  assert.equal(before.totals.requests, 48)
+  pause = latch()
+  await rollover(app)
+  const sealing = app.store.settle()
+  await pause.arrived
+  // The store still reads the segment raw (pending); the catalog already counts it in its rollups.
+  for (const groupBy of [['key_id'], ['user_id'], []] as Dimension[][]) {
+    assert.deepEqual(await usage(app.store, filter, groupBy, 'auto', T0), await usage(app.store, filter, groupBy, 'raw', T0), `mid-seal, by ${groupBy.join() || 'nothing'}`)
+  }
+  const dims = await dimensionValues(app.store, filter, T0)
+  assert.deepEqual(dims.user_id, [{ value: 'u0', requests: 16 }, { value: 'u1', requests: 16 }, { value: 'u2', requests: 16 }])
+  assert.deepEqual(dims.key_id, [{ value: 'key_a', requests: 48 }])
+  pause.open()
+  await sealing
+  assert.deepEqual(await usage(app.store, filter, ['key_id'], 'auto', T0), before, 'after the seal: from the rollups, the same')
+  assert.deepEqual(await dimensionValues(app.store, filter, T0), dims, 'after the seal: from the rollups, the same values')
+})
+
+test('rollup retention leaves the coarse rollups equal to the per-segment ones, with nothing before the cutoff', async (t) => {
+  const { app, clock } = await build(t, { TOKENLEDGER_EVENT_RETENTION: '2d', TOKENLEDGER_DETAIL_RETENTION: '1d', TOKENLEDGER_ROLLUP_RETENTION: '3d' })
+  const start = T0 - 47 * HOUR
+  const events = Array.from({ length: 94 }, (_, i) => event({ timestamp: start + i * 30 * MIN + 11_000, key_id: `k${i % 4}`, user_id: `u${i % 5}`, cost: '0.125' }))
+  assert.equal((await post(app, events)).body.accepted, 94)
+  await rollover(app)
+  await app.store.settle()
+  // Requests per level, counting only cells that start at or after `fromUs` (on the level's grid).
+  const sums = (fromUs: number) =>
+    app.store.snapshot((snap) =>
+      snap.files(async (conn) => {
+        const out: Record<string, string> = {}
+        for (const table of ['rollups', ...[...COARSE_LEVELS, USERS_DAILY].map((l) => l.table)]) {
+          const res = await conn.runAndReadAll(`SELECT coalesce(sum(requests), 0)::VARCHAR, count(*) FILTER (WHERE epoch_us(bucket) < ${fromUs}) FROM catalog.${table}`)
+          out[table] = res.getRows()[0]!.join(' rows before: ')
+        }
+        return out
+      }),
+    )
+  const before = await sums(0)
+  assert.deepEqual(Object.values(before), Array(5).fill('94 rows before: 0'), 'every level holds every request')
+  // A day and a half later the rollup cutoff (3 days) cuts through the events' first day, mid-hour.
+  clock.advance(36 * HOUR + 20 * MIN)
+  const nowMs = T0 + 36 * HOUR + 20 * MIN
+  const run = await app.inject({ method: 'POST', url: '/v1/admin/retention' })
+  assert.equal(run.statusCode, 200, run.body)
+  const cutoffUs = app.store.cutoffs(nowMs).rollupsUs
+  assert.ok(cutoffUs > start * 1000 && cutoffUs % (HOUR * 1000) !== 0, 'the cutoff falls among the events, off the hour')
+  const kept = events.filter((e) => Number(e.timestamp) * 1000 >= cutoffUs).length
+  const after = await sums(cutoffUs)
+  assert.equal(after.rollups, `${kept} rows before: 0`)
+  assert.equal(after.rollups_q, `${kept} rows before: 0`)
+  for (const level of [...COARSE_LEVELS.slice(1), USERS_DAILY]) {
+    // The cell the cutoff cut through is gone with those before it: only whole cells from the cutoff on remain.
+    const whole = events.filter((e) => Number(e.timestamp) * 1000 >= Math.ceil(cutoffUs / level.us) * level.us).length
+    assert.equal(after[level.table], `${whole} rows before: 0`, level.table)
+  }
+  // Answers from the cutoff on stay exact, through every level.
+  const filter = parseFilter({ from: String(cutoffUs / 1000), to: String(nowMs) }, { nowMs, eventRetentionMs: 2 * DAY, maxFutureSkewMs: 300_000 })
+  const answer = await usage(app.store, filter, ['key_id'], 'auto', nowMs)
+  assert.equal(answer.totals.requests, kept)
+  assert.deepEqual(answer.groups.map((g) => g.totals.requests).reduce((a, b) => Number(a) + Number(b), 0), kept)
+})
+
+test('a catalog from before the coarse rollups gets them built from its rollups when opened, once', async () => {
+  const { DuckDBInstance } = await import('@duckdb/node-api')
+  const { DuckDBCatalog } = await import('../src/store/catalog.js')
+  const db = await DuckDBInstance.create(':memory:')
+  const conn = await db.connect()
+  try {
+    await DuckDBCatalog.open(conn)
+    // A partial set (a version before the users' daily rollup) is rebuilt whole.
+    for (const level of COARSE_LEVELS) await conn.run(`DROP TABLE ${level.table}`)
+    // Two segments sharing cells, users that the coarse levels sum away, a day boundary, two currencies.
+    await conn.run(`INSERT INTO rollups
+      SELECT i % 2, make_timestamp(1795000000000000 + (i // 4) * ${Q}), 'k' || (i % 3), NULL, 'u' || (i % 5), NULL, 'p', 'm', 200, CASE WHEN i % 7 = 0 THEN 'EUR' ELSE 'USD' END,
+             1, i % 2, i, 4294967295, 0, 0, 0, 0, 0, 0, 0, 0, (i * 0.001)::DECIMAL(38,12), 0
+        FROM range(600) t(i)`)
+    await DuckDBCatalog.open(conn)
+    const measures = `currency, sum(requests)::VARCHAR, sum(errors)::VARCHAR, sum(input_tokens_hi)::VARCHAR, sum(input_tokens_lo)::VARCHAR, sum(cost)::VARCHAR`
+    const want = (await conn.runAndReadAll(`SELECT ${measures} FROM rollups GROUP BY currency ORDER BY currency`)).getRows()
+    for (const level of COARSE_LEVELS) {
+      const got = (await conn.runAndReadAll(`SELECT ${measures} FROM ${level.table} GROUP BY currency ORDER BY currency`)).getRows()
+      assert.deepEqual(got, want, level.table)
+      const off = await conn.runAndReadAll(`SELECT count(*) FROM ${level.table} WHERE epoch_us(bucket) % ${level.us} <> 0`)
+      assert.equal(Number(off.getRows()[0]![0]), 0, `${level.table} cells start on its grid`)
+    }
+    const users = `SELECT user_id, sum(requests)::VARCHAR FROM %s WHERE user_id IS NOT NULL GROUP BY user_id ORDER BY user_id`
+    assert.deepEqual((await conn.runAndReadAll(users.replace('%s', USERS_DAILY.table))).getRows(), (await conn.runAndReadAll(users.replace('%s', 'rollups'))).getRows())
+    const rows = (await conn.runAndReadAll(`SELECT count(*) FROM rollups_d`)).getRows()
+    await DuckDBCatalog.open(conn) // a second open leaves them as they are
+    assert.deepEqual((await conn.runAndReadAll(`SELECT count(*) FROM rollups_d`)).getRows(), rows)
+  } finally {
+    conn.closeSync()
+    db.closeSync()
+  }
+})
