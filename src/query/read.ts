@@ -488,6 +488,10 @@ async function readTransaction<T>(conn: DuckDBConnection, fn: () => Promise<T>):
   }
 }
 
+/** The coarse level whose cells are the users' daily rollup's. */
+const DAY_LEVEL = COARSE_LEVELS.findIndex((l) => l.us === USERS_DAILY.us)
+if (DAY_LEVEL < 0) throw new Error('invariant: a coarse level has the cells of the users\' daily rollup')
+
 /**
  * Requests per user_id over `range` (grouping-set rows): with no filter but
  * the window, whole UTC days from the users' daily rollup and the rest from
@@ -498,13 +502,14 @@ async function userValues(conn: DuckDBConnection, f: EventFilter, range: Range, 
   const shape: Shape = { groupBy: [], startsUs: null, sets: ['user_id'] }
   const filtered = f.status.length > 0 || DIMENSIONS.some((d) => (f.dims[d]?.length ?? 0) > 0)
   if (filtered) return rollupTotals(conn, f, [range], rawIds, shape)
-  const [quarters, hours, days] = coarseCells(range[0], range[1], null) as [Range[], Range[], Range[]]
+  const cells = coarseCells(range[0], range[1], null)
+  const days = cells[DAY_LEVEL]!
   const rows: Row[] = []
   if (days.length > 0) {
     const where = whereClause(f, { timeColumn: 'bucket', ranges: days })
     rows.push(...(await readShaped(conn, `SELECT user_id, sum(requests) AS requests FROM catalog.${USERS_DAILY.table} WHERE ${where.sql} GROUP BY user_id`, where.params)))
   }
-  const rest = [...quarters, ...hours].sort((a, b) => a[0] - b[0])
+  const rest = cells.filter((c) => c !== days).flat().sort((a, b) => a[0] - b[0])
   if (rest.length > 0) rows.push(...(await rollupTotals(conn, f, rest, rawIds, shape)))
   return rows
 }
@@ -531,14 +536,15 @@ async function coarseTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toU
 
 /**
  * Covers [fromUs, toUs) (15-minute boundaries) with cells of the coarse
- * levels, coarsest first: whole UTC days, then whole UTC hours, then 15-minute
- * cells, never letting a cell cross a break (a bucket start of a series,
- * strictly inside the range), so every cell lies within one bucket. Returns
- * the ranges of each level, in COARSE_LEVELS order, ascending, contiguous ones
- * merged.
+ * levels, coarsest first: from each end, finer cells up to the first boundary
+ * of the next level, and the coarsest level in the middle; a cell never
+ * crosses a break (a bucket start of a series, strictly inside the range), so
+ * every cell lies within one bucket. Returns the ranges of each level, in
+ * COARSE_LEVELS order, ascending, contiguous ones merged.
  */
 export function coarseCells(fromUs: number, toUs: number, breaks: readonly number[] | null): Range[][] {
-  const [q, h, d] = COARSE_LEVELS.map((l) => l.us) as [number, number, number]
+  const widths = COARSE_LEVELS.map((l) => l.us)
+  const q = widths[0]!
   if (fromUs % q !== 0 || toUs % q !== 0 || fromUs >= toUs) throw new Error('invariant: coarse cells cover a non-empty range of 15-minute boundaries')
   const out: Range[][] = COARSE_LEVELS.map(() => [])
   const add = (level: number, a: number, b: number): void => {
@@ -550,21 +556,24 @@ export function coarseCells(fromUs: number, toUs: number, breaks: readonly numbe
   }
   const floorTo = (x: number, w: number): number => Math.floor(x / w) * w
   const ceilTo = (x: number, w: number): number => Math.ceil(x / w) * w
+  const top = widths.length - 1
   const cuts = [fromUs, ...(breaks ?? []).filter((s) => s > fromUs && s < toUs), toUs]
   for (let i = 0; i + 1 < cuts.length; i++) {
-    const a = cuts[i]!
     const b = cuts[i + 1]!
-    if (a % q !== 0 || b % q !== 0) throw new Error('invariant: breaks fall on 15-minute boundaries')
-    // Up from a: quarters to the first hour, hours to the first day; then days; then down to b.
-    const x1 = Math.min(b, ceilTo(a, h))
-    add(0, a, x1)
-    const x2 = Math.max(x1, Math.min(floorTo(b, h), ceilTo(x1, d)))
-    add(1, x1, x2)
-    const x3 = Math.max(x2, floorTo(b, d))
-    add(2, x2, x3)
-    const x4 = Math.max(x3, floorTo(b, h))
-    add(1, x3, x4)
-    add(0, x4, b)
+    let x = cuts[i]!
+    if (x % q !== 0 || b % q !== 0) throw new Error('invariant: breaks fall on 15-minute boundaries')
+    // Up from the start: each level to the first boundary of the next one (never past the last of its own before b).
+    for (let l = 0; l < top; l++) {
+      const next = Math.max(x, Math.min(floorTo(b, widths[l]!), ceilTo(x, widths[l + 1]!)))
+      add(l, x, next)
+      x = next
+    }
+    // The middle at the coarsest level, then down to b.
+    for (let l = top; l >= 0; l--) {
+      const next = Math.max(x, floorTo(b, widths[l]!))
+      add(l, x, next)
+      x = next
+    }
   }
   return out
 }

@@ -157,11 +157,13 @@ export const BUCKET_US = 15 * 60 * 1_000_000
 
 /**
  * Coarse rollups: the rollups summed over every segment and without `user_id`
- * (the one high-cardinality dimension), per 15 minutes, per UTC hour and per
- * UTC day. For 10 M events over 30 days with 50 keys, 5 models, 3 statuses and
- * 5,000 users, `rollups` holds 8.4 M rows; these hold 1.1 M, 0.5 M and 23 k.
- * A question that neither filters nor groups by user reads whole days from
- * `rollups_d`, whole hours from `rollups_h` and the rest from `rollups_q`.
+ * (the one high-cardinality dimension), per 15 minutes, per UTC hour, per six
+ * UTC hours and per UTC day; each width divides the next. For 10 M events over
+ * 30 days with 50 keys, 5 models, 3 statuses and 5,000 users, `rollups` holds
+ * 8.4 M rows; the hourly level 0.44 M and the daily one 23 k. A question that
+ * neither filters nor groups by user reads each part of its window from the
+ * coarsest level whose cells fit (a day in Berlin starts at 22:00 or 23:00
+ * UTC: two or one hours, three six-hour cells, four or five hours).
  *
  * They are derived, never a source: each cell is the sum of the finer cells
  * within it, recomputed whole (delete, then insert) in the transaction that
@@ -173,6 +175,7 @@ export const BUCKET_US = 15 * 60 * 1_000_000
 export const COARSE_LEVELS = [
   { table: 'rollups_q', us: BUCKET_US },
   { table: 'rollups_h', us: 4 * BUCKET_US },
+  { table: 'rollups_6h', us: 24 * BUCKET_US },
   { table: 'rollups_d', us: 96 * BUCKET_US },
 ] as const
 
