@@ -1,4 +1,4 @@
-// Proves the coarse rollups (per 15 minutes, hour, six hours and day, summed over
+// Proves the coarse rollups (per 15 minutes, hour and day, summed over
 // segments, without user_id): the cells a window is split into cover it
 // exactly, never cross a bucket start and are as coarse as they may be; every
 // answer read through them (totals, groups, series in several zones, the
