@@ -15,7 +15,7 @@ import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection, type D
 import { Errors } from '../errors.js'
 import { formatCost } from '../money.js'
 import { formatTimestampUs } from '../ingest/timestamp.js'
-import { BUCKET_US, COARSE_LEVELS, COST_LIMBS, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum, USERS_DAILY } from '../store/catalog.js'
+import { BUCKET_US, COARSE_LEVELS, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum, USERS_DAILY } from '../store/catalog.js'
 import { tableOf } from '../store/stats.js'
 import type { Cutoffs } from '../store/retention.js'
 import type { SnapshotPart, Store } from '../store/store.js'
@@ -112,16 +112,6 @@ const RAW_MEASURES = `count(*) AS requests,
 const ROLLUP_MEASURES = `sum(requests) AS requests, sum(errors) AS errors,
               ${ROLLUP_TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)} AS ${c}`).join(', ')},
               sum(cost) AS cost, sum(cost_missing) AS cost_missing`
-
-/**
- * Over coarse rollups: the cost as its exact scaled integer (HUGEINT) from the
- * limbs, `cost_scaled`, NULL when every request lacked a cost.
- */
-const [L0, L1, L2] = COST_LIMBS
-const COARSE_MEASURES = `sum(requests) AS requests, sum(errors) AS errors,
-              ${ROLLUP_TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)} AS ${c}`).join(', ')},
-              CASE WHEN sum(requests) > sum(cost_missing) THEN (sum(${L2})::HUGEINT << 64) + (sum(${L1})::HUGEINT << 32) + sum(${L0}) END AS cost_scaled,
-              sum(cost_missing) AS cost_missing`
 
 export type TotalsSource = 'auto' | 'raw'
 
@@ -422,13 +412,13 @@ function rawMeasures(shape: Shape): string {
   return shape.sets === null ? RAW_MEASURES : 'count(*) AS requests'
 }
 
-/** The measures over rollup rows (`coarse`: of the coarse levels), or only `requests` for grouping sets. */
-function rollupMeasures(shape: Shape, coarse = false): string {
-  return shape.sets !== null ? 'sum(requests) AS requests' : coarse ? COARSE_MEASURES : ROLLUP_MEASURES
+/** The measures over rollup rows (full or coarse), or only `requests` for grouping sets. */
+function rollupMeasures(shape: Shape): string {
+  return shape.sets === null ? ROLLUP_MEASURES : 'sum(requests) AS requests'
 }
 
-/** Re-sums rows that already hold the measures (one per 15-minute bucket) into coarser rows; `cost` names the cost column. */
-const sumMeasures = (cost: 'cost' | 'cost_scaled'): string => MEASURES.map((m) => `sum(${m}) AS ${m}`).concat(`sum(${cost}) AS ${cost}`).join(', ')
+/** Re-sums rows that already hold the measures (one per 15-minute bucket) into coarser rows. */
+const SUM_MEASURES = MEASURES.map((m) => `sum(${m}) AS ${m}`).concat('sum(cost) AS cost').join(', ')
 
 /**
  * The statement over `inner` (rows of measures grouped by currency, the
@@ -436,13 +426,13 @@ const sumMeasures = (cost: 'cost' | 'cost_scaled'): string => MEASURES.map((m) =
  * row is moved to the last bucket starting at or before `b` (an ASOF join on
  * the bucket starts, which are our own integers, never input) and summed there.
  */
-function shaped(inner: string, cols: string, shape: Shape, cost: 'cost' | 'cost_scaled' = 'cost'): string {
+function shaped(inner: string, cols: string, shape: Shape): string {
   const cap = ` LIMIT ${MAX_RESULT_ROWS + 1}`
   if (shape.startsUs === null) return inner + cap
   const starts = shape.startsUs.map((s) => String(Math.trunc(s))).join(', ')
   return (
     `WITH d AS (${inner}), s AS (SELECT unnest([${starts}]::BIGINT[]) AS start) ` +
-    `SELECT s.start, ${cols}, ${sumMeasures(cost)} FROM d ASOF JOIN s ON epoch_us(d.b) >= s.start GROUP BY s.start, ${cols}${cap}`
+    `SELECT s.start, ${cols}, ${SUM_MEASURES} FROM d ASOF JOIN s ON epoch_us(d.b) >= s.start GROUP BY s.start, ${cols}${cap}`
   )
 }
 
@@ -541,8 +531,7 @@ async function coarseTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toU
   )
   if (selects.length === 0) return []
   const g = grouping('bucket', shape)
-  const inner = `SELECT ${g.select}, ${rollupMeasures(shape, true)} FROM (${selects.join(' UNION ALL ')}) GROUP BY ${g.by}`
-  return readShaped(conn, shaped(inner, g.cols, shape, 'cost_scaled'), params)
+  return readShaped(conn, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM (${selects.join(' UNION ALL ')}) GROUP BY ${g.by}`, g.cols, shape), params)
 }
 
 /**
@@ -596,11 +585,9 @@ function combineTotals(rows: Row[]): Totals {
   const scaledCost = new Map<string, bigint>()
   for (const r of rows) {
     for (const m of MEASURES) sums[m] += big(r[m])
-    // A row holds its cost as a DECIMAL, or (coarse rollups) as the scaled integer; NULL: no cost known.
-    const scaled = r.cost instanceof DuckDBDecimalValue ? r.cost.value : typeof r.cost_scaled === 'bigint' ? r.cost_scaled : null
-    if (scaled !== null) {
+    if (r.cost instanceof DuckDBDecimalValue) {
       const currency = String(r.currency)
-      scaledCost.set(currency, (scaledCost.get(currency) ?? 0n) + scaled)
+      scaledCost.set(currency, (scaledCost.get(currency) ?? 0n) + r.cost.value)
     }
   }
   const costByCurrency: Record<string, string> = {}

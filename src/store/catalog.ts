@@ -196,32 +196,12 @@ export const USERS_DAILY = { table: 'rollups_users_d', us: 96 * BUCKET_US } as c
 /** The dimensions a coarse rollup row is keyed by (besides its cell). */
 const COARSE_KEY = 'key_id, team_id, customer_id, provider, model, status_code, currency'
 
-/**
- * The cost limbs of a coarse row. A DECIMAL(38,12) is a HUGEINT inside, which
- * DuckDB sums and reads several times slower than BIGINT (like the token sums,
- * see ROLLUP_TOKEN_COLUMNS): the exact scaled cost s (units of 10^-12, 0 when
- * missing; `cost_missing` tells a missing cost from zero) is kept as three
- * BIGINT sums, s = l2 * 2^64 + l1 * 2^32 + l0, of the limbs of every finer
- * row. Costs are never negative and a rollup's is below 10^26 (its DECIMAL),
- * so s < 2^127: l2 < 2^63 a row, and l0, l1 below 2^32 a row, so no sum of
- * fewer than 2^31 rows overflows.
- */
-export const COST_LIMBS = ['cost_l0', 'cost_l1', 'cost_l2'] as const
-
-/** `rollups` with the limbs of each row's cost (exact: integer and fraction parts taken apart). */
-const ROLLUPS_WITH_LIMBS = (() => {
-  const unit = 10 ** COST_SCALE
-  const scaled = `trunc(coalesce(cost, 0))::HUGEINT * ${unit} + ((coalesce(cost, 0) - trunc(coalesce(cost, 0))) * ${unit})::HUGEINT`
-  return `(SELECT *, (s & 4294967295)::BIGINT AS cost_l0, ((s >> 32) & 4294967295)::BIGINT AS cost_l1, (s >> 64)::BIGINT AS cost_l2
-             FROM (SELECT *, ${scaled} AS s FROM rollups))`
-})()
-
 /** The measures of finer rollup rows summed into one coarser row (same columns, same types). */
 const COARSE_SUMS = [
   'sum(requests)::BIGINT',
   'sum(errors)::BIGINT',
   ...ROLLUP_TOKEN_COLUMNS.flatMap((c) => [`sum(${c}_hi)::BIGINT`, `sum(${c}_lo)::BIGINT`]),
-  ...COST_LIMBS.map((c) => `sum(${c})::BIGINT`),
+  'sum(cost)',
   'sum(cost_missing)::BIGINT',
 ].join(', ')
 
@@ -230,7 +210,7 @@ const COARSE_COLUMNS = `bucket TIMESTAMP NOT NULL,
      provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
      requests BIGINT NOT NULL, errors BIGINT NOT NULL,
      ${ROLLUP_TOKEN_COLUMNS.map((c) => `${c}_hi BIGINT NOT NULL, ${c}_lo BIGINT NOT NULL`).join(', ')},
-     ${COST_LIMBS.map((c) => `${c} BIGINT NOT NULL`).join(', ')}, cost_missing BIGINT NOT NULL`
+     cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL`
 
 /**
  * Recomputes the coarse cells holding the 15-minute buckets `quartersUs` (all
@@ -240,7 +220,7 @@ const COARSE_COLUMNS = `bucket TIMESTAMP NOT NULL,
 async function refreshCoarse(conn: DuckDBConnection, quartersUs: readonly number[] | null): Promise<void> {
   if (quartersUs !== null && quartersUs.length === 0) return
   const cells = quartersUs === null ? null : [...new Set(quartersUs)]
-  let source = ROLLUPS_WITH_LIMBS
+  let source = 'rollups'
   for (const level of COARSE_LEVELS) {
     await refreshCells(conn, level, cells, source, `${COARSE_KEY}, ${COARSE_SUMS}`)
     source = level.table
@@ -287,12 +267,12 @@ async function createCoarseRollups(conn: DuckDBConnection): Promise<void> {
   )
   for (const table of RETIRED_TABLES) await conn.run(`DROP TABLE IF EXISTS ${table}`)
   const present = res.getRows().map((r) => String(r[0]))
-  // Coarse levels written before the cost limbs hold a DECIMAL cost: rebuilt too.
-  const limbs = await conn.runAndReadAll(
-    `SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND column_name = '${COST_LIMBS[0]}'
+  // Coarse levels of another shape (an earlier build kept the cost as BIGINT limbs) are rebuilt too.
+  const shaped = await conn.runAndReadAll(
+    `SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND column_name = 'cost'
         AND table_name IN (${COARSE_LEVELS.map((l) => `'${l.table}'`).join(', ')})`,
   )
-  if (present.length === derived.length && Number(limbs.getRows()[0]?.[0] ?? 0) === COARSE_LEVELS.length) return
+  if (present.length === derived.length && Number(shaped.getRows()[0]?.[0] ?? 0) === COARSE_LEVELS.length) return
   await conn.run('BEGIN TRANSACTION')
   try {
     for (const table of present) await conn.run(`DROP TABLE ${table}`)
