@@ -17,6 +17,7 @@ import { formatCost } from '../money.js'
 import { formatTimestampUs } from '../ingest/timestamp.js'
 import { BUCKET_US, COARSE_LEVELS, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum, USERS_DAILY } from '../store/catalog.js'
 import { tableOf } from '../store/stats.js'
+import { inTransaction } from '../store/transaction.js'
 import type { Cutoffs } from '../store/retention.js'
 import type { SnapshotPart, Store } from '../store/store.js'
 import { DIMENSIONS, whereClause, type Dimension, type EventFilter } from './filters.js'
@@ -459,7 +460,8 @@ async function rollupRows(conn: DuckDBConnection, f: EventFilter, range: Range, 
   const byUser = (f.dims.user_id?.length ?? 0) > 0 || shape.groupBy.includes('user_id')
   if (byUser) return rollupTotals(conn, f, [range], rawIds, shape)
   const coarseSets = shape.sets?.filter((d) => d !== 'user_id') ?? null
-  return readTransaction(conn, async () => {
+  // One transaction: its statements see one snapshot of the catalog.
+  return inTransaction(conn, async () => {
     // Coarse rows are summed over segments, so they cannot leave one out: a
     // segment this snapshot reads raw that has been archived since (it is in
     // them, or about to be) sends the question to the per-segment rollups.
@@ -473,19 +475,6 @@ async function rollupRows(conn: DuckDBConnection, f: EventFilter, range: Range, 
     if (shape.sets?.includes('user_id')) rows.push(...(await userValues(conn, f, range, rawIds)))
     return rows
   })
-}
-
-/** Runs `fn` in one read transaction on `conn` (one snapshot of the catalog across its statements). */
-async function readTransaction<T>(conn: DuckDBConnection, fn: () => Promise<T>): Promise<T> {
-  await conn.run('BEGIN TRANSACTION')
-  try {
-    const out = await fn()
-    await conn.run('COMMIT')
-    return out
-  } catch (err) {
-    await conn.run('ROLLBACK').catch(() => undefined)
-    throw err
-  }
 }
 
 /** The coarse level whose cells are the users' daily rollup's. */

@@ -30,6 +30,7 @@ import { Mutex } from 'async-mutex'
 import { listValue, type DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
 import { tableOf } from './stats.js'
+import { inTransaction } from './transaction.js'
 import type { SegmentStats } from './stats.js'
 
 export type SegmentState = 'active' | 'pending' | 'archived' | 'deleted'
@@ -137,19 +138,14 @@ async function migrateHugeintRollups(conn: DuckDBConnection): Promise<void> {
   const names = new Set(cols.getRows().map((r) => String(r[0])))
   if (!names.has('input_tokens')) return
   const split = ROLLUP_TOKEN_COLUMNS.map((c) => `(${c} >> 32)::BIGINT AS ${c}_hi, (${c} & 4294967295)::BIGINT AS ${c}_lo`).join(', ')
-  await conn.run('BEGIN TRANSACTION')
-  try {
+  await inTransaction(conn, async () => {
     await conn.run('DROP TABLE IF EXISTS rollups_migrating')
     await conn.run(`CREATE TABLE rollups_migrating AS
       SELECT segment_id, bucket, key_id, team_id, user_id, customer_id, provider, model, status_code, currency, requests, errors,
              ${split}, cost, cost_missing FROM rollups`)
     await conn.run('DROP TABLE rollups')
     await conn.run('ALTER TABLE rollups_migrating RENAME TO rollups')
-    await conn.run('COMMIT')
-  } catch (err) {
-    await conn.run('ROLLBACK').catch(() => undefined)
-    throw err
-  }
+  })
 }
 
 /** Width of a rollup bucket: every real UTC offset is a multiple of it. */
@@ -273,17 +269,12 @@ async function createCoarseRollups(conn: DuckDBConnection): Promise<void> {
         AND table_name IN (${COARSE_LEVELS.map((l) => `'${l.table}'`).join(', ')})`,
   )
   if (present.length === derived.length && Number(shaped.getRows()[0]?.[0] ?? 0) === COARSE_LEVELS.length) return
-  await conn.run('BEGIN TRANSACTION')
-  try {
+  await inTransaction(conn, async () => {
     for (const table of present) await conn.run(`DROP TABLE ${table}`)
     for (const level of COARSE_LEVELS) await conn.run(`CREATE TABLE ${level.table} (${COARSE_COLUMNS})`)
     await conn.run(`CREATE TABLE ${USERS_DAILY.table} (bucket TIMESTAMP NOT NULL, user_id VARCHAR NOT NULL, requests BIGINT NOT NULL)`)
     await refreshCoarse(conn, null)
-    await conn.run('COMMIT')
-  } catch (err) {
-    await conn.run('ROLLBACK').catch(() => undefined)
-    throw err
-  }
+  })
 }
 
 export class DuckDBCatalog implements Catalog {
@@ -320,7 +311,7 @@ export class DuckDBCatalog implements Catalog {
 
   async putLive(id: number, state: 'active' | 'pending', path: string, createdMs: number): Promise<void> {
     return this.lock.runExclusive(async () => {
-      await this.transaction(async () => {
+      await inTransaction(this.conn, async () => {
         const current = await this.stateOf(id)
         if (current === 'archived' || current === 'deleted') return
         await this.conn.run('DELETE FROM segments WHERE id = $1', [id])
@@ -332,7 +323,7 @@ export class DuckDBCatalog implements Catalog {
   async archive(rec: ArchiveRecord, sourceAlias: string): Promise<boolean> {
     return this.lock.runExclusive(async () => {
       const events = tableOf(sourceAlias, 'events')
-      return this.transaction(async () => {
+      return inTransaction(this.conn, async () => {
         const current = await this.stateOf(rec.id)
         if (current === 'archived' || current === 'deleted') return false
         const created = await this.conn.runAndReadAll('SELECT created_ms FROM segments WHERE id = $1', [rec.id])
@@ -374,7 +365,7 @@ export class DuckDBCatalog implements Catalog {
     if (ids.length === 0) return
     const list = listValue(ids.map((id) => BigInt(id)))
     return this.lock.runExclusive(() =>
-      this.transaction(async () => {
+      inTransaction(this.conn, async () => {
         await this.conn.run(`UPDATE segments SET state = 'deleted', deleted_ms = $2 WHERE id IN (SELECT unnest($1::BIGINT[]))`, [list, nowMs])
         await this.conn.run('DELETE FROM segment_dims WHERE segment_id IN (SELECT unnest($1::BIGINT[]))', [list])
       }),
@@ -396,7 +387,7 @@ export class DuckDBCatalog implements Catalog {
 
   async deleteRollupsBefore(bucketUs: number): Promise<number> {
     return this.lock.runExclusive(() =>
-      this.transaction(async () => {
+      inTransaction(this.conn, async () => {
         const res = await this.conn.run('DELETE FROM rollups WHERE bucket < make_timestamp($1::BIGINT)', [bucketUs])
         // A coarse cell starting before the cutoff is gone or cut through: never whole inside a window from the cutoff on.
         for (const level of [...COARSE_LEVELS, USERS_DAILY]) await this.conn.run(`DELETE FROM ${level.table} WHERE bucket < make_timestamp($1::BIGINT)`, [bucketUs])
@@ -445,18 +436,6 @@ export class DuckDBCatalog implements Catalog {
     const res = await this.conn.runAndReadAll('SELECT state FROM segments WHERE id = $1', [id])
     const v = res.getRows()[0]?.[0]
     return v === undefined ? null : (String(v) as SegmentState)
-  }
-
-  private async transaction<T>(fn: () => Promise<T>): Promise<T> {
-    await this.conn.run('BEGIN TRANSACTION')
-    try {
-      const out = await fn()
-      await this.conn.run('COMMIT')
-      return out
-    } catch (err) {
-      await this.conn.run('ROLLBACK').catch(() => undefined)
-      throw err
-    }
   }
 }
 

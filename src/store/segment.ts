@@ -16,6 +16,7 @@ import { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement, listValue } 
 import type { UsageEvent } from '../ingest/event.js'
 import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL, type RowInsert } from './schema.js'
 import { ConnectionPool } from './pool.js'
+import { inTransaction } from './transaction.js'
 
 export interface SegmentOptions {
   memoryBytes: number
@@ -115,15 +116,10 @@ export class Segment {
       await insertRows(events, EVENT_INSERT, rows)
       return
     }
-    await this.writer.run('BEGIN TRANSACTION')
-    try {
+    await inTransaction(this.writer, async () => {
       await insertRows(events, EVENT_INSERT, rows)
       await insertRows(detailsInsert, DETAIL_INSERT, details)
-      await this.writer.run('COMMIT')
-    } catch (err) {
-      await this.writer.run('ROLLBACK').catch(() => undefined)
-      throw err
-    }
+    })
   }
 
   async close(): Promise<void> {
