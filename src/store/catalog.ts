@@ -189,6 +189,9 @@ const RETIRED_TABLES = ['rollups_6h']
  */
 export const USERS_DAILY = { table: 'rollups_users_d', us: 96 * BUCKET_US } as const
 
+/** Every table derived from `rollups`. */
+const DERIVED_TABLES = [...COARSE_LEVELS, USERS_DAILY].map((l) => l.table)
+
 /** The dimensions a coarse rollup row is keyed by (besides its cell). */
 const COARSE_KEY = 'key_id, team_id, customer_id, provider, model, status_code, currency'
 
@@ -257,9 +260,8 @@ async function refreshCells(
  * dropped and rebuilt whole).
  */
 async function createCoarseRollups(conn: DuckDBConnection): Promise<void> {
-  const derived = [...COARSE_LEVELS, USERS_DAILY].map((l) => l.table)
   const res = await conn.runAndReadAll(
-    `SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' AND table_name IN (${derived.map((t) => `'${t}'`).join(', ')})`,
+    `SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' AND table_name IN (${DERIVED_TABLES.map((t) => `'${t}'`).join(', ')})`,
   )
   for (const table of RETIRED_TABLES) await conn.run(`DROP TABLE IF EXISTS ${table}`)
   const present = res.getRows().map((r) => String(r[0]))
@@ -268,7 +270,7 @@ async function createCoarseRollups(conn: DuckDBConnection): Promise<void> {
     `SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND column_name = 'cost'
         AND table_name IN (${COARSE_LEVELS.map((l) => `'${l.table}'`).join(', ')})`,
   )
-  if (present.length === derived.length && Number(shaped.getRows()[0]?.[0] ?? 0) === COARSE_LEVELS.length) return
+  if (present.length === DERIVED_TABLES.length && Number(shaped.getRows()[0]?.[0] ?? 0) === COARSE_LEVELS.length) return
   await inTransaction(conn, async () => {
     for (const table of present) await conn.run(`DROP TABLE ${table}`)
     for (const level of COARSE_LEVELS) await conn.run(`CREATE TABLE ${level.table} (${COARSE_COLUMNS})`)
@@ -390,7 +392,7 @@ export class DuckDBCatalog implements Catalog {
       inTransaction(this.conn, async () => {
         const res = await this.conn.run('DELETE FROM rollups WHERE bucket < make_timestamp($1::BIGINT)', [bucketUs])
         // A coarse cell starting before the cutoff is gone or cut through: never whole inside a window from the cutoff on.
-        for (const level of [...COARSE_LEVELS, USERS_DAILY]) await this.conn.run(`DELETE FROM ${level.table} WHERE bucket < make_timestamp($1::BIGINT)`, [bucketUs])
+        for (const table of DERIVED_TABLES) await this.conn.run(`DELETE FROM ${table} WHERE bucket < make_timestamp($1::BIGINT)`, [bucketUs])
         return res.rowsChanged
       }),
     )
