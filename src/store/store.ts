@@ -673,14 +673,14 @@ export class Store {
     if (this.closed) throw new Errors.Draining()
     if (this.querySlots.isLocked() && this.queryWaiters >= MAX_QUERY_WAITERS_PER_SLOT * this.opts.maxConcurrentQueries) throw new Errors.QueryBusy()
     this.queryWaiters++
-    const [, releaseSlot] = await this.querySlots.acquire().then(
-      (r) => r,
-      (err: unknown) => {
+    const [, releaseSlot] = await this.querySlots
+      .acquire()
+      .catch((err: unknown) => {
         throw err === E_TIMEOUT ? new Errors.QueryBusy() : err
-      },
-    ).finally(() => {
-      this.queryWaiters--
-    })
+      })
+      .finally(() => {
+        this.queryWaiters--
+      })
     const pinned: Array<() => Promise<void>> = []
     const cutoffs = this.cutoffs()
     // The time bound: past it, every DuckDB query this snapshot is running is
