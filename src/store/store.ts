@@ -321,6 +321,8 @@ export interface Snapshot {
 }
 
 const MIB = 1024 * 1024
+/** The active segment rolls over when its file plus WAL reach this, unless told otherwise (config: TOKENLEDGER_ROLLOVER_BYTES). */
+const DEFAULT_ROLLOVER_BYTES = 64 * MIB
 /** Reads that may wait for a query slot, per slot. */
 const MAX_QUERY_WAITERS_PER_SLOT = 8
 /** Most segments deleted in one catalog transaction. */
@@ -401,7 +403,7 @@ export class Store {
     if (!active?.live) throw new Error('invariant: the store opens with one live active segment')
     this.active = active
     this.nextId = nextId
-    this.rolloverBytes = opts.rolloverBytes ?? 64 * MIB
+    this.rolloverBytes = opts.rolloverBytes ?? DEFAULT_ROLLOVER_BYTES
     this.minFreeDiskBytes = opts.minFreeDiskBytes ?? 1024 * MIB
     this.maxPendingSegments = opts.maxPendingSegments ?? 32
     this.maxActiveBytes = opts.maxActiveBytes ?? 4 * this.rolloverBytes
@@ -1555,6 +1557,7 @@ function segmentOptions(opts: StoreOptions) {
     threads: opts.duckdbThreads,
     readConnections: opts.maxConcurrentQueries,
     nowMs: opts.clock.nowMs(),
+    checkpointBytes: opts.rolloverBytes ?? DEFAULT_ROLLOVER_BYTES,
   }
 }
 
