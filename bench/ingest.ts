@@ -34,7 +34,7 @@ import { scaled12ToString, toScaled12 } from './lib/decimal.js'
 import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
 import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
 import { int, log } from './lib/report.js'
-import { BENCH_SERVER_ENV_KEYS, repoRoot, tokenledgerSpec } from './lib/server.js'
+import { BENCH_SERVER_ENV_KEYS, getJson, repoRoot, tokenledgerSpec, type ServerStatus } from './lib/server.js'
 import { UsageError, numberOption } from './lib/cli.js'
 
 const parseOnlyServerPath = fileURLToPath(new URL('./parse-only-server.ts', import.meta.url))
@@ -235,10 +235,17 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
     let stop: StopReport | undefined
     try {
       if (opts.warmupS > 0) printPhase(label, `warm-up ${opts.warmupS} s`, await ledger.run(server.url, opts.connections, opts.warmupS), opts.batch)
+      const commitsOf = async () => (name === 'tokenledger' ? (await getJson<ServerStatus>(`${server.url}/v1/status`)).ingest : undefined)
+      const before = await commitsOf()
       const cpu0 = server.cpuSeconds()
       const measured = await ledger.run(server.url, opts.connections, opts.durationS)
       const cpu1 = server.cpuSeconds()
       printPhase(label, `measured ${opts.durationS} s`, measured, opts.batch)
+      const after = await commitsOf()
+      if (before && after) {
+        const commits = after.commits - before.commits
+        log(`[${label}] group commits ${int(commits)}, ${int((after.committed_events - before.committed_events) / Math.max(1, commits))} events each on average`)
+      }
       const crashed = server.exited()
 
       let verify: VerifyReport | undefined

@@ -55,7 +55,7 @@ export async function getJson<T>(url: string, init?: RequestInit, timeoutMs = ht
 
 /** The parts of GET /v1/status the benches read. */
 export interface ServerStatus {
-  ingest: { indexed_events: number; index_bytes: number; committed_events: number }
+  ingest: { indexed_events: number; index_bytes: number; commits: number; committed_events: number }
   tiers: { active: number; pending: number; archived: number; bytes: number; rows: number }
   rollovers: number
   retention: { runs: number; errors: number; segments_deleted: number; bytes_freed: number }
