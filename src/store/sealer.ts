@@ -109,11 +109,16 @@ export class Sealer {
   private async step(step: SealStep, id: number): Promise<void> {
     if (this.stopping) throw new Stopping('sealer stopping')
     await this.o.hooks?.beforeSealStep?.(step, id)
+    this.timings?.mark(step)
   }
+
+  /** Milliseconds per step of the seal in progress, for its log line. */
+  private timings: StepTimer | null = null
 
   private async seal(entry: SegmentEntry): Promise<void> {
     const { fs, files, catalog, dataDir } = this.o
     const started = this.o.clock.nowMs()
+    this.timings = new StepTimer()
     const id = entry.id
     const source = entry.file!
     const archive = segmentPath(dataDir, 'archive', id)
@@ -219,7 +224,7 @@ export class Sealer {
         }
       })
       .catch((err: unknown) => this.o.logger.warn({ event: 'seal_cleanup_failed', segment: id, err }, 'could not detach the pending file; start-up will remove it'))
-    this.o.logger.info({ event: 'sealed', segment: id, rows: entry.rowCount, bytes: entry.bytes, ms: this.o.clock.nowMs() - started }, 'segment sealed')
+    this.o.logger.info({ event: 'sealed', segment: id, rows: entry.rowCount, bytes: entry.bytes, ms: this.o.clock.nowMs() - started, steps_ms: this.timings.done() }, 'segment sealed')
   }
 
   /** Writes `tables` into a fresh file at `file` (attached as `alias` while `fill` runs) and checkpoints it. */
@@ -241,5 +246,22 @@ export class Sealer {
     } finally {
       await files.detachAlias(alias)
     }
+  }
+}
+
+/** Wall time of each seal step, from its start to the next one's. */
+class StepTimer {
+  private readonly ms: Partial<Record<SealStep, number>> = {}
+  private current: { step: SealStep; at: number } | null = null
+
+  mark(step: SealStep): void {
+    const now = performance.now()
+    if (this.current) this.ms[this.current.step] = Math.round(now - this.current.at)
+    this.current = { step, at: now }
+  }
+
+  done(): Partial<Record<SealStep, number>> {
+    this.mark('cleanup')
+    return this.ms
   }
 }
