@@ -5,14 +5,13 @@
 import { PassThrough, type Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import sjson from 'secure-json-parse'
 import { Type } from 'typebox'
 import { Errors } from '../src/errors.js'
-import { validateEvent } from '../src/ingest/event.js'
+import type { BodyFormat } from '../src/ingest/decode.js'
+import { createDecoder } from '../src/ingest/decoder.js'
 import { parseFilter } from '../src/query/filters.js'
 import { decodeCursor, listEvents, MAX_LIST_LIMIT } from '../src/query/list.js'
 import { getEvent } from '../src/query/read.js'
-import type { EventResult, IndexedEvent } from '../src/store/store.js'
 import { commonErrors, IngestBody, IngestResult, QueryFilters, UsageEventOut } from './schemas.js'
 
 const NDJSON_TYPES = ['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines']
@@ -21,16 +20,16 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config, store, clock } = app
 
   // Only JSON and NDJSON bodies: anything else is 415, not parsed as text.
-  app.removeContentTypeParser(['text/plain'])
-  for (const type of NDJSON_TYPES) {
-    app.addContentTypeParser(type, { parseAs: 'string', bodyLimit: config.maxBodyBytes }, (_req, body, done) => {
-      try {
-        done(null, parseNdjson(body as string, config.maxBatchEvents))
-      } catch (err) {
-        done(err as Error, undefined)
-      }
-    })
+  // Bodies are read as bytes here and decoded (parsed, validated, encoded) by
+  // the decoder: on ingest worker threads unless TOKENLEDGER_INGEST_WORKERS=0.
+  app.removeContentTypeParser(['text/plain', 'application/json'])
+  for (const [types, format] of [[['application/json'], 'json'], [NDJSON_TYPES, 'ndjson']] as const) {
+    for (const type of types) {
+      app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: config.maxBodyBytes }, (_req, body, done) => done(null, { raw: body as Buffer, format }))
+    }
   }
+  const decoder = createDecoder({ workers: config.ingestWorkers, maxPendingBytes: config.maxQueueBytes, maxBodyBytes: config.maxBodyBytes, logger: app.log })
+  app.addHook('onClose', () => decoder.close())
 
   app.post(
     '/v1/events',
@@ -61,25 +60,19 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preParsing: async (request, _reply, payload) => decodeBody(request.headers['content-encoding'], payload),
     },
     async (request, reply) => {
-      const events = batchOf(request.body)
-      if (events.length > config.maxBatchEvents) throw new Errors.TooManyEvents(events.length, config.maxBatchEvents)
+      const body = request.body as unknown as { raw: Buffer; format: BodyFormat } | undefined
+      // No Content-Type parser ran: the request had no body at all.
+      if (body === undefined) throw new Errors.BadBody('the body is empty; send {"events":[...]}, a JSON array, or NDJSON')
       const limits = { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs }
-      const valid: IndexedEvent[] = []
-      const rejected: EventResult[] = []
-      events.forEach((raw, index) => {
-        const res = validateEvent(raw, limits)
-        if (res.ok) valid.push({ index, event: res.event })
-        else rejected.push({ index, event_id: res.eventId, status: 'rejected', errors: res.errors })
-      })
+      const { batch, rejected } = await decoder.decode(body.raw, body.format, { limits, maxEvents: config.maxBatchEvents })
+      request.ingestEvents = batch.ids.length + rejected.length
       const atomic = request.query.atomic === true
       if (atomic && rejected.length > 0) {
         return reply.code(422).send({ accepted: 0, duplicates: 0, conflicts: 0, rejected: rejected.length, results: rejected })
       }
-      // What the queued events hold in memory, roughly: the queue's byte bound counts this.
-      const bytes = valid.reduce((n, v) => n + 512 + (v.event.detail?.length ?? 0) + (v.event.tags?.length ?? 0), 0)
-      const outcome = await store.append({ events: valid, rejected, atomic, bytes })
-      const { stored, ...body } = outcome
-      return reply.code(stored ? 200 : 422).send(body)
+      const outcome = await store.append({ events: batch, rejected, atomic, bytes: batch.bytes })
+      const { stored, ...answer } = outcome
+      return reply.code(stored ? 200 : 422).send(answer)
     },
   )
 
@@ -141,36 +134,6 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return event
     },
   )
-}
-
-/** Accepts {"events":[...]} or a bare array; anything else is a malformed body. */
-function batchOf(body: unknown): unknown[] {
-  if (Array.isArray(body)) return body
-  if (typeof body === 'object' && body !== null) {
-    const keys = Object.keys(body)
-    const events = (body as { events?: unknown }).events
-    if (keys.length === 1 && keys[0] === 'events' && Array.isArray(events)) return events
-    const extra = keys.find((k) => k !== 'events')
-    if (extra !== undefined) throw new Errors.BadBody(`unknown top-level field "${extra.slice(0, 64)}"; the body is {"events":[...]}, a JSON array, or NDJSON`)
-  }
-  throw new Errors.BadBody('expected {"events":[...]}, a JSON array of events, or NDJSON')
-}
-
-function parseNdjson(text: string, maxEvents: number): unknown[] {
-  const out: unknown[] = []
-  let line = 0
-  for (const raw of text.split('\n')) {
-    line++
-    const trimmed = raw.trim()
-    if (trimmed === '') continue
-    if (out.length >= maxEvents) throw new Errors.TooManyEvents(out.length + 1, maxEvents)
-    try {
-      out.push(sjson.parse(trimmed, undefined, { protoAction: 'error', constructorAction: 'error' }))
-    } catch (err) {
-      throw new Errors.BadBody(`NDJSON line ${line} is not valid JSON: ${(err as Error).message.slice(0, 200)}`)
-    }
-  }
-  return out
 }
 
 /** gzip and identity are accepted; the decoded bytes count against bodyLimit. */

@@ -6,6 +6,7 @@
 // `64MiB`, `1GiB` (or plain bytes). Every limit of the service has its named
 // default here, so there is exactly one place to read what the bounds are.
 
+import os from 'node:os'
 import path from 'node:path'
 import v8 from 'node:v8'
 
@@ -54,6 +55,8 @@ export interface Config {
   duckdbMemoryBytes: number
   /** DuckDB worker threads. */
   duckdbThreads: number
+  /** Worker threads that parse, validate and encode ingest bodies; 0: the event loop does it. */
+  ingestWorkers: number
   /** Roll the active segment over when its file plus WAL reach this size. */
   rolloverBytes: number
   /** ...or when its first event is this old (so a quiet node still seals). */
@@ -237,6 +240,11 @@ export function isLoopbackHost(host: string): boolean {
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 const DAY_MS = 86_400_000
 const MiB = 1024 ** 2
+/**
+ * One ingest worker per core but one (the event loop and DuckDB need the rest),
+ * at least one, at most four. On the 2-core bench machine: one.
+ */
+const DEFAULT_INGEST_WORKERS = Math.min(4, Math.max(1, os.availableParallelism() - 1))
 
 /** A duration in the largest unit that divides it exactly (`30d`, `36h`, `1500ms`). */
 function msText(ms: number): string {
@@ -303,6 +311,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownGraceMs: r.duration('SHUTDOWN_GRACE', '25s', 1000, 3_600_000),
     duckdbMemoryBytes: r.size('DUCKDB_MEMORY', '2GiB', 64 * MiB, 1024 * 1024 * MiB),
     duckdbThreads: r.int('DUCKDB_THREADS', 2, 1, 256),
+    ingestWorkers: r.int('INGEST_WORKERS', DEFAULT_INGEST_WORKERS, 0, 64),
     rolloverBytes: r.size('ROLLOVER_BYTES', '64MiB', 64 * 1024, 64 * 1024 * MiB),
     rolloverAgeMs: r.duration('ROLLOVER_AGE', '1h', 100, 7 * DAY_MS),
     sealRetryMs: r.duration('SEAL_RETRY', '1s', 10, 3_600_000),

@@ -2,6 +2,7 @@
 // refused with an error naming the variable and what it allows.
 
 import assert from 'node:assert/strict'
+import os from 'node:os'
 import path from 'node:path'
 import { test } from 'node:test'
 import { ConfigError, loadConfig, parseDuration, parseSize } from '../src/config.js'
@@ -23,6 +24,8 @@ test('defaults match the README', () => {
   assert.equal(c.rateLimitMax, 0)
   assert.equal(c.minFreeDiskBytes, 1024 ** 3)
   assert.equal(c.maxActiveBytes, 4 * c.rolloverBytes)
+  assert.equal(c.ingestWorkers, Math.min(4, Math.max(1, os.availableParallelism() - 1)), 'one ingest worker per core but one, 1-4')
+  assert.equal(loadConfig({ TOKENLEDGER_INGEST_WORKERS: '0' }).ingestWorkers, 0, '0: decoded on the event loop')
   assert.deepEqual([c.queryPressure.eventLoopDelayMs, c.ingestPressure.eventLoopDelayMs], [200, 1000])
   assert.ok(c.queryPressure.heapUsedBytes < c.ingestPressure.heapUsedBytes)
   assert.deepEqual([c.queryPressure.rssBytes, c.ingestPressure.rssBytes], [0, 0])
@@ -67,6 +70,7 @@ test('every bad value names its variable', () => {
     [{ TOKENLEDGER_INGEST_MAX_RSS: '4GiB' }, /^TOKENLEDGER_QUERY_MAX_RSS: must be on and at most TOKENLEDGER_INGEST_MAX_RSS/],
     [{ TOKENLEDGER_ROLLOVER_BYTES: '64MiB', TOKENLEDGER_MAX_ACTIVE_BYTES: '32MiB' }, /^TOKENLEDGER_MAX_ACTIVE_BYTES: must be at least TOKENLEDGER_ROLLOVER_BYTES/],
     [{ TOKENLEDGER_RATE_LIMIT: 'fast' }, /^TOKENLEDGER_RATE_LIMIT: must be a whole number/],
+    [{ TOKENLEDGER_INGEST_WORKERS: '65' }, /^TOKENLEDGER_INGEST_WORKERS: must be between 0 and 64/],
     [{ TOKENLEDGER_MIN_FREE_DISK: 'lots' }, /^TOKENLEDGER_MIN_FREE_DISK: "lots" is not a size/],
   ]
   for (const [env, message] of cases) {

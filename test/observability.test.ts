@@ -19,6 +19,7 @@ import { pino } from 'pino'
 import { buildApp } from '../src/app.js'
 import { ManualClock } from '../src/clock.js'
 import { loadConfig, type Config } from '../src/config.js'
+import { encodeEvents } from '../src/ingest/batch.js'
 import { validateEvent } from '../src/ingest/event.js'
 import type { AppendRequest } from '../src/store/store.js'
 import { build, event, latch, post, rollover, T0 } from './helper.js'
@@ -69,7 +70,7 @@ function request(n: number): AppendRequest {
     if (!res.ok) throw new Error(JSON.stringify(res.errors))
     return { index, event: res.event }
   })
-  return { events, rejected: [], atomic: false, bytes: n * 512 }
+  return { events: encodeEvents(events), rejected: [], atomic: false, bytes: n * 512 }
 }
 
 const TOKEN_SCOPES = ['ingest', 'query', 'admin', 'metrics'] as const

@@ -15,6 +15,7 @@ import path from 'node:path'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import type { FastifyInstance } from 'fastify'
+import { encodeEvents } from '../src/ingest/batch.js'
 import { validateEvent } from '../src/ingest/event.js'
 import { IdIndex } from '../src/store/idindex.js'
 import { detailsFileName, segmentFileName } from '../src/store/layout.js'
@@ -492,11 +493,11 @@ test('a replay validated before retention deleted its first copy is refused at c
   assert.ok(validated.ok)
   clock.advance(15 * 60_000)
   assert.deepEqual((await runRetention(app)).segments_deleted, [seg])
-  const outcome = await app.store.append({ events: [{ index: 0, event: validated.event }], rejected: [], atomic: false, bytes: 1 })
+  const outcome = await app.store.append({ events: encodeEvents([{ index: 0, event: validated.event }]), rejected: [], atomic: false, bytes: 1 })
   assert.equal(outcome.accepted, 0)
   assert.equal(outcome.rejected, 1)
   assert.equal(outcome.results[0]?.errors?.[0]?.field, '/timestamp')
-  const atomic = await app.store.append({ events: [{ index: 0, event: validated.event }], rejected: [], atomic: true, bytes: 1 })
+  const atomic = await app.store.append({ events: encodeEvents([{ index: 0, event: validated.event }]), rejected: [], atomic: true, bytes: 1 })
   assert.equal(atomic.stored, false, 'an atomic request with an expired event stores nothing')
   await rollover(app)
   await app.store.settle()

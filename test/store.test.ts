@@ -11,6 +11,7 @@ import path from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { pino } from 'pino'
 import { ManualClock } from '../src/clock.js'
+import { encodeEvents } from '../src/ingest/batch.js'
 import { validateEvent } from '../src/ingest/event.js'
 import { Store, type AppendRequest, type StoreHooks } from '../src/store/store.js'
 import { build, event, latch, post, T0, totals } from './helper.js'
@@ -47,7 +48,7 @@ function request(n: number, over: Record<string, unknown> = {}): AppendRequest {
     if (!res.ok) throw new Error(JSON.stringify(res.errors))
     return { index, event: res.event }
   })
-  return { events, rejected: [], atomic: false, bytes: n * 512 }
+  return { events: encodeEvents(events), rejected: [], atomic: false, bytes: n * 512 }
 }
 
 test('concurrent appends are coalesced into few transactions (group commit)', async (t) => {

@@ -27,6 +27,10 @@ declare module 'fastify' {
   interface FastifyInstance {
     metrics: Registry
   }
+  interface FastifyRequest {
+    /** Events in an ingest body, set by the ingest route once it is decoded (null: not decoded). */
+    ingestEvents: number | null
+  }
 }
 
 /** Whole HTTP requests: from a 1 ms health check to a query at its 30 s time bound. */
@@ -397,6 +401,7 @@ export default fp(
       labelNames: ['method', 'route', 'status_class'],
       registers: [registry],
     })
+    app.decorateRequest('ingestEvents', null)
     app.addHook('onResponse', (request, reply, done) => {
       const { method, route } = routeLabels(request)
       httpSeconds.observe({ method, route }, reply.elapsedTime / 1000)
@@ -406,16 +411,16 @@ export default fp(
     // Outcomes are counted from the answer the client gets (200, or 422 for a refused atomic batch).
     app.addHook('preSerialization', (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
       if (request.method === 'POST' && request.routeOptions.url === INGEST_ROUTE && (reply.statusCode === 200 || reply.statusCode === 422)) {
-        countIngest(request.body, payload, reply.statusCode === 422)
+        countIngest(request.ingestEvents, payload, reply.statusCode === 422)
       }
       done(null, payload)
     })
-    const countIngest = (body: unknown, payload: unknown, refused: boolean): void => {
+    const countIngest = (decoded: number | null, payload: unknown, refused: boolean): void => {
       const answer = payload as { accepted?: unknown; duplicates?: unknown; conflicts?: unknown; rejected?: unknown }
       const n = (v: unknown): number => (typeof v === 'number' && v >= 0 ? v : 0)
       const counted = { accepted: n(answer.accepted), duplicate: n(answer.duplicates), conflict: n(answer.conflicts), rejected: n(answer.rejected) }
       const sum = counted.accepted + counted.duplicate + counted.conflict + counted.rejected
-      const batch = Math.max(batchLength(body) ?? sum, sum)
+      const batch = Math.max(decoded ?? sum, sum)
       for (const [outcome, count] of Object.entries(counted)) if (count > 0) events.inc({ outcome }, count)
       if (refused && batch > sum) events.inc({ outcome: 'refused' }, batch - sum)
       batchEvents.observe(batch)
@@ -434,13 +439,6 @@ function routeLabels(request: FastifyRequest): { method: string; route: string }
 
 function statusClass(status: number): string {
   return status >= 100 && status < 600 ? `${Math.floor(status / 100)}xx` : 'other'
-}
-
-/** Events in an ingest body: a bare array (JSON or NDJSON) or {"events": [...]}. */
-function batchLength(body: unknown): number | null {
-  if (Array.isArray(body)) return body.length
-  const events = (body as { events?: unknown } | null)?.events
-  return Array.isArray(events) ? events.length : null
 }
 
 /**

@@ -168,11 +168,21 @@ const DETAIL_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
   detail: text((e) => e.detail, false),
 }
 
-/** A prepared INSERT of many rows into one table: its SQL, and its parameters for given rows. */
+/**
+ * A prepared INSERT of many rows into one table: its SQL, each column's
+ * values joined (`encode`, per request, where the request is decoded), and
+ * how joined columns combine (`merge`, one commit of several requests) or
+ * lose rows (`filter`, a request's duplicates left out).
+ */
 export interface RowInsert<R> {
   /** Parameters $1..$n are the columns' joined values, in column order. */
   sql: string
-  params(rows: readonly R[]): string[]
+  /** The joined values of `rows` (at least one), one string per column. */
+  encode(rows: readonly R[]): string[]
+  /** Parts of `encode` (each of at least one row) as one: the statement's parameters. */
+  merge(parts: readonly (readonly string[])[]): string[]
+  /** The encoded `columns` keeping the rows whose `keep` is true (at least one). */
+  filter(columns: readonly string[], keep: readonly boolean[]): string[]
 }
 
 function rowInsert<R>(table: string, columns: readonly Column[], codecs: Record<string, ColumnCodec<R>>): RowInsert<R> {
@@ -181,6 +191,7 @@ function rowInsert<R>(table: string, columns: readonly Column[], codecs: Record<
   const extra = Object.keys(codecs).filter((n) => !names.includes(n))
   if (missing.length > 0 || extra.length > 0) throw new Error(`schema.ts: ${table} codecs do not match its columns (missing ${missing.join(', ') || '-'}, extra ${extra.join(', ') || '-'})`)
   const ordered = names.map((n) => codecs[n]!)
+  const seps = ordered.map((c) => (c.kind === 'text' ? TEXT_SEP : ','))
   const lists = ordered.map((c, i) => {
     const split = c.kind === 'text' ? `string_split($${i + 1}, chr(31))` : `string_split($${i + 1}, ',')`
     return `unnest(${c.listType ? `${split}::${c.listType}[]` : split}) AS c${i}`
@@ -195,16 +206,27 @@ function rowInsert<R>(table: string, columns: readonly Column[], codecs: Record<
   const sql = `INSERT INTO ${table} SELECT ${ordered.map((c, i) => c.sql(`c${i}`)).join(', ')} FROM (SELECT ${lists.join(', ')})`
   return {
     sql,
-    params(rows) {
+    encode(rows) {
       const out: string[] = new Array(ordered.length)
       const values: string[] = new Array(rows.length)
       for (let c = 0; c < ordered.length; c++) {
         const codec = ordered[c]!
         const isText = codec.kind === 'text'
         for (let i = 0; i < rows.length; i++) values[i] = codec.encode(rows[i]!) ?? (isText ? NULL_TEXT : '')
-        out[c] = values.join(isText ? TEXT_SEP : ',')
+        out[c] = values.join(seps[c]!)
       }
       return out
+    },
+    merge(parts) {
+      if (parts.length === 1) return [...parts[0]!]
+      return seps.map((sep, c) => parts.map((p) => p[c]!).join(sep))
+    },
+    filter(cols, keep) {
+      return cols.map((joined, c) => {
+        const values = joined.split(seps[c]!)
+        if (values.length !== keep.length) throw new Error(`invariant: ${table}.${names[c]} splits into ${values.length} values for ${keep.length} rows (a value contains a separator)`)
+        return values.filter((_, i) => keep[i] === true).join(seps[c])
+      })
     },
   }
 }

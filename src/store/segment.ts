@@ -13,8 +13,8 @@
 // - Close order: prepared inserts -> connections -> instance, after a CHECKPOINT.
 
 import { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
-import type { UsageEvent } from '../ingest/event.js'
-import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL, type RowInsert } from './schema.js'
+import type { EventBatch } from '../ingest/batch.js'
+import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 import { ConnectionPool } from './pool.js'
 import { inTransaction } from './transaction.js'
 
@@ -119,19 +119,24 @@ export class Segment {
    * ~7 µs on an idle loop). A single statement is its own transaction, and it
    * fails whole when a column splits into too many values (see rowInsert).
    */
-  async appendCommitted(rows: readonly UsageEvent[]): Promise<void> {
+  async appendCommitted(parts: readonly EventBatch[]): Promise<void> {
     if (this.closed) throw new Error(`segment ${this.path} is closed`)
+    const rows = parts.filter((p) => p.ids.length > 0)
     if (rows.length === 0) return
     this.inserts ??= { events: await this.writer.prepare(EVENT_INSERT.sql), details: await this.writer.prepare(DETAIL_INSERT.sql) }
     const { events, details: detailsInsert } = this.inserts
-    const details = rows.filter((r) => r.detail !== null)
-    if (details.length === 0) {
-      await insertRows(events, EVENT_INSERT, rows)
+    const eventCount = rows.reduce((n, p) => n + p.ids.length, 0)
+    const eventParams = EVENT_INSERT.merge(rows.map((p) => p.columns))
+    const withDetails = rows.filter((p) => p.detailRows.length > 0)
+    if (withDetails.length === 0) {
+      await insertRows(events, eventParams, eventCount)
       return
     }
+    const detailCount = withDetails.reduce((n, p) => n + p.detailRows.length, 0)
+    const detailParams = DETAIL_INSERT.merge(withDetails.map((p) => p.detailColumns))
     await inTransaction(this.writer, async () => {
-      await insertRows(events, EVENT_INSERT, rows)
-      await insertRows(detailsInsert, DETAIL_INSERT, details)
+      await insertRows(events, eventParams, eventCount)
+      await insertRows(detailsInsert, detailParams, detailCount)
     })
   }
 
@@ -182,14 +187,14 @@ export async function lookupFingerprints(conn: DuckDBConnection, alias: string |
 }
 
 /**
- * Runs a prepared RowInsert for `rows`, and throws unless it wrote exactly one
- * row per row (inside a transaction the caller then rolls back; alone, the
- * NOT NULL columns have already made a wrong split fail: see rowInsert).
+ * Runs a prepared RowInsert with its merged column parameters, and throws
+ * unless it wrote exactly `rows` rows (inside a transaction the caller then
+ * rolls back; alone, the NOT NULL columns have already made a wrong split
+ * fail: see rowInsert).
  */
-async function insertRows(stmt: DuckDBPreparedStatement, insert: RowInsert<UsageEvent>, rows: readonly UsageEvent[]): Promise<void> {
-  const columns = insert.params(rows)
+async function insertRows(stmt: DuckDBPreparedStatement, columns: readonly string[], rows: number): Promise<void> {
   stmt.clearBindings()
   for (let i = 0; i < columns.length; i++) stmt.bindVarchar(i + 1, columns[i]!)
   const written = (await stmt.run()).rowsChanged
-  if (written !== rows.length) throw new Error(`invariant: the insert wrote ${written} rows for ${rows.length} (a value contains a separator)`)
+  if (written !== rows) throw new Error(`invariant: the insert wrote ${written} rows for ${rows} (a value contains a separator)`)
 }

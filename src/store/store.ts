@@ -59,7 +59,9 @@ import type { DuckDBConnection } from '@duckdb/node-api'
 import type { Logger } from '../log.js'
 import type { Clock } from '../clock.js'
 import { Errors } from '../errors.js'
-import type { FieldError, UsageEvent } from '../ingest/event.js'
+import type { EventBatch } from '../ingest/batch.js'
+import { keepRows } from '../ingest/batch.js'
+import type { FieldError } from '../ingest/event.js'
 import { DuckDBCatalog, type Catalog, type DetailsState, type SegmentDims } from './catalog.js'
 import { FileTier, type AttachedFile } from './files.js'
 import { nodeFileSystem, removeDurably, type FileSystem } from './fsops.js'
@@ -90,13 +92,9 @@ export interface AppendOutcome {
   results: EventResult[]
 }
 
-export interface IndexedEvent {
-  index: number
-  event: UsageEvent
-}
-
 export interface AppendRequest {
-  events: IndexedEvent[]
+  /** The request's valid events, encoded (src/ingest/batch.ts). */
+  events: EventBatch
   /** Outcomes already known before the store (validation rejects). */
   rejected: EventResult[]
   atomic: boolean
@@ -474,17 +472,18 @@ export class Store {
   append(req: AppendRequest): Promise<AppendOutcome> {
     if (this.failure !== null) return Promise.reject(new Errors.StoreFailed())
     if (this.draining || this.closed) return Promise.reject(new Errors.Draining())
-    if (req.events.length === 0) return Promise.resolve(outcomeOf(req, [], 0, true))
+    const count = req.events.ids.length
+    if (count === 0) return Promise.resolve(outcomeOf(req, [], 0, true))
     const refusing = this.refusing()
     if (refusing.length > 0) return Promise.reject(new Errors.Overloaded(refusing.join('; ')))
-    if (this.queuedEvents + req.events.length > this.opts.maxQueueEvents || this.queuedBytes + req.bytes > this.opts.maxQueueBytes) {
+    if (this.queuedEvents + count > this.opts.maxQueueEvents || this.queuedBytes + req.bytes > this.opts.maxQueueBytes) {
       return Promise.reject(new Errors.QueueFull())
     }
-    this.queuedEvents += req.events.length
+    this.queuedEvents += count
     this.queuedBytes += req.bytes
     return new Promise<AppendOutcome>((resolve, reject) => {
       const pending: Pending = { ...req, resolve, reject, known: null }
-      const closed = this.closedCandidates(req.events.map((e) => e.event.event_id))
+      const closed = this.closedCandidates(req.events.ids)
       if (closed.size === 0) {
         this.enqueue(pending)
         return
@@ -1367,14 +1366,14 @@ export class Store {
     let events = 0
     let n = 0
     while (n < this.queue.length) {
-      const size = this.queue[n]!.events.length
+      const size = this.queue[n]!.events.ids.length
       if (n > 0 && events + size > this.opts.maxCommitEvents) break
       events += size
       n++
     }
     const batch = this.queue.splice(0, n)
     for (const p of batch) {
-      this.queuedEvents -= p.events.length
+      this.queuedEvents -= p.events.ids.length
       this.queuedBytes -= p.bytes
     }
     return batch
@@ -1433,37 +1432,40 @@ export class Store {
     // again here, under the gate, an expired event can never be stored twice.
     const cutoffUs = this.cutoffs().eventsUs
     const staged = new Map<string, string>()
-    const rows: UsageEvent[] = []
+    const parts: EventBatch[] = []
     const outcomes: AppendOutcome[] = []
     for (const p of batch) {
+      const { index, ids, fingerprints, tsUs } = p.events
       const local = new Map<string, string>()
       const results: EventResult[] = []
-      const toInsert: UsageEvent[] = []
-      for (const { index, event } of p.events) {
-        if (event.ts_us < cutoffUs) {
+      const keep: boolean[] = new Array(ids.length)
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i]!
+        keep[i] = false
+        if (tsUs[i]! < cutoffUs) {
           const oldest = new Date(Math.ceil(cutoffUs / 1000)).toISOString()
-          results.push({ index, event_id: event.event_id, status: 'rejected', errors: [{ field: '/timestamp', message: `is older than the event retention window (${oldest})` }] })
+          results.push({ index: index[i]!, event_id: id, status: 'rejected', errors: [{ field: '/timestamp', message: `is older than the event retention window (${oldest})` }] })
           continue
         }
-        const prior = local.get(event.event_id) ?? staged.get(event.event_id) ?? stored.get(event.event_id)
+        const prior = local.get(id) ?? staged.get(id) ?? stored.get(id)
         if (prior === undefined) {
-          local.set(event.event_id, event.fingerprint)
-          toInsert.push(event)
+          local.set(id, fingerprints[i]!)
+          keep[i] = true
         } else {
-          results.push({ index, event_id: event.event_id, status: prior === event.fingerprint ? 'duplicate' : 'conflict' })
+          results.push({ index: index[i]!, event_id: id, status: prior === fingerprints[i] ? 'duplicate' : 'conflict' })
         }
       }
       const refused = p.atomic && results.some((r) => r.status === 'conflict' || r.status === 'rejected')
-      if (!refused) {
+      if (!refused && local.size > 0) {
         for (const [id, fp] of local) staged.set(id, fp)
-        for (const e of toInsert) rows.push(e)
+        parts.push(keepRows(p.events, keep))
       }
-      outcomes.push(outcomeOf(p, results, refused ? 0 : toInsert.length, !refused))
+      outcomes.push(outcomeOf(p, results, refused ? 0 : local.size, !refused))
     }
     const started = performance.now()
     try {
       await this.opts.hooks?.faultOnWrite?.()
-      await writer.segment.appendCommitted(rows)
+      await writer.segment.appendCommitted(parts)
     } catch (err) {
       this.notify((o) => o.commitFailure?.())
       this.noteWriteFailure(err, false)
@@ -1472,19 +1474,22 @@ export class Store {
     const durationMs = performance.now() - started
     const entry = this.active
     for (const id of staged.keys()) this.index.add(id, entry.id)
-    if (rows.length > 0) {
-      entry.rowCount += rows.length
+    const rows = staged.size
+    if (rows > 0) {
+      entry.rowCount += rows
       entry.firstAppendMs ??= this.opts.clock.nowMs()
-      for (const r of rows) {
-        if (entry.minTsUs === null || r.ts_us < entry.minTsUs) entry.minTsUs = r.ts_us
-        if (entry.maxTsUs === null || r.ts_us > entry.maxTsUs) entry.maxTsUs = r.ts_us
+      for (const part of parts) {
+        for (const ts of part.tsUs) {
+          if (entry.minTsUs === null || ts < entry.minTsUs) entry.minTsUs = ts
+          if (entry.maxTsUs === null || ts > entry.maxTsUs) entry.maxTsUs = ts
+        }
       }
     }
     this.commits++
-    this.committedEvents += rows.length
+    this.committedEvents += rows
     this.lastCommitMs = durationMs
-    this.lastCommitEvents = rows.length
-    this.notify((o) => o.commit?.({ events: rows.length, requests: batch.length, durationMs }))
+    this.lastCommitEvents = rows
+    this.notify((o) => o.commit?.({ events: rows, requests: batch.length, durationMs }))
     batch.forEach((p, i) => p.resolve(outcomes[i]!))
   }
 
@@ -1507,7 +1512,7 @@ function mib(bytes: number): string {
 }
 
 function* idsOf(batch: Pending[]): Generator<string> {
-  for (const p of batch) for (const { event } of p.events) yield event.event_id
+  for (const p of batch) yield* p.events.ids
 }
 
 function newEntry(id: number, state: SegmentState, live: Segment | null): SegmentEntry {
