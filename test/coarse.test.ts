@@ -102,9 +102,10 @@ test('totals, groups, series and dimension values read through the coarse rollup
     whole: fc.boolean(),
   })
   await fc.assert(
-    fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 4 }), fc.array(query, { minLength: 1, maxLength: 4 }), async (steps, queries) => {
+    // How often the active segment's live rollups are refreshed: after every commit, every few events, never.
+    fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 4 }), fc.array(query, { minLength: 1, maxLength: 4 }), fc.constantFrom(1, 7, 1e9), async (steps, queries, every) => {
       // A server per run: a question without filters sees only this run's events.
-      const { app } = await build(t)
+      const { app } = await build(t, {}, { liveRollupEveryRows: every })
       for (const s of steps) {
         const batch = s.events.map((e) =>
           event({
@@ -146,6 +147,72 @@ test('totals, groups, series and dimension values read through the coarse rollup
     // A server per run makes shrinking slow: the first counterexample is reported as found.
     { numRuns: RUNS, endOnFailure: true },
   )
+})
+
+test("the active segment's live rollups plus the events appended since answer like a raw scan, and take the events they hold", async (t) => {
+  const { app } = await build(t, {}, { liveRollupEveryRows: 50 })
+  const base = Math.floor((T0 - DAY) / HOUR) * HOUR
+  const at = (i: number) => base + ((i * 7919) % (3 * 3600)) * 1000 + (i % 3) * 333
+  const batch = (from: number, n: number) =>
+    Array.from({ length: n }, (_, k) => {
+      const i = from + k
+      return event({ timestamp: at(i), key_id: KEYS[i % 3], user_id: USERS[i % 4] ?? undefined, model: MODELS[i % 2], status_code: i % 5 === 0 ? 500 : 200, input_tokens: i * 13, cost: i % 7 === 0 ? undefined : `${i}.000000000001` })
+    })
+  const upto = () =>
+    app.store.snapshot(async (snap) => {
+      const active = snap.parts.find((p) => p.state === 'active')!
+      return active.live(async (conn) => Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0]))
+    })
+  assert.equal((await post(app, batch(0, 60))).body.accepted, 60)
+  await app.store.settle()
+  assert.equal(await upto(), 60, 'a commit of 50 or more events refreshes them')
+  assert.equal((await post(app, batch(60, 10))).body.accepted, 10)
+  await app.store.settle()
+  assert.equal(await upto(), 60, 'ten more are read from the events (the tail)')
+  const windows: Array<[number, number]> = [
+    [base - HOUR, base + 4 * HOUR], // aligned, all of them
+    [base + 10 * MIN + 7_000, base + 2 * HOUR + 3 * MIN], // unaligned edges
+    [base + 30 * MIN, base + 45 * MIN], // one bucket
+  ]
+  for (const [fromMs, toMs] of windows) {
+    for (const dims of [{}, { key_id: ['k1', 'k3'] }, { model: ['m2'], team_id: ['t2'] }]) {
+      const filter = parseFilter({ from: String(fromMs), to: String(toMs), ...dims }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
+      for (const groupBy of [[], ['key_id'], ['model', 'key_id']] as Dimension[][]) {
+        const what = JSON.stringify({ fromMs, toMs, dims, groupBy })
+        assert.deepEqual(await usage(app.store, filter, groupBy, 'auto', T0), await usage(app.store, filter, groupBy, 'raw', T0), `usage ${what}`)
+        for (const tz of ['UTC', 'Asia/Kolkata']) {
+          const starts = bucketStarts(tz, '1h', fromMs, toMs, 10_000)!
+          const startsUs = starts.startsMs.map((s) => s * 1000)
+          const all = (groups: unknown[]) => groups as never
+          assert.deepEqual(
+            await timeseries(app.store, filter, groupBy, startsUs, all, 'auto', T0),
+            await timeseries(app.store, filter, groupBy, startsUs, all, 'raw', T0),
+            `series ${tz} ${what}`,
+          )
+        }
+      }
+    }
+  }
+  const totals = await usage(app.store, parseFilter({ from: String(base - HOUR), to: String(base + 4 * HOUR) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 }), [], 'auto', T0)
+  assert.equal(Number(totals.totals.requests), 70, 'every event once: 60 through the rollups, 10 raw')
+})
+
+test('the live rollups are compacted every 16 refreshes: one row per cell, the same answers', async (t) => {
+  const { app } = await build(t, {}, { liveRollupEveryRows: 1 })
+  const at = Math.floor((T0 - DAY) / HOUR) * HOUR + 5 * MIN
+  const live = (sql: string) =>
+    app.store.snapshot(async (snap) => snap.parts.find((p) => p.state === 'active')!.live(async (conn) => Number((await conn.runAndReadAll(sql)).getRows()[0]![0])))
+  // 40 commits into one cell, each refreshed on its own: compacted after the 16th and the 32nd.
+  for (let i = 0; i < 40; i++) {
+    assert.equal((await post(app, [event({ timestamp: at + i, key_id: 'k1', model: 'm1', input_tokens: i, cost: '0.5' })])).body.accepted, 1)
+    await app.store.settle()
+  }
+  assert.equal(await live('SELECT max(rows) FROM live_rollups_upto'), 40)
+  assert.equal(await live('SELECT count(*) FROM live_rollups'), 1 + 8, 'one compacted row, and one per refresh since')
+  const filter = parseFilter({ from: String(at - HOUR), to: String(at + HOUR) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
+  const answer = await usage(app.store, filter, ['key_id'], 'auto', T0)
+  assert.deepEqual(answer, await usage(app.store, filter, ['key_id'], 'raw', T0))
+  assert.deepEqual([Number(answer.totals.requests), Number(answer.totals.input_tokens), answer.totals.cost], [40, (39 * 40) / 2, '20'])
 })
 
 test('a segment archived while a query reads it raw is counted once, through the coarse rollups or the per-segment ones', async (t) => {

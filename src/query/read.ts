@@ -294,7 +294,8 @@ async function gatherRows(
       const ranges = (part.state === 'archived' ? edges : [whole]).filter((r) => mayMatch(part, filter, r))
       if (ranges.length === 0) continue
       if (part.alias === null) {
-        for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r, shape))))
+        if (useRollups && liveRollupsAnswer(filter, shape)) rows.push(...(await part.live((conn) => liveTotals(conn, filter, edges, [alignedFrom, alignedTo], shape))))
+        else for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r, shape))))
       } else {
         for (const r of ranges) {
           const list = byRange.get(r) ?? []
@@ -448,6 +449,33 @@ async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, 
   const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
   const g = grouping('time_bucket(INTERVAL 15 MINUTE, ts)', shape)
   return readShaped(conn, shaped(`SELECT ${g.select}, ${rawMeasures(shape)} FROM (${union}) GROUP BY ${g.by}`, g.cols, shape), where.params)
+}
+
+/** Whether a live segment's live_rollups (no user_id) can answer: totals, groups and series that involve no user. */
+function liveRollupsAnswer(f: EventFilter, shape: Shape): boolean {
+  return shape.sets === null && (f.dims.user_id?.length ?? 0) === 0 && !shape.groupBy.includes('user_id')
+}
+
+/**
+ * Rows of a live segment (its own database on `conn`) for the window: the
+ * aligned `middle` from its live_rollups plus the events appended since they
+ * were refreshed, and the `edges` raw; one statement, so one snapshot of the
+ * rollups, their watermark and the events (see segment.ts).
+ */
+async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[], middle: Range, shape: Shape): Promise<Row[]> {
+  const params: DuckDBValue[] = []
+  const rolled = whereClause(f, { timeColumn: 'bucket', ranges: [middle], params })
+  const tail = whereClause(f, { ranges: [middle], params })
+  const edge = edges.length > 0 ? whereClause(f, { ranges: edges, params }) : null
+  const raw =
+    `SELECT * FROM events WHERE rowid >= (SELECT coalesce(max(rows), 0) FROM live_rollups_upto) AND ${tail.sql}` +
+    (edge === null ? '' : ` UNION ALL SELECT * FROM events WHERE ${edge.sql}`)
+  const r = grouping('bucket', shape)
+  const e = grouping('time_bucket(INTERVAL 15 MINUTE, ts)', shape)
+  const inner =
+    `SELECT ${r.select}, ${rollupMeasures(shape)} FROM live_rollups WHERE ${rolled.sql} GROUP BY ${r.by} ` +
+    `UNION ALL SELECT ${e.select}, ${rawMeasures(shape)} FROM (${raw}) GROUP BY ${e.by}`
+  return readShaped(conn, shaped(inner, r.cols, shape), params)
 }
 
 /**

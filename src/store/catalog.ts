@@ -152,6 +152,19 @@ async function migrateHugeintRollups(conn: DuckDBConnection): Promise<void> {
 export const BUCKET_US = 15 * 60 * 1_000_000
 
 /**
+ * The SELECT list of rollup rows over an events table, grouped by (GROUP BY
+ * ALL) 15-minute bucket and key: the columns of `rollups` after segment_id
+ * (`withUser`), or of a coarse table (without user_id).
+ */
+export function rollupOfEvents(withUser: boolean): string {
+  return `make_timestamp((epoch_us(ts) // ${BUCKET_US}) * ${BUCKET_US}) AS bucket,
+          key_id, team_id, ${withUser ? 'user_id, ' : ''}customer_id, provider, model, status_code, currency,
+          count(*), count(*) FILTER (WHERE status_code >= 400),
+          ${ROLLUP_TOKEN_COLUMNS.map((c) => `sum(${c} >> 32), sum(${c} & 4294967295)`).join(', ')},
+          sum(cost), count(*) FILTER (WHERE cost IS NULL)`
+}
+
+/**
  * Coarse rollups: the rollups summed over every segment and without `user_id`
  * (the one high-cardinality dimension), per 15 minutes, per UTC hour and per
  * UTC day; each width divides the next. For 10 M events over 30 days with 50
@@ -204,7 +217,13 @@ const COARSE_SUMS = [
   'sum(cost_missing)::BIGINT',
 ].join(', ')
 
-const COARSE_COLUMNS = `bucket TIMESTAMP NOT NULL,
+/** The rows of `table` (coarse columns) summed into one row per bucket and key. */
+export function compactedRollups(table: string): string {
+  return `SELECT bucket, ${COARSE_KEY}, ${COARSE_SUMS} FROM ${table} GROUP BY ALL`
+}
+
+/** The columns of a coarse table (and of a live segment's live_rollups): a rollup row without segment and user. */
+export const COARSE_COLUMNS = `bucket TIMESTAMP NOT NULL,
      key_id VARCHAR NOT NULL, team_id VARCHAR, customer_id VARCHAR,
      provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
      requests BIGINT NOT NULL, errors BIGINT NOT NULL,
@@ -345,17 +364,7 @@ export class DuckDBCatalog implements Catalog {
             [rec.id],
           )
         }
-        await this.conn.run(
-          `INSERT INTO rollups
-             SELECT $1, make_timestamp((epoch_us(ts) // ${BUCKET_US}) * ${BUCKET_US}) AS bucket,
-                    key_id, team_id, user_id, customer_id, provider, model, status_code, currency,
-                    count(*), count(*) FILTER (WHERE status_code >= 400),
-                    ${ROLLUP_TOKEN_COLUMNS.map((c) => `sum(${c} >> 32), sum(${c} & 4294967295)`).join(', ')},
-                    sum(cost), count(*) FILTER (WHERE cost IS NULL)
-               FROM ${events}
-              GROUP BY ALL`,
-          [rec.id],
-        )
+        await this.conn.run(`INSERT INTO rollups SELECT $1, ${rollupOfEvents(true)} FROM ${events} GROUP BY ALL`, [rec.id])
         const touched = await this.conn.runAndReadAll('SELECT DISTINCT epoch_us(bucket) FROM rollups WHERE segment_id = $1', [rec.id])
         await refreshCoarse(this.conn, touched.getRows().map((r) => Number(r[0])))
         return true

@@ -10,10 +10,20 @@
 //   connection (`read` hands each out once).
 // - `lookup` (the exact dedupe probe) uses the writer connection, so it runs
 //   only under the write gate too, and never waits on a query.
-// - Close order: prepared inserts -> connections -> instance, after a CHECKPOINT.
+// - Close order: prepared inserts -> connections -> instance, after a CHECKPOINT
+//   (and after a live-rollup refresh in progress has finished).
+// - live_rollups holds the rollup rows (coarse shape: no user_id) of exactly
+//   the events whose rowid is below live_rollups_upto.rows, refreshed off the
+//   commit path on a connection of its own. Rows of `events` are only ever
+//   appended, by one writer, and an aborted append gives its rowids back, so
+//   the committed rows are rowids 0..count-1: a read that takes the rollups
+//   plus the events from `upto` on, in one statement, sees every event once.
+//   A refresh that finds otherwise empties both tables and stops for good
+//   (reads then see every event raw).
 
 import { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
 import type { EventBatch } from '../ingest/batch.js'
+import { COARSE_COLUMNS, compactedRollups, rollupOfEvents } from './catalog.js'
 import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 import { ConnectionPool } from './pool.js'
 import { inTransaction } from './transaction.js'
@@ -38,8 +48,20 @@ export interface SegmentOptions {
   checkpointBytes?: number
 }
 
+/** Refreshes between compactions of live_rollups. */
+const LIVE_COMPACT_EVERY = 16
+
+/** A live segment's own rollups (see the invariants above); never copied into an archive. */
+const LIVE_ROLLUP_DDL = [`CREATE TABLE IF NOT EXISTS live_rollups (${COARSE_COLUMNS})`, `CREATE TABLE IF NOT EXISTS live_rollups_upto (rows BIGINT NOT NULL)`]
+
 export class Segment {
   private closed = false
+  /** Events appended since the last live-rollup refresh began. */
+  private unrolled = 0
+  private refreshing: Promise<void> | null = null
+  private liveRollupsBroken = false
+  /** Refreshes since live_rollups was last compacted (each adds partial rows for the cells it touched). */
+  private partialRefreshes = 0
   private readonly pool: ConnectionPool
   /** Prepared on the first write: a segment of an older schema is opened (and moved on) but never written. */
   private inserts: { events: DuckDBPreparedStatement; details: DuckDBPreparedStatement } | null = null
@@ -49,6 +71,7 @@ export class Segment {
     private readonly instance: DuckDBInstance,
     private readonly writer: DuckDBConnection,
     readers: readonly DuckDBConnection[],
+    private readonly roller: DuckDBConnection,
     readonly createdMs: number,
   ) {
     this.pool = new ConnectionPool(readers)
@@ -65,7 +88,7 @@ export class Segment {
     })
     try {
       const writer = await instance.connect()
-      for (const ddl of SEGMENT_DDL) await writer.run(ddl)
+      for (const ddl of [...SEGMENT_DDL, ...LIVE_ROLLUP_DDL]) await writer.run(ddl)
       const meta = await writer.runAndReadAll(`SELECT value FROM segment_meta WHERE key = 'schema_version'`)
       if (meta.currentRowCount === 0) {
         await writer.run(`INSERT INTO segment_meta VALUES ('schema_version', '${SCHEMA_VERSION}')`)
@@ -78,7 +101,11 @@ export class Segment {
       }
       const readers: DuckDBConnection[] = []
       for (let i = 0; i < opts.readConnections; i++) readers.push(await instance.connect())
-      return new Segment(path, instance, writer, readers, createdMs)
+      const roller = await instance.connect()
+      const seg = new Segment(path, instance, writer, readers, roller, createdMs)
+      // A segment reopened at start-up has events its rollups may lack: the first refresh takes them.
+      seg.unrolled = Number((await writer.runAndReadAll('SELECT count(*) FROM events')).getRows()[0]![0])
+      return seg
     } catch (err) {
       instance.closeSync()
       throw err
@@ -130,6 +157,7 @@ export class Segment {
     const withDetails = rows.filter((p) => p.detailRows.length > 0)
     if (withDetails.length === 0) {
       await insertRows(events, eventParams, eventCount)
+      this.unrolled += eventCount
       return
     }
     const detailCount = withDetails.reduce((n, p) => n + p.detailRows.length, 0)
@@ -138,17 +166,66 @@ export class Segment {
       await insertRows(events, eventParams, eventCount)
       await insertRows(detailsInsert, detailParams, detailCount)
     })
+    this.unrolled += eventCount
+  }
+
+  /**
+   * Starts a refresh of live_rollups when at least `minRows` events were
+   * appended since the last one began and none is running; returns it (or the
+   * one running). Never takes the write gate: it reads committed events and
+   * writes only its own tables, on its own connection.
+   */
+  refreshLiveRollups(minRows: number): Promise<void> {
+    if (this.refreshing) return this.refreshing
+    if (this.closed || this.liveRollupsBroken || this.unrolled < Math.max(1, minRows)) return Promise.resolve()
+    this.unrolled = 0
+    this.refreshing = this.rollUp().finally(() => (this.refreshing = null))
+    return this.refreshing
+  }
+
+  /** Resolves once no refresh of the live rollups is running (whatever its outcome). */
+  async liveRollupsIdle(): Promise<void> {
+    await this.refreshing?.catch(() => undefined)
+  }
+
+  private async rollUp(): Promise<void> {
+    const conn = this.roller
+    await inTransaction(conn, async () => {
+      const upto = Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0])
+      const [count, end] = (await conn.runAndReadAll('SELECT count(*), coalesce(max(rowid) + 1, 0) FROM events')).getRows()[0]!.map(Number) as [number, number]
+      if (count !== end || count < upto) {
+        // Not the dense, append-only rowids the rollups rely on: never use them for this segment.
+        this.liveRollupsBroken = true
+        await conn.run('DELETE FROM live_rollups')
+        await conn.run('DELETE FROM live_rollups_upto')
+        throw new Error(`live rollups of ${this.path} disabled: ${count} events with rowids up to ${end - 1}, rolled up to ${upto}`)
+      }
+      if (count === upto) return
+      await conn.run(`INSERT INTO live_rollups SELECT ${rollupOfEvents(false)} FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY ALL`)
+      await conn.run('DELETE FROM live_rollups_upto')
+      await conn.run(`INSERT INTO live_rollups_upto VALUES (${count})`)
+      // Every so often the partial rows of a cell are summed into one, so reads stay small.
+      if (++this.partialRefreshes >= LIVE_COMPACT_EVERY) {
+        await conn.run(`CREATE OR REPLACE TEMP TABLE live_rollups_compacted AS ${compactedRollups('live_rollups')}`)
+        await conn.run('DELETE FROM live_rollups')
+        await conn.run('INSERT INTO live_rollups SELECT * FROM live_rollups_compacted')
+        await conn.run('DROP TABLE live_rollups_compacted')
+        this.partialRefreshes = 0
+      }
+    })
   }
 
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     try {
+      await this.refreshing?.catch(() => undefined)
       await this.writer.run('CHECKPOINT')
     } finally {
       this.inserts?.events.destroySync()
       this.inserts?.details.destroySync()
       this.pool.closeAll()
+      this.roller.closeSync()
       this.writer.closeSync()
       this.instance.closeSync()
     }

@@ -154,6 +154,8 @@ export interface StoreHooks {
   beforeRolloverGate?: (reason: string) => Promise<void>
   /** Runs inside the gate during a rollover's swap: lets a test park retention while it holds the gate. */
   onRolloverHoldingGate?: (reason: string) => Promise<void>
+  /** Events appended between refreshes of the active segment's live rollups (default LIVE_ROLLUP_EVERY_ROWS); tests refresh more often. */
+  liveRollupEveryRows?: number
 }
 
 /** Who holds the write gate (a label for its wait and hold figures). */
@@ -321,6 +323,12 @@ export interface Snapshot {
 const MIB = 1024 * 1024
 /** The active segment rolls over when its file plus WAL reach this, unless told otherwise (config: TOKENLEDGER_ROLLOVER_BYTES). */
 const DEFAULT_ROLLOVER_BYTES = 64 * MIB
+/**
+ * The active segment's live rollups are refreshed (off the commit path) once
+ * this many events were appended since the last refresh: queries read them
+ * plus the events appended since, instead of every event of the segment.
+ */
+const LIVE_ROLLUP_EVERY_ROWS = 2000
 /** Reads that may wait for a query slot, per slot. */
 const MAX_QUERY_WAITERS_PER_SLOT = 8
 /** Most segments deleted in one catalog transaction. */
@@ -457,6 +465,8 @@ export class Store {
       await store.sampleDisk()
       store.startTimer()
       store.sealer.kick(store.pendingEntries())
+      // A reopened active segment's events may be newer than its live rollups.
+      store.refreshLiveRollups(1)
       return store
     } catch (err) {
       files.close()
@@ -949,6 +959,7 @@ export class Store {
     while (this.retentionRun) await this.retentionRun.catch(() => undefined)
     await this.sealer.idle()
     await this.files.idle()
+    await this.active.live?.liveRollupsIdle()
   }
 
   /** Stops taking appends, commits and answers everything queued, checkpoints and closes DuckDB. */
@@ -1302,6 +1313,14 @@ export class Store {
     await this.catalog.forgetDeleted(settled)
   }
 
+  /** Refreshes the active segment's live rollups in the background when `minRows` events are not in them yet (see Segment). */
+  private refreshLiveRollups(minRows: number): void {
+    const entry = this.active
+    void entry.live
+      ?.refreshLiveRollups(minRows)
+      .catch((err: unknown) => this.opts.logger.warn({ err, segment: entry.id }, 'refreshing the live rollups failed; queries read those events raw'))
+  }
+
   private assertGate(): void {
     if (!this.rawGate.isLocked()) throw new Error('invariant: runs only under the write gate')
   }
@@ -1473,6 +1492,7 @@ export class Store {
     }
     const durationMs = performance.now() - started
     const entry = this.active
+    this.refreshLiveRollups(this.opts.hooks?.liveRollupEveryRows ?? LIVE_ROLLUP_EVERY_ROWS)
     for (const id of staged.keys()) this.index.add(id, entry.id)
     const rows = staged.size
     if (rows > 0) {
