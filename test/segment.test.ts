@@ -228,19 +228,3 @@ test('a value holding the column separator fails its whole group, with or withou
   await seg.appendCommitted([batchOf([good('after-1')]), batchOf([good('after-2', { b: 2 })])])
   assert.equal((await storedRows(seg)).size, 2)
 })
-
-test('a segment checkpoints at the WAL size it is given (the store passes its rollover size), else at DuckDB\'s default', async (t) => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'tl-segment-ckpt-'))
-  t.after(() => rm(dir, { recursive: true, force: true }))
-  const setting = async (checkpointBytes?: number): Promise<string> => {
-    const seg = await Segment.open(path.join(dir, `seg-${checkpointBytes ?? 'default'}.duckdb`), { memoryBytes: 64 * 1024 * 1024, threads: 1, readConnections: 1, nowMs: T0, checkpointBytes })
-    try {
-      return await seg.read(async (conn) => String((await conn.runAndReadAll(`SELECT current_setting('checkpoint_threshold')`)).getRows()[0]![0]))
-    } finally {
-      await seg.close()
-    }
-  }
-  assert.equal(await setting(64 * 1024 * 1024), '64.0 MiB')
-  assert.equal(await setting(3 * 1024 * 1024 + 512), '3.0 MiB')
-  assert.equal(await setting(), '16.0 MiB')
-})

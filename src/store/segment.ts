@@ -34,18 +34,6 @@ export interface SegmentOptions {
   readConnections: number
   /** Recorded as the segment's creation time when the file is new. */
   nowMs: number
-  /**
-   * DuckDB's checkpoint_threshold: the WAL size at which a commit checkpoints.
-   * The store passes its rollover size, so an active segment is checkpointed
-   * once, when it rolls over, instead of every 16 MiB of WAL (DuckDB's default).
-   * Each of those checkpoints compressed the partly filled last row group again:
-   * measured on 600 k bench events (.tmp-style micro run, one DuckDB thread),
-   * appends plus the final checkpoint cost 8.0 µs of CPU an event at 16 MiB and
-   * 5.3 µs with no checkpoint before the last, and no commit stalled on one.
-   * The WAL stays bounded: past the threshold (a rollover that is not
-   * happening) DuckDB checkpoints on its own again.
-   */
-  checkpointBytes?: number
 }
 
 /** Refreshes between compactions of live_rollups. */
@@ -81,7 +69,6 @@ export class Segment {
     const instance = await DuckDBInstance.create(path, {
       memory_limit: `${Math.floor(opts.memoryBytes / 1024 / 1024)}MiB`,
       threads: String(opts.threads),
-      ...(opts.checkpointBytes !== undefined ? { checkpoint_threshold: `${Math.max(1, Math.floor(opts.checkpointBytes / 1024))}KiB` } : {}),
       // Never load or install anything at run time: storage behaviour is pinned.
       autoinstall_known_extensions: 'false',
       autoload_known_extensions: 'false',

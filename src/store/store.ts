@@ -321,8 +321,6 @@ export interface Snapshot {
 }
 
 const MIB = 1024 * 1024
-/** The active segment rolls over when its file plus WAL reach this, unless told otherwise (config: TOKENLEDGER_ROLLOVER_BYTES). */
-const DEFAULT_ROLLOVER_BYTES = 64 * MIB
 /**
  * The active segment's live rollups are refreshed (off the commit path) once
  * this many events were appended since the last refresh: queries read them
@@ -409,7 +407,7 @@ export class Store {
     if (!active?.live) throw new Error('invariant: the store opens with one live active segment')
     this.active = active
     this.nextId = nextId
-    this.rolloverBytes = opts.rolloverBytes ?? DEFAULT_ROLLOVER_BYTES
+    this.rolloverBytes = opts.rolloverBytes ?? 64 * MIB
     this.minFreeDiskBytes = opts.minFreeDiskBytes ?? 1024 * MIB
     this.maxPendingSegments = opts.maxPendingSegments ?? 32
     this.maxActiveBytes = opts.maxActiveBytes ?? 4 * this.rolloverBytes
@@ -1582,7 +1580,6 @@ function segmentOptions(opts: StoreOptions) {
     threads: opts.duckdbThreads,
     readConnections: opts.maxConcurrentQueries,
     nowMs: opts.clock.nowMs(),
-    checkpointBytes: opts.rolloverBytes ?? DEFAULT_ROLLOVER_BYTES,
   }
 }
 
