@@ -163,16 +163,20 @@ test("the active segment's live rollups plus the events appended since answer li
       const active = snap.parts.find((p) => p.state === 'active')!
       return active.live(async (conn) => Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0]))
     })
-  assert.equal((await post(app, batch(0, 60))).body.accepted, 60)
+  // Three late events: the cells of 3h-3h15 and 3h30-3h45 hold only them.
+  const late = [3 * HOUR + MIN, 3 * HOUR + 2 * MIN, 3 * HOUR + 31 * MIN].map((d, k) => event({ timestamp: base + d, key_id: KEYS[k], model: MODELS[k % 2], input_tokens: 1000 + k, cost: '0.25' }))
+  assert.equal((await post(app, [...batch(0, 60), ...late])).body.accepted, 63)
   await app.store.settle()
-  assert.equal(await upto(), 60, 'a commit of 50 or more events refreshes them')
+  assert.equal(await upto(), 63, 'a commit of 50 or more events refreshes them')
   assert.equal((await post(app, batch(60, 10))).body.accepted, 10)
   await app.store.settle()
-  assert.equal(await upto(), 60, 'ten more are read from the events (the tail)')
+  assert.equal(await upto(), 63, 'ten more are read from the events (the tail)')
   const windows: Array<[number, number]> = [
     [base - HOUR, base + 4 * HOUR], // aligned, all of them
     [base + 10 * MIN + 7_000, base + 2 * HOUR + 3 * MIN], // unaligned edges
     [base + 30 * MIN, base + 45 * MIN], // one bucket
+    [base + 3 * HOUR + 30_000, base + 3 * HOUR + 35 * MIN], // edge cells holding only events inside the window
+    [base + 3 * HOUR + 90_000, base + 3 * HOUR + 30 * MIN + 30_000], // edge cells holding events outside it too
   ]
   for (const [fromMs, toMs] of windows) {
     for (const dims of [{}, { key_id: ['k1', 'k3'] }, { model: ['m2'], team_id: ['t2'] }]) {
@@ -194,7 +198,9 @@ test("the active segment's live rollups plus the events appended since answer li
     }
   }
   const totals = await usage(app.store, parseFilter({ from: String(base - HOUR), to: String(base + 4 * HOUR) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 }), [], 'auto', T0)
-  assert.equal(Number(totals.totals.requests), 70, 'every event once: 60 through the rollups, 10 raw')
+  assert.equal(Number(totals.totals.requests), 73, 'every event once: 63 through the rollups, 10 raw')
+  const edgeCells = parseFilter({ from: String(base + 3 * HOUR + 30_000), to: String(base + 3 * HOUR + 35 * MIN) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
+  assert.equal(Number((await usage(app.store, edgeCells, [], 'auto', T0)).totals.requests), 3, 'the late events')
 })
 
 test('the live rollups are compacted every 16 refreshes: one row per cell, the same answers', async (t) => {
