@@ -228,3 +228,23 @@ test('a value holding the column separator fails its whole group, with or withou
   await seg.appendCommitted([batchOf([good('after-1')]), batchOf([good('after-2', { b: 2 })])])
   assert.equal((await storedRows(seg)).size, 2)
 })
+
+test('live rollups: a refresh takes the events below the watermark; rowids that are not dense empty them for good', async (t) => {
+  const seg = await openSegment(t)
+  const good = (id: string) => valid({ event_id: id, timestamp: T0 - 1, key_id: 'k', provider: 'p', model: 'm', status_code: 200, input_tokens: 2, output_tokens: 1 })
+  const state = () =>
+    seg.read(async (conn) => (await conn.runAndReadAll('SELECT (SELECT coalesce(max(rows), 0) FROM live_rollups_upto), (SELECT coalesce(sum(requests), 0) FROM live_rollups)')).getRows()[0]!.map(Number))
+  await seg.appendCommitted([batchOf([good('a'), good('b'), good('c')])])
+  await seg.refreshLiveRollups(3)
+  assert.deepEqual(await state(), [3, 3])
+  await seg.appendCommitted([batchOf([good('d')])])
+  await seg.refreshLiveRollups(2)
+  assert.deepEqual(await state(), [3, 3], 'fewer new events than asked for: no refresh')
+  // Something no code path does: a row deleted, so rowids are no longer 0..count-1.
+  await seg.read((conn) => conn.run('DELETE FROM events WHERE rowid = 0'))
+  await assert.rejects(seg.refreshLiveRollups(1), /live rollups of .* disabled/)
+  assert.deepEqual(await state(), [0, 0], 'emptied and committed: reads see every event raw')
+  await seg.appendCommitted([batchOf([good('e')])])
+  await seg.refreshLiveRollups(1)
+  assert.deepEqual(await state(), [0, 0], 'never refreshed again')
+})

@@ -177,15 +177,18 @@ export class Segment {
 
   private async rollUp(): Promise<void> {
     const conn = this.roller
+    let disabled: string | null = null
     await inTransaction(conn, async () => {
       const upto = Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0])
       const [count, end] = (await conn.runAndReadAll('SELECT count(*), coalesce(max(rowid) + 1, 0) FROM events')).getRows()[0]!.map(Number) as [number, number]
       if (count !== end || count < upto) {
-        // Not the dense, append-only rowids the rollups rely on: never use them for this segment.
+        // Not the dense, append-only rowids the rollups rely on: empty them (committed,
+        // so reads see every event raw from now on) and never refresh them again.
         this.liveRollupsBroken = true
         await conn.run('DELETE FROM live_rollups')
         await conn.run('DELETE FROM live_rollups_upto')
-        throw new Error(`live rollups of ${this.path} disabled: ${count} events with rowids up to ${end - 1}, rolled up to ${upto}`)
+        disabled = `live rollups of ${this.path} disabled: ${count} events with rowids up to ${end - 1}, rolled up to ${upto}`
+        return
       }
       if (count === upto) return
       await conn.run(`INSERT INTO live_rollups SELECT ${rollupOfEvents(false)} FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY ALL`)
@@ -200,6 +203,7 @@ export class Segment {
         this.partialRefreshes = 0
       }
     })
+    if (disabled !== null) throw new Error(disabled)
   }
 
   async close(): Promise<void> {
