@@ -105,7 +105,7 @@ test('totals, groups, series and dimension values read through the coarse rollup
     // How often the active segment's live rollups are refreshed: after every commit, every few events, never.
     fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 4 }), fc.array(query, { minLength: 1, maxLength: 4 }), fc.constantFrom(1, 7, 1e9), async (steps, queries, every) => {
       // A server per run: a question without filters sees only this run's events.
-      const { app } = await build(t, {}, { liveRollupEveryRows: every })
+      const { app } = await build(t, {}, { liveRollupEveryRows: every, liveRollupEveryMs: 0 })
       for (const s of steps) {
         const batch = s.events.map((e) =>
           event({
@@ -150,7 +150,7 @@ test('totals, groups, series and dimension values read through the coarse rollup
 })
 
 test("the active segment's live rollups plus the events appended since answer like a raw scan, and take the events they hold", async (t) => {
-  const { app } = await build(t, {}, { liveRollupEveryRows: 50 })
+  const { app } = await build(t, {}, { liveRollupEveryRows: 50, liveRollupEveryMs: 0 })
   const base = Math.floor((T0 - DAY) / HOUR) * HOUR
   const at = (i: number) => base + ((i * 7919) % (3 * 3600)) * 1000 + (i % 3) * 333
   const batch = (from: number, n: number) =>
@@ -204,7 +204,7 @@ test("the active segment's live rollups plus the events appended since answer li
 })
 
 test('the live rollups are compacted every 16 refreshes: one row per cell, the same answers', async (t) => {
-  const { app } = await build(t, {}, { liveRollupEveryRows: 1 })
+  const { app } = await build(t, {}, { liveRollupEveryRows: 1, liveRollupEveryMs: 0 })
   const at = Math.floor((T0 - DAY) / HOUR) * HOUR + 5 * MIN
   const live = (sql: string) =>
     app.store.snapshot(async (snap) => snap.parts.find((p) => p.state === 'active')!.live(async (conn) => Number((await conn.runAndReadAll(sql)).getRows()[0]![0])))

@@ -240,6 +240,8 @@ test('live rollups: a refresh takes the events below the watermark; rowids that 
   await seg.appendCommitted([batchOf([good('d')])])
   await seg.refreshLiveRollups(2)
   assert.deepEqual(await state(), [3, 3], 'fewer new events than asked for: no refresh')
+  await seg.refreshLiveRollups(1, 60_000)
+  assert.deepEqual(await state(), [3, 3], 'the last refresh began less than the interval ago: no refresh')
   // Something no code path does: a row deleted, so rowids are no longer 0..count-1.
   await seg.read((conn) => conn.run('DELETE FROM events WHERE rowid = 0'))
   await assert.rejects(seg.refreshLiveRollups(1), /live rollups of .* disabled/)

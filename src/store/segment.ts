@@ -50,6 +50,8 @@ export class Segment {
   private liveRollupsBroken = false
   /** Refreshes since live_rollups was last compacted (each adds partial rows for the cells it touched). */
   private partialRefreshes = 0
+  /** When the last refresh began (performance.now()). */
+  private lastRefreshMs = -Infinity
   private readonly pool: ConnectionPool
   /** Prepared on the first write: a segment of an older schema is opened (and moved on) but never written. */
   private inserts: { events: DuckDBPreparedStatement; details: DuckDBPreparedStatement } | null = null
@@ -158,13 +160,15 @@ export class Segment {
 
   /**
    * Starts a refresh of live_rollups when at least `minRows` events were
-   * appended since the last one began and none is running; returns it (or the
-   * one running). Never takes the write gate: it reads committed events and
+   * appended since the last one began, `minIntervalMs` have passed since it
+   * began, and none is running; returns it (or the one running). Never takes the write gate: it reads committed events and
    * writes only its own tables, on its own connection.
    */
-  refreshLiveRollups(minRows: number): Promise<void> {
+  refreshLiveRollups(minRows: number, minIntervalMs = 0): Promise<void> {
     if (this.refreshing) return this.refreshing
     if (this.closed || this.liveRollupsBroken || this.unrolled < Math.max(1, minRows)) return Promise.resolve()
+    if (performance.now() - this.lastRefreshMs < minIntervalMs) return Promise.resolve()
+    this.lastRefreshMs = performance.now()
     this.unrolled = 0
     this.refreshing = this.rollUp().finally(() => (this.refreshing = null))
     return this.refreshing
