@@ -332,7 +332,7 @@ const LIVE_ROLLUP_EVERY_ROWS = 2000
 /**
  * ...and at most once a second: at full ingest speed (~55 k events/s here) a
  * refresh every 2,000 events kept a connection busy and cost ingest ~25 %
- * (55 k against 74 k events/s in the ingest bench); a second of events in the
+ * (55 k against 83–86 k events/s in the ingest bench); a second of events in the
  * tail costs a query a few milliseconds.
  */
 const LIVE_ROLLUP_EVERY_MS = 1000
