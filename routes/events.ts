@@ -60,9 +60,8 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preParsing: async (request, _reply, payload) => decodeBody(request.headers['content-encoding'], payload),
     },
     async (request, reply) => {
-      const body = request.body as unknown as { raw: Buffer; format: BodyFormat } | undefined
-      // No Content-Type parser ran: the request had no body at all.
-      if (body === undefined) throw new Errors.BadBody('the body is empty; send {"events":[...]}, a JSON array, or NDJSON')
+      // No Content-Type parser ran when the request had no body at all: decoded as an empty one (400).
+      const body = (request.body as unknown as { raw: Buffer; format: BodyFormat } | undefined) ?? { raw: Buffer.alloc(0), format: 'json' }
       const limits = { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs }
       const { batch, rejected } = await decoder.decode(body.raw, body.format, { limits, maxEvents: config.maxBatchEvents })
       request.ingestEvents = batch.ids.length + rejected.length

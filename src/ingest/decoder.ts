@@ -99,6 +99,8 @@ class WorkerDecoder implements Decoder {
   private nextId = 1
   private pendingBytes = 0
   private closed = false
+  /** Decodes on the event loop what no worker can (none started). */
+  private readonly inline = new InlineDecoder()
 
   constructor(private readonly opts: DecoderOptions) {
     this.workers = opts.workers
@@ -107,7 +109,7 @@ class WorkerDecoder implements Decoder {
 
   decode(raw: Uint8Array, format: BodyFormat, opts: DecodeOptions): Promise<DecodedRequest> {
     if (this.closed) return Promise.reject(new Errors.Draining())
-    if (this.slots.length === 0) return new InlineDecoder().decode(raw, format, opts)
+    if (this.slots.length === 0) return this.inline.decode(raw, format, opts)
     if (this.pendingBytes + raw.byteLength > this.opts.maxPendingBytes) return Promise.reject(new Errors.QueueFull())
     // The least busy worker gets a copy of the body (the job keeps the original,
     // to decode it here should the worker turn out unable to start).
@@ -162,7 +164,7 @@ class WorkerDecoder implements Decoder {
         this.opts.logger.error({ worker: i, code }, 'ingest worker could not start; its bodies are decoded on the event loop')
         for (const job of slot.jobs.values()) {
           this.pendingBytes -= job.raw.byteLength
-          new InlineDecoder().decode(job.raw, job.format, job.opts).then(job.resolve, job.reject)
+          this.inline.decode(job.raw, job.format, job.opts).then(job.resolve, job.reject)
         }
         slot.jobs.clear()
         return
