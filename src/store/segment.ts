@@ -214,7 +214,7 @@ export class Segment {
     if (this.closed) return
     this.closed = true
     try {
-      await this.refreshing?.catch(() => undefined)
+      await this.liveRollupsIdle()
       await this.writer.run('CHECKPOINT')
     } finally {
       this.inserts?.events.destroySync()
