@@ -451,9 +451,14 @@ async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, 
   return readShaped(conn, shaped(`SELECT ${g.select}, ${rawMeasures(shape)} FROM (${union}) GROUP BY ${g.by}`, g.cols, shape), where.params)
 }
 
+/** Whether the question filters or groups by user_id (which the coarse and live rollups do not hold). */
+function involvesUser(f: EventFilter, shape: Shape): boolean {
+  return (f.dims.user_id?.length ?? 0) > 0 || shape.groupBy.includes('user_id')
+}
+
 /** Whether a live segment's live_rollups (no user_id) can answer: totals, groups and series that involve no user. */
 function liveRollupsAnswer(f: EventFilter, shape: Shape): boolean {
-  return shape.sets === null && (f.dims.user_id?.length ?? 0) === 0 && !shape.groupBy.includes('user_id')
+  return shape.sets === null && !involvesUser(f, shape)
 }
 
 /**
@@ -485,8 +490,7 @@ async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[]
  * hold none of `rawIds`; otherwise the per-segment rollups.
  */
 async function rollupRows(conn: DuckDBConnection, f: EventFilter, range: Range, rawIds: number[], shape: Shape): Promise<Row[]> {
-  const byUser = (f.dims.user_id?.length ?? 0) > 0 || shape.groupBy.includes('user_id')
-  if (byUser) return rollupTotals(conn, f, [range], rawIds, shape)
+  if (involvesUser(f, shape)) return rollupTotals(conn, f, [range], rawIds, shape)
   const coarseSets = shape.sets?.filter((d) => d !== 'user_id') ?? null
   // One transaction: its statements see one snapshot of the catalog.
   return inTransaction(conn, async () => {
