@@ -21,6 +21,12 @@
 //                          --connections N [BENCH_CONNECTIONS] 32
 //                          --batch B [BENCH_BATCH] events per request, 100
 //                          --order parse,tokenledger [BENCH_ORDER] which targets, in order
+//                          --floor S [BENCH_FLOOR] seconds per phase of the storage floor, 5 (0: skip)
+// Then the storage floor (bench/store-floor.ts, a child process): tokenledger's decode
+// (parse, validate, fingerprint, encode) and its group-commit append into DuckDB, each
+// alone on one thread with no HTTP, as events/s and as ratios of the same parse-only
+// ceiling. Every acknowledged event goes through both, so they bound what the end-to-end
+// ratio can reach on this machine with one writer.
 // Output: a human-readable report, and as the last line one JSON summary.
 // Exit:   0 ok, 1 a correctness mismatch in tokenledger, 2 bad flags or a server failed.
 import { randomBytes } from 'node:crypto'
@@ -58,6 +64,8 @@ interface Options {
   connections: number
   batch: number
   order: TargetName[]
+  /** Seconds per phase of the storage floor (0: not measured). */
+  floorS: number
 }
 
 
@@ -70,12 +78,13 @@ function readOptions(): Options {
       connections: { type: 'string' },
       batch: { type: 'string' },
       order: { type: 'string' },
+      floor: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
   if (values.help === true) {
-    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger]\n')
+    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger] [--floor S]\n')
     process.exit(0)
   }
   const orderRaw = values.order ?? process.env['BENCH_ORDER'] ?? 'parse,tokenledger'
@@ -92,6 +101,7 @@ function readOptions(): Options {
     connections: numberOption('connections', values.connections, 'BENCH_CONNECTIONS', 32, 1, connectionsMax, true),
     batch: numberOption('batch', values.batch, 'BENCH_BATCH', 100, 1, BATCH_EVENTS_MAX, true),
     order,
+    floorS: numberOption('floor', values.floor, 'BENCH_FLOOR', 5, 0, durationSMax, false),
   }
 }
 
@@ -193,6 +203,8 @@ interface TargetReport {
   logs: LogStats
   stop: StopReport
   verify: VerifyReport | undefined
+  /** Mean events per group commit in the measured phase (tokenledger only). */
+  meanCommitEvents: number | undefined
 }
 
 function printPhase(label: string, phase: string, r: PhaseResult, batch: number): void {
@@ -242,9 +254,11 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
       const cpu1 = server.cpuSeconds()
       printPhase(label, `measured ${opts.durationS} s`, measured, opts.batch)
       const after = await commitsOf()
+      let meanCommitEvents: number | undefined
       if (before && after) {
         const commits = after.commits - before.commits
-        log(`[${label}] group commits ${int(commits)}, ${int((after.committed_events - before.committed_events) / Math.max(1, commits))} events each on average`)
+        meanCommitEvents = (after.committed_events - before.committed_events) / Math.max(1, commits)
+        log(`[${label}] group commits ${int(commits)}, ${int(meanCommitEvents)} events each on average`)
       }
       const crashed = server.exited()
 
@@ -273,6 +287,7 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
         logs: server.logs,
         stop,
         verify,
+        meanCommitEvents,
       }
     } finally {
       if (stop === undefined) await server.stop()
@@ -280,6 +295,38 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
   } finally {
     if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true })
   }
+}
+
+// ---------------------------------------------------------------------------- storage floor
+
+const storeFloorPath = fileURLToPath(new URL('./store-floor.ts', import.meta.url))
+const floorTimeoutMs = 120_000
+
+interface FloorReport {
+  group_events: number
+  decode_events_per_s: number
+  decode_cpu_us_per_event: number
+  append_events_per_s: number
+  append_cpu_us_per_event: number
+}
+
+/** Runs bench/store-floor.ts as a child (nothing else shares its threads) and returns its figures. */
+async function runFloor(opts: Options, groupEvents: number): Promise<FloorReport> {
+  const { execFile } = await import('node:child_process')
+  const env = childEnv({
+    BENCH_FLOOR_DURATION: String(opts.floorS),
+    BENCH_FLOOR_GROUP: String(Math.max(opts.batch, Math.round(groupEvents))),
+    BENCH_FLOOR_BATCH: String(opts.batch),
+  })
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ['--import', 'tsx', storeFloorPath], { cwd: repoRoot, env, timeout: floorTimeoutMs + opts.floorS * 4000, maxBuffer: 1024 * 1024 }, (err, out, errOut) => {
+      if (err) reject(new Error(`store floor failed: ${err.message} ${String(errOut).slice(0, 500)}`))
+      else resolve(String(out))
+    })
+  })
+  const line = stdout.split('\n').find((l) => l.includes('"event":"floor"'))
+  if (line === undefined) throw new Error(`store floor printed no figures: ${stdout.slice(0, 500)}`)
+  return JSON.parse(line) as FloorReport
 }
 
 // ---------------------------------------------------------------------------- report
@@ -411,6 +458,26 @@ async function main(): Promise<number> {
     const longTerm = ratio >= ratioTargetLongTerm ? 'met' : 'not yet'
     log(`ratio tokenledger / parse-only events/s = ${fixed(ratio, 3)}: target ≥ ${ratioTarget} ${verdict}; long-term ≥ ${ratioTargetLongTerm} ${longTerm}`)
   }
+  let floor: FloorReport | undefined
+  if (opts.floorS > 0) {
+    try {
+      floor = await runFloor(opts, ledger?.meanCommitEvents ?? 1000)
+      const of = (evps: number): string => (parse !== undefined && parse.eventsPerS > 0 ? `, ${fixed(evps / parse.eventsPerS, 3)} of parse-only` : '')
+      log()
+      log(`storage floor (bench/store-floor.ts: no HTTP, no dedupe, one thread each, ${opts.floorS} s per phase)`)
+      log(`  decode (parse, validate, fingerprint, encode): ${int(floor.decode_events_per_s)} events/s, ${fixed(floor.decode_cpu_us_per_event, 2)} µs CPU/event${of(floor.decode_events_per_s)}`)
+      log(
+        `  append (group commit into DuckDB, ${int(floor.group_events)} events a commit): ${int(floor.append_events_per_s)} events/s, ` +
+          `${fixed(floor.append_cpu_us_per_event, 2)} µs CPU/event${of(floor.append_events_per_s)}`,
+      )
+      if (ledger !== undefined && ledger.eventsPerS > 0) {
+        log(`  tokenledger end to end reached ${fixed(ledger.eventsPerS / floor.append_events_per_s, 2)} of the append floor`)
+      }
+    } catch (err) {
+      process.stderr.write(`bench:ingest: ${err instanceof Error ? err.message : String(err)}\n`)
+      return 2
+    }
+  }
   if (parse !== undefined && parse.generatorCpuPct > 90) {
     log(`note: the load generator used ${fixed(parse.generatorCpuPct, 0)}% of a core against parse-only; the ceiling may be generator-bound`)
   }
@@ -430,6 +497,7 @@ async function main(): Promise<number> {
     order: opts.order,
   }
   for (const r of reports) summary[r.name] = summaryOf(r)
+  if (floor !== undefined) summary['floor'] = floor
   summary['ratio'] = ratio === undefined ? null : Number(fixed(ratio, 3))
   summary['target'] = ratioTarget
   summary['target_met'] = ratio === undefined ? null : ratio >= ratioTarget
