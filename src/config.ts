@@ -43,6 +43,8 @@ export interface Config {
   maxConcurrentQueries: number
   /** Longest one read of the store may run before DuckDB is interrupted and the query answered 503. */
   queryTimeoutMs: number
+  /** Rows of catalog answers (rollups of archived segments) kept for repeated questions; 0 keeps none. */
+  queryCacheRows: number
   /** Most events one export may hold (400 past it). */
   exportMaxEvents: number
   /** Longest DuckDB may take to write one Parquet export. */
@@ -305,6 +307,7 @@ export function loadConfig(env: Env = process.env): Config {
     retryAfterSeconds: r.int('RETRY_AFTER_SECONDS', 1, 1, 3600),
     maxConcurrentQueries: r.int('MAX_CONCURRENT_QUERIES', 2, 1, 64),
     queryTimeoutMs: r.duration('QUERY_TIMEOUT', '30s', 10, 3_600_000),
+    queryCacheRows: r.int('QUERY_CACHE_ROWS', 100_000, 0, 10_000_000),
     exportMaxEvents: r.int('EXPORT_MAX_EVENTS', 10_000_000, 1, 1_000_000_000),
     exportTimeoutMs: r.duration('EXPORT_TIMEOUT', '10m', 1000, 24 * 3_600_000),
     requestTimeoutMs: r.duration('REQUEST_TIMEOUT', '30s', 1000, 3_600_000),

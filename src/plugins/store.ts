@@ -24,6 +24,7 @@ export default fp<StorePluginOptions>(
       gateWaitMs: config.gateWaitMs,
       maxConcurrentQueries: config.maxConcurrentQueries,
       queryTimeoutMs: config.queryTimeoutMs,
+      answerCacheRows: config.queryCacheRows,
       duckdbMemoryBytes: config.duckdbMemoryBytes,
       duckdbThreads: config.duckdbThreads,
       rolloverBytes: config.rolloverBytes,

@@ -18,6 +18,7 @@ import { formatTimestampUs } from '../ingest/timestamp.js'
 import { BUCKET_US, COARSE_LEVELS, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum, USERS_DAILY } from '../store/catalog.js'
 import { tableOf } from '../store/stats.js'
 import { inTransaction } from '../store/transaction.js'
+import type { AnswerCache, CatalogReader, Row } from '../store/answers.js'
 import type { Cutoffs } from '../store/retention.js'
 import type { SnapshotPart, Store } from '../store/store.js'
 import { DIMENSIONS, whereClause, type Dimension, type EventFilter } from './filters.js'
@@ -308,7 +309,7 @@ async function gatherRows(
     if (useRollups) {
       // Rollups of segments this snapshot reads raw (archived after it was taken) must not count twice.
       const rawIds = snap.parts.filter((p) => p.state !== 'archived').map((p) => p.id)
-      rows.push(...(await snap.files((conn) => rollupRows(conn, filter, [alignedFrom, alignedTo], rawIds, shape))))
+      rows.push(...(await snap.files((conn) => rollupRows(conn, store.answers, filter, [alignedFrom, alignedTo], rawIds, shape))))
     }
     return rows
   })
@@ -444,6 +445,11 @@ async function readShaped(conn: DuckDBConnection, sql: string, params: DuckDBVal
   return rows
 }
 
+/** A catalog statement's rows, through the transaction's answer-cache reader (an answer too large throws before anything is kept). */
+function readCatalog(conn: DuckDBConnection, read: CatalogReader, sql: string, params: DuckDBValue[]): Promise<Row[]> {
+  return read(sql, params, () => readShaped(conn, sql, params))
+}
+
 async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Promise<Row[]> {
   const where = whereClause({ ...f, fromUs, toUs })
   const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
@@ -489,11 +495,12 @@ async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[]
  * rollups answer when the question involves no `user_id` and they provably
  * hold none of `rawIds`; otherwise the per-segment rollups.
  */
-async function rollupRows(conn: DuckDBConnection, f: EventFilter, range: Range, rawIds: number[], shape: Shape): Promise<Row[]> {
-  if (involvesUser(f, shape)) return rollupTotals(conn, f, [range], rawIds, shape)
+async function rollupRows(conn: DuckDBConnection, answers: AnswerCache, f: EventFilter, range: Range, rawIds: number[], shape: Shape): Promise<Row[]> {
   const coarseSets = shape.sets?.filter((d) => d !== 'user_id') ?? null
-  // One transaction: its statements see one snapshot of the catalog.
+  // One transaction: its statements, and the generation the cache keys them by, see one snapshot of the catalog.
   return inTransaction(conn, async () => {
+    const read = await answers.reader(conn)
+    if (involvesUser(f, shape)) return rollupTotals(conn, read, f, [range], rawIds, shape)
     // Coarse rows are summed over segments, so they cannot leave one out: a
     // segment this snapshot reads raw that has been archived since (it is in
     // them, or about to be) sends the question to the per-segment rollups.
@@ -501,10 +508,10 @@ async function rollupRows(conn: DuckDBConnection, f: EventFilter, range: Range, 
     if (rawIds.length > 0) {
       const ids = rawIds.map((id) => String(Math.trunc(id))).join(', ')
       const res = await conn.runAndReadAll(`SELECT count(*) FROM catalog.segments WHERE id IN (${ids}) AND state IN ('archived', 'deleted')`)
-      if (Number(res.getRows()[0]?.[0] ?? 0) > 0) return rollupTotals(conn, f, [range], rawIds, shape)
+      if (Number(res.getRows()[0]?.[0] ?? 0) > 0) return rollupTotals(conn, read, f, [range], rawIds, shape)
     }
-    const rows = coarseSets === null || coarseSets.length > 0 ? await coarseTotals(conn, f, range, coarseSets === null ? shape : { ...shape, sets: coarseSets }) : []
-    if (shape.sets?.includes('user_id')) rows.push(...(await userValues(conn, f, range, rawIds)))
+    const rows = coarseSets === null || coarseSets.length > 0 ? [...(await coarseTotals(conn, read, f, range, coarseSets === null ? shape : { ...shape, sets: coarseSets }))] : []
+    if (shape.sets?.includes('user_id')) rows.push(...(await userValues(conn, read, f, range, rawIds)))
     return rows
   })
 }
@@ -519,32 +526,32 @@ if (DAY_LEVEL < 0) throw new Error('invariant: a coarse level has the cells of t
  * the per-segment rollups; with filters, all from the per-segment rollups.
  * Runs in rollupRows' transaction, once it has checked the coarse rollups.
  */
-async function userValues(conn: DuckDBConnection, f: EventFilter, range: Range, rawIds: number[]): Promise<Row[]> {
+async function userValues(conn: DuckDBConnection, read: CatalogReader, f: EventFilter, range: Range, rawIds: number[]): Promise<Row[]> {
   const shape: Shape = { groupBy: [], startsUs: null, sets: ['user_id'] }
   const filtered = f.status.length > 0 || DIMENSIONS.some((d) => (f.dims[d]?.length ?? 0) > 0)
-  if (filtered) return rollupTotals(conn, f, [range], rawIds, shape)
+  if (filtered) return rollupTotals(conn, read, f, [range], rawIds, shape)
   const cells = coarseCells(range[0], range[1], null)
   const days = cells[DAY_LEVEL]!
   const rows: Row[] = []
   if (days.length > 0) {
     const where = whereClause(f, { timeColumn: 'bucket', ranges: days })
-    rows.push(...(await readShaped(conn, `SELECT user_id, sum(requests) AS requests FROM catalog.${USERS_DAILY.table} WHERE ${where.sql} GROUP BY user_id`, where.params)))
+    rows.push(...(await readCatalog(conn, read, `SELECT user_id, sum(requests) AS requests FROM catalog.${USERS_DAILY.table} WHERE ${where.sql} GROUP BY user_id`, where.params)))
   }
   const rest = cells.filter((c) => c !== days).flat().sort((a, b) => a[0] - b[0])
-  if (rest.length > 0) rows.push(...(await rollupTotals(conn, f, rest, rawIds, shape)))
+  if (rest.length > 0) rows.push(...(await rollupTotals(conn, read, f, rest, rawIds, shape)))
   return rows
 }
 
 /** Rows of the ranges (ascending, disjoint, within the filter's window) from the per-segment rollups, without the segments `excludeIds`. */
-async function rollupTotals(conn: DuckDBConnection, f: EventFilter, ranges: Range[], excludeIds: number[], shape: Shape): Promise<Row[]> {
+async function rollupTotals(conn: DuckDBConnection, read: CatalogReader, f: EventFilter, ranges: Range[], excludeIds: number[], shape: Shape): Promise<Row[]> {
   const where = whereClause(f, { timeColumn: 'bucket', ranges })
   const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${excludeIds.map((id) => String(Math.trunc(id))).join(', ')})` : ''
   const g = grouping('bucket', shape)
-  return readShaped(conn, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${g.by}`, g.cols, shape), where.params)
+  return readCatalog(conn, read, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${g.by}`, g.cols, shape), where.params)
 }
 
 /** Rows of `range` from the coarse rollups: whole days, whole hours, then 15-minute cells (see coarseCells). */
-async function coarseTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Promise<Row[]> {
+async function coarseTotals(conn: DuckDBConnection, read: CatalogReader, f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Promise<Row[]> {
   const perLevel = coarseCells(fromUs, toUs, shape.startsUs)
   const params: DuckDBValue[] = []
   const selects = COARSE_LEVELS.flatMap((level, i) =>
@@ -552,7 +559,7 @@ async function coarseTotals(conn: DuckDBConnection, f: EventFilter, [fromUs, toU
   )
   if (selects.length === 0) return []
   const g = grouping('bucket', shape)
-  return readShaped(conn, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM (${selects.join(' UNION ALL ')}) GROUP BY ${g.by}`, g.cols, shape), params)
+  return readCatalog(conn, read, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM (${selects.join(' UNION ALL ')}) GROUP BY ${g.by}`, g.cols, shape), params)
 }
 
 /**
@@ -599,7 +606,7 @@ export function coarseCells(fromUs: number, toUs: number, breaks: readonly numbe
   return out
 }
 
-export type Row = Record<string, DuckDBValue>
+export type { Row } from '../store/answers.js'
 
 function combineTotals(rows: Row[]): Totals {
   const sums = Object.fromEntries(MEASURES.map((m) => [m, 0n])) as Record<Measure, bigint>

@@ -118,6 +118,8 @@ const DDL = [
      id BIGINT NOT NULL, state VARCHAR NOT NULL, path VARCHAR NOT NULL,
      created_ms BIGINT NOT NULL, sealed_ms BIGINT, deleted_ms BIGINT, bytes BIGINT, stats VARCHAR)`,
   `CREATE TABLE IF NOT EXISTS segment_dims (segment_id BIGINT NOT NULL, dim VARCHAR NOT NULL, value VARCHAR)`,
+  // One row: bumped by every transaction that changes a rollup table (see bumpGeneration).
+  `CREATE TABLE IF NOT EXISTS catalog_meta (generation BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS rollups (
      segment_id BIGINT NOT NULL, bucket TIMESTAMP NOT NULL,
      key_id VARCHAR NOT NULL, team_id VARCHAR, user_id VARCHAR, customer_id VARCHAR,
@@ -298,6 +300,16 @@ async function createCoarseRollups(conn: DuckDBConnection): Promise<void> {
   })
 }
 
+/**
+ * Marks, inside the transaction that changes rollups or a derived table, that
+ * answers read from them before are stale (src/query/cache.ts keys its entries
+ * by this generation). Changes made while the catalog is opened (migrations,
+ * rebuilds) need none: no answer of this process exists yet.
+ */
+async function bumpGeneration(conn: DuckDBConnection): Promise<void> {
+  await conn.run('UPDATE catalog_meta SET generation = generation + 1')
+}
+
 export class DuckDBCatalog implements Catalog {
   /** One statement at a time on the connection; taken under the write gate by rollover, never the reverse. */
   private readonly lock = new Mutex()
@@ -311,6 +323,7 @@ export class DuckDBCatalog implements Catalog {
     // Added with retention; archived rows from before read NULL, i.e. 'inline'.
     await conn.run('ALTER TABLE segments ADD COLUMN IF NOT EXISTS details VARCHAR')
     await createCoarseRollups(conn)
+    await conn.run('INSERT INTO catalog_meta SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM catalog_meta)')
     return new DuckDBCatalog(conn)
   }
 
@@ -367,6 +380,7 @@ export class DuckDBCatalog implements Catalog {
         await this.conn.run(`INSERT INTO rollups SELECT $1, ${rollupOfEvents(true)} FROM ${events} GROUP BY ALL`, [rec.id])
         const touched = await this.conn.runAndReadAll('SELECT DISTINCT epoch_us(bucket) FROM rollups WHERE segment_id = $1', [rec.id])
         await refreshCoarse(this.conn, touched.getRows().map((r) => Number(r[0])))
+        await bumpGeneration(this.conn)
         return true
       })
     })
@@ -402,6 +416,7 @@ export class DuckDBCatalog implements Catalog {
         const res = await this.conn.run('DELETE FROM rollups WHERE bucket < make_timestamp($1::BIGINT)', [bucketUs])
         // A coarse cell starting before the cutoff is gone or cut through: never whole inside a window from the cutoff on.
         for (const table of DERIVED_TABLES) await this.conn.run(`DELETE FROM ${table} WHERE bucket < make_timestamp($1::BIGINT)`, [bucketUs])
+        await bumpGeneration(this.conn)
         return res.rowsChanged
       }),
     )

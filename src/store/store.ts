@@ -62,6 +62,7 @@ import { Errors } from '../errors.js'
 import type { EventBatch } from '../ingest/batch.js'
 import { keepRows } from '../ingest/batch.js'
 import type { FieldError } from '../ingest/event.js'
+import { AnswerCache } from './answers.js'
 import { DuckDBCatalog, type Catalog, type DetailsState, type SegmentDims } from './catalog.js'
 import { FileTier, type AttachedFile } from './files.js'
 import { nodeFileSystem, removeDurably, type FileSystem } from './fsops.js'
@@ -113,6 +114,8 @@ export interface StoreOptions {
   maxConcurrentQueries: number
   /** Longest one snapshot's reads may run before DuckDB is interrupted (QueryTimeout); default 30 s. */
   queryTimeoutMs?: number
+  /** Rows of catalog answers kept for repeated questions (answers.ts; default 100 000; 0: none kept). */
+  answerCacheRows?: number
   duckdbMemoryBytes: number
   duckdbThreads: number
   /** Roll the active segment over when its file plus WAL reach this size. */
@@ -338,10 +341,14 @@ const LIVE_ROLLUP_EVERY_ROWS = 2000
 const LIVE_ROLLUP_EVERY_MS = 1000
 /** Reads that may wait for a query slot, per slot. */
 const MAX_QUERY_WAITERS_PER_SLOT = 8
+/** Rows of catalog answers kept (answers.ts): tens of MiB at most; a month's daily series by model is ~3,600 rows. */
+export const DEFAULT_ANSWER_CACHE_ROWS = 100_000
 /** Most segments deleted in one catalog transaction. */
 const MAX_DELETE_BATCH = 1000
 
 export class Store {
+  /** Catalog answers kept for repeated questions, by catalog generation (queries read through it). */
+  readonly answers: AnswerCache
   private readonly gate: MutexInterface
   private readonly rawGate = new Mutex()
   /** Held while a rolled-over segment is closed and moved; probes of it wait (lock order: after the gate). */
@@ -408,6 +415,7 @@ export class Store {
     nextId: number,
   ) {
     this.gate = withTimeout(this.rawGate, opts.gateWaitMs, E_TIMEOUT)
+    this.answers = new AnswerCache(opts.answerCacheRows ?? DEFAULT_ANSWER_CACHE_ROWS)
     // A read waits for a slot at most as long as it may run; a client gone meanwhile cannot pile up work.
     this.querySlots = withTimeout(new Semaphore(opts.maxConcurrentQueries), opts.queryTimeoutMs ?? 30_000, E_TIMEOUT)
     this.fs = fs
