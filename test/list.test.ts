@@ -3,13 +3,16 @@
 // model kept by the test, newest first by (timestamp, event_id), each once
 // (property); a walk while a writer backfills into the same window sees every
 // event that existed when it began exactly once and repeats nothing; `source`
-// splits the tiers; expired events are never listed; bad cursors and limits are
+// splits the tiers; expired events are never listed; a live segment larger
+// than its page probe still lists first what was appended outside it; bad cursors and limits are
 // 400s naming the parameter.
 
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import type { FastifyInstance } from 'fastify'
+import { parseFilter } from '../src/query/filters.js'
+import { LIVE_PAGE_PROBE_ROWS, pageEvents } from '../src/query/list.js'
 import { build, event, post, rollover, T0 } from './helper.js'
 
 const RUNS = Math.max(3, Math.floor(Number(process.env.FUZZ_RUNS ?? 200) / 20))
@@ -221,4 +224,41 @@ test('GET /v1/usage/dimensions: the values of each dimension in the window and f
   assert.deepEqual(limited.model, { values: ['claude'], truncated: false })
   const one = (await app.inject({ url: `/v1/usage/dimensions?${q}&limit=1` })).json().dimensions
   assert.deepEqual(one.key_id, { values: ['k1'], truncated: true })
+})
+
+test('a live segment larger than its page probe: the newest (and oldest) events appended outside the probe come first, on every page of a walk', async (t) => {
+  const { app } = await build(t, { TOKENLEDGER_MAX_BATCH_EVENTS: '10000' })
+  const total = LIVE_PAGE_PROBE_ROWS + 3_000
+  const base = T0 - 50 * MIN
+  // Appended first: the 150 newest events and the 150 oldest; then the rest, in between, in time order.
+  const early = [
+    ...Array.from({ length: 150 }, (_, i) => event({ timestamp: base + 40 * MIN + i, key_id: i % 2 === 0 ? 'key_even' : 'key_odd' })),
+    ...Array.from({ length: 150 }, (_, i) => event({ timestamp: base + i, key_id: i % 2 === 0 ? 'key_even' : 'key_odd' })),
+  ]
+  const rest = Array.from({ length: total - early.length }, (_, i) => event({ timestamp: base + 10 * MIN + Math.floor((i * 20 * MIN) / total), key_id: i % 2 === 0 ? 'key_even' : 'key_odd' }))
+  const all = [...early, ...rest]
+  for (let i = 0; i < all.length; i += 5_000) assert.equal((await post(app, all.slice(i, i + 5_000))).body.accepted, Math.min(5_000, all.length - i))
+  const key = (e: Record<string, unknown>) => [Number(e.timestamp), String(e.event_id)] as const
+  const newestFirst = [...all].sort((a, b) => key(b)[0] - key(a)[0] || (key(b)[1] < key(a)[1] ? -1 : key(b)[1] > key(a)[1] ? 1 : 0))
+  // Newest first, unfiltered and filtered, over two pages each.
+  for (const [filter, expected] of [
+    ['', newestFirst],
+    ['&key_id=key_odd', newestFirst.filter((e) => e.key_id === 'key_odd')],
+  ] as const) {
+    const first = await page(app, `limit=100${filter}`)
+    assert.deepEqual(first.events.map((e) => e.event_id), expected.slice(0, 100).map((e) => e.event_id), `first page${filter}`)
+    const second = await page(app, `limit=100${filter}&cursor=${first.next_cursor}`)
+    assert.deepEqual(second.events.map((e) => e.event_id), expected.slice(100, 200).map((e) => e.event_id), `second page${filter}`)
+  }
+  // Oldest first (the export's order): the oldest, appended among the first rows, but also read past the probe when they are not.
+  const filter = parseFilter({ from: String(base - MIN), to: String(T0) }, { nowMs: T0, eventRetentionMs: 30 * 24 * 60 * MIN, maxFutureSkewMs: 300_000 })
+  const oldestFirst = [...newestFirst].reverse()
+  const asc = await pageEvents(app.store, filter, { limit: 200, cursor: null, source: 'all', order: 'asc' })
+  assert.deepEqual(asc.events.map((e) => e.event_id), oldestFirst.slice(0, 200).map((e) => e.event_id), 'oldest first')
+  // An event older than all, appended last (outside the head probe), still comes first.
+  const straggler = event({ timestamp: base - 30_000 })
+  assert.equal((await post(app, [straggler])).body.accepted, 1)
+  const asc2 = await pageEvents(app.store, filter, { limit: 100, cursor: null, source: 'all', order: 'asc' })
+  assert.equal(asc2.events[0]?.event_id, straggler.event_id)
+  assert.deepEqual(asc2.events.slice(1).map((e) => e.event_id), oldestFirst.slice(0, 99).map((e) => e.event_id))
 })

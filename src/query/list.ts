@@ -104,7 +104,7 @@ export async function pageEvents(store: Store, filter: EventFilter, opts: { limi
       const last = held[want - 1]
       // Sorted: once a part cannot reach into the page, no later part can either.
       if (last !== undefined && (desc ? part.maxTsUs! < last.tsUs : part.minTsUs! > last.tsUs)) break
-      const read = (conn: DuckDBConnection) => pageOf(conn, part.alias, window, opts.cursor, want, opts.order)
+      const read = (conn: DuckDBConnection) => pageOf(conn, part.alias, window, opts.cursor, want, opts.order, part.alias === null)
       const rows = part.alias === null ? await part.live(read) : await snap.files(read)
       held = [...held, ...rows].sort(order).slice(0, want)
     }
@@ -122,7 +122,26 @@ function inSource(p: SnapshotPart, source: ListSource): boolean {
   return source === 'archive' ? p.state === 'archived' : p.state !== 'archived'
 }
 
-async function pageOf(conn: DuckDBConnection, alias: string | null, f: EventFilter, cursor: Cursor | null, limit: number, order: Order): Promise<Keyed[]> {
+/**
+ * Rows a live segment's page first looks at: the newest appended (the oldest,
+ * for 'asc'). Events are appended in roughly time order, so their page is
+ * mostly there; see pageOf.
+ */
+export const LIVE_PAGE_PROBE_ROWS = 16_384
+
+/**
+ * The first `limit` events of the part in `order` after the cursor. For a live
+ * segment (`live`), whose rows are in append order, not sorted, the page is
+ * read in two statements, because a top-N over every row reads all their
+ * summary columns (15 ms for 120 k rows against 5 ms): first the page among the
+ * last LIVE_PAGE_PROBE_ROWS rows appended (the first, for 'asc') only; when
+ * that finds `limit` events, the last one's timestamp bounds the real page
+ * (desc: every event of it is at least as new, since a subset's `limit` newest
+ * are never newer than the whole set's; asc mirrored), which lets DuckDB skip
+ * the row groups holding only older events. Rows committed between the two
+ * statements only grow the set, so the bound still holds.
+ */
+async function pageOf(conn: DuckDBConnection, alias: string | null, f: EventFilter, cursor: Cursor | null, limit: number, order: Order, live: boolean): Promise<Keyed[]> {
   const where = whereClause(f)
   const params: DuckDBValue[] = [...where.params]
   const [cmp, dir] = order === 'desc' ? ['<', 'DESC'] : ['>', 'ASC']
@@ -133,9 +152,23 @@ async function pageOf(conn: DuckDBConnection, alias: string | null, f: EventFilt
     const id = `$${params.length}`
     after = ` AND (ts ${cmp} ${ts} OR (ts = ${ts} AND event_id ${cmp} ${id}))`
   }
-  const res = await conn.runAndReadAll(
-    `SELECT ${SUMMARY_COLUMNS} FROM ${tableOf(alias, 'events')} WHERE ${where.sql}${after} ORDER BY ts ${dir}, event_id ${dir} LIMIT ${Math.trunc(limit)}`,
-    params,
-  )
+  const table = tableOf(alias, 'events')
+  const n = Math.trunc(limit)
+  if (live) {
+    const probe =
+      order === 'desc'
+        ? `rowid >= (SELECT count(*) FROM ${table}) - ${LIVE_PAGE_PROBE_ROWS}`
+        : `rowid < ${LIVE_PAGE_PROBE_ROWS}`
+    const res = await conn.runAndReadAll(
+      `SELECT count(*), ${order === 'desc' ? 'min' : 'max'}(epoch_us(ts)) FROM (SELECT ts FROM ${table} WHERE ${probe} AND ${where.sql}${after} ORDER BY ts ${dir}, event_id ${dir} LIMIT ${n})`,
+      params,
+    )
+    const [found, boundUs] = res.getRows()[0] ?? []
+    if (Number(found) === n && typeof boundUs === 'bigint') {
+      params.push(new DuckDBTimestampValue(boundUs))
+      after += ` AND ts ${order === 'desc' ? '>=' : '<='} $${params.length}`
+    }
+  }
+  const res = await conn.runAndReadAll(`SELECT ${SUMMARY_COLUMNS} FROM ${table} WHERE ${where.sql}${after} ORDER BY ts ${dir}, event_id ${dir} LIMIT ${n}`, params)
   return res.getRowObjects().map((r) => ({ tsUs: Number((r.ts as DuckDBTimestampValue).micros), event: toStoredEvent(r) }))
 }
