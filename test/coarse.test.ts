@@ -195,6 +195,7 @@ test("the active segment's live rollups plus the events appended since answer li
           )
         }
       }
+      assert.deepEqual(await dimensionValues(app.store, filter, T0, 'auto'), await dimensionValues(app.store, filter, T0, 'raw'), `dimensions ${JSON.stringify({ fromMs, toMs, dims })}`)
     }
   }
   const totals = await usage(app.store, parseFilter({ from: String(base - HOUR), to: String(base + 4 * HOUR) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 }), [], 'auto', T0)

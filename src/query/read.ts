@@ -295,7 +295,7 @@ async function gatherRows(
       const ranges = (part.state === 'archived' ? edges : [whole]).filter((r) => mayMatch(part, filter, r))
       if (ranges.length === 0) continue
       if (part.alias === null) {
-        if (useRollups && liveRollupsAnswer(filter, shape)) rows.push(...(await part.live((conn) => liveTotals(conn, filter, edges, [alignedFrom, alignedTo], shape))))
+        if (useRollups && liveRollupsAnswer(filter, shape)) rows.push(...(await part.live((conn) => liveRows(conn, filter, edges, [alignedFrom, alignedTo], ranges, shape))))
         else for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r, shape))))
       } else {
         for (const r of ranges) {
@@ -462,9 +462,31 @@ function involvesUser(f: EventFilter, shape: Shape): boolean {
   return (f.dims.user_id?.length ?? 0) > 0 || shape.groupBy.includes('user_id')
 }
 
-/** Whether a live segment's live_rollups (no user_id) can answer: totals, groups and series that involve no user. */
+/**
+ * Whether a live segment's live_rollups (no user_id) can answer: totals,
+ * groups, series and dimension values that neither filter nor group by user
+ * (the user_id values of dimensions are read raw beside them: see liveRows).
+ */
 function liveRollupsAnswer(f: EventFilter, shape: Shape): boolean {
-  return shape.sets === null && !involvesUser(f, shape)
+  return !involvesUser(f, shape)
+}
+
+/**
+ * A live segment's rows through its live rollups (liveTotals). For dimension
+ * values (grouping sets) the rollups answer every dimension but user_id, whose
+ * values are counted raw over `ranges` (one GROUP BY of one column, against a
+ * grouping-sets pass of every column over every event), in the same read
+ * transaction: both see one snapshot of the segment.
+ */
+async function liveRows(conn: DuckDBConnection, f: EventFilter, edges: Range[], middle: Range, ranges: Range[], shape: Shape): Promise<Row[]> {
+  if (shape.sets === null) return liveTotals(conn, f, edges, middle, shape)
+  const sets = shape.sets
+  const others = sets.filter((d) => d !== 'user_id')
+  return inTransaction(conn, async () => {
+    const rows = others.length > 0 ? await liveTotals(conn, f, edges, middle, { ...shape, sets: others }) : []
+    if (others.length < sets.length) for (const r of ranges) rows.push(...(await rawTotals(conn, [null], f, r, { ...shape, sets: ['user_id'] })))
+    return rows
+  })
 }
 
 /**
