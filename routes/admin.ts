@@ -101,6 +101,7 @@ const ConfigSummary = Type.Object(
       gate_wait_ms: Ms,
       max_concurrent_queries: Count,
       query_timeout_ms: Ms,
+      query_cache_rows: Count,
       export_max_events: Count,
       export_timeout_ms: Ms,
       request_timeout_ms: Ms,
@@ -159,6 +160,7 @@ function configSummary(config: Config) {
       gate_wait_ms: config.gateWaitMs,
       max_concurrent_queries: config.maxConcurrentQueries,
       query_timeout_ms: config.queryTimeoutMs,
+      query_cache_rows: config.queryCacheRows,
       export_max_events: config.exportMaxEvents,
       export_timeout_ms: config.exportTimeoutMs,
       request_timeout_ms: config.requestTimeoutMs,
@@ -294,6 +296,16 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
               rows: Count,
               bytes_by_state: Type.Object({ active: Count, pending: Count, archived: Count }),
             }),
+            answer_cache: Type.Object(
+              {
+                hits: Count,
+                misses: Count,
+                entries: Count,
+                rows: Count,
+                generation: Type.Union([Type.String({ maxLength: 24 }), Type.Null()], { description: 'The catalog generation the kept answers belong to; null before the first query.' }),
+              },
+              { description: 'Catalog answers kept for repeated questions (TOKENLEDGER_QUERY_CACHE_ROWS): statements answered from it, statements run, answers and rows kept.' },
+            ),
             rollovers: Count,
             last_rollover: Type.Union([RolloverOut, Type.Null()]),
             retention: Type.Object({
@@ -363,6 +375,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           rows: list.reduce((n, s) => n + s.row_count, 0),
           bytes_by_state: { active: bytesIn('active'), pending: bytesIn('pending'), archived: bytesIn('archived') },
         },
+        answer_cache: store.answers.stats(),
         rollovers: stats.rollovers,
         last_rollover: stats.lastRollover,
         retention: {

@@ -162,6 +162,8 @@ export default fp(
     })
     mirrorCounter(registry, 'tokenledger_ingest_commits_total', 'Group commits of the active segment.', () => stats().commits)
     mirrorCounter(registry, 'tokenledger_ingest_committed_events_total', 'Events committed (accepted).', () => stats().committedEvents)
+    mirrorCounter(registry, 'tokenledger_query_cache_hits_total', 'Catalog statements of queries answered from the answer cache.', () => store.answers.stats().hits)
+    mirrorCounter(registry, 'tokenledger_query_cache_misses_total', 'Catalog statements of queries run (and kept when within the bound).', () => store.answers.stats().misses)
     const queue: Array<[string, string, () => number]> = [
       ['tokenledger_ingest_queued_events', 'Events waiting for a group commit.', () => stats().queuedEvents],
       ['tokenledger_ingest_queued_bytes', 'Body bytes (as the queue bound counts them) of requests waiting for a group commit.', () => stats().queuedBytes],
