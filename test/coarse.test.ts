@@ -3,7 +3,8 @@
 // exactly, never cross a bucket start and are as coarse as they may be; every
 // answer read through them (totals, groups, series in several zones, the
 // values of each dimension) equals a raw scan; a segment archived while a
-// query reads it raw is counted once; retention and a catalog from before
+// query reads it raw is counted once; a live segment's edge cells are taken
+// from its rollups whole only when they hold nothing outside the window; retention and a catalog from before
 // them leave them equal to the per-segment rollups.
 
 import assert from 'node:assert/strict'
@@ -168,9 +169,11 @@ test("the active segment's live rollups plus the events appended since answer li
   assert.equal((await post(app, [...batch(0, 60), ...late])).body.accepted, 63)
   await app.store.settle()
   assert.equal(await upto(), 63, 'a commit of 50 or more events refreshes them')
-  assert.equal((await post(app, batch(60, 10))).body.accepted, 10)
+  // Appended after the refresh, into the edge cell 3h30-3h45: one inside the window ending at 3h35, one past it.
+  const tail = [event({ timestamp: base + 3 * HOUR + 33 * MIN, key_id: 'k1', cost: '0.5' }), event({ timestamp: base + 3 * HOUR + 40 * MIN, key_id: 'k2', cost: '0.75' })]
+  assert.equal((await post(app, [...batch(60, 10), ...tail])).body.accepted, 12)
   await app.store.settle()
-  assert.equal(await upto(), 63, 'ten more are read from the events (the tail)')
+  assert.equal(await upto(), 63, 'twelve more are read from the events (the tail)')
   const windows: Array<[number, number]> = [
     [base - HOUR, base + 4 * HOUR], // aligned, all of them
     [base + 10 * MIN + 7_000, base + 2 * HOUR + 3 * MIN], // unaligned edges
@@ -199,9 +202,16 @@ test("the active segment's live rollups plus the events appended since answer li
     }
   }
   const totals = await usage(app.store, parseFilter({ from: String(base - HOUR), to: String(base + 4 * HOUR) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 }), [], 'auto', T0)
-  assert.equal(Number(totals.totals.requests), 73, 'every event once: 63 through the rollups, 10 raw')
+  assert.equal(Number(totals.totals.requests), 75, 'every event once: 63 through the rollups, 12 raw')
   const edgeCells = parseFilter({ from: String(base + 3 * HOUR + 30_000), to: String(base + 3 * HOUR + 35 * MIN) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
-  assert.equal(Number((await usage(app.store, edgeCells, [], 'auto', T0)).totals.requests), 3, 'the late events')
+  assert.equal(Number((await usage(app.store, edgeCells, [], 'auto', T0)).totals.requests), 4, 'the late events and the tail event inside the window')
+  // Both edge cells of that window hold only rolled-up events inside it: they come from the rollups whole.
+  const cells = await app.store.snapshot(async (snap) =>
+    snap.parts.find((p) => p.state === 'active')!.live(async (conn) => (await conn.runAndReadAll(`SELECT epoch_us(bucket), epoch_us(min_ts), epoch_us(max_ts) FROM live_cells ORDER BY 1`)).getRows().map((r) => r.map(Number))),
+  )
+  const cellOf = (ms: number) => cells.find(([b]) => b === Math.floor((ms * 1000) / Q) * Q)
+  assert.deepEqual(cellOf(base + 3 * HOUR)?.slice(1), [(base + 3 * HOUR + MIN) * 1000, (base + 3 * HOUR + 2 * MIN) * 1000], 'the cell of 3h holds only the two late events')
+  assert.deepEqual(cellOf(base + 3 * HOUR + 30 * MIN)?.slice(1), [(base + 3 * HOUR + 31 * MIN) * 1000, (base + 3 * HOUR + 31 * MIN) * 1000], 'the cell of 3h30: the late event; the tail is not rolled up yet')
 })
 
 test('the live rollups are compacted every 16 refreshes: one row per cell, the same answers', async (t) => {

@@ -250,3 +250,36 @@ test('live rollups: a refresh takes the events below the watermark; rowids that 
   await seg.refreshLiveRollups(1)
   assert.deepEqual(await state(), [0, 0], 'never refreshed again')
 })
+
+test('live cells: each refresh records the oldest and newest timestamp of the cells it rolls up; a segment whose rollups predate them starts its rollups over', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'tl-segment-'))
+  t.after(() => rm(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'seg.duckdb')
+  const open = () => Segment.open(file, { memoryBytes: 128 * 1024 * 1024, threads: 1, readConnections: 1, nowMs: T0 })
+  const q = 15 * 60_000
+  const cell = Math.floor((T0 - 3 * q) / q) * q
+  const at = (id: string, ms: number) => valid({ event_id: id, timestamp: ms, key_id: 'k', provider: 'p', model: 'm', status_code: 200, input_tokens: 2, output_tokens: 1 })
+  const state = (seg: Segment) =>
+    seg.read(async (conn) => ({
+      upto: Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0]),
+      requests: Number((await conn.runAndReadAll('SELECT coalesce(sum(requests), 0) FROM live_rollups')).getRows()[0]![0]),
+      cells: (await conn.runAndReadAll('SELECT epoch_ms(bucket), epoch_ms(min(min_ts)), epoch_ms(max(max_ts)) FROM live_cells GROUP BY bucket ORDER BY 1')).getRows().map((r) => r.map(Number)),
+    }))
+  let seg = await open()
+  await seg.appendCommitted([batchOf([at('a', cell + 5_000), at('b', cell + 600_000), at('c', cell + q + 1)])])
+  await seg.refreshLiveRollups(1)
+  await seg.appendCommitted([batchOf([at('d', cell + 1_000)])])
+  await seg.refreshLiveRollups(1)
+  assert.deepEqual(await state(seg), { upto: 4, requests: 4, cells: [[cell, cell + 1_000, cell + 600_000], [cell + q, cell + q + 1, cell + q + 1]] }, 'two refreshes, one cell each time extended')
+  // As a build before live_cells left it: rollups without cell bounds.
+  await seg.read((conn) => conn.run('DROP TABLE live_cells'))
+  await seg.close()
+  seg = await open()
+  try {
+    assert.deepEqual(await state(seg), { upto: 0, requests: 0, cells: [] }, 'reopened: the rollups start over')
+    await seg.refreshLiveRollups(1)
+    assert.deepEqual(await state(seg), { upto: 4, requests: 4, cells: [[cell, cell + 1_000, cell + 600_000], [cell + q, cell + q + 1, cell + q + 1]] }, 'the first refresh takes every event again')
+  } finally {
+    await seg.close()
+  }
+})

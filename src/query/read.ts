@@ -492,22 +492,39 @@ async function liveRows(conn: DuckDBConnection, f: EventFilter, edges: Range[], 
 /**
  * Rows of a live segment (its own database on `conn`) for the window: the
  * aligned `middle` from its live_rollups plus the events appended since they
- * were refreshed, and the `edges` raw; one statement, so one snapshot of the
- * rollups, their watermark and the events (see segment.ts).
+ * were refreshed, and the `edges` (each inside one 15-minute cell); one
+ * statement, so one snapshot of the rollups, their watermark, their cell
+ * bounds and the events (see segment.ts). An edge cell whose rolled-up events
+ * all lie inside the window (live_cells: the cell's newest before `to`, or its
+ * oldest at or after `from`) is taken whole from the rollups too, and only its
+ * events appended since are read raw: a window ending now no longer scans the
+ * last quarter hour of events, which at steady ingest is most of them.
  */
 async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[], middle: Range, shape: Shape): Promise<Row[]> {
   const params: DuckDBValue[] = []
-  const rolled = whereClause(f, { timeColumn: 'bucket', ranges: [middle], params })
-  const tail = whereClause(f, { ranges: [middle], params })
-  const edge = edges.length > 0 ? whereClause(f, { ranges: edges, params }) : null
-  const raw =
-    `SELECT * FROM events WHERE rowid >= (SELECT coalesce(max(rows), 0) FROM live_rollups_upto) AND ${tail.sql}` +
-    (edge === null ? '' : ` UNION ALL SELECT * FROM events WHERE ${edge.sql}`)
+  const param = (v: DuckDBValue): string => {
+    params.push(v)
+    return `$${params.length}`
+  }
+  const ts = (us: number): string => param(new DuckDBTimestampValue(BigInt(us)))
+  const upto = '(SELECT coalesce(max(rows), 0) FROM live_rollups_upto)'
+  const rolled = [whereClause(f, { timeColumn: 'bucket', ranges: [middle], params }).sql]
+  const raw = [`SELECT * FROM events WHERE rowid >= ${upto} AND ${whereClause(f, { ranges: [middle], params }).sql}`]
+  for (const [a, b] of edges) {
+    const left = b === middle[0]
+    if (!left && a !== middle[1]) throw new Error('invariant: an edge of the window borders its aligned middle')
+    const cell: Range = left ? [b - BUCKET_US, b] : [a, a + BUCKET_US]
+    const whole = left
+      ? `coalesce((SELECT min(min_ts) FROM live_cells WHERE bucket = ${ts(cell[0])}) >= ${ts(a)}, false)`
+      : `coalesce((SELECT max(max_ts) FROM live_cells WHERE bucket = ${ts(cell[0])}) < ${ts(b)}, false)`
+    rolled.push(`(${whereClause(f, { timeColumn: 'bucket', ranges: [cell], params }).sql} AND ${whole})`)
+    raw.push(`SELECT * FROM events WHERE ${whereClause(f, { ranges: [[a, b]], params }).sql} AND (rowid >= ${upto} OR NOT ${whole})`)
+  }
   const r = grouping('bucket', shape)
   const e = grouping('time_bucket(INTERVAL 15 MINUTE, ts)', shape)
   const inner =
-    `SELECT ${r.select}, ${rollupMeasures(shape)} FROM live_rollups WHERE ${rolled.sql} GROUP BY ${r.by} ` +
-    `UNION ALL SELECT ${e.select}, ${rawMeasures(shape)} FROM (${raw}) GROUP BY ${e.by}`
+    `SELECT ${r.select}, ${rollupMeasures(shape)} FROM live_rollups WHERE ${rolled.map((w) => `(${w})`).join(' OR ')} GROUP BY ${r.by} ` +
+    `UNION ALL SELECT ${e.select}, ${rawMeasures(shape)} FROM (${raw.join(' UNION ALL ')}) GROUP BY ${e.by}`
   return readShaped(conn, shaped(inner, r.cols, shape), params)
 }
 

@@ -18,12 +18,16 @@
 //   appended, by one writer, and an aborted append gives its rowids back, so
 //   the committed rows are rowids 0..count-1: a read that takes the rollups
 //   plus the events from `upto` on, in one statement, sees every event once.
-//   A refresh that finds otherwise empties both tables and stops for good
+//   A refresh that finds otherwise empties these tables and stops for good
 //   (reads then see every event raw).
+// - live_cells holds, per 15-minute cell, the oldest and newest timestamp of
+//   the same rolled-up events, written in the same transactions: a read whose
+//   window cuts through a cell can take the cell's rollups whole when they
+//   provably hold only events inside the window (read.ts, liveTotals).
 
 import { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
 import type { EventBatch } from '../ingest/batch.js'
-import { COARSE_COLUMNS, compactedRollups, rollupOfEvents } from './catalog.js'
+import { BUCKET_US, COARSE_COLUMNS, compactedRollups, rollupOfEvents } from './catalog.js'
 import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 import { ConnectionPool } from './pool.js'
 import { inTransaction } from './transaction.js'
@@ -36,11 +40,19 @@ export interface SegmentOptions {
   nowMs: number
 }
 
+/** An event's 15-minute cell, as rollupOfEvents computes its bucket. */
+const CELL_OF_TS = `make_timestamp((epoch_us(ts) // ${BUCKET_US}) * ${BUCKET_US})`
+
 /** Refreshes between compactions of live_rollups. */
 const LIVE_COMPACT_EVERY = 16
 
 /** A live segment's own rollups (see the invariants above); never copied into an archive. */
-const LIVE_ROLLUP_DDL = [`CREATE TABLE IF NOT EXISTS live_rollups (${COARSE_COLUMNS})`, `CREATE TABLE IF NOT EXISTS live_rollups_upto (rows BIGINT NOT NULL)`]
+const LIVE_ROLLUP_DDL = [
+  `CREATE TABLE IF NOT EXISTS live_rollups (${COARSE_COLUMNS})`,
+  `CREATE TABLE IF NOT EXISTS live_rollups_upto (rows BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS live_cells (bucket TIMESTAMP NOT NULL, min_ts TIMESTAMP NOT NULL, max_ts TIMESTAMP NOT NULL)`,
+]
+const LIVE_TABLES = ['live_rollups', 'live_rollups_upto', 'live_cells']
 
 export class Segment {
   private closed = false
@@ -77,7 +89,10 @@ export class Segment {
     })
     try {
       const writer = await instance.connect()
+      // A segment whose live rollups predate live_cells has cells without bounds: its rollups start over (the first refresh takes every event).
+      const hadCells = Number((await writer.runAndReadAll(`SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = 'live_cells'`)).getRows()[0]![0]) > 0
       for (const ddl of [...SEGMENT_DDL, ...LIVE_ROLLUP_DDL]) await writer.run(ddl)
+      if (!hadCells) for (const table of LIVE_TABLES) await writer.run(`DELETE FROM ${table}`)
       const meta = await writer.runAndReadAll(`SELECT value FROM segment_meta WHERE key = 'schema_version'`)
       if (meta.currentRowCount === 0) {
         await writer.run(`INSERT INTO segment_meta VALUES ('schema_version', '${SCHEMA_VERSION}')`)
@@ -189,13 +204,13 @@ export class Segment {
         // Not the dense, append-only rowids the rollups rely on: empty them (committed,
         // so reads see every event raw from now on) and never refresh them again.
         this.liveRollupsBroken = true
-        await conn.run('DELETE FROM live_rollups')
-        await conn.run('DELETE FROM live_rollups_upto')
+        for (const table of LIVE_TABLES) await conn.run(`DELETE FROM ${table}`)
         disabled = `live rollups of ${this.path} disabled: ${count} events with rowids up to ${end - 1}, rolled up to ${upto}`
         return
       }
       if (count === upto) return
       await conn.run(`INSERT INTO live_rollups SELECT ${rollupOfEvents(false)} FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY ALL`)
+      await conn.run(`INSERT INTO live_cells SELECT ${CELL_OF_TS} AS bucket, min(ts), max(ts) FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY bucket`)
       await conn.run('DELETE FROM live_rollups_upto')
       await conn.run(`INSERT INTO live_rollups_upto VALUES (${count})`)
       // Every so often the partial rows of a cell are summed into one, so reads stay small.
@@ -204,6 +219,10 @@ export class Segment {
         await conn.run('DELETE FROM live_rollups')
         await conn.run('INSERT INTO live_rollups SELECT * FROM live_rollups_compacted')
         await conn.run('DROP TABLE live_rollups_compacted')
+        await conn.run('CREATE OR REPLACE TEMP TABLE live_cells_compacted AS SELECT bucket, min(min_ts) AS min_ts, max(max_ts) AS max_ts FROM live_cells GROUP BY bucket')
+        await conn.run('DELETE FROM live_cells')
+        await conn.run('INSERT INTO live_cells SELECT * FROM live_cells_compacted')
+        await conn.run('DROP TABLE live_cells_compacted')
         this.partialRefreshes = 0
       }
     })
