@@ -38,6 +38,10 @@
 //   newest_page     GET /v1/events?limit=100
 //   key_page        GET /v1/events?limit=100&key_id=<k>
 //   detail          GET /v1/events/<id>   (generated ids, all archived; under load 1 in 10 a just-ingested one)
+// Answers over archived segments are kept by the server's answer cache (exact: keyed by
+// the catalog generation), so repeated calls measure mostly its hits; phases 4 and 6
+// print how many catalog statements it served. TOKENLEDGER_QUERY_CACHE_ROWS=0 in the
+// bench's environment (passed on to the server) measures every call uncached.
 //   dimensions      GET /v1/usage/dimensions   (the default window: 30 days)
 // A 404 from /v1/usage/timeseries means the route does not exist yet: those queries
 // are reported "skipped (route missing)" and the bench goes on.
@@ -735,6 +739,7 @@ async function main(): Promise<number> {
     log(`\n[4] queries on the idle server (ms; one call at a time, ${opts.warmup} warm-up calls, then ${opts.durationS} s: ${minMeasuredCalls} to ${opts.samples} calls)`)
     log(`${HEADER} ${'first'.padStart(7)}`)
     const cpu4 = server.cpuSeconds()
+    const cache4 = await cacheCounts(server.url)
     const idle = new Map<string, QueryFigures>()
     for (const q of QUERIES) {
       const f = await measureQuery(ctx, q, 'idle', false)
@@ -742,6 +747,7 @@ async function main(): Promise<number> {
       log(queryLine(q, f, ` ${ms1(f.firstMs).padStart(7)}`))
     }
     const cpu4b = server.cpuSeconds()
+    summary.answer_cache_idle = cacheLine('phase 4', cache4, await cacheCounts(server.url))
 
     // 5. Ingest alone.
     log(`\n[5] ingest alone: open loop, ${int(opts.rate)} events/s for ${opts.ingestDurationS} s`)
@@ -752,6 +758,7 @@ async function main(): Promise<number> {
     // 6. Queries under ingest.
     log(`\n[6] the same ingest, each query measured in turn while it runs (ms)`)
     const cpu6 = server.cpuSeconds()
+    const cache6 = await cacheCounts(server.url)
     loop = ledger.startOpenLoop(server.url, opts.rate)
     const loopT0 = performance.now()
     // Ids of batches acknowledged so far, for detail calls (one event of each batch is enough to draw from).
@@ -764,6 +771,7 @@ async function main(): Promise<number> {
     clearInterval(freshTimer)
     const under = await loop.stop()
     const cpu6b = server.cpuSeconds()
+    summary.answer_cache_loaded = cacheLine('phase 6', cache6, await cacheCounts(server.url))
     const underF = ingestLine('ingest with queries', under)
     log(`${HEADER} ${'p95 ×idle'.padStart(10)} ${`<${opts.targetMs} ms`.padStart(9)}   ingest p99 meanwhile`)
     const perQuery: Record<string, unknown> = {}
@@ -847,6 +855,25 @@ async function main(): Promise<number> {
 }
 
 const round1 = (n: number): number | null => (Number.isFinite(n) ? Number(n.toFixed(1)) : null)
+
+/** The answer cache's counters (/v1/status), or null for a server without one. */
+async function cacheCounts(url: string): Promise<{ hits: number; misses: number } | null> {
+  const st = await getJson<ServerStatus>(`${url}/v1/status`)
+  return st.answer_cache ? { hits: st.answer_cache.hits, misses: st.answer_cache.misses } : null
+}
+
+/** Prints what the answer cache served over a phase; its figures for the summary. */
+function cacheLine(phase: string, before: { hits: number; misses: number } | null, after: { hits: number; misses: number } | null): { hits: number; misses: number } | null {
+  if (before === null || after === null) return null
+  const hits = after.hits - before.hits
+  const misses = after.misses - before.misses
+  const share = hits + misses === 0 ? 0 : (100 * hits) / (hits + misses)
+  log(
+    `  answer cache over ${phase}: ${int(hits)} catalog statements served from it, ${int(misses)} run (${f1(share)}% served); ` +
+      `TOKENLEDGER_QUERY_CACHE_ROWS=0 measures without it`,
+  )
+  return { hits, misses }
+}
 
 /** Stops the server and prints what it logged at warn and above. */
 async function stopServer(server: RunningServer): Promise<void> {

@@ -60,6 +60,8 @@ export interface ServerStatus {
   rollovers: number
   retention: { runs: number; errors: number; segments_deleted: number; bytes_freed: number }
   sealing: { sealed: number; failures: number; backlog: number; failing: unknown[] }
+  /** Absent on servers from before the answer cache. */
+  answer_cache?: { hits: number; misses: number; entries: number; rows: number }
 }
 
 /** Polls /v1/status until nothing is pending or waiting to be sealed; fails (and goes on) while sealing is failing. */
