@@ -476,9 +476,10 @@ function liveRollupsAnswer(f: EventFilter, shape: Shape): boolean {
 /**
  * Rows of a live segment (its own database on `conn`) for the window: the
  * aligned `middle` from its live_rollups plus the events appended since they
- * were refreshed, and the `edges` (each inside one 15-minute cell); one
- * statement, so one snapshot of the rollups, their watermark, their cell
- * bounds and the events (see segment.ts). An edge cell whose rolled-up events
+ * were refreshed, and the `edges` (each inside one 15-minute cell). Runs in
+ * the caller's read transaction, so its two statements see one snapshot of the
+ * rollups, their watermark, their cell bounds and the events (see segment.ts).
+ * An edge cell whose rolled-up events
  * all lie inside the window (live_cells: the cell's newest before `to`, or its
  * oldest at or after `from`) is taken whole from the rollups too, and only its
  * events appended since are read raw: a window ending now no longer scans the
@@ -487,10 +488,9 @@ function liveRollupsAnswer(f: EventFilter, shape: Shape): boolean {
 async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[], middle: Range, shape: Shape): Promise<Row[]> {
   for (const [a, b] of edges) if (b !== middle[0] && a !== middle[1]) throw new Error('invariant: an edge of the window borders its aligned middle')
   const cells = edges.map(([a, b]): Range => (b === middle[0] ? [b - BUCKET_US, b] : [a, a + BUCKET_US]))
-  // The watermark and the edge cells' bounds first, in one statement, as constants
-  // the scans can prune by (a scalar subquery in the scan's filter could not: 19
-  // against 11 ms for totals over 110 k live events); the caller's transaction
-  // keeps both statements on one snapshot.
+  // The watermark and the edge cells' bounds first, in one statement, so the scans
+  // below filter rowids by constants, which they can prune row groups by (a scalar
+  // subquery in a scan's filter cannot be pruned by).
   const bounds = (
     await conn.runAndReadAll(
       `SELECT (SELECT coalesce(max(rows), 0) FROM live_rollups_upto)` +

@@ -158,8 +158,11 @@ export const BUCKET_US = 15 * 60 * 1_000_000
  * ALL) 15-minute bucket and key: the columns of `rollups` after segment_id
  * (`withUser`), or of a coarse table (without user_id).
  */
+/** An event's 15-minute bucket (its rollup cell), from its `ts`. */
+export const BUCKET_OF_TS = `make_timestamp((epoch_us(ts) // ${BUCKET_US}) * ${BUCKET_US})`
+
 export function rollupOfEvents(withUser: boolean): string {
-  return `make_timestamp((epoch_us(ts) // ${BUCKET_US}) * ${BUCKET_US}) AS bucket,
+  return `${BUCKET_OF_TS} AS bucket,
           key_id, team_id, ${withUser ? 'user_id, ' : ''}customer_id, provider, model, status_code, currency,
           count(*), count(*) FILTER (WHERE status_code >= 400),
           ${ROLLUP_TOKEN_COLUMNS.map((c) => `sum(${c} >> 32), sum(${c} & 4294967295)`).join(', ')},
@@ -302,7 +305,7 @@ async function createCoarseRollups(conn: DuckDBConnection): Promise<void> {
 
 /**
  * Marks, inside the transaction that changes rollups or a derived table, that
- * answers read from them before are stale (src/query/cache.ts keys its entries
+ * answers read from them before are stale (src/store/answers.ts keys its entries
  * by this generation). Changes made while the catalog is opened (migrations,
  * rebuilds) need none: no answer of this process exists yet.
  */

@@ -27,7 +27,7 @@
 
 import { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
 import type { EventBatch } from '../ingest/batch.js'
-import { BUCKET_US, COARSE_COLUMNS, compactedRollups, rollupOfEvents } from './catalog.js'
+import { BUCKET_OF_TS, COARSE_COLUMNS, compactedRollups, rollupOfEvents } from './catalog.js'
 import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 import { ConnectionPool } from './pool.js'
 import { inTransaction } from './transaction.js'
@@ -39,9 +39,6 @@ export interface SegmentOptions {
   /** Recorded as the segment's creation time when the file is new. */
   nowMs: number
 }
-
-/** An event's 15-minute cell, as rollupOfEvents computes its bucket. */
-const CELL_OF_TS = `make_timestamp((epoch_us(ts) // ${BUCKET_US}) * ${BUCKET_US})`
 
 /** Refreshes between compactions of live_rollups. */
 const LIVE_COMPACT_EVERY = 16
@@ -210,19 +207,13 @@ export class Segment {
       }
       if (count === upto) return
       await conn.run(`INSERT INTO live_rollups SELECT ${rollupOfEvents(false)} FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY ALL`)
-      await conn.run(`INSERT INTO live_cells SELECT ${CELL_OF_TS} AS bucket, min(ts), max(ts) FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY bucket`)
+      await conn.run(`INSERT INTO live_cells SELECT ${BUCKET_OF_TS} AS bucket, min(ts), max(ts) FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY bucket`)
       await conn.run('DELETE FROM live_rollups_upto')
       await conn.run(`INSERT INTO live_rollups_upto VALUES (${count})`)
       // Every so often the partial rows of a cell are summed into one, so reads stay small.
       if (++this.partialRefreshes >= LIVE_COMPACT_EVERY) {
-        await conn.run(`CREATE OR REPLACE TEMP TABLE live_rollups_compacted AS ${compactedRollups('live_rollups')}`)
-        await conn.run('DELETE FROM live_rollups')
-        await conn.run('INSERT INTO live_rollups SELECT * FROM live_rollups_compacted')
-        await conn.run('DROP TABLE live_rollups_compacted')
-        await conn.run('CREATE OR REPLACE TEMP TABLE live_cells_compacted AS SELECT bucket, min(min_ts) AS min_ts, max(max_ts) AS max_ts FROM live_cells GROUP BY bucket')
-        await conn.run('DELETE FROM live_cells')
-        await conn.run('INSERT INTO live_cells SELECT * FROM live_cells_compacted')
-        await conn.run('DROP TABLE live_cells_compacted')
+        await replaceRows(conn, 'live_rollups', compactedRollups('live_rollups'))
+        await replaceRows(conn, 'live_cells', 'SELECT bucket, min(min_ts) AS min_ts, max(max_ts) AS max_ts FROM live_cells GROUP BY bucket')
         this.partialRefreshes = 0
       }
     })
@@ -244,6 +235,14 @@ export class Segment {
       this.instance.closeSync()
     }
   }
+}
+
+/** Replaces every row of `table` with the rows of `select` (which may read `table`), inside the caller's transaction. */
+async function replaceRows(conn: DuckDBConnection, table: string, select: string): Promise<void> {
+  await conn.run(`CREATE OR REPLACE TEMP TABLE ${table}_compacted AS ${select}`)
+  await conn.run(`DELETE FROM ${table}`)
+  await conn.run(`INSERT INTO ${table} SELECT * FROM ${table}_compacted`)
+  await conn.run(`DROP TABLE ${table}_compacted`)
 }
 
 /** Ids joined per group by scanIds: big enough to amortise the per-string cost, small enough to stream. */
