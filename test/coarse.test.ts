@@ -250,11 +250,15 @@ test('a segment archived while a query reads it raw is counted once, through the
   const filter = parseFilter({ from: String(day - DAY), to: String(day + 3 * DAY) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
   const before = await usage(app.store, filter, ['key_id'], 'raw', T0)
   assert.equal(before.totals.requests, 48)
+  const generationSeen = () => app.store.snapshot(async (snap) => snap.catalogGeneration)
+  const g0 = await generationSeen()
+  assert.equal(typeof g0, 'bigint', 'nothing mid-seal: the snapshot knows its catalog generation')
   pause = latch()
   await rollover(app)
   const sealing = app.store.settle()
   await pause.arrived
   // The store still reads the segment raw (pending); the catalog already counts it in its rollups.
+  assert.equal(await generationSeen(), null, 'mid-seal: no generation fits the snapshot, so no cached coarse answer may serve it without the check')
   for (const groupBy of [['key_id'], ['user_id'], []] as Dimension[][]) {
     assert.deepEqual(await usage(app.store, filter, groupBy, 'auto', T0), await usage(app.store, filter, groupBy, 'raw', T0), `mid-seal, by ${groupBy.join() || 'nothing'}`)
   }
@@ -263,6 +267,8 @@ test('a segment archived while a query reads it raw is counted once, through the
   assert.deepEqual(dims.key_id, [{ value: 'key_a', requests: 48 }])
   pause.open()
   await sealing
+  const g1 = await generationSeen()
+  assert.ok(typeof g1 === 'bigint' && typeof g0 === 'bigint' && g1 > g0, `after the seal: a newer generation (${String(g0)} → ${String(g1)})`)
   assert.deepEqual(await usage(app.store, filter, ['key_id'], 'auto', T0), before, 'after the seal: from the rollups, the same')
   assert.deepEqual(await dimensionValues(app.store, filter, T0), dims, 'after the seal: from the rollups, the same values')
 })

@@ -18,9 +18,9 @@ import { formatTimestampUs } from '../ingest/timestamp.js'
 import { BUCKET_US, COARSE_LEVELS, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum, USERS_DAILY } from '../store/catalog.js'
 import { tableOf } from '../store/stats.js'
 import { inTransaction } from '../store/transaction.js'
-import type { AnswerCache, CatalogReader, Row } from '../store/answers.js'
+import type { AnswerCache, Row } from '../store/answers.js'
 import type { Cutoffs } from '../store/retention.js'
-import type { SnapshotPart, Store } from '../store/store.js'
+import type { Snapshot, SnapshotPart, Store } from '../store/store.js'
 import { DIMENSIONS, whereClause, type Dimension, type EventFilter } from './filters.js'
 
 export interface StoredEvent {
@@ -309,7 +309,7 @@ async function gatherRows(
     if (useRollups) {
       // Rollups of segments this snapshot reads raw (archived after it was taken) must not count twice.
       const rawIds = snap.parts.filter((p) => p.state !== 'archived').map((p) => p.id)
-      rows.push(...(await snap.files((conn) => rollupRows(conn, store.answers, filter, [alignedFrom, alignedTo], rawIds, shape))))
+      rows.push(...(await rollupRows(snap, store.answers, filter, [alignedFrom, alignedTo], rawIds, shape)))
     }
     return rows
   })
@@ -445,11 +445,6 @@ async function readShaped(conn: DuckDBConnection, sql: string, params: DuckDBVal
   return rows
 }
 
-/** A catalog statement's rows, through the transaction's answer-cache reader (an answer too large throws before anything is kept). */
-function readCatalog(conn: DuckDBConnection, read: CatalogReader, sql: string, params: DuckDBValue[]): Promise<Row[]> {
-  return read(sql, params, () => readShaped(conn, sql, params))
-}
-
 async function rawTotals(conn: DuckDBConnection, aliases: Array<string | null>, f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Promise<Row[]> {
   const where = whereClause({ ...f, fromUs, toUs })
   const union = aliases.map((a) => `SELECT * FROM ${tableOf(a, 'events')} WHERE ${where.sql}`).join(' UNION ALL ')
@@ -520,27 +515,55 @@ async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[]
  * Rows of the aligned middle `range` from the rollups of archived segments
  * (segments in `rawIds` are read raw by the caller and left out). The coarse
  * rollups answer when the question involves no `user_id` and they provably
- * hold none of `rawIds`; otherwise the per-segment rollups.
+ * hold none of `rawIds`; otherwise the per-segment rollups. When the snapshot
+ * knows its catalog generation and the cache holds every statement's answer
+ * at it, those answer without DuckDB.
  */
-async function rollupRows(conn: DuckDBConnection, answers: AnswerCache, f: EventFilter, range: Range, rawIds: number[], shape: Shape): Promise<Row[]> {
-  const coarseSets = shape.sets?.filter((d) => d !== 'user_id') ?? null
+async function rollupRows(snap: Snapshot, answers: AnswerCache, f: EventFilter, range: Range, rawIds: number[], shape: Shape): Promise<Row[]> {
+  if (snap.catalogGeneration !== null) {
+    // The snapshot's archived segments are the generation's: none of rawIds is in its rollups.
+    const kept = answers.cached(snap.catalogGeneration, rollupStatements(f, range, rawIds, shape, true))
+    if (kept !== undefined) return kept.flat()
+  }
   // One transaction: its statements, and the generation the cache keys them by, see one snapshot of the catalog.
-  return inTransaction(conn, async () => {
-    const read = await answers.reader(conn)
-    if (involvesUser(f, shape)) return rollupTotals(conn, read, f, [range], rawIds, shape)
-    // Coarse rows are summed over segments, so they cannot leave one out: a
-    // segment this snapshot reads raw that has been archived since (it is in
-    // them, or about to be) sends the question to the per-segment rollups.
-    // Checked in the transaction that reads them, so both see one catalog.
-    if (rawIds.length > 0) {
-      const ids = rawIds.map((id) => String(Math.trunc(id))).join(', ')
-      const res = await conn.runAndReadAll(`SELECT count(*) FROM catalog.segments WHERE id IN (${ids}) AND state IN ('archived', 'deleted')`)
-      if (Number(res.getRows()[0]?.[0] ?? 0) > 0) return rollupTotals(conn, read, f, [range], rawIds, shape)
-    }
-    const rows = coarseSets === null || coarseSets.length > 0 ? [...(await coarseTotals(conn, read, f, range, coarseSets === null ? shape : { ...shape, sets: coarseSets }))] : []
-    if (shape.sets?.includes('user_id')) rows.push(...(await userValues(conn, read, f, range, rawIds)))
-    return rows
-  })
+  return snap.files((conn) =>
+    inTransaction(conn, async () => {
+      const read = await answers.reader(conn)
+      // Coarse rows are summed over segments, so they cannot leave one out: a
+      // segment this snapshot reads raw that has been archived since (it is in
+      // them, or about to be) sends the question to the per-segment rollups.
+      // Checked in the transaction that reads them, so both see one catalog.
+      let coarse = true
+      if (!involvesUser(f, shape) && rawIds.length > 0) {
+        const ids = rawIds.map((id) => String(Math.trunc(id))).join(', ')
+        const res = await conn.runAndReadAll(`SELECT count(*) FROM catalog.segments WHERE id IN (${ids}) AND state IN ('archived', 'deleted')`)
+        coarse = Number(res.getRows()[0]?.[0] ?? 0) === 0
+      }
+      const rows: Row[] = []
+      for (const st of rollupStatements(f, range, rawIds, shape, coarse)) rows.push(...(await read(st.sql, st.params, () => readShaped(conn, st.sql, st.params))))
+      return rows
+    }),
+  )
+}
+
+/** One statement of a catalog read and its parameters. */
+interface Statement {
+  sql: string
+  params: DuckDBValue[]
+}
+
+/**
+ * The catalog statements whose rows are rollupRows' answer: the per-segment
+ * rollups without `rawIds` when the question involves `user_id` or `coarse`
+ * is false (the coarse rollups may hold one of them); otherwise the coarse
+ * rollups, and the users' values (userValues) for grouping sets with user_id.
+ */
+function rollupStatements(f: EventFilter, range: Range, rawIds: number[], shape: Shape, coarse: boolean): Statement[] {
+  if (involvesUser(f, shape) || !coarse) return [rollupTotals(f, [range], rawIds, shape)]
+  const coarseSets = shape.sets?.filter((d) => d !== 'user_id') ?? null
+  const out = coarseSets === null || coarseSets.length > 0 ? [coarseTotals(f, range, coarseSets === null ? shape : { ...shape, sets: coarseSets })] : []
+  if (shape.sets?.includes('user_id')) out.push(...userValues(f, range, rawIds))
+  return out
 }
 
 /** The coarse level whose cells are the users' daily rollup's. */
@@ -551,42 +574,42 @@ if (DAY_LEVEL < 0) throw new Error('invariant: a coarse level has the cells of t
  * Requests per user_id over `range` (grouping-set rows): with no filter but
  * the window, whole UTC days from the users' daily rollup and the rest from
  * the per-segment rollups; with filters, all from the per-segment rollups.
- * Runs in rollupRows' transaction, once it has checked the coarse rollups.
+ * Only where the coarse rollups answer too (rollupStatements).
  */
-async function userValues(conn: DuckDBConnection, read: CatalogReader, f: EventFilter, range: Range, rawIds: number[]): Promise<Row[]> {
+function userValues(f: EventFilter, range: Range, rawIds: number[]): Statement[] {
   const shape: Shape = { groupBy: [], startsUs: null, sets: ['user_id'] }
   const filtered = f.status.length > 0 || DIMENSIONS.some((d) => (f.dims[d]?.length ?? 0) > 0)
-  if (filtered) return rollupTotals(conn, read, f, [range], rawIds, shape)
+  if (filtered) return [rollupTotals(f, [range], rawIds, shape)]
   const cells = coarseCells(range[0], range[1], null)
   const days = cells[DAY_LEVEL]!
-  const rows: Row[] = []
+  const out: Statement[] = []
   if (days.length > 0) {
     const where = whereClause(f, { timeColumn: 'bucket', ranges: days })
-    rows.push(...(await readCatalog(conn, read, `SELECT user_id, sum(requests) AS requests FROM catalog.${USERS_DAILY.table} WHERE ${where.sql} GROUP BY user_id`, where.params)))
+    out.push({ sql: `SELECT user_id, sum(requests) AS requests FROM catalog.${USERS_DAILY.table} WHERE ${where.sql} GROUP BY user_id`, params: where.params })
   }
   const rest = cells.filter((c) => c !== days).flat().sort((a, b) => a[0] - b[0])
-  if (rest.length > 0) rows.push(...(await rollupTotals(conn, read, f, rest, rawIds, shape)))
-  return rows
+  if (rest.length > 0) out.push(rollupTotals(f, rest, rawIds, shape))
+  return out
 }
 
-/** Rows of the ranges (ascending, disjoint, within the filter's window) from the per-segment rollups, without the segments `excludeIds`. */
-async function rollupTotals(conn: DuckDBConnection, read: CatalogReader, f: EventFilter, ranges: Range[], excludeIds: number[], shape: Shape): Promise<Row[]> {
+/** The statement of the ranges (ascending, disjoint, within the filter's window) over the per-segment rollups, without the segments `excludeIds`. */
+function rollupTotals(f: EventFilter, ranges: Range[], excludeIds: number[], shape: Shape): Statement {
   const where = whereClause(f, { timeColumn: 'bucket', ranges })
   const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${excludeIds.map((id) => String(Math.trunc(id))).join(', ')})` : ''
   const g = grouping('bucket', shape)
-  return readCatalog(conn, read, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${g.by}`, g.cols, shape), where.params)
+  return { sql: shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${g.by}`, g.cols, shape), params: where.params }
 }
 
-/** Rows of `range` from the coarse rollups: whole days, whole hours, then 15-minute cells (see coarseCells). */
-async function coarseTotals(conn: DuckDBConnection, read: CatalogReader, f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Promise<Row[]> {
+/** The statement of `range` over the coarse rollups: whole days, whole hours, then 15-minute cells (see coarseCells). */
+function coarseTotals(f: EventFilter, [fromUs, toUs]: Range, shape: Shape): Statement {
   const perLevel = coarseCells(fromUs, toUs, shape.startsUs)
   const params: DuckDBValue[] = []
   const selects = COARSE_LEVELS.flatMap((level, i) =>
     perLevel[i]!.length === 0 ? [] : [`SELECT * FROM catalog.${level.table} WHERE ${whereClause(f, { timeColumn: 'bucket', ranges: perLevel[i]!, params }).sql}`],
   )
-  if (selects.length === 0) return []
+  if (selects.length === 0) throw new Error('invariant: an aligned, non-empty range has coarse cells')
   const g = grouping('bucket', shape)
-  return readCatalog(conn, read, shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM (${selects.join(' UNION ALL ')}) GROUP BY ${g.by}`, g.cols, shape), params)
+  return { sql: shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM (${selects.join(' UNION ALL ')}) GROUP BY ${g.by}`, g.cols, shape), params }
 }
 
 /**

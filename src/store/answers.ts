@@ -14,6 +14,9 @@
 //   commit and are always read afresh.
 // - Bounded: at most `maxRows` rows in all, and no entry over a tenth of
 //   that; the least recently used entries go first. maxRows 0 turns it off.
+// - A snapshot that knows its catalog generation without a transaction
+//   (store.ts: no segment it reads raw is archived yet) takes whole answers
+//   through `cached` and does not touch DuckDB at all.
 // - Rows handed out are shared: callers read them and never change them
 //   (read.ts only sums and groups rows).
 
@@ -58,12 +61,10 @@ export class AnswerCache {
     return async (sql, params, run) => {
       // A transaction older than the newest generation seen reads afresh and keeps nothing.
       if (generation !== this.generation) return run()
-      const key = `${sql}\u0000${params.map(paramKey).join('\u0000')}`
-      const hit = this.entries.get(key)
+      const key = keyOf(sql, params)
+      const hit = this.take(key)
       if (hit !== undefined) {
         this.hits++
-        this.entries.delete(key) // re-inserted: most recently used last
-        this.entries.set(key, hit)
         return hit
       }
       this.misses++
@@ -81,6 +82,29 @@ export class AnswerCache {
     }
   }
 
+  /**
+   * The rows kept for these statements at `generation`, all of them or none
+   * (undefined: one is not kept, or the cache holds another generation);
+   * never reads DuckDB. For a caller that knows, without a transaction, that
+   * its snapshot sees the rollups of `generation` (Snapshot.catalogGeneration).
+   */
+  cached(generation: bigint, statements: ReadonlyArray<{ sql: string; params: DuckDBValue[] }>): Row[][] | undefined {
+    if (this.maxRows === 0 || generation !== this.generation) return undefined
+    const keys = statements.map((st) => keyOf(st.sql, st.params))
+    if (!keys.every((k) => this.entries.has(k))) return undefined
+    this.hits += keys.length
+    return keys.map((k) => this.take(k)!)
+  }
+
+  /** The entry under `key`, now the most recently used. */
+  private take(key: string): Row[] | undefined {
+    const hit = this.entries.get(key)
+    if (hit === undefined) return undefined
+    this.entries.delete(key) // re-inserted: most recently used last
+    this.entries.set(key, hit)
+    return hit
+  }
+
   stats(): AnswerCacheStats {
     return { hits: this.hits, misses: this.misses, entries: this.entries.size, rows: this.rows, generation: this.generation === null ? null : String(this.generation) }
   }
@@ -90,6 +114,10 @@ export class AnswerCache {
     this.entries.clear()
     this.rows = 0
   }
+}
+
+function keyOf(sql: string, params: DuckDBValue[]): string {
+  return `${sql}\u0000${params.map(paramKey).join('\u0000')}`
 }
 
 /** A parameter's type and exact text: two parameters share a key only when both are equal. */

@@ -86,6 +86,15 @@ export interface Catalog {
   /** Pruning dims per archived segment (only `onlyId`'s when given). */
   dims(onlyId?: number): Promise<Map<number, SegmentDims | null>>
   checkpoint(): Promise<void>
+  /**
+   * The generation (catalog_meta) of the last transaction this process
+   * committed, known here before the call that committed it returns; read
+   * without DuckDB. A snapshot whose segment states match it may be served
+   * cached answers of it without opening a transaction (store.ts, snapshot).
+   */
+  committedGeneration(): bigint
+  /** The generation of the transaction that archived the segment, when this process knows it (since open). */
+  archivedAt(id: number): bigint | undefined
 }
 
 export interface ArchiveRecord {
@@ -309,15 +318,31 @@ async function createCoarseRollups(conn: DuckDBConnection): Promise<void> {
  * by this generation). Changes made while the catalog is opened (migrations,
  * rebuilds) need none: no answer of this process exists yet.
  */
-async function bumpGeneration(conn: DuckDBConnection): Promise<void> {
-  await conn.run('UPDATE catalog_meta SET generation = generation + 1')
+async function bumpGeneration(conn: DuckDBConnection): Promise<bigint> {
+  return generationOf(await conn.runAndReadAll('UPDATE catalog_meta SET generation = generation + 1 RETURNING generation'))
+}
+
+async function readGeneration(conn: DuckDBConnection): Promise<bigint> {
+  return generationOf(await conn.runAndReadAll('SELECT max(generation) FROM catalog_meta'))
+}
+
+function generationOf(res: { getRows(): unknown[][] }): bigint {
+  const g = res.getRows()[0]?.[0]
+  if (typeof g !== 'bigint') throw new Error('invariant: the catalog has one generation')
+  return g
 }
 
 export class DuckDBCatalog implements Catalog {
   /** One statement at a time on the connection; taken under the write gate by rollover, never the reverse. */
   private readonly lock = new Mutex()
 
-  private constructor(private readonly conn: DuckDBConnection) {}
+  /** Archived segment id → the generation that archived it (every archived segment at open: that generation). */
+  private readonly archivedGenerations = new Map<number, bigint>()
+
+  private constructor(
+    private readonly conn: DuckDBConnection,
+    private generation: bigint,
+  ) {}
 
   /** `conn` must have the catalog database as its default (`USE catalog`). */
   static async open(conn: DuckDBConnection): Promise<DuckDBCatalog> {
@@ -327,7 +352,18 @@ export class DuckDBCatalog implements Catalog {
     await conn.run('ALTER TABLE segments ADD COLUMN IF NOT EXISTS details VARCHAR')
     await createCoarseRollups(conn)
     await conn.run('INSERT INTO catalog_meta SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM catalog_meta)')
-    return new DuckDBCatalog(conn)
+    const catalog = new DuckDBCatalog(conn, await readGeneration(conn))
+    const archived = await conn.runAndReadAll(`SELECT id FROM segments WHERE state IN ('archived', 'deleted')`)
+    for (const [id] of archived.getRows()) catalog.archivedGenerations.set(Number(id), catalog.generation)
+    return catalog
+  }
+
+  committedGeneration(): bigint {
+    return this.generation
+  }
+
+  archivedAt(id: number): bigint | undefined {
+    return this.archivedGenerations.get(id)
   }
 
   async list(): Promise<SegmentRecord[]> {
@@ -360,9 +396,9 @@ export class DuckDBCatalog implements Catalog {
   async archive(rec: ArchiveRecord, sourceAlias: string): Promise<boolean> {
     return this.lock.runExclusive(async () => {
       const events = tableOf(sourceAlias, 'events')
-      return inTransaction(this.conn, async () => {
+      const generation = await inTransaction(this.conn, async (): Promise<bigint | null> => {
         const current = await this.stateOf(rec.id)
-        if (current === 'archived' || current === 'deleted') return false
+        if (current === 'archived' || current === 'deleted') return null
         const created = await this.conn.runAndReadAll('SELECT created_ms FROM segments WHERE id = $1', [rec.id])
         const createdMs = Number(created.getRows()[0]?.[0] ?? rec.sealedMs)
         await this.conn.run('DELETE FROM segments WHERE id = $1', [rec.id])
@@ -383,9 +419,13 @@ export class DuckDBCatalog implements Catalog {
         await this.conn.run(`INSERT INTO rollups SELECT $1, ${rollupOfEvents(true)} FROM ${events} GROUP BY ALL`, [rec.id])
         const touched = await this.conn.runAndReadAll('SELECT DISTINCT epoch_us(bucket) FROM rollups WHERE segment_id = $1', [rec.id])
         await refreshCoarse(this.conn, touched.getRows().map((r) => Number(r[0])))
-        await bumpGeneration(this.conn)
-        return true
+        return bumpGeneration(this.conn)
       })
+      if (generation === null) return false
+      // Committed: recorded before archive() returns, so before the store shows the segment archived.
+      this.generation = generation
+      this.archivedGenerations.set(rec.id, generation)
+      return true
     })
   }
 
@@ -414,15 +454,16 @@ export class DuckDBCatalog implements Catalog {
   }
 
   async deleteRollupsBefore(bucketUs: number): Promise<number> {
-    return this.lock.runExclusive(() =>
-      inTransaction(this.conn, async () => {
+    return this.lock.runExclusive(async () => {
+      const [rows, generation] = await inTransaction(this.conn, async () => {
         const res = await this.conn.run('DELETE FROM rollups WHERE bucket < make_timestamp($1::BIGINT)', [bucketUs])
         // A coarse cell starting before the cutoff is gone or cut through: never whole inside a window from the cutoff on.
         for (const table of DERIVED_TABLES) await this.conn.run(`DELETE FROM ${table} WHERE bucket < make_timestamp($1::BIGINT)`, [bucketUs])
-        await bumpGeneration(this.conn)
-        return res.rowsChanged
-      }),
-    )
+        return [res.rowsChanged, await bumpGeneration(this.conn)] as const
+      })
+      this.generation = generation
+      return rows
+    })
   }
 
   async forget(id: number): Promise<void> {

@@ -323,6 +323,14 @@ export interface Snapshot {
   cutoffs: Cutoffs
   /** Runs `fn` on a pooled connection of the closed-file tier (attached files and the catalog). */
   files<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T>
+  /**
+   * The catalog generation whose rollups hold exactly the segments this
+   * snapshot reads as archived (none it reads raw), when this process knows
+   * that without asking DuckDB; null otherwise (a seal committed but not yet
+   * shown as archived here). Answers cached at this generation fit the
+   * snapshot as they are.
+   */
+  catalogGeneration: bigint | null
 }
 
 const MIB = 1024 * 1024
@@ -738,7 +746,11 @@ export class Store {
         const part = this.pin(entry, pinned, bounded)
         if (part) parts.push(part)
       }
-      return await fn({ parts, cutoffs, files: (f) => this.files.query(bounded(f)) })
+      // After the parts: every part shown archived was committed by then (the
+      // sealer shows a segment archived only once catalog.archive returned).
+      const generation = this.catalog.committedGeneration()
+      const rawArchived = parts.some((p) => p.state !== 'archived' && this.catalog.archivedAt(p.id) !== undefined)
+      return await fn({ parts, cutoffs, files: (f) => this.files.query(bounded(f)), catalogGeneration: rawArchived ? null : generation })
     } catch (err) {
       if (timedOut) throw new Errors.QueryTimeout(limitMs)
       throw err
