@@ -214,6 +214,88 @@ test("the active segment's live rollups plus the events appended since answer li
   assert.deepEqual(cellOf(base + 3 * HOUR + 30 * MIN)?.slice(1), [(base + 3 * HOUR + 31 * MIN) * 1000, (base + 3 * HOUR + 31 * MIN) * 1000], 'the cell of 3h30: the late event; the tail is not rolled up yet')
 })
 
+test('the live rollups in memory plus the events appended since answer like a raw scan, for any filter, grouping and window (property)', async (t) => {
+  const { app } = await build(t, {}, { liveRollupEveryRows: 40, liveRollupEveryMs: 0 })
+  const base = Math.floor((T0 - DAY) / HOUR) * HOUR
+  const span = 3 * HOUR
+  const eventArb = fc.record({
+    at: fc.integer({ min: 0, max: span - 1 }),
+    key: fc.constantFrom('k1', 'k2', 'k3'),
+    team: fc.constantFrom('t1', 't2', null),
+    customer: fc.constantFrom('c1', null),
+    model: fc.constantFrom(['openai', 'm1'], ['openai', 'm2'], ['anthropic', 'm3']),
+    status: fc.constantFrom(200, 201, 302, 404, 429, 500),
+    currency: fc.constantFrom('USD', 'EUR'),
+    cost: fc.option(fc.integer({ min: 0, max: 10 ** 9 }), { nil: null }),
+    input: fc.integer({ min: 0, max: 5000 }),
+  })
+  type EventDraw = typeof eventArb extends fc.Arbitrary<infer T> ? T : never
+  const toEvent = (e: EventDraw) =>
+    event({
+      timestamp: base + e.at,
+      key_id: e.key,
+      ...(e.team === null ? {} : { team_id: e.team }),
+      ...(e.customer === null ? {} : { customer_id: e.customer }),
+      provider: e.model[0],
+      model: e.model[1],
+      status_code: e.status,
+      currency: e.currency,
+      input_tokens: e.input,
+      cost: e.cost === null ? undefined : `${Math.floor(e.cost / 1e6)}.${String(e.cost % 1e6).padStart(6, '0')}001`,
+    })
+  // Four commits that each refresh the rollups, then a tail that stays raw.
+  const ats: number[] = []
+  for (const n of [60, 45, 80, 50, 25]) {
+    const sample = fc.sample(eventArb, n)
+    ats.push(...sample.map((e) => e.at))
+    const res = await post(app, sample.map(toEvent))
+    assert.equal(res.body.accepted, n, JSON.stringify(res.body).slice(0, 400))
+    await app.store.settle()
+  }
+  const view = await app.store.snapshot(async (snap) => snap.parts.find((p) => p.state === 'active')!.liveRollups)
+  assert.ok(view !== null && view.upto === 235 && view.rows.length > 0, `the rollups in memory hold the first 235 events (${String(view?.upto)})`)
+  const opts = { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 }
+  // Aligned, anywhere, or at an event's own instant or a cell's oldest or newest rolled-up one (or just past it).
+  const bounds = [...view.cells.values()].flat().map((us) => us / 1000 - base)
+  const edge = fc.oneof(
+    fc.integer({ min: -2, max: 14 }).map((q) => q * 15 * MIN),
+    fc.integer({ min: -HOUR, max: span + HOUR }),
+    fc.constantFrom(...ats, ...bounds).chain((a) => fc.constantFrom(a, a + 1)),
+  )
+  await fc.assert(
+    fc.asyncProperty(
+      edge,
+      edge,
+      fc.subarray(['key_id', 'team_id', 'customer_id', 'provider', 'model'] as Dimension[], { maxLength: 2 }),
+      fc.record({ key_id: fc.subarray(['k1', 'k3', 'kx']), team_id: fc.subarray(['t1', 't2']), provider: fc.subarray(['anthropic']) }, { requiredKeys: [] }),
+      fc.subarray(['ok', 'error', '429', '201'], { maxLength: 2 }),
+      fc.constantFrom('UTC', 'Asia/Kolkata', 'America/St_Johns'),
+      async (x, y, groupBy, dims, status, tz) => {
+        if (x === y) return
+        const [fromMs, toMs] = [base + Math.min(x, y), base + Math.max(x, y)]
+        const q = Object.fromEntries(Object.entries(dims).filter(([, v]) => v.length > 0))
+        const filter = parseFilter({ from: String(fromMs), to: String(toMs), ...q, ...(status.length > 0 ? { status } : {}) }, opts)
+        const what = JSON.stringify({ fromMs: fromMs - base, toMs: toMs - base, groupBy, q, status, tz })
+        assert.deepEqual(await usage(app.store, filter, groupBy, 'auto', T0), await usage(app.store, filter, groupBy, 'raw', T0), `usage ${what}`)
+        const starts = bucketStarts(tz, toMs - fromMs > 2 * HOUR ? '1h' : '15m', fromMs, toMs, 10_000)!
+        const startsUs = starts.startsMs.map((s) => s * 1000)
+        const all = (groups: unknown[]) => groups as never
+        assert.deepEqual(await timeseries(app.store, filter, groupBy, startsUs, all, 'auto', T0), await timeseries(app.store, filter, groupBy, startsUs, all, 'raw', T0), `series ${what}`)
+      },
+    ),
+    { numRuns: RUNS * 5 },
+  )
+  // Every window ending at, or starting at, a cell's oldest or newest rolled-up instant (or 1 ms past it), with a whole cell between.
+  for (const b of bounds) {
+    for (const at of [base + b, base + b + 1]) {
+      for (const [fromMs, toMs] of [[at - 50 * MIN, at], [at, at + 50 * MIN]] as const) {
+        const filter = parseFilter({ from: String(fromMs), to: String(toMs) }, opts)
+        assert.deepEqual(await usage(app.store, filter, ['key_id'], 'auto', T0), await usage(app.store, filter, ['key_id'], 'raw', T0), `usage ${fromMs - base}..${toMs - base}`)
+      }
+    }
+  }
+})
+
 test('the live rollups are compacted every 16 refreshes: one row per cell, the same answers', async (t) => {
   const { app } = await build(t, {}, { liveRollupEveryRows: 1, liveRollupEveryMs: 0 })
   const at = Math.floor((T0 - DAY) / HOUR) * HOUR + 5 * MIN

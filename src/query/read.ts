@@ -20,7 +20,9 @@ import { tableOf } from '../store/stats.js'
 import { inTransaction } from '../store/transaction.js'
 import type { AnswerCache, Row } from '../store/answers.js'
 import type { Cutoffs } from '../store/retention.js'
+import type { LiveRollups } from '../store/segment.js'
 import type { Snapshot, SnapshotPart, Store } from '../store/store.js'
+import { sumLiveRollups } from './live.js'
 import { DIMENSIONS, whereClause, type Dimension, type EventFilter } from './filters.js'
 
 export interface StoredEvent {
@@ -295,7 +297,11 @@ async function gatherRows(
       const ranges = (part.state === 'archived' ? edges : [whole]).filter((r) => mayMatch(part, filter, r))
       if (ranges.length === 0) continue
       if (part.alias === null) {
-        if (useRollups && liveRollupsAnswer(filter, shape)) rows.push(...(await part.live((conn) => inTransaction(conn, () => liveTotals(conn, filter, edges, [alignedFrom, alignedTo], shape)))))
+        if (useRollups && liveRollupsAnswer(filter, shape)) {
+          const view = part.liveRollups
+          if (view !== null) rows.push(...(await part.live((conn) => liveViewTotals(conn, view, filter, edges, [alignedFrom, alignedTo], shape))))
+          else rows.push(...(await part.live((conn) => inTransaction(conn, () => liveTotals(conn, filter, edges, [alignedFrom, alignedTo], shape)))))
+        }
         else for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r, shape))))
       } else {
         for (const r of ranges) {
@@ -509,6 +515,34 @@ async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[]
     `SELECT ${r.select}, ${rollupMeasures(shape)} FROM live_rollups WHERE ${rolled.map((w) => `(${w})`).join(' OR ')} GROUP BY ${r.by} ` +
     `UNION ALL SELECT ${e.select}, ${rawMeasures(shape)} FROM (${raw.join(' UNION ALL ')}) GROUP BY ${e.by}`
   return readShaped(conn, shaped(inner, r.cols, shape), params)
+}
+
+/**
+ * liveTotals over the segment's rollups in memory (`view`): the aligned middle
+ * and every edge cell whose rolled-up events all lie inside the window (or
+ * that has none) are summed in JS from the view's rows, and one statement
+ * reads the events from the view's `upto` on in those ranges plus every event
+ * of the other edges. One statement is one snapshot of the events, and the
+ * view stays exact whenever it is read (segment.ts), so no transaction.
+ */
+async function liveViewTotals(conn: DuckDBConnection, view: LiveRollups, f: EventFilter, edges: Range[], middle: Range, shape: Shape): Promise<Row[]> {
+  const params: DuckDBValue[] = []
+  const rolled: Range[] = [middle]
+  const raw = [`SELECT * FROM events WHERE rowid >= ${view.upto} AND ${whereClause(f, { ranges: [middle], params }).sql}`]
+  for (const [a, b] of edges) {
+    const left = b === middle[0]
+    if (!left && a !== middle[1]) throw new Error('invariant: an edge of the window borders its aligned middle')
+    const cell: Range = left ? [b - BUCKET_US, b] : [a, a + BUCKET_US]
+    const bounds = view.cells.get(cell[0])
+    // No rolled-up event in the cell, or all of them inside the window: the cell's rollups count exactly those.
+    const whole = bounds === undefined || (left ? bounds[0] >= a : bounds[1] < b)
+    if (whole) rolled.push(cell)
+    raw.push(`SELECT * FROM events WHERE ${whole ? `rowid >= ${view.upto} AND ` : ''}${whereClause(f, { ranges: [[a, b]], params }).sql}`)
+  }
+  rolled.sort((x, y) => x[0] - y[0])
+  const e = grouping('time_bucket(INTERVAL 15 MINUTE, ts)', shape)
+  const tail = await readShaped(conn, shaped(`SELECT ${e.select}, ${rawMeasures(shape)} FROM (${raw.join(' UNION ALL ')}) GROUP BY ${e.by}`, e.cols, shape), params)
+  return [...sumLiveRollups(view.rows, f, rolled, shape.groupBy, shape.startsUs), ...tail]
 }
 
 /**

@@ -24,10 +24,18 @@
 //   the same rolled-up events, written in the same transactions: a read whose
 //   window cuts through a cell can take the cell's rollups whole when they
 //   provably hold only events inside the window (read.ts, liveTotals).
+// - After every refresh (and at open) the rollups, their cells' bounds and
+//   their watermark are read back, in the refresh's transaction, into one
+//   immutable LiveRollups object that replaces the last once the refresh has
+//   committed: a query takes it as a whole, sums its rows in JS and reads only
+//   the events from its `upto` on. Any LiveRollups stays exact for as long as
+//   the segment is open, since the events below its `upto` never change. A
+//   segment whose rollups outgrow LIVE_VIEW_MAX_ROWS has none (reads go to
+//   live_rollups in DuckDB).
 
-import { DuckDBConnection, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
+import { DuckDBConnection, DuckDBDecimalValue, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
 import type { EventBatch } from '../ingest/batch.js'
-import { BUCKET_OF_TS, COARSE_COLUMNS, compactedRollups, rollupOfEvents } from './catalog.js'
+import { BUCKET_OF_TS, COARSE_COLUMNS, compactedRollups, rollupOfEvents, rollupTokenSum, ROLLUP_TOKEN_COLUMNS } from './catalog.js'
 import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 import { ConnectionPool } from './pool.js'
 import { inTransaction } from './transaction.js'
@@ -51,6 +59,45 @@ const LIVE_ROLLUP_DDL = [
 ]
 const LIVE_TABLES = ['live_rollups', 'live_rollups_upto', 'live_cells']
 
+/**
+ * Most rows (cells × keys, models, statuses, ...) a live segment's rollups may
+ * hold in memory: ~300 bytes each, so ~15 MiB. A segment of a bigger variety
+ * reads them in DuckDB.
+ */
+export const LIVE_VIEW_MAX_ROWS = 50_000
+
+/** One row of a live segment's rollups, summed per cell and coarse key (catalog.ts: COARSE_COLUMNS). */
+export interface LiveRollupRow {
+  /** The 15-minute cell's start, µs since the epoch. */
+  bucketUs: number
+  key_id: string
+  team_id: string | null
+  customer_id: string | null
+  provider: string
+  model: string
+  status_code: number
+  currency: string
+  requests: bigint
+  errors: bigint
+  input_tokens: bigint
+  output_tokens: bigint
+  cache_read_tokens: bigint
+  cache_write_tokens: bigint
+  reasoning_tokens: bigint
+  /** Sum of the known costs, scaled by COST_SCALE; null when none was known. */
+  cost: bigint | null
+  cost_missing: bigint
+}
+
+/** A live segment's rollups as one refresh left them (see the invariants above). */
+export interface LiveRollups {
+  /** The rows hold exactly the events whose rowid is below this. */
+  readonly upto: number
+  /** Per cell start (µs): the oldest and newest timestamp (µs) of those events. */
+  readonly cells: ReadonlyMap<number, readonly [number, number]>
+  readonly rows: readonly LiveRollupRow[]
+}
+
 export class Segment {
   private closed = false
   /** Events appended since the last live-rollup refresh began. */
@@ -61,6 +108,8 @@ export class Segment {
   private partialRefreshes = 0
   /** When the last refresh began (performance.now()). */
   private lastRefreshMs = -Infinity
+  /** The live rollups as the last committed refresh (or open) left them; null past LIVE_VIEW_MAX_ROWS or once broken. */
+  private view: LiveRollups | null = null
   private readonly pool: ConnectionPool
   /** Prepared on the first write: a segment of an older schema is opened (and moved on) but never written. */
   private inserts: { events: DuckDBPreparedStatement; details: DuckDBPreparedStatement } | null = null
@@ -106,6 +155,7 @@ export class Segment {
       const seg = new Segment(path, instance, writer, readers, roller, createdMs)
       // A segment reopened at start-up has events its rollups may lack: the first refresh takes them.
       seg.unrolled = Number((await writer.runAndReadAll('SELECT count(*) FROM events')).getRows()[0]![0])
+      seg.view = await inTransaction(roller, () => readLiveRollups(roller))
       return seg
     } catch (err) {
       instance.closeSync()
@@ -186,6 +236,11 @@ export class Segment {
     return this.refreshing
   }
 
+  /** The live rollups in memory (see the invariants above), or null: read live_rollups instead. */
+  liveRollups(): LiveRollups | null {
+    return this.closed || this.liveRollupsBroken ? null : this.view
+  }
+
   /** Resolves once no refresh of the live rollups is running (whatever its outcome). */
   async liveRollupsIdle(): Promise<void> {
     await this.refreshing?.catch(() => undefined)
@@ -194,7 +249,7 @@ export class Segment {
   private async rollUp(): Promise<void> {
     const conn = this.roller
     let disabled: string | null = null
-    await inTransaction(conn, async () => {
+    const view = await inTransaction(conn, async (): Promise<LiveRollups | null | undefined> => {
       const upto = Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0])
       const [count, end] = (await conn.runAndReadAll('SELECT count(*), coalesce(max(rowid) + 1, 0) FROM events')).getRows()[0]!.map(Number) as [number, number]
       if (count !== end || count < upto) {
@@ -203,9 +258,9 @@ export class Segment {
         this.liveRollupsBroken = true
         for (const table of LIVE_TABLES) await conn.run(`DELETE FROM ${table}`)
         disabled = `live rollups of ${this.path} disabled: ${count} events with rowids up to ${end - 1}, rolled up to ${upto}`
-        return
+        return null
       }
-      if (count === upto) return
+      if (count === upto) return undefined
       await conn.run(`INSERT INTO live_rollups SELECT ${rollupOfEvents(false)} FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY ALL`)
       await conn.run(`INSERT INTO live_cells SELECT ${BUCKET_OF_TS} AS bucket, min(ts), max(ts) FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY bucket`)
       await conn.run('DELETE FROM live_rollups_upto')
@@ -216,7 +271,10 @@ export class Segment {
         await replaceRows(conn, 'live_cells', 'SELECT bucket, min(min_ts) AS min_ts, max(max_ts) AS max_ts FROM live_cells GROUP BY bucket')
         this.partialRefreshes = 0
       }
+      return readLiveRollups(conn)
     })
+    // Committed: from now on queries take these (a query that took the last ones stays exact with them).
+    if (view !== undefined) this.view = view
     if (disabled !== null) throw new Error(disabled)
   }
 
@@ -235,6 +293,46 @@ export class Segment {
       this.instance.closeSync()
     }
   }
+}
+
+/** The live rollups, summed per cell and key, with their cells' bounds and watermark; null past LIVE_VIEW_MAX_ROWS. Inside the caller's transaction. */
+async function readLiveRollups(conn: DuckDBConnection): Promise<LiveRollups | null> {
+  const res = await conn.runAndReadAll(
+    `SELECT epoch_us(bucket), key_id, team_id, customer_id, provider, model, status_code, currency, sum(requests)::BIGINT, sum(errors)::BIGINT, ` +
+      `${ROLLUP_TOKEN_COLUMNS.map((c) => rollupTokenSum(c)).join(', ')}, sum(cost), sum(cost_missing)::BIGINT ` +
+      `FROM live_rollups GROUP BY ALL LIMIT ${LIVE_VIEW_MAX_ROWS + 1}`,
+  )
+  const raw = res.getRows()
+  if (raw.length > LIVE_VIEW_MAX_ROWS) return null
+  const rows = raw.map((r): LiveRollupRow => {
+    const cost = r[15]
+    if (cost !== null && !(cost instanceof DuckDBDecimalValue)) throw new Error('invariant: a live rollup cost is a DECIMAL')
+    return {
+      bucketUs: Number(r[0]),
+      key_id: String(r[1]),
+      team_id: r[2] === null ? null : String(r[2]),
+      customer_id: r[3] === null ? null : String(r[3]),
+      provider: String(r[4]),
+      model: String(r[5]),
+      status_code: Number(r[6]),
+      currency: String(r[7]),
+      requests: BigInt(r[8] as bigint),
+      errors: BigInt(r[9] as bigint),
+      input_tokens: BigInt(r[10] as bigint),
+      output_tokens: BigInt(r[11] as bigint),
+      cache_read_tokens: BigInt(r[12] as bigint),
+      cache_write_tokens: BigInt(r[13] as bigint),
+      reasoning_tokens: BigInt(r[14] as bigint),
+      cost: cost === null ? null : cost.value,
+      cost_missing: BigInt(r[16] as bigint),
+    }
+  })
+  const cells = new Map<number, readonly [number, number]>()
+  for (const [b, lo, hi] of (await conn.runAndReadAll('SELECT epoch_us(bucket), epoch_us(min(min_ts)), epoch_us(max(max_ts)) FROM live_cells GROUP BY bucket')).getRows()) {
+    cells.set(Number(b), [Number(lo), Number(hi)])
+  }
+  const upto = Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0])
+  return { upto, cells, rows }
 }
 
 /** Replaces every row of `table` with the rows of `select` (which may read `table`), inside the caller's transaction. */

@@ -69,7 +69,7 @@ import { nodeFileSystem, removeDurably, type FileSystem } from './fsops.js'
 import { IdIndex } from './idindex.js'
 import { CATALOG_FILE, detailsPath, LEGACY_ACTIVE_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
 import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionReport, type RetentionTrigger, type RetentionWindows } from './retention.js'
-import { lookupFingerprints, scanIds, Segment } from './segment.js'
+import { lookupFingerprints, scanIds, Segment, type LiveRollups } from './segment.js'
 import { computeStats, type SegmentStats } from './stats.js'
 import { eventColumns, isCurrentEventsTable } from './schema.js'
 import { Sealer, type SealStep } from './sealer.js'
@@ -315,6 +315,8 @@ export interface SnapshotPart {
   detailsAt: { alias: string | null } | null
   /** Runs `fn` on a read connection of the live segment. Only when alias is null. */
   live<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T>
+  /** A live segment's rollups in memory as of the snapshot (segment.ts), or null (not live, or none). */
+  liveRollups: LiveRollups | null
 }
 
 export interface Snapshot {
@@ -802,7 +804,7 @@ export class Store {
       pinned.push(async () => {
         entry.liveReaders--
       })
-      return { ...base, alias: null, detailsAt: { alias: null }, live: (fn) => segment.read(bounded(fn)) }
+      return { ...base, alias: null, detailsAt: { alias: null }, live: (fn) => segment.read(bounded(fn)), liveRollups: segment.liveRollups() }
     }
     if (entry.file) {
       const file = entry.file
@@ -821,6 +823,7 @@ export class Store {
         alias: file.alias,
         detailsAt,
         live: () => Promise.reject(new Error('invariant: not a live segment')),
+        liveRollups: null,
       }
     }
     return null
