@@ -38,11 +38,11 @@
 //   newest_page     GET /v1/events?limit=100
 //   key_page        GET /v1/events?limit=100&key_id=<k>
 //   detail          GET /v1/events/<id>   (generated ids, all archived; under load 1 in 10 a just-ingested one)
+//   dimensions      GET /v1/usage/dimensions   (the default window: 30 days)
 // Answers over archived segments are kept by the server's answer cache (exact: keyed by
 // the catalog generation), so repeated calls measure mostly its hits; phases 4 and 6
 // print how many catalog statements it served. TOKENLEDGER_QUERY_CACHE_ROWS=0 in the
 // bench's environment (passed on to the server) measures every call uncached.
-//   dimensions      GET /v1/usage/dimensions   (the default window: 30 days)
 // A 404 from /v1/usage/timeseries means the route does not exist yet: those queries
 // are reported "skipped (route missing)" and the bench goes on.
 //
