@@ -355,6 +355,35 @@ test('a segment archived while a query reads it raw is counted once, through the
   assert.deepEqual(await dimensionValues(app.store, filter, T0), dims, 'after the seal: from the rollups, the same values')
 })
 
+test("an edge of the window answers from an archived segment's rollups of its cell when all of the segment's events there lie inside the window, and equals a raw scan", async (t) => {
+  const { app } = await build(t)
+  const base = Math.floor((T0 - 2 * DAY) / HOUR) * HOUR
+  // Three archived segments whose first and last events fall inside 15-minute cells, two of them sharing a cell.
+  const spans = [[7 * MIN + 1_111, 52 * MIN + 2_222], [53 * MIN + 3_333, 97 * MIN + 4_444], [97 * MIN + 5_555, 140 * MIN + 6_666]]
+  for (const [i, [a, b]] of spans.entries()) {
+    const batch = Array.from({ length: 30 }, (_, k) => event({ timestamp: base + a! + Math.round(((b! - a!) * k) / 29), key_id: KEYS[k % 3], user_id: USERS[k % 4] ?? undefined, model: MODELS[(k + i) % 2], status_code: k % 6 === 0 ? 429 : 200, cost: k % 5 === 0 ? undefined : '0.125' }))
+    assert.equal((await post(app, batch)).body.accepted, 30)
+    await rollover(app)
+    await app.store.settle()
+  }
+  const parts = await app.store.snapshot(async (snap) => snap.parts.filter((p) => p.state === 'archived').map((p) => [p.minTsUs! / 1000, p.maxTsUs! / 1000]))
+  assert.equal(parts.length, 3, 'three archived segments')
+  const opts = { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 }
+  for (const at of parts.flat().flatMap((ms) => [ms - 1, ms, ms + 1])) {
+    for (const [fromMs, toMs] of [[at - 50 * MIN, at], [at, at + 50 * MIN], [at, at + 3 * HOUR]]) {
+      const filter = parseFilter({ from: String(fromMs), to: String(toMs) }, opts)
+      const what = `${fromMs! - base}..${toMs! - base}`
+      for (const groupBy of [['key_id'], ['user_id']] as Dimension[][]) {
+        assert.deepEqual(await usage(app.store, filter, groupBy, 'auto', T0), await usage(app.store, filter, groupBy, 'raw', T0), `usage by ${groupBy.join()} ${what}`)
+      }
+      assert.deepEqual(await dimensionValues(app.store, filter, T0, 'auto'), await dimensionValues(app.store, filter, T0, 'raw'), `dimensions ${what}`)
+      const startsUs = bucketStarts('Asia/Kolkata', '15m', fromMs!, toMs!, 10_000)!.startsMs.map((ms) => ms * 1000)
+      const all = (groups: unknown[]) => groups as never
+      assert.deepEqual(await timeseries(app.store, filter, ['model'], startsUs, all, 'auto', T0), await timeseries(app.store, filter, ['model'], startsUs, all, 'raw', T0), `series ${what}`)
+    }
+  }
+})
+
 test('rollup retention leaves the coarse rollups equal to the per-segment ones, with nothing before the cutoff', async (t) => {
   const { app, clock } = await build(t, { TOKENLEDGER_EVENT_RETENTION: '2d', TOKENLEDGER_DETAIL_RETENTION: '1d', TOKENLEDGER_ROLLUP_RETENTION: '3d' })
   const start = T0 - 47 * HOUR

@@ -293,6 +293,8 @@ async function gatherRows(
   return store.snapshot(async (snap) => {
     const rows: Row[] = []
     const byRange = new Map<Range, string[]>()
+    // Per edge: the archived segments whose events in the edge's cell all lie inside the window (their rollups of that cell answer).
+    const wholeEdges = new Map<Range, number[]>(edges.map((r) => [r, []]))
     for (const part of snap.parts) {
       const ranges = (part.state === 'archived' ? edges : [whole]).filter((r) => mayMatch(part, filter, r))
       if (ranges.length === 0) continue
@@ -305,6 +307,10 @@ async function gatherRows(
         else for (const r of ranges) rows.push(...(await part.live((conn) => rawTotals(conn, [null], filter, r, shape))))
       } else {
         for (const r of ranges) {
+          if (useRollups && part.state === 'archived' && edgeHoldsSegment(part, r, [alignedFrom, alignedTo])) {
+            wholeEdges.get(r)!.push(part.id)
+            continue
+          }
           const list = byRange.get(r) ?? []
           list.push(part.alias)
           byRange.set(r, list)
@@ -315,7 +321,8 @@ async function gatherRows(
     if (useRollups) {
       // Rollups of segments this snapshot reads raw (archived after it was taken) must not count twice.
       const rawIds = snap.parts.filter((p) => p.state !== 'archived').map((p) => p.id)
-      rows.push(...(await rollupRows(snap, store.answers, filter, [alignedFrom, alignedTo], rawIds, shape)))
+      const edgeCells = [...wholeEdges].filter(([, ids]) => ids.length > 0).map(([r, ids]) => ({ cell: cellOfEdge(r, [alignedFrom, alignedTo]), ids }))
+      rows.push(...(await rollupRows(snap, store.answers, filter, [alignedFrom, alignedTo], rawIds, shape, edgeCells)))
     }
     return rows
   })
@@ -553,10 +560,11 @@ async function liveViewTotals(conn: DuckDBConnection, view: LiveRollups, f: Even
  * knows its catalog generation and the cache holds every statement's answer
  * at it, those answer without DuckDB.
  */
-async function rollupRows(snap: Snapshot, answers: AnswerCache, f: EventFilter, range: Range, rawIds: number[], shape: Shape): Promise<Row[]> {
+async function rollupRows(snap: Snapshot, answers: AnswerCache, f: EventFilter, range: Range, rawIds: number[], shape: Shape, edgeCells: EdgeCell[]): Promise<Row[]> {
+  const edgeStatements = edgeCells.map(({ cell, ids }) => segmentRollups(f, cell, ids, shape))
   if (snap.catalogGeneration !== null) {
     // The snapshot's archived segments are the generation's: none of rawIds is in its rollups.
-    const kept = answers.cached(snap.catalogGeneration, rollupStatements(f, range, rawIds, shape, true))
+    const kept = answers.cached(snap.catalogGeneration, [...rollupStatements(f, range, rawIds, shape, true), ...edgeStatements])
     if (kept !== undefined) return kept.flat()
   }
   // One transaction: its statements, and the generation the cache keys them by, see one snapshot of the catalog.
@@ -574,10 +582,42 @@ async function rollupRows(snap: Snapshot, answers: AnswerCache, f: EventFilter, 
         coarse = Number(res.getRows()[0]?.[0] ?? 0) === 0
       }
       const rows: Row[] = []
-      for (const st of rollupStatements(f, range, rawIds, shape, coarse)) rows.push(...(await read(st.sql, st.params, () => readShaped(conn, st.sql, st.params))))
+      for (const st of [...rollupStatements(f, range, rawIds, shape, coarse), ...edgeStatements]) rows.push(...(await read(st.sql, st.params, () => readShaped(conn, st.sql, st.params))))
       return rows
     }),
   )
+}
+
+/** An edge's 15-minute cell and the archived segments whose rollups of it answer for the edge. */
+interface EdgeCell {
+  cell: Range
+  ids: number[]
+}
+
+/**
+ * Whether the archived segment's events in the cell of `edge` (an unaligned
+ * edge of the window, bordering its aligned `middle`) all lie inside the
+ * window: its oldest event at or after the window's start (left edge), or its
+ * newest before the window's end (right edge). Then its rollups of that cell
+ * count exactly its events in the edge, and its file is not read.
+ */
+function edgeHoldsSegment(part: SnapshotPart, edge: Range, middle: Range): boolean {
+  if (edge[1] === middle[0]) return part.minTsUs !== null && part.minTsUs >= edge[0]
+  if (edge[0] === middle[1]) return part.maxTsUs !== null && part.maxTsUs < edge[1]
+  throw new Error('invariant: an edge of the window borders its aligned middle')
+}
+
+/** The 15-minute cell an edge lies in (it borders the aligned middle). */
+function cellOfEdge(edge: Range, middle: Range): Range {
+  return edge[1] === middle[0] ? [edge[1] - BUCKET_US, edge[1]] : [edge[0], edge[0] + BUCKET_US]
+}
+
+/** The statement of one cell over the per-segment rollups of the segments `ids` only. */
+function segmentRollups(f: EventFilter, cell: Range, ids: number[], shape: Shape): Statement {
+  const where = whereClause(f, { timeColumn: 'bucket', ranges: [cell] })
+  const g = grouping('bucket', shape)
+  const list = ids.map((id) => String(Math.trunc(id))).join(', ')
+  return { sql: shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql} AND segment_id IN (${list}) GROUP BY ${g.by}`, g.cols, shape), params: where.params }
 }
 
 /** One statement of a catalog read and its parameters. */
