@@ -6,6 +6,7 @@ import { Type } from 'typebox'
 import type { Config, PressureLimits } from '../src/config.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
 import type { SealStatus } from '../src/store/store.js'
+import { LIVE_VIEW_MAX_ROWS } from '../src/store/segment.js'
 import { VERSION } from '../src/version.js'
 import { commonErrors } from './schemas.js'
 
@@ -306,6 +307,9 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
               },
               { description: 'Catalog answers kept for repeated questions (TOKENLEDGER_QUERY_CACHE_ROWS): statements answered from it, statements run, answers and rows kept.' },
             ),
+            live_rollups: Type.Union([Type.Object({ rolled_up_events: Count, rows: Count }), Type.Null()], {
+              description: `The active segment's live rollups held in memory (refreshed about once a second while events arrive): the events they hold and their rows; null when it has none (more than ${LIVE_VIEW_MAX_ROWS} rows: queries then read them in DuckDB).`,
+            }),
             rollovers: Count,
             last_rollover: Type.Union([RolloverOut, Type.Null()]),
             retention: Type.Object({
@@ -376,6 +380,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           bytes_by_state: { active: bytesIn('active'), pending: bytesIn('pending'), archived: bytesIn('archived') },
         },
         answer_cache: store.answers.stats(),
+        live_rollups: ((l) => (l === null ? null : { rolled_up_events: l.rolledUpEvents, rows: l.rows }))(store.liveRollupsInMemory()),
         rollovers: stats.rollovers,
         last_rollover: stats.lastRollover,
         retention: {

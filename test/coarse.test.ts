@@ -254,6 +254,8 @@ test('the live rollups in memory plus the events appended since answer like a ra
   }
   const view = await app.store.snapshot(async (snap) => snap.parts.find((p) => p.state === 'active')!.liveRollups)
   assert.ok(view !== null && view.upto === 235 && view.rows.length > 0, `the rollups in memory hold the first 235 events (${String(view?.upto)})`)
+  const status = await app.inject({ url: '/v1/status' })
+  assert.deepEqual((status.json() as { live_rollups: unknown }).live_rollups, { rolled_up_events: 235, rows: view.rows.length }, '/v1/status shows them')
   const opts = { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 }
   // Aligned, anywhere, or at an event's own instant or a cell's oldest or newest rolled-up one (or just past it).
   const bounds = [...view.cells.values()].flat().map((us) => us / 1000 - base)

@@ -926,6 +926,12 @@ export class Store {
     }
   }
 
+  /** The active segment's live rollups in memory: the events they hold and their rows; null when it has none (none yet, or past LIVE_VIEW_MAX_ROWS). */
+  liveRollupsInMemory(): { rolledUpEvents: number; rows: number } | null {
+    const view = this.active.live?.liveRollups() ?? null
+    return view === null ? null : { rolledUpEvents: view.upto, rows: view.rows.length }
+  }
+
   /** Every retained segment, oldest first. */
   segmentList(): SegmentInfo[] {
     return [...this.segments.values()]
