@@ -308,7 +308,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
               { description: 'Catalog answers kept for repeated questions (TOKENLEDGER_QUERY_CACHE_ROWS): statements answered from it, statements run, answers and rows kept.' },
             ),
             live_rollups: Type.Union([Type.Object({ rolled_up_events: Count, rows: Count }), Type.Null()], {
-              description: `The active segment's live rollups held in memory (refreshed about once a second while events arrive): the events they hold and their rows; null when it has none (more than ${LIVE_VIEW_MAX_ROWS} rows: queries then read them in DuckDB).`,
+              description: `The active segment's live rollups as last read into memory for queries (once per refresh, about once a second while events arrive and queries ask): the events they hold and their rows; null when none are (no query since start-up or rollover, or more than ${LIVE_VIEW_MAX_ROWS} rows: queries then read them in DuckDB).`,
             }),
             rollovers: Count,
             last_rollover: Type.Union([RolloverOut, Type.Null()]),
@@ -380,7 +380,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           bytes_by_state: { active: bytesIn('active'), pending: bytesIn('pending'), archived: bytesIn('archived') },
         },
         answer_cache: store.answers.stats(),
-        live_rollups: ((l) => (l === null ? null : { rolled_up_events: l.rolledUpEvents, rows: l.rows }))(store.liveRollupsInMemory()),
+        live_rollups: ((l) => (l === null ? null : { rolled_up_events: l.rolledUpEvents, rows: l.rows }))(await store.liveRollupsInMemory()),
         rollovers: stats.rollovers,
         last_rollover: stats.lastRollover,
         retention: {

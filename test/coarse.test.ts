@@ -14,6 +14,7 @@ import { bucketStarts, type Bucket } from '../src/query/calendar.js'
 import { parseFilter, type Dimension } from '../src/query/filters.js'
 import { coarseCells, dimensionValues, timeseries, usage } from '../src/query/read.js'
 import { BUCKET_US, COARSE_LEVELS, USERS_DAILY } from '../src/store/catalog.js'
+import { LIVE_VIEW_MAX_ROWS } from '../src/store/segment.js'
 import type { StoreHooks } from '../src/store/store.js'
 import { build, event, latch, post, rollover, T0 } from './helper.js'
 
@@ -252,10 +253,12 @@ test('the live rollups in memory plus the events appended since answer like a ra
     assert.equal(res.body.accepted, n, JSON.stringify(res.body).slice(0, 400))
     await app.store.settle()
   }
-  const view = await app.store.snapshot(async (snap) => snap.parts.find((p) => p.state === 'active')!.liveRollups)
+  const status0 = await app.inject({ url: '/v1/status' })
+  assert.equal((status0.json() as { live_rollups: unknown }).live_rollups, null, 'no query has asked for them yet: none in memory')
+  const view = await app.store.snapshot(async (snap) => snap.parts.find((p) => p.state === 'active')!.liveRollups())
   assert.ok(view !== null && view.upto === 235 && view.rows.length > 0, `the rollups in memory hold the first 235 events (${String(view?.upto)})`)
   const status = await app.inject({ url: '/v1/status' })
-  assert.deepEqual((status.json() as { live_rollups: unknown }).live_rollups, { rolled_up_events: 235, rows: view.rows.length }, '/v1/status shows them')
+  assert.deepEqual((status.json() as { live_rollups: unknown }).live_rollups, { rolled_up_events: 235, rows: view.rows.length }, '/v1/status shows the ones read for the query')
   const opts = { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 }
   // Aligned, anywhere, or at an event's own instant or a cell's oldest or newest rolled-up one (or just past it).
   const bounds = [...view.cells.values()].flat().map((us) => us / 1000 - base)
@@ -296,6 +299,24 @@ test('the live rollups in memory plus the events appended since answer like a ra
       }
     }
   }
+})
+
+test('live rollups of more rows than LIVE_VIEW_MAX_ROWS are not read into memory, and queries read them in DuckDB with the same answers', async (t) => {
+  const { app } = await build(t, {}, { liveRollupEveryRows: 1, liveRollupEveryMs: 0 })
+  const at = Math.floor((T0 - DAY) / HOUR) * HOUR
+  // One cell, LIVE_VIEW_MAX_ROWS + 1 keys: one rollup row each.
+  const events = Array.from({ length: LIVE_VIEW_MAX_ROWS + 1 }, (_, i) => event({ timestamp: at + 5 * MIN + i, key_id: `wide${i}`, cost: '0.01' }))
+  assert.equal((await post(app, events)).body.accepted, events.length)
+  await app.store.settle()
+  const late = [event({ timestamp: at + 20 * MIN, key_id: 'wide7', cost: '0.02' })]
+  assert.equal((await post(app, late)).body.accepted, 1)
+  const view = await app.store.snapshot(async (snap) => snap.parts.find((p) => p.state === 'active')!.liveRollups())
+  assert.equal(view, null, 'too many rows: none in memory')
+  const filter = parseFilter({ from: String(at - HOUR), to: String(at + HOUR + 7_000) }, { nowMs: T0, eventRetentionMs: 30 * DAY, maxFutureSkewMs: 300_000 })
+  const auto = await usage(app.store, filter, [], 'auto', T0)
+  assert.deepEqual(auto, await usage(app.store, filter, [], 'raw', T0))
+  assert.equal(Number(auto.totals.requests), LIVE_VIEW_MAX_ROWS + 2)
+  assert.equal((await app.inject({ url: '/v1/status' })).json().live_rollups, null)
 })
 
 test('the live rollups are compacted every 16 refreshes: one row per cell, the same answers', async (t) => {

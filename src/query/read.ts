@@ -300,7 +300,7 @@ async function gatherRows(
       if (ranges.length === 0) continue
       if (part.alias === null) {
         if (useRollups && liveRollupsAnswer(filter, shape)) {
-          const view = part.liveRollups
+          const view = await part.liveRollups()
           if (view !== null) rows.push(...(await part.live((conn) => liveViewTotals(conn, view, filter, edges, [alignedFrom, alignedTo], shape))))
           else rows.push(...(await part.live((conn) => inTransaction(conn, () => liveTotals(conn, filter, edges, [alignedFrom, alignedTo], shape)))))
         }

@@ -220,7 +220,8 @@ export const USERS_DAILY = { table: 'rollups_users_d', us: 96 * BUCKET_US } as c
 const DERIVED_TABLES = [...COARSE_LEVELS, USERS_DAILY].map((l) => l.table)
 
 /** The dimensions a coarse rollup row is keyed by (besides its cell). */
-const COARSE_KEY = 'key_id, team_id, customer_id, provider, model, status_code, currency'
+/** The key columns of a coarse row (and of a live rollup row). */
+export const COARSE_KEY = 'key_id, team_id, customer_id, provider, model, status_code, currency'
 
 /** The measures of finer rollup rows summed into one coarser row (same columns, same types). */
 const COARSE_SUMS = [

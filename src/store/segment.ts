@@ -24,18 +24,20 @@
 //   the same rolled-up events, written in the same transactions: a read whose
 //   window cuts through a cell can take the cell's rollups whole when they
 //   provably hold only events inside the window (read.ts, liveTotals).
-// - After every refresh (and at open) the rollups, their cells' bounds and
-//   their watermark are read back, in the refresh's transaction, into one
-//   immutable LiveRollups object that replaces the last once the refresh has
-//   committed: a query takes it as a whole, sums its rows in JS and reads only
-//   the events from its `upto` on. Any LiveRollups stays exact for as long as
-//   the segment is open, since the events below its `upto` never change. A
-//   segment whose rollups outgrow LIVE_VIEW_MAX_ROWS has none (reads go to
-//   live_rollups in DuckDB).
+// - Queries take the rollups, their cells' bounds and their watermark as one
+//   immutable LiveRollups, read in one transaction on a read connection the
+//   first time a query asks after a refresh has committed, and shared by the
+//   queries until the next one (no query asking: none is read). A query sums
+//   its rows in JS and reads only the events from its `upto` on. Any
+//   LiveRollups stays exact for as long as the segment is open, since the
+//   events below its `upto` never change. Rollups of more than
+//   LIVE_VIEW_MAX_ROWS rows are not read into memory (reads go to
+//   live_rollups in DuckDB): reading them costs the event loop, which ingest
+//   shares.
 
 import { DuckDBConnection, DuckDBDecimalValue, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
 import type { EventBatch } from '../ingest/batch.js'
-import { BUCKET_OF_TS, COARSE_COLUMNS, compactedRollups, rollupOfEvents, rollupTokenSum, ROLLUP_TOKEN_COLUMNS } from './catalog.js'
+import { BUCKET_OF_TS, COARSE_COLUMNS, COARSE_KEY, compactedRollups, rollupOfEvents, rollupTokenSum, ROLLUP_TOKEN_COLUMNS } from './catalog.js'
 import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 import { ConnectionPool } from './pool.js'
 import { inTransaction } from './transaction.js'
@@ -61,10 +63,12 @@ const LIVE_TABLES = ['live_rollups', 'live_rollups_upto', 'live_cells']
 
 /**
  * Most rows (cells × keys, models, statuses, ...) a live segment's rollups may
- * hold in memory: ~300 bytes each, so ~15 MiB. A segment of a bigger variety
+ * hold in memory. Reading them costs about 5 µs a row, mostly on the event loop
+ * (5,000 rows: 27 ms wall, 30 ms CPU; 50,000: 255 and 347 ms; .tmp/viewcost.ts),
+ * at most once per refresh while queries ask. A segment of a bigger variety
  * reads them in DuckDB.
  */
-export const LIVE_VIEW_MAX_ROWS = 50_000
+export const LIVE_VIEW_MAX_ROWS = 5_000
 
 /** One row of a live segment's rollups, summed per cell and coarse key (catalog.ts: COARSE_COLUMNS). */
 export interface LiveRollupRow {
@@ -108,8 +112,10 @@ export class Segment {
   private partialRefreshes = 0
   /** When the last refresh began (performance.now()). */
   private lastRefreshMs = -Infinity
-  /** The live rollups as the last committed refresh (or open) left them; null past LIVE_VIEW_MAX_ROWS or once broken. */
-  private view: LiveRollups | null = null
+  /** live_rollups_upto as the last committed refresh (or open) left it. */
+  private rolledUpto = 0
+  /** The LiveRollups read for queries at `upto` (null: more than LIVE_VIEW_MAX_ROWS rows, or the read failed). */
+  private view: { upto: number; rollups: Promise<LiveRollups | null> } | null = null
   private readonly pool: ConnectionPool
   /** Prepared on the first write: a segment of an older schema is opened (and moved on) but never written. */
   private inserts: { events: DuckDBPreparedStatement; details: DuckDBPreparedStatement } | null = null
@@ -155,7 +161,7 @@ export class Segment {
       const seg = new Segment(path, instance, writer, readers, roller, createdMs)
       // A segment reopened at start-up has events its rollups may lack: the first refresh takes them.
       seg.unrolled = Number((await writer.runAndReadAll('SELECT count(*) FROM events')).getRows()[0]![0])
-      seg.view = await inTransaction(roller, () => readLiveRollups(roller))
+      seg.rolledUpto = Number((await writer.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0])
       return seg
     } catch (err) {
       instance.closeSync()
@@ -236,9 +242,23 @@ export class Segment {
     return this.refreshing
   }
 
-  /** The live rollups in memory (see the invariants above), or null: read live_rollups instead. */
-  liveRollups(): LiveRollups | null {
-    return this.closed || this.liveRollupsBroken ? null : this.view
+  /**
+   * The live rollups in memory as the last committed refresh left them (see
+   * the invariants above), read now when no query has since; null: read
+   * live_rollups instead. Only while the segment is open (a query pins it).
+   */
+  liveRollups(): Promise<LiveRollups | null> {
+    if (this.closed || this.liveRollupsBroken) return Promise.resolve(null)
+    if (this.view === null || this.view.upto !== this.rolledUpto) {
+      const rollups = this.read((conn) => inTransaction(conn, () => readLiveRollups(conn))).catch(() => null)
+      this.view = { upto: this.rolledUpto, rollups }
+    }
+    return this.view.rollups
+  }
+
+  /** The live rollups last read for queries, when that read is done; null when none is (or they are not in memory). */
+  liveRollupsRead(): Promise<LiveRollups | null> {
+    return this.view?.rollups ?? Promise.resolve(null)
   }
 
   /** Resolves once no refresh of the live rollups is running (whatever its outcome). */
@@ -249,7 +269,7 @@ export class Segment {
   private async rollUp(): Promise<void> {
     const conn = this.roller
     let disabled: string | null = null
-    const view = await inTransaction(conn, async (): Promise<LiveRollups | null | undefined> => {
+    const rolled = await inTransaction(conn, async (): Promise<number | null> => {
       const upto = Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0])
       const [count, end] = (await conn.runAndReadAll('SELECT count(*), coalesce(max(rowid) + 1, 0) FROM events')).getRows()[0]!.map(Number) as [number, number]
       if (count !== end || count < upto) {
@@ -260,7 +280,7 @@ export class Segment {
         disabled = `live rollups of ${this.path} disabled: ${count} events with rowids up to ${end - 1}, rolled up to ${upto}`
         return null
       }
-      if (count === upto) return undefined
+      if (count === upto) return null
       await conn.run(`INSERT INTO live_rollups SELECT ${rollupOfEvents(false)} FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY ALL`)
       await conn.run(`INSERT INTO live_cells SELECT ${BUCKET_OF_TS} AS bucket, min(ts), max(ts) FROM events WHERE rowid >= ${upto} AND rowid < ${count} GROUP BY bucket`)
       await conn.run('DELETE FROM live_rollups_upto')
@@ -271,10 +291,10 @@ export class Segment {
         await replaceRows(conn, 'live_cells', 'SELECT bucket, min(min_ts) AS min_ts, max(max_ts) AS max_ts FROM live_cells GROUP BY bucket')
         this.partialRefreshes = 0
       }
-      return readLiveRollups(conn)
+      return count
     })
-    // Committed: from now on queries take these (a query that took the last ones stays exact with them).
-    if (view !== undefined) this.view = view
+    // Committed: the next query reads these (one that took the last ones stays exact with them).
+    if (rolled !== null) this.rolledUpto = rolled
     if (disabled !== null) throw new Error(disabled)
   }
 
@@ -297,13 +317,15 @@ export class Segment {
 
 /** The live rollups, summed per cell and key, with their cells' bounds and watermark; null past LIVE_VIEW_MAX_ROWS. Inside the caller's transaction. */
 async function readLiveRollups(conn: DuckDBConnection): Promise<LiveRollups | null> {
+  // Counted in DuckDB first: rows past the bound never reach the event loop.
+  const keys = Number((await conn.runAndReadAll(`SELECT count(*) FROM (SELECT DISTINCT bucket, ${COARSE_KEY} FROM live_rollups)`)).getRows()[0]![0])
+  if (keys > LIVE_VIEW_MAX_ROWS) return null
   const res = await conn.runAndReadAll(
     `SELECT epoch_us(bucket), key_id, team_id, customer_id, provider, model, status_code, currency, sum(requests)::BIGINT, sum(errors)::BIGINT, ` +
       `${ROLLUP_TOKEN_COLUMNS.map((c) => rollupTokenSum(c)).join(', ')}, sum(cost), sum(cost_missing)::BIGINT ` +
-      `FROM live_rollups GROUP BY ALL LIMIT ${LIVE_VIEW_MAX_ROWS + 1}`,
+      `FROM live_rollups GROUP BY ALL`,
   )
   const raw = res.getRows()
-  if (raw.length > LIVE_VIEW_MAX_ROWS) return null
   const rows = raw.map((r): LiveRollupRow => {
     const cost = r[15]
     if (cost !== null && !(cost instanceof DuckDBDecimalValue)) throw new Error('invariant: a live rollup cost is a DECIMAL')

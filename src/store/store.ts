@@ -315,8 +315,8 @@ export interface SnapshotPart {
   detailsAt: { alias: string | null } | null
   /** Runs `fn` on a read connection of the live segment. Only when alias is null. */
   live<T>(fn: (conn: DuckDBConnection) => Promise<T>): Promise<T>
-  /** A live segment's rollups in memory as of the snapshot (segment.ts), or null (not live, or none). */
-  liveRollups: LiveRollups | null
+  /** A live segment's rollups in memory (segment.ts: read once per refresh, when a query first asks), or null (not live, or none). */
+  liveRollups(): Promise<LiveRollups | null>
 }
 
 export interface Snapshot {
@@ -804,7 +804,7 @@ export class Store {
       pinned.push(async () => {
         entry.liveReaders--
       })
-      return { ...base, alias: null, detailsAt: { alias: null }, live: (fn) => segment.read(bounded(fn)), liveRollups: segment.liveRollups() }
+      return { ...base, alias: null, detailsAt: { alias: null }, live: (fn) => segment.read(bounded(fn)), liveRollups: () => segment.liveRollups() }
     }
     if (entry.file) {
       const file = entry.file
@@ -823,7 +823,7 @@ export class Store {
         alias: file.alias,
         detailsAt,
         live: () => Promise.reject(new Error('invariant: not a live segment')),
-        liveRollups: null,
+        liveRollups: () => Promise.resolve(null),
       }
     }
     return null
@@ -926,9 +926,9 @@ export class Store {
     }
   }
 
-  /** The active segment's live rollups in memory: the events they hold and their rows; null when it has none (none yet, or past LIVE_VIEW_MAX_ROWS). */
-  liveRollupsInMemory(): { rolledUpEvents: number; rows: number } | null {
-    const view = this.active.live?.liveRollups() ?? null
+  /** The active segment's live rollups last read into memory for queries: the events they hold and their rows; null when none are (no query yet, or past LIVE_VIEW_MAX_ROWS). */
+  async liveRollupsInMemory(): Promise<{ rolledUpEvents: number; rows: number } | null> {
+    const view = (await this.active.live?.liveRollupsRead()) ?? null
     return view === null ? null : { rolledUpEvents: view.upto, rows: view.rows.length }
   }
 
