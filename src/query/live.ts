@@ -5,6 +5,7 @@
 
 import { DuckDBDecimalValue } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
+import { COUNT_MEASURES } from '../store/catalog.js'
 import type { Row } from '../store/answers.js'
 import type { LiveRollupRow } from '../store/segment.js'
 import type { Dimension, EventFilter } from './filters.js'
@@ -12,7 +13,6 @@ import type { Dimension, EventFilter } from './filters.js'
 /** The dimensions a live rollup row holds (every one but user_id). */
 type RowDimension = Exclude<Dimension, 'user_id'>
 
-const SUMMED = ['requests', 'errors', 'input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens', 'cost_missing'] as const
 
 /**
  * The rows in `ranges` (15-minute aligned [from, to), ascending) that match
@@ -38,13 +38,13 @@ export function sumLiveRollups(rows: readonly LiveRollupRow[], f: EventFilter, r
       const row: Row = { currency: r.currency }
       for (const d of dims) row[d] = r[d]
       if (start !== null) row.start = BigInt(start)
-      groups.set(key, (g = { row, sums: SUMMED.map(() => 0n), cost: null }))
+      groups.set(key, (g = { row, sums: COUNT_MEASURES.map(() => 0n), cost: null }))
     }
-    for (let i = 0; i < SUMMED.length; i++) g.sums[i]! += r[SUMMED[i]!]
+    for (let i = 0; i < COUNT_MEASURES.length; i++) g.sums[i]! += r[COUNT_MEASURES[i]!]
     if (r.cost !== null) g.cost = (g.cost ?? 0n) + r.cost
   }
   return [...groups.values()].map(({ row, sums, cost }) => {
-    SUMMED.forEach((m, i) => (row[m] = sums[i]!))
+    COUNT_MEASURES.forEach((m, i) => (row[m] = sums[i]!))
     row.cost = cost === null ? null : new DuckDBDecimalValue(cost, COST_WIDTH, COST_SCALE)
     return row
   })

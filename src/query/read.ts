@@ -15,7 +15,7 @@ import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection, type D
 import { Errors } from '../errors.js'
 import { formatCost } from '../money.js'
 import { formatTimestampUs } from '../ingest/timestamp.js'
-import { BUCKET_US, COARSE_LEVELS, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum, USERS_DAILY } from '../store/catalog.js'
+import { BUCKET_US, COARSE_LEVELS, COUNT_MEASURES, PRUNING_DIMS, ROLLUP_TOKEN_COLUMNS, rollupTokenSum, USERS_DAILY } from '../store/catalog.js'
 import { tableOf } from '../store/stats.js'
 import { inTransaction } from '../store/transaction.js'
 import type { AnswerCache, Row } from '../store/answers.js'
@@ -56,8 +56,7 @@ export interface StoredEvent {
  */
 export type Count = number | bigint
 
-const MEASURES = ['requests', 'errors', 'input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens', 'cost_missing'] as const
-type Measure = (typeof MEASURES)[number]
+type Measure = (typeof COUNT_MEASURES)[number]
 
 export type Totals = Record<Measure, Count> & {
   cost: string | null
@@ -321,7 +320,7 @@ async function gatherRows(
     if (useRollups) {
       // Rollups of segments this snapshot reads raw (archived after it was taken) must not count twice.
       const rawIds = snap.parts.filter((p) => p.state !== 'archived').map((p) => p.id)
-      const edgeCells = [...wholeEdges].filter(([, ids]) => ids.length > 0).map(([r, ids]) => ({ cell: cellOfEdge(r, [alignedFrom, alignedTo]), ids }))
+      const edgeCells = [...wholeEdges].filter(([, ids]) => ids.length > 0).map(([r, ids]) => ({ cell: edgeCell(r, [alignedFrom, alignedTo]).cell, ids }))
       rows.push(...(await rollupRows(snap, store.answers, filter, [alignedFrom, alignedTo], rawIds, shape, edgeCells)))
     }
     return rows
@@ -434,7 +433,7 @@ function rollupMeasures(shape: Shape): string {
 }
 
 /** Re-sums rows that already hold the measures (one per 15-minute bucket) into coarser rows. */
-const SUM_MEASURES = MEASURES.map((m) => `sum(${m}) AS ${m}`).concat('sum(cost) AS cost').join(', ')
+const SUM_MEASURES = COUNT_MEASURES.map((m) => `sum(${m}) AS ${m}`).concat('sum(cost) AS cost').join(', ')
 
 /**
  * The statement over `inner` (rows of measures grouped by currency, the
@@ -487,15 +486,14 @@ function liveRollupsAnswer(f: EventFilter, shape: Shape): boolean {
  * were refreshed, and the `edges` (each inside one 15-minute cell). Runs in
  * the caller's read transaction, so its two statements see one snapshot of the
  * rollups, their watermark, their cell bounds and the events (see segment.ts).
- * An edge cell whose rolled-up events
- * all lie inside the window (live_cells: the cell's newest before `to`, or its
- * oldest at or after `from`) is taken whole from the rollups too, and only its
+ * An edge cell whose rolled-up events all lie inside the window (live_cells:
+ * the cell's newest before `to`, or its oldest at or after `from`), or that
+ * has none, is taken whole from the rollups too (liveParts), and only its
  * events appended since are read raw: a window ending now no longer scans the
  * last quarter hour of events, which at steady ingest is most of them.
  */
 async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[], middle: Range, shape: Shape): Promise<Row[]> {
-  for (const [a, b] of edges) if (b !== middle[0] && a !== middle[1]) throw new Error('invariant: an edge of the window borders its aligned middle')
-  const cells = edges.map(([a, b]): Range => (b === middle[0] ? [b - BUCKET_US, b] : [a, a + BUCKET_US]))
+  const cells = edges.map((edge) => edgeCell(edge, middle).cell)
   // The watermark and the edge cells' bounds first, in one statement, so the scans
   // below filter rowids by constants, which they can prune row groups by (a scalar
   // subquery in a scan's filter cannot be pruned by).
@@ -505,23 +503,43 @@ async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[]
         cells.map(([c]) => `, (SELECT epoch_us(min(min_ts)) FROM live_cells WHERE bucket = make_timestamp(${c}::BIGINT)), (SELECT epoch_us(max(max_ts)) FROM live_cells WHERE bucket = make_timestamp(${c}::BIGINT))`).join(''),
     )
   ).getRows()[0]!
-  const upto = Number(bounds[0])
+  const boundsByCell = new Map(
+    cells.map(([c], i): [number, readonly [number, number] | null] => {
+      const [minUs, maxUs] = [bounds[1 + 2 * i], bounds[2 + 2 * i]]
+      return [c, typeof minUs === 'bigint' && typeof maxUs === 'bigint' ? [Number(minUs), Number(maxUs)] : null]
+    }),
+  )
   const params: DuckDBValue[] = []
-  const rolled = [whereClause(f, { timeColumn: 'bucket', ranges: [middle], params }).sql]
-  const raw = [`SELECT * FROM events WHERE rowid >= ${upto} AND ${whereClause(f, { ranges: [middle], params }).sql}`]
-  edges.forEach(([a, b], i) => {
-    const [minUs, maxUs] = [bounds[1 + 2 * i], bounds[2 + 2 * i]]
-    const left = b === middle[0]
-    const whole = typeof minUs === 'bigint' && typeof maxUs === 'bigint' && (left ? Number(minUs) >= a : Number(maxUs) < b)
-    if (whole) rolled.push(whereClause(f, { timeColumn: 'bucket', ranges: [cells[i]!], params }).sql)
-    raw.push(`SELECT * FROM events WHERE ${whole ? `rowid >= ${upto} AND ` : ''}${whereClause(f, { ranges: [[a, b]], params }).sql}`)
-  })
+  const { rolled, raw } = liveParts(f, edges, middle, Number(bounds[0]), (cellUs) => boundsByCell.get(cellUs) ?? null, params)
+  const rolledWhere = rolled.map((range) => `(${whereClause(f, { timeColumn: 'bucket', ranges: [range], params }).sql})`)
   const r = grouping('bucket', shape)
   const e = grouping('time_bucket(INTERVAL 15 MINUTE, ts)', shape)
   const inner =
-    `SELECT ${r.select}, ${rollupMeasures(shape)} FROM live_rollups WHERE ${rolled.map((w) => `(${w})`).join(' OR ')} GROUP BY ${r.by} ` +
+    `SELECT ${r.select}, ${rollupMeasures(shape)} FROM live_rollups WHERE ${rolledWhere.join(' OR ')} GROUP BY ${r.by} ` +
     `UNION ALL SELECT ${e.select}, ${rawMeasures(shape)} FROM (${raw.join(' UNION ALL ')}) GROUP BY ${e.by}`
   return readShaped(conn, shaped(inner, r.cols, shape), params)
+}
+
+/**
+ * How a live segment's window splits between its rollups (the events below
+ * `upto`) and its raw events: the rollups answer the aligned middle and every
+ * edge cell whose rolled-up events all lie inside the window (`boundsOf` the
+ * cell: their oldest and newest µs, null when it has none); the raw SELECTs
+ * (filters bound into `params`) read the events from `upto` on there, and
+ * every event of the other edges.
+ */
+function liveParts(f: EventFilter, edges: Range[], middle: Range, upto: number, boundsOf: (cellUs: number) => readonly [number, number] | null, params: DuckDBValue[]): { rolled: Range[]; raw: string[] } {
+  const rolled: Range[] = [middle]
+  const raw = [`SELECT * FROM events WHERE rowid >= ${upto} AND ${whereClause(f, { ranges: [middle], params }).sql}`]
+  for (const edge of edges) {
+    const { cell, left } = edgeCell(edge, middle)
+    const bounds = boundsOf(cell[0])
+    // No rolled-up event in the cell, or all of them inside the window: the cell's rollups count exactly those.
+    const whole = bounds === null || insideWindow(edge, left, bounds[0], bounds[1])
+    if (whole) rolled.push(cell)
+    raw.push(`SELECT * FROM events WHERE ${whole ? `rowid >= ${upto} AND ` : ''}${whereClause(f, { ranges: [edge], params }).sql}`)
+  }
+  return { rolled: rolled.sort((x, y) => x[0] - y[0]), raw }
 }
 
 /**
@@ -534,19 +552,7 @@ async function liveTotals(conn: DuckDBConnection, f: EventFilter, edges: Range[]
  */
 async function liveViewTotals(conn: DuckDBConnection, view: LiveRollups, f: EventFilter, edges: Range[], middle: Range, shape: Shape): Promise<Row[]> {
   const params: DuckDBValue[] = []
-  const rolled: Range[] = [middle]
-  const raw = [`SELECT * FROM events WHERE rowid >= ${view.upto} AND ${whereClause(f, { ranges: [middle], params }).sql}`]
-  for (const [a, b] of edges) {
-    const left = b === middle[0]
-    if (!left && a !== middle[1]) throw new Error('invariant: an edge of the window borders its aligned middle')
-    const cell: Range = left ? [b - BUCKET_US, b] : [a, a + BUCKET_US]
-    const bounds = view.cells.get(cell[0])
-    // No rolled-up event in the cell, or all of them inside the window: the cell's rollups count exactly those.
-    const whole = bounds === undefined || (left ? bounds[0] >= a : bounds[1] < b)
-    if (whole) rolled.push(cell)
-    raw.push(`SELECT * FROM events WHERE ${whole ? `rowid >= ${view.upto} AND ` : ''}${whereClause(f, { ranges: [[a, b]], params }).sql}`)
-  }
-  rolled.sort((x, y) => x[0] - y[0])
+  const { rolled, raw } = liveParts(f, edges, middle, view.upto, (cellUs) => view.cells.get(cellUs) ?? null, params)
   const e = grouping('time_bucket(INTERVAL 15 MINUTE, ts)', shape)
   const tail = await readShaped(conn, shaped(`SELECT ${e.select}, ${rawMeasures(shape)} FROM (${raw.join(' UNION ALL ')}) GROUP BY ${e.by}`, e.cols, shape), params)
   return [...sumLiveRollups(view.rows, f, rolled, shape.groupBy, shape.startsUs), ...tail]
@@ -577,8 +583,7 @@ async function rollupRows(snap: Snapshot, answers: AnswerCache, f: EventFilter, 
       // Checked in the transaction that reads them, so both see one catalog.
       let coarse = true
       if (!involvesUser(f, shape) && rawIds.length > 0) {
-        const ids = rawIds.map((id) => String(Math.trunc(id))).join(', ')
-        const res = await conn.runAndReadAll(`SELECT count(*) FROM catalog.segments WHERE id IN (${ids}) AND state IN ('archived', 'deleted')`)
+        const res = await conn.runAndReadAll(`SELECT count(*) FROM catalog.segments WHERE id IN (${idList(rawIds)}) AND state IN ('archived', 'deleted')`)
         coarse = Number(res.getRows()[0]?.[0] ?? 0) === 0
       }
       const rows: Row[] = []
@@ -602,22 +607,31 @@ interface EdgeCell {
  * count exactly its events in the edge, and its file is not read.
  */
 function edgeHoldsSegment(part: SnapshotPart, edge: Range, middle: Range): boolean {
-  if (edge[1] === middle[0]) return part.minTsUs !== null && part.minTsUs >= edge[0]
-  if (edge[0] === middle[1]) return part.maxTsUs !== null && part.maxTsUs < edge[1]
+  return part.minTsUs !== null && part.maxTsUs !== null && insideWindow(edge, edgeCell(edge, middle).left, part.minTsUs, part.maxTsUs)
+}
+
+/** The 15-minute cell of an unaligned edge of the window, and whether it is the left (start) edge; the edge borders the aligned middle. */
+function edgeCell(edge: Range, middle: Range): { cell: Range; left: boolean } {
+  if (edge[1] === middle[0]) return { cell: [edge[1] - BUCKET_US, edge[1]], left: true }
+  if (edge[0] === middle[1]) return { cell: [edge[0], edge[0] + BUCKET_US], left: false }
   throw new Error('invariant: an edge of the window borders its aligned middle')
 }
 
-/** The 15-minute cell an edge lies in (it borders the aligned middle). */
-function cellOfEdge(edge: Range, middle: Range): Range {
-  return edge[1] === middle[0] ? [edge[1] - BUCKET_US, edge[1]] : [edge[0], edge[0] + BUCKET_US]
+/** Whether events of an edge's cell from `minUs` to `maxUs` all lie inside the window: at or after its start (left edge), before its end (right). */
+function insideWindow(edge: Range, left: boolean, minUs: number, maxUs: number): boolean {
+  return left ? minUs >= edge[0] : maxUs < edge[1]
 }
 
 /** The statement of one cell over the per-segment rollups of the segments `ids` only. */
 function segmentRollups(f: EventFilter, cell: Range, ids: number[], shape: Shape): Statement {
   const where = whereClause(f, { timeColumn: 'bucket', ranges: [cell] })
   const g = grouping('bucket', shape)
-  const list = ids.map((id) => String(Math.trunc(id))).join(', ')
-  return { sql: shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql} AND segment_id IN (${list}) GROUP BY ${g.by}`, g.cols, shape), params: where.params }
+  return { sql: shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql} AND segment_id IN (${idList(ids)}) GROUP BY ${g.by}`, g.cols, shape), params: where.params }
+}
+
+/** Segment ids as an SQL list (integers of our own, never input). */
+function idList(ids: readonly number[]): string {
+  return ids.map((id) => String(Math.trunc(id))).join(', ')
 }
 
 /** One statement of a catalog read and its parameters. */
@@ -669,7 +683,7 @@ function userValues(f: EventFilter, range: Range, rawIds: number[]): Statement[]
 /** The statement of the ranges (ascending, disjoint, within the filter's window) over the per-segment rollups, without the segments `excludeIds`. */
 function rollupTotals(f: EventFilter, ranges: Range[], excludeIds: number[], shape: Shape): Statement {
   const where = whereClause(f, { timeColumn: 'bucket', ranges })
-  const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${excludeIds.map((id) => String(Math.trunc(id))).join(', ')})` : ''
+  const exclude = excludeIds.length > 0 ? ` AND segment_id NOT IN (${idList(excludeIds)})` : ''
   const g = grouping('bucket', shape)
   return { sql: shaped(`SELECT ${g.select}, ${rollupMeasures(shape)} FROM catalog.rollups WHERE ${where.sql}${exclude} GROUP BY ${g.by}`, g.cols, shape), params: where.params }
 }
@@ -733,10 +747,10 @@ export function coarseCells(fromUs: number, toUs: number, breaks: readonly numbe
 export type { Row } from '../store/answers.js'
 
 function combineTotals(rows: Row[]): Totals {
-  const sums = Object.fromEntries(MEASURES.map((m) => [m, 0n])) as Record<Measure, bigint>
+  const sums = Object.fromEntries(COUNT_MEASURES.map((m) => [m, 0n])) as Record<Measure, bigint>
   const scaledCost = new Map<string, bigint>()
   for (const r of rows) {
-    for (const m of MEASURES) sums[m] += big(r[m])
+    for (const m of COUNT_MEASURES) sums[m] += big(r[m])
     if (r.cost instanceof DuckDBDecimalValue) {
       const currency = String(r.currency)
       scaledCost.set(currency, (scaledCost.get(currency) ?? 0n) + r.cost.value)
@@ -747,7 +761,7 @@ function combineTotals(rows: Row[]): Totals {
   const currencies = Object.keys(costByCurrency)
   const single = currencies.length === 1 ? currencies[0]! : null
   return {
-    ...(Object.fromEntries(MEASURES.map((m) => [m, jsonInt(sums[m])])) as Record<Measure, Count>),
+    ...(Object.fromEntries(COUNT_MEASURES.map((m) => [m, jsonInt(sums[m])])) as Record<Measure, Count>),
     // No known cost at all is an exact zero; several currencies have no single sum.
     cost: single !== null ? costByCurrency[single]! : currencies.length === 0 ? '0' : null,
     currency: single,

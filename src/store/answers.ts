@@ -21,6 +21,7 @@
 //   (read.ts only sums and groups rows).
 
 import type { DuckDBConnection, DuckDBValue } from '@duckdb/node-api'
+import { readGeneration } from './catalog.js'
 
 export type Row = Record<string, DuckDBValue>
 
@@ -53,10 +54,7 @@ export class AnswerCache {
    */
   async reader(conn: DuckDBConnection): Promise<CatalogReader> {
     if (this.maxRows === 0) return (_sql, _params, run) => run()
-    const res = await conn.runAndReadAll('SELECT max(generation) FROM catalog.catalog_meta')
-    const raw = res.getRows()[0]?.[0]
-    if (typeof raw !== 'bigint') throw new Error('invariant: the catalog has no generation')
-    const generation = raw
+    const generation = await readGeneration(conn, 'catalog')
     if (this.generation === null || generation > this.generation) this.reset(generation)
     return async (sql, params, run) => {
       // A transaction older than the newest generation seen reads afresh and keeps nothing.

@@ -93,8 +93,8 @@ export interface Catalog {
    * cached answers of it without opening a transaction (store.ts, snapshot).
    */
   committedGeneration(): bigint
-  /** The generation of the transaction that archived the segment, when this process knows it (since open). */
-  archivedAt(id: number): bigint | undefined
+  /** Whether the segment is archived (or deleted) in the catalog as far as this process knows: at open, or by a committed archive(). */
+  isArchived(id: number): boolean
 }
 
 export interface ArchiveRecord {
@@ -116,6 +116,9 @@ export interface ArchiveRecord {
  * overflows below 2^31 events in one rollup row.
  */
 export const ROLLUP_TOKEN_COLUMNS = ['input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens'] as const
+
+/** The counted measures of a rollup row, in the order a usage answer lists them (cost is summed apart, per currency). */
+export const COUNT_MEASURES = ['requests', 'errors', ...ROLLUP_TOKEN_COLUMNS, 'cost_missing'] as const
 
 /** SQL for the exact token sum `c` over rollup rows (HUGEINT). */
 export function rollupTokenSum(c: (typeof ROLLUP_TOKEN_COLUMNS)[number]): string {
@@ -323,8 +326,9 @@ async function bumpGeneration(conn: DuckDBConnection): Promise<bigint> {
   return generationOf(await conn.runAndReadAll('UPDATE catalog_meta SET generation = generation + 1 RETURNING generation'))
 }
 
-async function readGeneration(conn: DuckDBConnection): Promise<bigint> {
-  return generationOf(await conn.runAndReadAll('SELECT max(generation) FROM catalog_meta'))
+/** The catalog's generation, read on `conn` (in its transaction); `schema`: the catalog's name there, when it is not the default database. */
+export async function readGeneration(conn: DuckDBConnection, schema: string | null = null): Promise<bigint> {
+  return generationOf(await conn.runAndReadAll(`SELECT max(generation) FROM ${schema === null ? '' : `${schema}.`}catalog_meta`))
 }
 
 function generationOf(res: { getRows(): unknown[][] }): bigint {
@@ -337,8 +341,8 @@ export class DuckDBCatalog implements Catalog {
   /** One statement at a time on the connection; taken under the write gate by rollover, never the reverse. */
   private readonly lock = new Mutex()
 
-  /** Archived segment id → the generation that archived it (every archived segment at open: that generation). */
-  private readonly archivedGenerations = new Map<number, bigint>()
+  /** Segments archived (or deleted) in the catalog: at open, and by every committed archive() since. */
+  private readonly archived = new Set<number>()
 
   private constructor(
     private readonly conn: DuckDBConnection,
@@ -355,7 +359,7 @@ export class DuckDBCatalog implements Catalog {
     await conn.run('INSERT INTO catalog_meta SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM catalog_meta)')
     const catalog = new DuckDBCatalog(conn, await readGeneration(conn))
     const archived = await conn.runAndReadAll(`SELECT id FROM segments WHERE state IN ('archived', 'deleted')`)
-    for (const [id] of archived.getRows()) catalog.archivedGenerations.set(Number(id), catalog.generation)
+    for (const [id] of archived.getRows()) catalog.archived.add(Number(id))
     return catalog
   }
 
@@ -363,8 +367,8 @@ export class DuckDBCatalog implements Catalog {
     return this.generation
   }
 
-  archivedAt(id: number): bigint | undefined {
-    return this.archivedGenerations.get(id)
+  isArchived(id: number): boolean {
+    return this.archived.has(id)
   }
 
   async list(): Promise<SegmentRecord[]> {
@@ -425,7 +429,7 @@ export class DuckDBCatalog implements Catalog {
       if (generation === null) return false
       // Committed: recorded before archive() returns, so before the store shows the segment archived.
       this.generation = generation
-      this.archivedGenerations.set(rec.id, generation)
+      this.archived.add(rec.id)
       return true
     })
   }

@@ -751,7 +751,7 @@ export class Store {
       // After the parts: every part shown archived was committed by then (the
       // sealer shows a segment archived only once catalog.archive returned).
       const generation = this.catalog.committedGeneration()
-      const rawArchived = parts.some((p) => p.state !== 'archived' && this.catalog.archivedAt(p.id) !== undefined)
+      const rawArchived = parts.some((p) => p.state !== 'archived' && this.catalog.isArchived(p.id))
       return await fn({ parts, cutoffs, files: (f) => this.files.query(bounded(f)), catalogGeneration: rawArchived ? null : generation })
     } catch (err) {
       if (timedOut) throw new Errors.QueryTimeout(limitMs)
