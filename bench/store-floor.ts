@@ -23,6 +23,7 @@ import { BatchFactory } from './lib/events.js'
 import { decodeRequest, type DecodeOptions } from '../src/ingest/decode.js'
 import type { EventBatch } from '../src/ingest/batch.js'
 import { loadConfig } from '../src/config.js'
+import { WriteGate } from '../src/store/gate.js'
 import { Segment } from '../src/store/segment.js'
 
 const durationS = Number(process.env['BENCH_FLOOR_DURATION'] ?? '5')
@@ -89,13 +90,15 @@ try {
     readConnections: 1,
     nowMs,
   })
+  // Appends go through a write gate, as in the store: the only way to write a segment.
+  const gate = new WriteGate(seg, 60_000, { held: () => undefined, timedOut: () => undefined })
   try {
     const perGroup = Math.max(1, Math.round(groupEvents / batch))
     let cursor = 0
     append = await measure(async () => {
       const parts: EventBatch[] = []
       for (let i = 0; i < perGroup; i++) parts.push(decoded[cursor++ % decoded.length]!)
-      await seg.appendCommitted(parts)
+      await gate.run('append', (held) => held.segment.appendCommitted(held, parts))
       return parts.reduce((n, p) => n + p.ids.length, 0)
     })
   } finally {

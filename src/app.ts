@@ -20,7 +20,8 @@ import metricsPlugin from './plugins/metrics.js'
 import pressurePlugin from './plugins/pressure.js'
 import storePlugin from './plugins/store.js'
 import type { FileSystem } from './store/fsops.js'
-import type { Store, StoreHooks } from './store/store.js'
+import type { StoreHooks } from './store/options.js'
+import type { Store } from './store/store.js'
 import { VERSION } from './version.js'
 
 declare module 'fastify' {

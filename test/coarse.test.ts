@@ -15,7 +15,7 @@ import { parseFilter, type Dimension } from '../src/query/filters.js'
 import { coarseCells, dimensionValues, timeseries, usage } from '../src/query/read.js'
 import { BUCKET_US, COARSE_LEVELS, USERS_DAILY } from '../src/store/catalog.js'
 import { LIVE_VIEW_MAX_ROWS } from '../src/store/segment.js'
-import type { StoreHooks } from '../src/store/store.js'
+import type { StoreHooks } from '../src/store/options.js'
 import { build, event, latch, post, rollover, T0 } from './helper.js'
 
 const RUNS = Math.max(1, Math.floor(Number(process.env.FUZZ_RUNS ?? 200) / 10))

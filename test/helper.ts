@@ -12,7 +12,7 @@ import { buildApp } from '../src/app.js'
 import { ManualClock } from '../src/clock.js'
 import { loadConfig, type Config } from '../src/config.js'
 import type { FileSystem } from '../src/store/fsops.js'
-import type { StoreHooks } from '../src/store/store.js'
+import type { StoreHooks } from '../src/store/options.js'
 
 /** Noon on the day the suite was written: fixed so timestamps in tests are stable. */
 export const T0 = Date.parse('2026-11-24T12:00:00Z')

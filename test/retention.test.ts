@@ -20,8 +20,8 @@ import { validateEvent } from '../src/ingest/event.js'
 import { IdIndex } from '../src/store/idindex.js'
 import { detailsFileName, segmentFileName } from '../src/store/layout.js'
 import type { RetentionReport } from '../src/store/retention.js'
-import type { SealStep } from '../src/store/sealer.js'
-import type { StoreHooks } from '../src/store/store.js'
+import type { SealStep } from '../src/store/tiers.js'
+import type { StoreHooks } from '../src/store/options.js'
 import { build, event, filesIn, latch, post, rollover, segments, T0, totals } from './helper.js'
 
 const HOUR = 3_600_000

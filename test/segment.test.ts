@@ -15,8 +15,15 @@ import fc from 'fast-check'
 import { encodeEvents, keepRows } from '../src/ingest/batch.js'
 import { validateEvent, type UsageEvent } from '../src/ingest/event.js'
 import { formatCost } from '../src/money.js'
+import { WriteGate } from '../src/store/gate.js'
 import { Segment } from '../src/store/segment.js'
 import { T0 } from './helper.js'
+
+/** Appends as the store does: holding a write gate that guards `seg` (the only way to write a segment). */
+function appendGated(seg: Segment, parts: Parameters<Segment['appendCommitted']>[1]): Promise<void> {
+  const gate = new WriteGate(seg, 10_000, { held: () => undefined, timedOut: () => undefined })
+  return gate.run('append', (held) => seg.appendCommitted(held, parts))
+}
 
 const limits = { nowMs: T0, eventRetentionMs: 30 * 86_400_000, maxFutureSkewMs: 300_000 }
 
@@ -142,14 +149,14 @@ test('a group commit stores every column exactly: nulls, empty strings, quotes, 
     valid({ event_id: 'tiny-cost', timestamp: T0 - 2, key_id: 'k', provider: 'p', model: 'm', status_code: 100, input_tokens: 5, output_tokens: 1, cost: '0.000000000001', stream: true }),
     valid({ event_id: 'zero-cost', timestamp: T0 - 3, key_id: 'k', provider: 'p', model: 'm', status_code: 404, input_tokens: 5, output_tokens: 1, cost: 0, endpoint: '/v1/chat' }),
   ]
-  await seg.appendCommitted([batchOf(events)])
+  await appendGated(seg, [batchOf(events)])
   await assertStoredExactly(seg, events)
 
   const withDetail = [
     valid({ event_id: 'detail-1', timestamp: T0 - 4, key_id: 'k', provider: 'p', model: 'm', status_code: 200, input_tokens: 1, output_tokens: 1, detail: { prompt: 'a\u001fb,c "d"', n: [1, 2, { x: null }] } }),
     valid({ event_id: 'detail-none', timestamp: T0 - 5, key_id: 'k', provider: 'p', model: 'm', status_code: 200, input_tokens: 1, output_tokens: 1 }),
   ]
-  await seg.appendCommitted([batchOf(withDetail)])
+  await appendGated(seg, [batchOf(withDetail)])
   await assertStoredExactly(seg, [...events, ...withDetail])
 })
 
@@ -197,7 +204,7 @@ test('any valid event survives the write encoding unchanged, in requests merged 
           parts.push(keepRows(batchOf(part), keep))
           at += part.length
         }
-        await seg.appendCommitted(parts)
+        await appendGated(seg, parts)
         const stored = await storedRows(seg)
         for (const e of kept) {
           const want = expectedRow(e)
@@ -218,14 +225,14 @@ test('a value holding the column separator fails its whole group, with or withou
   // Validation refuses control characters in dimension values; bypass it to prove the write path's own guard.
   const smuggled = (id: string, field: 'team_id' | 'tags' | 'model', value: string): UsageEvent => ({ ...good(id), [field]: value })
   for (const [field, value] of [['team_id', 'a\u001fb'], ['tags', '{"k":"\u001f"}'], ['model', 'x\u001f\u001fy']] as const) {
-    await assert.rejects(seg.appendCommitted([batchOf([good(`ok-${field}`), smuggled(`bad-${field}`, field, value)])]), `auto-commit path, ${field}`)
-    await assert.rejects(seg.appendCommitted([batchOf([good(`okd-${field}`, { a: 1 }), smuggled(`badd-${field}`, field, value)])]), `transaction path, ${field}`)
+    await assert.rejects(appendGated(seg, [batchOf([good(`ok-${field}`), smuggled(`bad-${field}`, field, value)])]), `auto-commit path, ${field}`)
+    await assert.rejects(appendGated(seg, [batchOf([good(`okd-${field}`, { a: 1 }), smuggled(`badd-${field}`, field, value)])]), `transaction path, ${field}`)
   }
   assert.equal((await storedRows(seg)).size, 0, 'no row of a failed group is stored')
   const counts = await seg.read(async (conn) => (await conn.runAndReadAll('SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM event_details)')).getRowsJson())
   assert.deepEqual(counts, [['0', '0']])
   // The segment still takes good groups afterwards.
-  await seg.appendCommitted([batchOf([good('after-1')]), batchOf([good('after-2', { b: 2 })])])
+  await appendGated(seg, [batchOf([good('after-1')]), batchOf([good('after-2', { b: 2 })])])
   assert.equal((await storedRows(seg)).size, 2)
 })
 
@@ -234,10 +241,10 @@ test('live rollups: a refresh takes the events below the watermark; rowids that 
   const good = (id: string) => valid({ event_id: id, timestamp: T0 - 1, key_id: 'k', provider: 'p', model: 'm', status_code: 200, input_tokens: 2, output_tokens: 1 })
   const state = () =>
     seg.read(async (conn) => (await conn.runAndReadAll('SELECT (SELECT coalesce(max(rows), 0) FROM live_rollups_upto), (SELECT coalesce(sum(requests), 0) FROM live_rollups)')).getRows()[0]!.map(Number))
-  await seg.appendCommitted([batchOf([good('a'), good('b'), good('c')])])
+  await appendGated(seg, [batchOf([good('a'), good('b'), good('c')])])
   await seg.refreshLiveRollups(3)
   assert.deepEqual(await state(), [3, 3])
-  await seg.appendCommitted([batchOf([good('d')])])
+  await appendGated(seg, [batchOf([good('d')])])
   await seg.refreshLiveRollups(2)
   assert.deepEqual(await state(), [3, 3], 'fewer new events than asked for: no refresh')
   await seg.refreshLiveRollups(1, 60_000)
@@ -246,7 +253,7 @@ test('live rollups: a refresh takes the events below the watermark; rowids that 
   await seg.read((conn) => conn.run('DELETE FROM events WHERE rowid = 0'))
   await assert.rejects(seg.refreshLiveRollups(1), /live rollups of .* disabled/)
   assert.deepEqual(await state(), [0, 0], 'emptied and committed: reads see every event raw')
-  await seg.appendCommitted([batchOf([good('e')])])
+  await appendGated(seg, [batchOf([good('e')])])
   await seg.refreshLiveRollups(1)
   assert.deepEqual(await state(), [0, 0], 'never refreshed again')
 })
@@ -266,9 +273,9 @@ test('live cells: each refresh records the oldest and newest timestamp of the ce
       cells: (await conn.runAndReadAll('SELECT epoch_ms(bucket), epoch_ms(min(min_ts)), epoch_ms(max(max_ts)) FROM live_cells GROUP BY bucket ORDER BY 1')).getRows().map((r) => r.map(Number)),
     }))
   let seg = await open()
-  await seg.appendCommitted([batchOf([at('a', cell + 5_000), at('b', cell + 600_000), at('c', cell + q + 1)])])
+  await appendGated(seg, [batchOf([at('a', cell + 5_000), at('b', cell + 600_000), at('c', cell + q + 1)])])
   await seg.refreshLiveRollups(1)
-  await seg.appendCommitted([batchOf([at('d', cell + 1_000)])])
+  await appendGated(seg, [batchOf([at('d', cell + 1_000)])])
   await seg.refreshLiveRollups(1)
   assert.deepEqual(await state(seg), { upto: 4, requests: 4, cells: [[cell, cell + 1_000, cell + 600_000], [cell + q, cell + q + 1, cell + q + 1]] }, 'two refreshes, one cell each time extended')
   // As a build before live_cells left it: rollups without cell bounds.

@@ -13,7 +13,8 @@ import { pino } from 'pino'
 import { ManualClock } from '../src/clock.js'
 import { encodeEvents } from '../src/ingest/batch.js'
 import { validateEvent } from '../src/ingest/event.js'
-import { Store, type AppendRequest, type StoreHooks } from '../src/store/store.js'
+import type { StoreHooks } from '../src/store/options.js'
+import { Store, type AppendRequest } from '../src/store/store.js'
 import { build, event, latch, post, T0, totals } from './helper.js'
 
 

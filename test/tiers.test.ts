@@ -14,8 +14,8 @@ import type { FastifyInstance } from 'fastify'
 import { parseFilter } from '../src/query/filters.js'
 import { usage, usageTotals } from '../src/query/read.js'
 import { IdIndex } from '../src/store/idindex.js'
-import { SEAL_STEPS, type SealStep } from '../src/store/sealer.js'
-import type { StoreHooks } from '../src/store/store.js'
+import { SEAL_STEPS, type SealStep } from '../src/store/tiers.js'
+import type { StoreHooks } from '../src/store/options.js'
 import { build, event, filesIn, latch, post, rollover, segments, T0, totals } from './helper.js'
 
 const RUNS = Math.max(1, Math.floor(Number(process.env.FUZZ_RUNS ?? 200) / 10))

@@ -20,7 +20,9 @@ import fp from 'fastify-plugin'
 import { pressureReasons } from './pressure.js'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { RetentionReport } from '../store/retention.js'
-import type { DuckDBMemory, GateTask, SegmentState } from '../store/store.js'
+import type { GateTask } from '../store/gate.js'
+import type { DuckDBMemory } from '../store/store.js'
+import type { SegmentState } from '../store/tiers.js'
 import { VERSION } from '../version.js'
 
 declare module 'fastify' {

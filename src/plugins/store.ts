@@ -4,7 +4,8 @@
 
 import fp from 'fastify-plugin'
 import type { FileSystem } from '../store/fsops.js'
-import { Store, type StoreHooks } from '../store/store.js'
+import type { StoreHooks } from '../store/options.js'
+import { Store } from '../store/store.js'
 
 export interface StorePluginOptions {
   hooks?: StoreHooks

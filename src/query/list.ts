@@ -18,7 +18,7 @@
 
 import { DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
 import { Errors } from '../errors.js'
-import { tableOf } from '../store/stats.js'
+import { tableOf } from '../store/relations.js'
 import type { SnapshotPart, Store } from '../store/store.js'
 import { whereClause, type EventFilter } from './filters.js'
 import { mayMatch, SUMMARY_COLUMNS, toStoredEvent, type StoredEvent } from './read.js'

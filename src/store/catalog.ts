@@ -29,7 +29,7 @@
 import { Mutex } from 'async-mutex'
 import { listValue, type DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
-import { tableOf } from './stats.js'
+import { tableOf } from './relations.js'
 import { inTransaction } from './transaction.js'
 import type { SegmentStats } from './stats.js'
 

@@ -6,18 +6,19 @@
 // Invariants:
 // - One DuckDB instance for all closed files: attaching is ~1 ms and shares
 //   one buffer pool, where an instance per file would not scale to hundreds.
-// - A file is pinned (refs > 0) while a query or probe uses it. A retired file
-//   (sealed into an archive, or deleted by retention) is DETACHed and its
-//   `onRetired` step run only after the last pin is released.
+// - A file is pinned (pins.ts) while a query, probe or seal uses it. A retired
+//   file (sealed into an archive, or deleted by retention) is DETACHed and its
+//   `onRetired` step run only once its pins are released.
 // - ATTACH/DETACH run on the admin connection, one at a time (`adminLock`);
 //   nothing awaits the store's write gate while holding `adminLock`.
 // - Query connections run one query at a time (the pool hands each out once).
 
 import { Mutex } from 'async-mutex'
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api'
+import { Pins } from './pins.js'
 import { ConnectionPool } from './pool.js'
 import { eventColumns, eventsRelation } from './schema.js'
-import { setEventsRelation } from './stats.js'
+import { ident, setEventsRelation, sqlString } from './relations.js'
 
 /** Aliases are unique within the process (tableOf's registry of older-schema files is keyed by them). */
 let generation = 0
@@ -26,7 +27,8 @@ export interface AttachedFile {
   readonly segmentId: number
   readonly path: string
   readonly alias: string
-  refs: number
+  /** Readers using it now (pins.ts: the same scheme as live segments). */
+  readonly pins: Pins
   retired: boolean
   onRetired: (() => Promise<void>) | null
 }
@@ -36,16 +38,6 @@ export interface FileTierOptions {
   memoryBytes: number
   threads: number
   queryConnections: number
-}
-
-/** Names a SQL identifier safely (aliases are generated, but quote anyway). */
-export function ident(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`
-}
-
-/** A SQL string literal (for file paths, which DuckDB does not take as parameters in ATTACH or COPY). */
-export function sqlString(text: string): string {
-  return `'${text.replaceAll("'", "''")}'`
 }
 
 export class FileTier {
@@ -114,7 +106,7 @@ export class FileTier {
         await this.admin.run(`DETACH DATABASE IF EXISTS ${ident(alias)}`)
         throw err
       }
-      return { segmentId, path, alias, refs: 0, retired: false, onRetired: null }
+      return { segmentId, path, alias, pins: new Pins(), retired: false, onRetired: null }
     })
   }
 
@@ -129,22 +121,12 @@ export class FileTier {
   }
 
   pin(file: AttachedFile): void {
-    if (file.retired && file.refs === 0) throw new Error(`invariant: pinning retired file ${file.path}`)
-    file.refs++
+    if (file.retired && file.pins.held === 0) throw new Error(`invariant: pinning retired file ${file.path}`)
+    file.pins.pin()
   }
 
   async unpin(file: AttachedFile): Promise<void> {
-    if (file.refs <= 0) throw new Error(`invariant: unpin of unpinned file ${file.path}`)
-    file.refs--
-    if (file.refs === 0 && file.retired) {
-      // Not awaited: the reader that let go last (a dedupe probe may hold the
-      // write gate) must neither wait for DETACH, unlink and fsync nor fail for
-      // them; the retiring owner's step reports its own failures.
-      const done: Promise<void> = this.finishRetire(file)
-        .catch(() => undefined)
-        .finally(() => this.finishing.delete(done))
-      this.finishing.add(done)
-    }
+    file.pins.unpin()
   }
 
   /** True while `path` is retired but not yet finished (a reader pins it): nobody else may remove it. */
@@ -168,7 +150,19 @@ export class FileTier {
     file.retired = true
     file.onRetired = then
     this.retiring.add(file.path)
-    if (file.refs === 0) await this.finishRetire(file)
+    if (file.pins.held === 0) {
+      await this.finishRetire(file)
+      return
+    }
+    // Not awaited: the reader that lets go last (a dedupe probe may hold the
+    // write gate) must neither wait for DETACH, unlink and fsync nor fail for
+    // them; the retiring owner's step reports its own failures.
+    const done: Promise<void> = file.pins
+      .released()
+      .then(() => this.finishRetire(file))
+      .catch(() => undefined)
+      .finally(() => this.finishing.delete(done))
+    this.finishing.add(done)
   }
 
   private async finishRetire(file: AttachedFile): Promise<void> {

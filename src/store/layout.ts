@@ -63,7 +63,3 @@ export function parseSegmentFileName(name: string): ParsedName | null {
 export function relativeSegmentPath(tier: Tier, id: number): string {
   return `${tier}/${segmentFileName(id)}`
 }
-
-export function relativeDetailsPath(id: number): string {
-  return `archive/${detailsFileName(id)}`
-}

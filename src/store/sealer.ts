@@ -25,16 +25,15 @@
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import type { Catalog } from './catalog.js'
-import { ident, type FileTier } from './files.js'
+import type { FileTier } from './files.js'
+import { ident, tableOf } from './relations.js'
 import { removeDurably, type FileSystem } from './fsops.js'
 import { detailsPath, relativeSegmentPath, segmentPath, tierDir } from './layout.js'
 import { SEGMENT_DDL } from './schema.js'
-import { computeStats, statsDifference, tableOf } from './stats.js'
-import type { SegmentEntry, StoreHooks } from './store.js'
+import { computeStats, statsDifference } from './stats.js'
+import type { StoreHooks } from './options.js'
+import type { SealStep, SegmentEntry } from './tiers.js'
 
-export type SealStep = 'copy' | 'sync' | 'validate' | 'publish' | 'record' | 'swap' | 'cleanup'
-
-export const SEAL_STEPS: readonly SealStep[] = ['copy', 'sync', 'validate', 'publish', 'record', 'swap', 'cleanup']
 
 export interface SealerOptions {
   dataDir: string

@@ -3,8 +3,8 @@
 // Invariants:
 // - One DuckDBInstance per file per process; this class owns it.
 // - The writer connection and its prepared inserts are used only through
-//   `appendCommitted`, which the Store calls only while holding the write gate
-//   (store.ts asserts that). A write is one transaction: all rows of a group
+//   `appendCommitted`, which takes the write gate's capability (gate.ts) and
+//   refuses one that is released or names another segment. A write is one transaction: all rows of a group
 //   commit land, or none do.
 // - Read connections are separate and never write; one query at a time per
 //   connection (`read` hands each out once).
@@ -37,6 +37,7 @@
 
 import { DuckDBConnection, DuckDBDecimalValue, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
 import type { EventBatch } from '../ingest/batch.js'
+import { grants, type GateHeld } from './gate.js'
 import { BUCKET_OF_TS, COARSE_COLUMNS, COARSE_KEY, compactedRollups, rollupOfEvents, rollupTokenSum, ROLLUP_TOKEN_COLUMNS } from './catalog.js'
 import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
 import { ConnectionPool } from './pool.js'
@@ -194,7 +195,8 @@ export class Segment {
   /**
    * Writes the rows in one transaction and returns once it has committed
    * (DuckDB writes and fsyncs its WAL on COMMIT). On failure nothing of `rows`
-   * is stored and the error is rethrown. Caller must hold the store's write gate.
+   * is stored and the error is rethrown. Only the write gate's holder can call it
+   * (gate.ts: `held` must be live and name this segment).
    *
    * Rows without a detail take one statement in auto-commit mode: one trip to
    * the libuv pool instead of three, which matters because each trip waits for
@@ -203,7 +205,8 @@ export class Segment {
    * ~7 µs on an idle loop). A single statement is its own transaction, and it
    * fails whole when a column splits into too many values (see rowInsert).
    */
-  async appendCommitted(parts: readonly EventBatch[]): Promise<void> {
+  async appendCommitted(held: GateHeld<Segment>, parts: readonly EventBatch[]): Promise<void> {
+    if (!grants(held, this)) throw new Error(`invariant: append to ${this.path} without the write gate guarding it`)
     if (this.closed) throw new Error(`segment ${this.path} is closed`)
     const rows = parts.filter((p) => p.ids.length > 0)
     if (rows.length === 0) return

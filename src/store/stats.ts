@@ -5,7 +5,7 @@
 
 import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection } from '@duckdb/node-api'
 import { formatCost } from '../money.js'
-import { ident } from './files.js'
+import { tableOf } from './relations.js'
 
 export const TOKEN_COLUMNS = ['input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens'] as const
 export type TokenColumn = (typeof TOKEN_COLUMNS)[number]
@@ -22,28 +22,6 @@ export interface SegmentStats {
   /** Exact decimal string per currency. */
   costByCurrency: Record<string, string>
   costMissing: number
-}
-
-/**
- * Attached files whose `events` table predates a column, by alias, and the
- * relation that reads them as the current schema (FileTier keeps it: set on
- * ATTACH, removed on DETACH; aliases are unique within the process).
- */
-const olderSchemaEvents = new Map<string, string>()
-
-export function setEventsRelation(alias: string, relation: string | null): void {
-  if (relation === null) olderSchemaEvents.delete(alias)
-  else olderSchemaEvents.set(alias, relation)
-}
-
-/**
- * `alias` names an attached database; null means the connection's own. An
- * `events` table of an older schema version reads through its projection, so
- * every reader sees the current columns (missing ones as null or default).
- */
-export function tableOf(alias: string | null, table: string): string {
-  if (alias === null) return table
-  return (table === 'events' ? olderSchemaEvents.get(alias) : undefined) ?? `${ident(alias)}.${table}`
 }
 
 /**

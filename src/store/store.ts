@@ -54,25 +54,25 @@
 //   (a throw is logged and ignored).
 
 import path from 'node:path'
-import { E_TIMEOUT, Mutex, Semaphore, withTimeout, type MutexInterface, type SemaphoreInterface } from 'async-mutex'
+import { E_TIMEOUT, Mutex, Semaphore, withTimeout, type SemaphoreInterface } from 'async-mutex'
 import type { DuckDBConnection } from '@duckdb/node-api'
-import type { Logger } from '../log.js'
-import type { Clock } from '../clock.js'
 import { Errors } from '../errors.js'
 import type { EventBatch } from '../ingest/batch.js'
 import { keepRows } from '../ingest/batch.js'
 import type { FieldError } from '../ingest/event.js'
 import { AnswerCache } from './answers.js'
-import { DuckDBCatalog, type Catalog, type DetailsState, type SegmentDims } from './catalog.js'
+import { DuckDBCatalog, type Catalog, type SegmentDims } from './catalog.js'
 import { FileTier, type AttachedFile } from './files.js'
+import { WriteGate, type GateHeld, type GateTask } from './gate.js'
 import { nodeFileSystem, removeDurably, type FileSystem } from './fsops.js'
 import { IdIndex } from './idindex.js'
-import { CATALOG_FILE, detailsPath, LEGACY_ACTIVE_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
+import { CATALOG_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
 import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionReport, type RetentionTrigger, type RetentionWindows } from './retention.js'
 import { lookupFingerprints, scanIds, Segment, type LiveRollups } from './segment.js'
-import { computeStats, type SegmentStats } from './stats.js'
-import { eventColumns, isCurrentEventsTable } from './schema.js'
-import { Sealer, type SealStep } from './sealer.js'
+import { Sealer } from './sealer.js'
+import { segmentOptions, type StoreOptions } from './options.js'
+import { recover } from './recover.js'
+import { moveToPending, newEntry, type SealStatus, type SegmentEntry, type SegmentState } from './tiers.js'
 
 export type EventStatus = 'duplicate' | 'conflict' | 'rejected'
 
@@ -103,68 +103,9 @@ export interface AppendRequest {
   bytes: number
 }
 
-export interface StoreOptions {
-  dataDir: string
-  clock: Clock
-  logger: Logger
-  maxQueueEvents: number
-  maxQueueBytes: number
-  maxCommitEvents: number
-  gateWaitMs: number
-  maxConcurrentQueries: number
-  /** Longest one snapshot's reads may run before DuckDB is interrupted (QueryTimeout); default 30 s. */
-  queryTimeoutMs?: number
-  /** Rows of catalog answers kept for repeated questions (answers.ts; default 100 000; 0: none kept). */
-  answerCacheRows?: number
-  duckdbMemoryBytes: number
-  duckdbThreads: number
-  /** Roll the active segment over when its file plus WAL reach this size. */
-  rolloverBytes?: number
-  /** ...or when its first event is this old. */
-  rolloverAgeMs?: number
-  /** First retry delay of a failed seal (doubles up to sealRetryMaxMs). */
-  sealRetryMs?: number
-  sealRetryMaxMs?: number
-  /** How often the background timer checks age rollover, seal retries and the retention schedule. */
-  tickMs?: number
-  /** Retention windows (defaults: 30d events, 7d details, 400d rollups). */
-  retention?: RetentionWindows
-  /** How often retention runs (default 1h; the first run comes min(interval, 1 min) after open; 0: never on its own). */
-  retentionIntervalMs?: number
-  fs?: FileSystem
-  /** Appends are refused while the data directory's file system has less free space than this (default 1 GiB; 0: never). */
-  minFreeDiskBytes?: number
-  /** ...or while more rolled-over segments than this wait to be sealed (default 32). */
-  maxPendingSegments?: number
-  /** ...or while the active segment's file plus WAL exceed this (default 4 × rolloverBytes). */
-  maxActiveBytes?: number
-  /** How often free disk space is sampled (default 1 s). */
-  diskCheckMs?: number
-  /** Test seams; never set in production. */
-  hooks?: StoreHooks
-}
 
-export interface StoreHooks {
-  /** Runs inside the gate before a group commit writes: lets a test park an append while it holds the gate. */
-  onCommitHoldingGate?: () => Promise<void>
-  /** Runs where the commit's write runs; a throw is handled as that write's failure (fault injection). */
-  faultOnWrite?: () => Promise<void>
-  /** Runs under retireLock before a rolled-over segment is closed: lets a test park that close. */
-  beforeRetireClose?: (segmentId: number) => Promise<void>
-  /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
-  beforeSealStep?: (step: SealStep, segmentId: number) => Promise<void>
-  /** Runs just before a rollover asks for the gate (`reason`: size, age, admin, retention). */
-  beforeRolloverGate?: (reason: string) => Promise<void>
-  /** Runs inside the gate during a rollover's swap: lets a test park retention while it holds the gate. */
-  onRolloverHoldingGate?: (reason: string) => Promise<void>
-  /** Events appended between refreshes of the active segment's live rollups (default LIVE_ROLLUP_EVERY_ROWS); tests refresh more often. */
-  liveRollupEveryRows?: number
-  /** Least time between those refreshes (default LIVE_ROLLUP_EVERY_MS); tests set 0. */
-  liveRollupEveryMs?: number
-}
 
-/** Who holds the write gate (a label for its wait and hold figures). */
-export type GateTask = 'append' | 'rollover' | 'close' | 'other'
+export type { GateTask } from './gate.js'
 
 /**
  * Figures the store reports as they happen, for the metrics plugin to turn into
@@ -192,10 +133,8 @@ export interface DuckDBMemory {
   filesTemporaryBytes: number
 }
 
-/** The writer, valid only while the gate that produced it is held. */
-export interface GatedWriter {
-  readonly segment: Segment
-}
+/** The writer, valid only while the gate that produced it is held (gate.ts). */
+export type GatedWriter = GateHeld<Segment>
 
 interface Pending extends AppendRequest {
   resolve(outcome: AppendOutcome): void
@@ -207,41 +146,8 @@ interface Pending extends AppendRequest {
 /** Per event id: the closed segments already probed for it, and the fingerprint found there (if any). */
 type KnownIds = Map<string, { segments: Set<number>; fingerprint: string | null }>
 
-export type SegmentState = 'active' | 'pending' | 'archived'
 
-export interface SealStatus {
-  attempts: number
-  lastError: string | null
-  nextAttemptMs: number | null
-}
 
-/** One retained segment, in exactly one state, readable through `live` or `file`. */
-export interface SegmentEntry {
-  readonly id: number
-  state: SegmentState
-  /** The open DuckDB instance (the active segment, or a rolled-over one not yet closed). */
-  live: Segment | null
-  liveReaders: number
-  /** Set while the live instance is being closed: new readers wait for it. */
-  liveClosing: Promise<void> | null
-  /** The attached pending or archived file. */
-  file: AttachedFile | null
-  /** An archived segment's attached detail file (when `details` is 'file'). */
-  detailsFile: AttachedFile | null
-  /** Archived segments: where their details are (catalog.ts); null while live or pending (inside the segment). */
-  details: DetailsState | null
-  createdMs: number
-  /** When it stopped taking appends (its rollover, or the start-up that found it pending); null while active. */
-  pendingSinceMs: number | null
-  firstAppendMs: number | null
-  rowCount: number
-  minTsUs: number | null
-  maxTsUs: number | null
-  bytes: number | null
-  stats: SegmentStats | null
-  dims: SegmentDims | null
-  seal: SealStatus
-}
 
 export interface SegmentInfo {
   id: number
@@ -359,8 +265,7 @@ const MAX_DELETE_BATCH = 1000
 export class Store {
   /** Catalog answers kept for repeated questions, by catalog generation (queries read through it). */
   readonly answers: AnswerCache
-  private readonly gate: MutexInterface
-  private readonly rawGate = new Mutex()
+  private readonly gate: WriteGate<Segment>
   /** Held while a rolled-over segment is closed and moved; probes of it wait (lock order: after the gate). */
   private readonly retireLock = new Mutex()
   private readonly querySlots: SemaphoreInterface
@@ -424,7 +329,10 @@ export class Store {
     entries: SegmentEntry[],
     nextId: number,
   ) {
-    this.gate = withTimeout(this.rawGate, opts.gateWaitMs, E_TIMEOUT)
+    this.gate = new WriteGate<Segment>(active0(entries).live!, opts.gateWaitMs, {
+      held: (g) => this.notify((o) => o.gate?.(g)),
+      timedOut: (g) => this.notify((o) => o.gateTimeout?.(g)),
+    })
     this.answers = new AnswerCache(opts.answerCacheRows ?? DEFAULT_ANSWER_CACHE_ROWS)
     // A read waits for a slot at most as long as it may run; a client gone meanwhile cannot pile up work.
     this.querySlots = withTimeout(new Semaphore(opts.maxConcurrentQueries), opts.queryTimeoutMs ?? 30_000, E_TIMEOUT)
@@ -626,7 +534,7 @@ export class Store {
   private async lookupClosed(seg: number, ids: string[]): Promise<Map<string, string> | null> {
     const entry = this.segments.get(seg)
     const file = entry?.file
-    if (!entry || entry.live !== null || !file || (file.retired && file.refs === 0)) return null
+    if (!entry || entry.live !== null || !file || (file.retired && file.pins.held === 0)) return null
     const hits = await this.lookupFile(file, ids, (fn) => this.files.query(fn))
     this.probesBeforeGate++
     return hits
@@ -646,35 +554,8 @@ export class Store {
    * Runs `fn` holding the write gate. The GatedWriter is revoked when `fn`
    * settles; using it afterwards throws. Waits at most gateWaitMs for the gate.
    */
-  async withGate<T>(fn: (writer: GatedWriter) => Promise<T>, task: GateTask = 'other'): Promise<T> {
-    let release: MutexInterface.Releaser
-    const asked = performance.now()
-    try {
-      release = await this.gate.acquire()
-    } catch (err) {
-      if (err === E_TIMEOUT) {
-        this.notify((o) => o.gateTimeout?.({ task, waitMs: performance.now() - asked }))
-        throw new Errors.GateTimeout()
-      }
-      throw err
-    }
-    const taken = performance.now()
-    let valid = true
-    const active = this.active.live!
-    const writer: GatedWriter = {
-      get segment(): Segment {
-        if (!valid) throw new Error('GatedWriter used after the write gate was released')
-        return active
-      },
-    }
-    try {
-      return await fn(writer)
-    } finally {
-      valid = false
-      release()
-      const released = performance.now()
-      this.notify((o) => o.gate?.({ task, waitMs: taken - asked, heldMs: released - taken }))
-    }
+  withGate<T>(fn: (writer: GatedWriter) => Promise<T>, task: GateTask = 'other'): Promise<T> {
+    return this.gate.run(task, fn)
   }
 
   /**
@@ -696,7 +577,7 @@ export class Store {
 
   /** True while some task holds the write gate (for tests and status). */
   gateHeld(): boolean {
-    return this.rawGate.isLocked()
+    return this.gate.isHeld()
   }
 
   /**
@@ -800,10 +681,8 @@ export class Store {
     const base = { id: entry.id, state: entry.state, minTsUs: entry.minTsUs, maxTsUs: entry.maxTsUs, dims: entry.dims }
     if (entry.live) {
       const segment = entry.live
-      entry.liveReaders++
-      pinned.push(async () => {
-        entry.liveReaders--
-      })
+      entry.livePins.pin()
+      pinned.push(async () => entry.livePins.unpin())
       return { ...base, alias: null, detailsAt: { alias: null }, live: (fn) => segment.read(bounded(fn)), liveRollups: () => segment.liveRollups() }
     }
     if (entry.file) {
@@ -1061,7 +940,7 @@ export class Store {
       await this.catalog.putLive(id, 'active', relativeSegmentPath('active', id), fresh.createdMs)
       await old.live!.readRun('CHECKPOINT').catch(() => undefined)
       await this.opts.hooks?.beforeRolloverGate?.(reason)
-      await this.withGate(async () => {
+      await this.withGate(async (held) => {
         const t0 = performance.now()
         try {
           this.assertGate()
@@ -1069,6 +948,7 @@ export class Store {
           // The condition is decided here, under the gate: appends may have changed it while we waited.
           if (onlyIf && !onlyIf(old)) return
           const entry = newEntry(id, 'active', fresh)
+          this.gate.swap(held, fresh)
           this.segments.set(id, entry)
           this.active = entry
           old.state = 'pending'
@@ -1106,7 +986,7 @@ export class Store {
     let done!: () => void
     entry.liveClosing = new Promise<void>((resolve) => (done = resolve))
     try {
-      while (entry.liveReaders > 0) await new Promise((resolve) => setTimeout(resolve, 5))
+      await entry.livePins.released()
       await this.retireLock.runExclusive(async () => {
         await this.opts.hooks?.beforeRetireClose?.(entry.id)
         await entry.live!.close()
@@ -1283,7 +1163,7 @@ export class Store {
    * counted in `r` as deleted now or deferred. Resolves when it is gone.
    */
   private retireFile(file: AttachedFile, bytes: number, r: RetentionReport): Promise<void> {
-    const deferred = file.refs > 0
+    const deferred = file.pins.held > 0
     if (deferred) r.files_deferred++
     else {
       r.files_deleted++
@@ -1358,7 +1238,7 @@ export class Store {
   }
 
   private assertGate(): void {
-    if (!this.rawGate.isLocked()) throw new Error('invariant: runs only under the write gate')
+    this.gate.assertHeld()
   }
 
   private kick(): void {
@@ -1520,7 +1400,8 @@ export class Store {
     const started = performance.now()
     try {
       await this.opts.hooks?.faultOnWrite?.()
-      await writer.segment.appendCommitted(parts)
+      if (writer.segment !== this.active.live) throw new Error('invariant: the gate guards the active segment')
+      await writer.segment.appendCommitted(writer, parts)
     } catch (err) {
       this.notify((o) => o.commitFailure?.())
       this.noteWriteFailure(err, false)
@@ -1562,6 +1443,12 @@ export class Store {
   }
 }
 
+function active0(entries: readonly SegmentEntry[]): SegmentEntry {
+  const active = entries.find((e) => e.state === 'active')
+  if (!active?.live) throw new Error('invariant: the store opens with one live active segment')
+  return active
+}
+
 function mib(bytes: number): string {
   const n = bytes / MIB
   return `${n < 100 ? n.toFixed(1) : Math.round(n)} MiB`
@@ -1571,235 +1458,13 @@ function* idsOf(batch: Pending[]): Generator<string> {
   for (const p of batch) yield* p.events.ids
 }
 
-function newEntry(id: number, state: SegmentState, live: Segment | null): SegmentEntry {
-  return {
-    id,
-    state,
-    live,
-    liveReaders: 0,
-    liveClosing: null,
-    file: null,
-    detailsFile: null,
-    details: null,
-    createdMs: live?.createdMs ?? 0,
-    pendingSinceMs: null,
-    firstAppendMs: null,
-    rowCount: 0,
-    minTsUs: null,
-    maxTsUs: null,
-    bytes: null,
-    stats: null,
-    dims: null,
-    seal: { attempts: 0, lastError: null, nextAttemptMs: null },
-  }
-}
 
-/**
- * Moves a checkpointed, closed segment file from active/ to pending/, durably
- * (both directories fsync'd), and returns its new path. A WAL left beside it
- * would mean the checkpoint did not absorb everything: moving the pair is not
- * atomic, so refuse (the caller fails stop; start-up reopens the file in
- * place, which replays and checkpoints the WAL, and moves it then).
- */
-async function moveToPending(fs: FileSystem, dataDir: string, id: number): Promise<string> {
-  const from = segmentPath(dataDir, 'active', id)
-  const to = segmentPath(dataDir, 'pending', id)
-  if ((await fs.size(`${from}.wal`)) !== null) throw new Error(`${from}.wal still exists after CHECKPOINT and close; not moving the segment`)
-  await fs.rename(from, to)
-  await fs.syncDir(tierDir(dataDir, 'pending'))
-  await fs.syncDir(tierDir(dataDir, 'active'))
-  return to
-}
 
-/** A live segment's DuckDB options: half the memory budget (the closed tiers get the other half). */
-function segmentOptions(opts: StoreOptions) {
-  return {
-    memoryBytes: Math.floor(opts.duckdbMemoryBytes / 2),
-    threads: opts.duckdbThreads,
-    readConnections: opts.maxConcurrentQueries,
-    nowMs: opts.clock.nowMs(),
-  }
-}
 
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000
 }
 
-/**
- * Start-up: brings files and catalog into agreement and returns the retained
- * segments. Files are the truth for active and pending segments, the catalog
- * for archived and deleted ones. Every step is safe to repeat.
- */
-async function recover(
-  opts: StoreOptions,
-  fs: FileSystem,
-  files: FileTier,
-  catalog: Catalog,
-): Promise<{ entries: SegmentEntry[]; nextId: number }> {
-  const log = opts.logger
-  const dir = (tier: (typeof TIERS)[number]) => tierDir(opts.dataDir, tier)
-  const segOpts = segmentOptions(opts)
-  const records = new Map((await catalog.list()).map((r) => [r.id, r]))
-  let maxId = Math.max(0, ...records.keys())
-  const idsIn = async (tier: 'active' | 'pending' | 'archive', kind: 'events' | 'details' = 'events'): Promise<number[]> => {
-    const out: number[] = []
-    for (const name of await fs.list(dir(tier))) {
-      const parsed = parseSegmentFileName(name)
-      if (!parsed) continue
-      maxId = Math.max(maxId, parsed.id)
-      if (parsed.suffix.includes('.tmp')) {
-        // A seal that never published: its output is worthless.
-        await fs.remove(path.join(dir(tier), name))
-        log.warn({ event: 'recover_removed_tmp', file: name }, 'removed an unfinished seal output')
-      } else if (parsed.suffix === '' && parsed.kind === kind) out.push(parsed.id)
-    }
-    return out
-  }
-
-  // The single-file store of the first release becomes an ordinary active segment.
-  const legacy = path.join(dir('active'), LEGACY_ACTIVE_FILE)
-  if ((await fs.size(legacy)) !== null) {
-    const id = Math.max(maxId, ...(await idsIn('active')), ...(await idsIn('pending')), ...(await idsIn('archive'))) + 1
-    if ((await fs.size(`${legacy}.wal`)) !== null) await fs.rename(`${legacy}.wal`, `${segmentPath(opts.dataDir, 'active', id)}.wal`)
-    await fs.rename(legacy, segmentPath(opts.dataDir, 'active', id))
-    await fs.syncDir(dir('active'))
-    log.info({ event: 'recover_legacy', id }, 'adopted the single-file store as segment')
-  }
-
-  // Active: the newest file is the active segment; older ones were rolled
-  // over but not yet moved (crash mid-rollover): close them properly, move on.
-  const activeIds = await idsIn('active')
-  for (const id of activeIds.slice(0, -1)) {
-    const seg = await Segment.open(segmentPath(opts.dataDir, 'active', id), segOpts)
-    await seg.close()
-    await moveToPending(fs, opts.dataDir, id)
-    log.warn({ event: 'recover_rolled', id }, 'moved a rolled-over segment to pending')
-  }
-
-  const archiveIds = new Set(await idsIn('archive'))
-  const entries: SegmentEntry[] = []
-  /** Takes a pending file in as a segment: attached, measured, recorded as pending unless the catalog has it archived. */
-  const addPending = async (id: number): Promise<void> => {
-    const rec = records.get(id)
-    const file = segmentPath(opts.dataDir, 'pending', id)
-    const entry = newEntry(id, 'pending', null)
-    entry.file = await files.attach(id, file)
-    const stats = await computeStats(files.probeConn, entry.file.alias)
-    Object.assign(entry, { rowCount: stats.rowCount, minTsUs: stats.minTsUs, maxTsUs: stats.maxTsUs, bytes: await fs.size(file) })
-    entry.createdMs = rec?.createdMs ?? opts.clock.nowMs()
-    // When it became pending before the restart is not recorded: from now (a lower bound).
-    entry.pendingSinceMs = opts.clock.nowMs()
-    if (rec?.state !== 'archived') await catalog.putLive(id, 'pending', relativeSegmentPath('pending', id), entry.createdMs)
-    entries.push(entry)
-  }
-  for (const id of await idsIn('pending')) {
-    const rec = records.get(id)
-    const file = segmentPath(opts.dataDir, 'pending', id)
-    if (rec?.state === 'deleted' || (rec?.state === 'archived' && archiveIds.has(id))) {
-      // Sealed (or expired) before the crash; only the removal of the pending file was left.
-      await removeDurably(fs, file)
-      log.info({ event: 'recover_pending_done', id, state: rec.state }, 'removed a pending file already sealed')
-      continue
-    }
-    if (rec?.state !== 'archived' && archiveIds.has(id)) {
-      // Published but not recorded: seal again from the pending file.
-      await removeDurably(fs, segmentPath(opts.dataDir, 'archive', id))
-      archiveIds.delete(id)
-      log.warn({ event: 'recover_unrecorded_archive', id }, 'removed an archive the catalog never recorded; sealing again')
-    }
-    await addPending(id)
-  }
-
-  const dims = await catalog.dims()
-  for (const id of archiveIds) {
-    const rec = records.get(id)
-    const file = segmentPath(opts.dataDir, 'archive', id)
-    if (rec?.state === 'deleted') {
-      await removeDurably(fs, file)
-      log.info({ event: 'recover_deleted', id }, 'removed an archive the catalog had deleted')
-      continue
-    }
-    if (rec?.state !== 'archived' || !rec.stats) {
-      const to = path.join(dir('orphaned'), path.basename(file))
-      await fs.rename(file, to)
-      await fs.syncDir(dir('orphaned'))
-      log.error({ event: 'recover_orphan', id, to }, 'an archive file nothing explains was moved aside for an operator')
-      continue
-    }
-    const entry = newEntry(id, 'archived', null)
-    entry.file = await files.attach(id, file)
-    Object.assign(entry, {
-      createdMs: rec.createdMs,
-      rowCount: rec.stats.rowCount,
-      minTsUs: rec.stats.minTsUs,
-      maxTsUs: rec.stats.maxTsUs,
-      bytes: rec.bytes,
-      stats: rec.stats,
-      dims: dims.get(id) ?? null,
-      details: rec.details,
-    })
-    entries.push(entry)
-  }
-
-  // Detail files: kept when the catalog says the archived segment has one;
-  // removed when it was expired, deleted, or its seal never recorded (sealing
-  // runs again); moved aside when nothing explains them.
-  for (const id of await idsIn('archive', 'details')) {
-    const rec = records.get(id)
-    const file = detailsPath(opts.dataDir, id)
-    const entry = entries.find((e) => e.id === id && e.state === 'archived')
-    if (entry && rec?.details === 'file') {
-      entry.detailsFile = await files.attach(id, file)
-      continue
-    }
-    if (rec !== undefined || entries.some((e) => e.id === id && e.state === 'pending')) {
-      await removeDurably(fs, file)
-      log.info({ event: 'recover_removed_details', id, state: rec?.state ?? 'pending', details: rec?.details ?? null }, 'removed a detail file the catalog no longer needs')
-      continue
-    }
-    const to = path.join(dir('orphaned'), path.basename(file))
-    await fs.rename(file, to)
-    await fs.syncDir(dir('orphaned'))
-    log.error({ event: 'recover_orphan', id, to }, 'a detail file nothing explains was moved aside for an operator')
-  }
-  for (const e of entries) {
-    if (e.details === 'file' && e.detailsFile === null) {
-      log.error({ event: 'recover_missing_details', id: e.id }, 'the catalog lists a detail file that is missing: details of this segment cannot be read')
-    }
-  }
-  for (const rec of records.values()) {
-    if (rec.state === 'archived' && !entries.some((e) => e.id === rec.id)) {
-      log.error({ event: 'recover_missing_archive', id: rec.id, path: rec.path }, 'the catalog lists an archive whose file is missing: its raw events cannot be read (rollups remain)')
-    }
-    if ((rec.state === 'active' || rec.state === 'pending') && !entries.some((e) => e.id === rec.id) && !activeIds.includes(rec.id)) {
-      await catalog.forget(rec.id)
-    }
-  }
-
-  // The newest active file of an older schema version (an upgrade) takes no
-  // appends: it is moved to pending like the older ones (sealing reads it
-  // through the projection into a current archive), and a fresh one opens.
-  let activeId = activeIds.at(-1) ?? maxId + 1
-  maxId = Math.max(maxId, activeId)
-  let live = await Segment.open(segmentPath(opts.dataDir, 'active', activeId), segOpts)
-  const columns = await live.read((conn) => eventColumns(conn, null))
-  if (!isCurrentEventsTable(columns)) {
-    await live.close()
-    await moveToPending(fs, opts.dataDir, activeId)
-    await addPending(activeId)
-    log.warn({ event: 'recover_older_schema', id: activeId, columns }, 'the active segment has an older schema: moved to pending, a new active segment opens')
-    activeId = ++maxId
-    live = await Segment.open(segmentPath(opts.dataDir, 'active', activeId), segOpts)
-  }
-  const active = newEntry(activeId, 'active', live)
-  const stats = await live.read((conn) => computeStats(conn, null))
-  Object.assign(active, { rowCount: stats.rowCount, minTsUs: stats.minTsUs, maxTsUs: stats.maxTsUs })
-  if (stats.rowCount > 0) active.firstAppendMs = live.createdMs
-  await catalog.putLive(activeId, 'active', relativeSegmentPath('active', activeId), live.createdMs)
-  entries.push(active)
-  entries.sort((a, b) => a.id - b.id)
-  return { entries, nextId: maxId + 1 }
-}
 
 function outcomeOf(req: AppendRequest, results: EventResult[], accepted: number, stored: boolean): AppendOutcome {
   const all = [...req.rejected, ...results].sort((a, b) => a.index - b.index)

@@ -1,0 +1,102 @@
+// The tiers' vocabulary: one retained segment (SegmentEntry) in exactly one
+// state, its seal status, and the durable move of a rolled-over file from
+// active/ to pending/. The store's units (store.ts, recover.ts, sealer.ts,
+// retention) share these; this module depends on none of them.
+//
+// Invariants:
+// - An entry is readable through `live` (an open instance) or `file` (an
+//   attached file), and readers pin whichever they use (pins.ts).
+// - state moves only forward: active -> pending (a rollover's swap, under the
+//   write gate) -> archived (the sealer's swap, after the catalog commit).
+// - A file moves to pending/ only once checkpointed and closed with no WAL
+//   beside it, both directories fsync'd.
+
+import type { AttachedFile } from './files.js'
+import type { DetailsState, SegmentDims } from './catalog.js'
+import type { FileSystem } from './fsops.js'
+import { segmentPath, tierDir } from './layout.js'
+import { Pins } from './pins.js'
+import type { Segment } from './segment.js'
+import type { SegmentStats } from './stats.js'
+
+export type SealStep = 'copy' | 'sync' | 'validate' | 'publish' | 'record' | 'swap' | 'cleanup'
+
+/** The seal steps in the order they run (sealer.ts). */
+export const SEAL_STEPS: readonly SealStep[] = ['copy', 'sync', 'validate', 'publish', 'record', 'swap', 'cleanup']
+
+export type SegmentState = 'active' | 'pending' | 'archived'
+
+export interface SealStatus {
+  attempts: number
+  lastError: string | null
+  nextAttemptMs: number | null
+}
+
+/** One retained segment, in exactly one state, readable through `live` or `file`. */
+export interface SegmentEntry {
+  readonly id: number
+  state: SegmentState
+  /** The open DuckDB instance (the active segment, or a rolled-over one not yet closed). */
+  live: Segment | null
+  /** Readers of the live instance (pins.ts: the same scheme as attached files). */
+  readonly livePins: Pins
+  /** Set while the live instance is being closed: new readers wait for it. */
+  liveClosing: Promise<void> | null
+  /** The attached pending or archived file. */
+  file: AttachedFile | null
+  /** An archived segment's attached detail file (when `details` is 'file'). */
+  detailsFile: AttachedFile | null
+  /** Archived segments: where their details are (catalog.ts); null while live or pending (inside the segment). */
+  details: DetailsState | null
+  createdMs: number
+  /** When it stopped taking appends (its rollover, or the start-up that found it pending); null while active. */
+  pendingSinceMs: number | null
+  firstAppendMs: number | null
+  rowCount: number
+  minTsUs: number | null
+  maxTsUs: number | null
+  bytes: number | null
+  stats: SegmentStats | null
+  dims: SegmentDims | null
+  seal: SealStatus
+}
+
+export function newEntry(id: number, state: SegmentState, live: Segment | null): SegmentEntry {
+  return {
+    id,
+    state,
+    live,
+    livePins: new Pins(),
+    liveClosing: null,
+    file: null,
+    detailsFile: null,
+    details: null,
+    createdMs: live?.createdMs ?? 0,
+    pendingSinceMs: null,
+    firstAppendMs: null,
+    rowCount: 0,
+    minTsUs: null,
+    maxTsUs: null,
+    bytes: null,
+    stats: null,
+    dims: null,
+    seal: { attempts: 0, lastError: null, nextAttemptMs: null },
+  }
+}
+
+/**
+ * Moves a checkpointed, closed segment file from active/ to pending/, durably
+ * (both directories fsync'd), and returns its new path. A WAL left beside it
+ * would mean the checkpoint did not absorb everything: moving the pair is not
+ * atomic, so refuse (the caller fails stop; start-up reopens the file in
+ * place, which replays and checkpoints the WAL, and moves it then).
+ */
+export async function moveToPending(fs: FileSystem, dataDir: string, id: number): Promise<string> {
+  const from = segmentPath(dataDir, 'active', id)
+  const to = segmentPath(dataDir, 'pending', id)
+  if ((await fs.size(`${from}.wal`)) !== null) throw new Error(`${from}.wal still exists after CHECKPOINT and close; not moving the segment`)
+  await fs.rename(from, to)
+  await fs.syncDir(tierDir(dataDir, 'pending'))
+  await fs.syncDir(tierDir(dataDir, 'active'))
+  return to
+}
