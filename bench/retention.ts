@@ -57,7 +57,7 @@ import { plusAcked, sumsDiff, sumsOf, sumsOfFiles, type Sums } from './lib/sums.
 import { detailsPath, segmentPath } from '../src/store/layout.js'
 import { BUCKET_US } from '../src/store/catalog.js'
 import { parseTimestamp } from '../src/ingest/timestamp.js'
-import type { RetentionReport } from '../src/store/retention.js'
+import type { RetentionReport } from '../src/store/reports.js'
 import { runMain } from './lib/cli.js'
 
 const DAY_MS = 86_400_000

@@ -5,9 +5,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { Config, PressureLimits } from '../src/config.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
-import type { SealStatus } from '../src/store/tiers.js'
+import { summarizeTiers, type SealStatus } from '../src/store/tiers.js'
 import { LIVE_VIEW_MAX_ROWS } from '../src/store/segment.js'
 import { VERSION } from '../src/version.js'
+import { MAX_SEGMENTS_LISTED, RetentionReport as RetentionOut, RolloverReport as RolloverOut } from '../src/store/reports.js'
 import { commonErrors } from './schemas.js'
 
 const Timestamp = Type.Union([Type.String({ maxLength: 40 }), Type.Null()])
@@ -29,53 +30,7 @@ const SegmentOut = Type.Object({
   seal: Type.Optional(SealState),
 })
 
-const RolloverOut = Type.Object({
-  rolled: Type.Boolean({ description: 'False when the active segment was empty (nothing to roll).' }),
-  reason: Type.String({ maxLength: 32 }),
-  segment_id: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { description: 'The segment that became pending.' }),
-  gate_held_ms: Type.Number({ minimum: 0, description: 'How long appends waited on the write gate for this rollover.' }),
-  duration_ms: Type.Number({ minimum: 0 }),
-})
-
-const MAX_SEGMENTS_LISTED = 100_000
-
-const SegmentIds = Type.Array(Type.Integer({ minimum: 1 }), { maxItems: MAX_SEGMENTS_LISTED })
 const Count = Type.Integer({ minimum: 0 })
-
-const RetentionOut = Type.Object({
-  trigger: Type.Union([Type.Literal('schedule'), Type.Literal('admin')]),
-  started_at: Type.String({ maxLength: 40 }),
-  cutoffs: Type.Object(
-    {
-      events: Type.String({ maxLength: 40 }),
-      details: Type.String({ maxLength: 40 }),
-      rollups: Type.String({ maxLength: 40 }),
-    },
-    { description: 'Raw events, detail payloads and rollup buckets before these instants are expired.' },
-  ),
-  active: Type.Object(
-    {
-      action: Type.Union([Type.Literal('kept'), Type.Literal('rolled_over')]),
-      segment_id: Type.Integer({ minimum: 1 }),
-      expired_events: Count,
-      note: Type.Optional(Type.String({ maxLength: 200 })),
-    },
-    { description: 'An active segment whose events have all expired is rolled over under the write gate (sealed, then deleted by a later run); a mixed one is kept.' },
-  ),
-  segments_deleted: SegmentIds,
-  events_deleted: Count,
-  files_deleted: Count,
-  files_deferred: Type.Integer({ minimum: 0, description: 'Files whose removal waits for a query still reading them.' }),
-  bytes_freed: Count,
-  details_expired: SegmentIds,
-  detail_rows_expired: Count,
-  rollup_rows_deleted: Count,
-  index_entries_removed: Count,
-  awaiting_seal: Type.Array(Type.Integer({ minimum: 1 }), { maxItems: MAX_SEGMENTS_LISTED, description: 'Expired segments deleted once sealed (their rollups written).' }),
-  gate_held_ms: Type.Number({ minimum: 0, description: 'How long appends waited on the write gate for this run.' }),
-  duration_ms: Type.Number({ minimum: 0 }),
-  errors: Type.Array(Type.String({ maxLength: 512 }), { maxItems: 100 }),
-})
 
 const TOKEN_SCOPES = ['ingest', 'query', 'admin', 'metrics'] as const
 type TokenScope = (typeof TOKEN_SCOPES)[number]
@@ -347,12 +302,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async () => {
       const stats = store.stats()
       const { ready, reasons } = app.readiness()
-      const all = store.segmentList()
-      const list = segments(all)
-      const count = (state: string) => list.filter((s) => s.state === state).length
-      const bytesIn = (state: string) => list.reduce((n, s) => n + (s.state === state ? (s.bytes ?? 0) : 0), 0)
       const nowMs = clock.nowMs()
-      const pending = all.filter((s) => s.state === 'pending')
+      const tiers = summarizeTiers(store.segmentList(), nowMs)
       return {
         version: VERSION,
         started_at: new Date(started).toISOString(),
@@ -372,12 +323,10 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
           probes_under_gate: stats.probesUnderGate,
         },
         tiers: {
-          active: count('active'),
-          pending: count('pending'),
-          archived: count('archived'),
-          bytes: list.reduce((n, s) => n + (s.bytes ?? 0), 0),
-          rows: list.reduce((n, s) => n + s.row_count, 0),
-          bytes_by_state: { active: bytesIn('active'), pending: bytesIn('pending'), archived: bytesIn('archived') },
+          ...tiers.count,
+          bytes: tiers.bytes.active + tiers.bytes.pending + tiers.bytes.archived,
+          rows: tiers.rows,
+          bytes_by_state: tiers.bytes,
         },
         answer_cache: store.answers.stats(),
         live_rollups: ((l) => (l === null ? null : { rolled_up_events: l.rolledUpEvents, rows: l.rows }))(await store.liveRollupsInMemory()),
@@ -400,16 +349,16 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         sealing: {
           sealed: stats.sealed,
           failures: stats.sealFailures,
-          backlog: count('pending'),
-          oldest_pending_age_s: pending.reduce((age, s) => Math.max(age, nowMs - (s.pending_since_ms ?? s.created_ms)), 0) / 1000,
-          pending: pending.map((s) => ({
+          backlog: tiers.count.pending,
+          oldest_pending_age_s: tiers.oldestPendingAgeMs / 1000,
+          pending: tiers.pending.map((s) => ({
             id: s.id,
             pending_since: new Date(s.pending_since_ms ?? s.created_ms).toISOString(),
             row_count: s.row_count,
             bytes: s.bytes,
             seal: sealOut(s.seal ?? { attempts: 0, lastError: null, nextAttemptMs: null }),
           })),
-          failing: list.flatMap((s) => (s.seal && s.seal.last_error !== null ? [{ id: s.id, seal: s.seal }] : [])),
+          failing: tiers.failing.map((s) => ({ id: s.id, seal: sealOut(s.seal!) })),
         },
       }
     },

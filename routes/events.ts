@@ -64,12 +64,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const body = (request.body as unknown as { raw: Buffer; format: BodyFormat } | undefined) ?? { raw: Buffer.alloc(0), format: 'json' }
       const limits = { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs }
       const { batch, rejected } = await decoder.decode(body.raw, body.format, { limits, maxEvents: config.maxBatchEvents })
-      request.ingestEvents = batch.ids.length + rejected.length
-      const atomic = request.query.atomic === true
-      if (atomic && rejected.length > 0) {
-        return reply.code(422).send({ accepted: 0, duplicates: 0, conflicts: 0, rejected: rejected.length, results: rejected })
-      }
-      const outcome = await store.append({ events: batch, rejected, atomic, bytes: batch.bytes })
+      const outcome = await store.append({ events: batch, rejected, atomic: request.query.atomic === true, bytes: batch.bytes, source: 'native' })
       const { stored, ...answer } = outcome
       return reply.code(stored ? 200 : 422).send(answer)
     },

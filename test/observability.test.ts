@@ -117,13 +117,26 @@ test('every ingest outcome is counted exactly as the answers told the clients', 
   assert.deepEqual([early.status, early.body.rejected], [422, 1])
 
   const m = await scrape(app)
-  const outcomes = Object.fromEntries(['accepted', 'duplicate', 'conflict', 'rejected', 'refused'].map((o) => [o, value(m, 'tokenledger_ingest_events_total', { outcome: o })]))
+  const outcomes = Object.fromEntries(['accepted', 'duplicate', 'conflict', 'rejected', 'refused'].map((o) => [o, value(m, 'tokenledger_ingest_events_total', { source: 'native', outcome: o })]))
   assert.deepEqual(outcomes, { accepted: 2, duplicate: 1, conflict: 2, rejected: 2, refused: 3 })
   assert.equal(value(m, 'tokenledger_ingest_batch_events_count'), 3)
   assert.equal(value(m, 'tokenledger_ingest_batch_events_sum'), 5 + 2 + 3)
   assert.equal(value(m, 'tokenledger_ingest_batch_events_bucket', { le: '2' }), 1)
   assert.equal(value(m, 'tokenledger_ingest_batch_events_bucket', { le: '5' }), 3)
   assert.equal(value(m, 'tokenledger_ingest_committed_events_total'), 2, 'only the accepted events were written')
+})
+
+test('outcomes are counted by the store as it answers, per door, whatever route (or none) asked', async (t) => {
+  const { app } = await build(t)
+  // Straight into the store, no HTTP reply to read: counted under its source.
+  const first = await app.store.append({ ...request(3), source: 'otlp' })
+  const again = await app.store.append({ ...request(2), source: 'litellm' })
+  assert.deepEqual([first.accepted, again.accepted], [3, 2])
+  const m = await scrape(app)
+  assert.equal(value(m, 'tokenledger_ingest_events_total', { source: 'otlp', outcome: 'accepted' }), 3)
+  assert.equal(value(m, 'tokenledger_ingest_events_total', { source: 'litellm', outcome: 'accepted' }), 2)
+  assert.equal(value(m, 'tokenledger_ingest_events_total', { source: 'native', outcome: 'accepted' }), 0)
+  assert.deepEqual(labelValues(m, 'tokenledger_ingest_events_total', 'source'), ['litellm', 'native', 'openmeter', 'otlp'])
 })
 
 test('the commit and gate histograms count every group commit and how many requests it coalesced', async (t) => {

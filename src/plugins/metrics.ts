@@ -15,23 +15,19 @@
 // every query slot is busy), and waited for at most MEMORY_WAIT_MS (the scrape
 // then shows the previous figures and when they were measured).
 
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { pressureReasons } from './pressure.js'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { RetentionReport } from '../store/retention.js'
+import type { RetentionReport } from '../store/reports.js'
 import type { GateTask } from '../store/gate.js'
-import type { DuckDBMemory } from '../store/store.js'
-import type { SegmentState } from '../store/tiers.js'
+import { INGEST_SOURCES, type DuckDBMemory } from '../store/store.js'
+import { summarizeTiers, type SegmentState } from '../store/tiers.js'
 import { VERSION } from '../version.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     metrics: Registry
-  }
-  interface FastifyRequest {
-    /** Events in an ingest body, set by the ingest route once it is decoded (null: not decoded). */
-    ingestEvents: number | null
   }
 }
 
@@ -51,7 +47,6 @@ const MEMORY_QUERY_TIMEOUT_MS = 2_000
 /** Longest a scrape waits for a memory measurement (two queries of about 1 ms each, unless the store is busy). */
 const MEMORY_WAIT_MS = 1_000
 
-const INGEST_ROUTE = '/v1/events'
 /** The route label of requests no route matched (404s): one value, whatever the path. */
 const UNMATCHED = 'unmatched'
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
@@ -92,21 +87,7 @@ export default fp(
     collectDefaultMetrics({ register: registry, prefix: 'tokenledger_' })
     const { store, clock, config } = app
     const stats = perScrape(() => store.stats())
-    const segments = perScrape(() => {
-      const nowMs = clock.nowMs()
-      const count = { active: 0, pending: 0, archived: 0 }
-      const bytes = { active: 0, pending: 0, archived: 0 }
-      let oldestPendingAgeMs = 0
-      let failing = 0
-      for (const s of store.segmentList()) {
-        count[s.state]++
-        bytes[s.state] += s.bytes ?? 0
-        if (s.state !== 'pending') continue
-        oldestPendingAgeMs = Math.max(oldestPendingAgeMs, nowMs - (s.pending_since_ms ?? s.created_ms))
-        if (s.seal?.lastError) failing++
-      }
-      return { count, bytes, oldestPendingAgeMs, failing }
-    })
+    const segments = perScrape(() => summarizeTiers(store.segmentList(), clock.nowMs()))
 
     new Gauge({
       name: 'tokenledger_build_info',
@@ -127,15 +108,15 @@ export default fp(
     const events = new Counter({
       name: 'tokenledger_ingest_events_total',
       help:
-        'Events answered by POST /v1/events, by outcome: accepted (stored), duplicate, conflict, rejected, ' +
-        'and refused (acceptable events of an atomic batch refused as a whole with 422: nothing stored).',
-      labelNames: ['outcome'],
+        'Events answered, by the door they came in by (source: native POST /v1/events, openmeter, otlp, litellm) and outcome: accepted (stored), duplicate, conflict, rejected, ' +
+        'and refused (acceptable events of an atomic batch refused as a whole with 422: nothing stored). Counted by the store as it answers.',
+      labelNames: ['source', 'outcome'],
       registers: [registry],
     })
-    for (const outcome of OUTCOMES) events.inc({ outcome }, 0)
+    for (const source of INGEST_SOURCES) for (const outcome of OUTCOMES) events.inc({ source, outcome }, 0)
     const batchEvents = new Histogram({
       name: 'tokenledger_ingest_batch_events',
-      help: 'Events per answered POST /v1/events request (200 or 422).',
+      help: 'Events per answered ingest request (200 or 422), every door.',
       buckets: EVENTS_BUCKETS,
       registers: [registry],
     })
@@ -228,6 +209,11 @@ export default fp(
       gateTimeout({ task }) {
         gateTimeouts.inc({ task })
       },
+      ingested(o) {
+        const counts = { accepted: o.accepted, duplicate: o.duplicates, conflict: o.conflicts, rejected: o.rejected, refused: o.refused }
+        for (const [outcome, n] of Object.entries(counts)) if (n > 0) events.inc({ source: o.source, outcome }, n)
+        batchEvents.observe(o.events)
+      },
     })
     app.addHook('onClose', (_instance, done) => {
       store.observe(null)
@@ -277,7 +263,7 @@ export default fp(
       help: 'Pending segments whose last seal attempt failed (retried with backoff; the errors are in /v1/status).',
       registers: [registry],
       collect() {
-        this.set(segments().failing)
+        this.set(segments().failing.length)
       },
     })
 
@@ -405,30 +391,12 @@ export default fp(
       labelNames: ['method', 'route', 'status_class'],
       registers: [registry],
     })
-    app.decorateRequest('ingestEvents', null)
     app.addHook('onResponse', (request, reply, done) => {
       const { method, route } = routeLabels(request)
       httpSeconds.observe({ method, route }, reply.elapsedTime / 1000)
       httpResponses.inc({ method, route, status_class: statusClass(reply.statusCode) })
       done()
     })
-    // Outcomes are counted from the answer the client gets (200, or 422 for a refused atomic batch).
-    app.addHook('preSerialization', (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
-      if (request.method === 'POST' && request.routeOptions.url === INGEST_ROUTE && (reply.statusCode === 200 || reply.statusCode === 422)) {
-        countIngest(request.ingestEvents, payload, reply.statusCode === 422)
-      }
-      done(null, payload)
-    })
-    const countIngest = (decoded: number | null, payload: unknown, refused: boolean): void => {
-      const answer = payload as { accepted?: unknown; duplicates?: unknown; conflicts?: unknown; rejected?: unknown }
-      const n = (v: unknown): number => (typeof v === 'number' && v >= 0 ? v : 0)
-      const counted = { accepted: n(answer.accepted), duplicate: n(answer.duplicates), conflict: n(answer.conflicts), rejected: n(answer.rejected) }
-      const sum = counted.accepted + counted.duplicate + counted.conflict + counted.rejected
-      const batch = Math.max(decoded ?? sum, sum)
-      for (const [outcome, count] of Object.entries(counted)) if (count > 0) events.inc({ outcome }, count)
-      if (refused && batch > sum) events.inc({ outcome: 'refused' }, batch - sum)
-      batchEvents.observe(batch)
-    }
 
     app.decorate('metrics', registry)
   },

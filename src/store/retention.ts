@@ -1,7 +1,7 @@
 // Retention: the three windows, the cutoffs they give at a moment, and the
-// report of one run. The run itself lives in the store (store.ts,
-// `runRetention`), because its one step on the active segment must take the
-// store's write gate.
+// the report of one run is reports.ts'. The run itself lives in the store
+// (store.ts, `runRetention`), because its one step on the active segment must
+// take the store's write gate.
 //
 // Invariants:
 // - details window <= event window <= rollup window (config.ts refuses
@@ -44,34 +44,4 @@ export function cutoffsAt(nowMs: number, w: RetentionWindows): Cutoffs {
     // A bucket is kept while any part of it is inside the window.
     rollupsUs: Math.floor(rollupsUs / BUCKET_US) * BUCKET_US,
   }
-}
-
-export type RetentionTrigger = 'schedule' | 'admin'
-
-/** What one retention run did (snake_case: it is served as JSON as it is). */
-export interface RetentionReport {
-  trigger: RetentionTrigger
-  started_at: string
-  cutoffs: { events: string; details: string; rollups: string }
-  /** The active segment: kept, or rolled over because every row in it had expired (then sealed, and deleted by a later run). */
-  active: { action: 'kept' | 'rolled_over'; segment_id: number; expired_events: number; note?: string }
-  /** Archived segments whose newest event had expired: removed from the catalog, their files deleted. */
-  segments_deleted: number[]
-  events_deleted: number
-  /** Files removed now, and files whose removal waits for a query still reading them. */
-  files_deleted: number
-  files_deferred: number
-  bytes_freed: number
-  /** Archived segments whose detail file expired (deleted). */
-  details_expired: number[]
-  detail_rows_expired: number
-  rollup_rows_deleted: number
-  /** Dedupe index entries of deleted segments removed. */
-  index_entries_removed: number
-  /** Rolled-over segments whose events have all expired but which wait for sealing (their rollups) before deletion. */
-  awaiting_seal: number[]
-  /** How long appends were held off by this run (the write gate), in total. */
-  gate_held_ms: number
-  duration_ms: number
-  errors: string[]
 }

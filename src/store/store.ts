@@ -64,15 +64,17 @@ import { AnswerCache } from './answers.js'
 import { DuckDBCatalog, type Catalog, type SegmentDims } from './catalog.js'
 import { FileTier, type AttachedFile } from './files.js'
 import { WriteGate, type GateHeld, type GateTask } from './gate.js'
-import { nodeFileSystem, removeDurably, type FileSystem } from './fsops.js'
+import { nodeFileSystem, type FileSystem } from './fsops.js'
 import { IdIndex } from './idindex.js'
-import { CATALOG_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
-import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionReport, type RetentionTrigger, type RetentionWindows } from './retention.js'
+import { CATALOG_FILE, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
+import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionWindows } from './retention.js'
+import { roundMs, type RetentionReport, type RetentionTrigger, type RolloverReport } from './reports.js'
 import { lookupFingerprints, scanIds, Segment, type LiveRollups } from './segment.js'
 import { Sealer } from './sealer.js'
 import { segmentOptions, type StoreOptions } from './options.js'
 import { recover } from './recover.js'
-import { moveToPending, newEntry, type SealStatus, type SegmentEntry, type SegmentState } from './tiers.js'
+import { RetentionRunner } from './retention-run.js'
+import { moveToPending, newEntry, type SegmentEntry, type SegmentInfo, type SegmentState } from './tiers.js'
 
 export type EventStatus = 'duplicate' | 'conflict' | 'rejected'
 
@@ -101,6 +103,23 @@ export interface AppendRequest {
   atomic: boolean
   /** Body bytes, counted against the queue's byte bound. */
   bytes: number
+  /** Which door the events came in by (for the outcome counts); default 'native'. */
+  source?: IngestSource
+}
+
+/** The doors events come in by (DESIGN.md: the native route and the other doors in). */
+export const INGEST_SOURCES = ['native', 'openmeter', 'otlp', 'litellm'] as const
+export type IngestSource = (typeof INGEST_SOURCES)[number]
+
+/** What one answered request's events were told (refused: acceptable events of an atomic batch refused as a whole). */
+export interface IngestOutcomes {
+  source: IngestSource
+  events: number
+  accepted: number
+  duplicates: number
+  conflicts: number
+  rejected: number
+  refused: number
 }
 
 
@@ -117,6 +136,8 @@ export interface StoreObserver {
   commit?(c: { events: number; requests: number; durationMs: number }): void
   /** A group commit's write failed: its requests are answered 503 and none of their events are stored. */
   commitFailure?(): void
+  /** A request was answered with an outcome for every event (200, or 422 when atomic and refused). */
+  ingested?(o: IngestOutcomes): void
   /** `task` took the write gate after waiting `waitMs` and held it `heldMs`. */
   gate?(g: { task: GateTask; waitMs: number; heldMs: number }): void
   /** `task` gave up waiting for the write gate after `waitMs` (answered 503). */
@@ -149,28 +170,7 @@ type KnownIds = Map<string, { segments: Set<number>; fingerprint: string | null 
 
 
 
-export interface SegmentInfo {
-  id: number
-  state: SegmentState
-  row_count: number
-  min_timestamp_us: number | null
-  max_timestamp_us: number | null
-  bytes: number | null
-  created_ms: number
-  /** Pending segments: when they stopped taking appends. */
-  pending_since_ms?: number
-  seal?: SealStatus
-}
 
-export interface RolloverReport {
-  rolled: boolean
-  reason: string
-  /** The segment that was rolled over (now pending), if any. */
-  segment_id: number | null
-  /** How long the write gate was held (the pointer swap only). */
-  gate_held_ms: number
-  duration_ms: number
-}
 
 export interface StoreStats {
   queuedRequests: number
@@ -259,8 +259,6 @@ const LIVE_ROLLUP_EVERY_MS = 1000
 const MAX_QUERY_WAITERS_PER_SLOT = 8
 /** Rows of catalog answers kept (answers.ts): tens of MiB at most; a month's daily series by model is ~3,600 rows. */
 export const DEFAULT_ANSWER_CACHE_ROWS = 100_000
-/** Most segments deleted in one catalog transaction. */
-const MAX_DELETE_BATCH = 1000
 
 export class Store {
   /** Catalog answers kept for repeated questions, by catalog generation (queries read through it). */
@@ -307,12 +305,7 @@ export class Store {
   private readonly windows: RetentionWindows
   private readonly retentionIntervalMs: number
   private nextRetentionMs: number
-  private retentionRun: Promise<RetentionReport> | null = null
-  private retentionRuns = 0
-  private retentionErrors = 0
-  private retentionSegmentsDeleted = 0
-  private retentionBytesFreed = 0
-  private lastRetention: RetentionReport | null = null
+  private readonly retentionRunner: RetentionRunner
   private readonly fs: FileSystem
   private freeDiskBytes: number | null = null
   private diskSampledMs = -Infinity
@@ -364,6 +357,22 @@ export class Store {
       detailsCutoffUs: () => this.cutoffs().detailsUs,
       hooks: opts.hooks,
     })
+    this.retentionRunner = new RetentionRunner({
+      dataDir: opts.dataDir,
+      clock: opts.clock,
+      logger: opts.logger,
+      fs,
+      files,
+      catalog,
+      index,
+      segments: this.segments,
+      active: () => this.active,
+      stopping: () => this.draining || this.closed,
+      cutoffs: (nowMs) => this.cutoffs(nowMs),
+      rollover: (reason, force, onlyIf) => this.rollover(reason, force, onlyIf),
+      pendingEntries: () => this.pendingEntries(),
+      kickSealer: () => this.sealer.kick(this.pendingEntries()),
+    })
   }
 
   static async open(opts: StoreOptions): Promise<Store> {
@@ -413,6 +422,17 @@ export class Store {
    * Throws QueueFull / Draining / StoreFailed synchronously-fast (nothing stored).
    */
   append(req: AppendRequest): Promise<AppendOutcome> {
+    const answered = this.admitAndQueue(req)
+    answered.then(
+      (outcome) => this.notify((o) => o.ingested?.(outcomesOf(req, outcome))),
+      () => undefined,
+    )
+    return answered
+  }
+
+  private admitAndQueue(req: AppendRequest): Promise<AppendOutcome> {
+    // An atomic request with an invalid event stores nothing, whatever the store's state.
+    if (req.atomic && req.rejected.length > 0) return Promise.resolve(outcomeOf(req, [], 0, false))
     if (this.failure !== null) return Promise.reject(new Errors.StoreFailed())
     if (this.draining || this.closed) return Promise.reject(new Errors.Draining())
     const count = req.events.ids.length
@@ -792,11 +812,11 @@ export class Store {
       lastRollover: this.lastRollover,
       sealed: this.sealer.sealedCount,
       sealFailures: this.sealer.failureCount,
-      retentionRuns: this.retentionRuns,
-      retentionErrors: this.retentionErrors,
-      retentionSegmentsDeleted: this.retentionSegmentsDeleted,
-      retentionBytesFreed: this.retentionBytesFreed,
-      lastRetention: this.lastRetention,
+      retentionRuns: this.retentionRunner.runs,
+      retentionErrors: this.retentionRunner.errors,
+      retentionSegmentsDeleted: this.retentionRunner.segmentsDeleted,
+      retentionBytesFreed: this.retentionRunner.bytesFreed,
+      lastRetention: this.retentionRunner.last,
       failed: this.failure,
       draining: this.draining,
       freeDiskBytes: this.freeDiskBytes,
@@ -855,7 +875,7 @@ export class Store {
     // appends there are none, so a failed size rollover is retried from here.
     if (!this.rolling && this.active.live) await this.checkSize()
     this.sealer.kick(this.pendingEntries())
-    if (nowMs >= this.nextRetentionMs && this.retentionRun === null) {
+    if (nowMs >= this.nextRetentionMs && this.retentionRunner.inFlight() === null) {
       this.nextRetentionMs = nowMs + this.retentionIntervalMs
       await this.retention('schedule').catch((err: unknown) => this.opts.logger.error({ err }, 'scheduled retention failed'))
     }
@@ -871,7 +891,7 @@ export class Store {
     await this.preProbed()
     await this.idle
     while (this.rolling) await this.rolling.catch(() => undefined)
-    while (this.retentionRun) await this.retentionRun.catch(() => undefined)
+    for (let run = this.retentionRunner.inFlight(); run !== null; run = this.retentionRunner.inFlight()) await run.catch(() => undefined)
     await this.sealer.idle()
     await this.files.idle()
     await this.active.live?.liveRollupsIdle()
@@ -887,7 +907,7 @@ export class Store {
     await this.preProbed()
     await this.idle
     // A retention run in flight stops at its next step (each is safe to stop after).
-    await this.retentionRun?.catch(() => undefined)
+    await this.retentionRunner.inFlight()?.catch(() => undefined)
     await this.rolling?.catch(() => undefined)
     await this.sealer.stop()
     await this.withGate(async () => {
@@ -964,11 +984,11 @@ export class Store {
     }
     if (!swapped) {
       await discardFresh()
-      return { rolled: false, reason, segment_id: null, gate_held_ms: round(gateMs), duration_ms: round(performance.now() - started) }
+      return { rolled: false, reason, segment_id: null, gate_held_ms: roundMs(gateMs), duration_ms: roundMs(performance.now() - started) }
     }
     await this.retire(old)
     this.rollovers++
-    const report: RolloverReport = { rolled: true, reason, segment_id: old.id, gate_held_ms: round(gateMs), duration_ms: round(performance.now() - started) }
+    const report: RolloverReport = { rolled: true, reason, segment_id: old.id, gate_held_ms: roundMs(gateMs), duration_ms: roundMs(performance.now() - started) }
     this.lastRollover = report
     this.opts.logger.info({ event: 'rollover', ...report }, 'active segment rolled over')
     this.sealer.kick(this.pendingEntries())
@@ -1011,222 +1031,7 @@ export class Store {
    * admin route on demand). A run already in flight is shared, never doubled.
    */
   retention(trigger: RetentionTrigger = 'admin'): Promise<RetentionReport> {
-    if (this.retentionRun) return this.retentionRun
-    if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
-    const run = this.runRetention(trigger).finally(() => {
-      this.retentionRun = null
-    })
-    this.retentionRun = run
-    return run
-  }
-
-  private async runRetention(trigger: RetentionTrigger): Promise<RetentionReport> {
-    const started = performance.now()
-    const nowMs = this.opts.clock.nowMs()
-    const c = this.cutoffs(nowMs)
-    const iso = (us: number) => new Date(Math.floor(us / 1000)).toISOString()
-    const r: RetentionReport = {
-      trigger,
-      started_at: new Date(nowMs).toISOString(),
-      cutoffs: { events: iso(c.eventsUs), details: iso(c.detailsUs), rollups: iso(c.rollupsUs) },
-      active: { action: 'kept', segment_id: this.active.id, expired_events: 0 },
-      segments_deleted: [],
-      events_deleted: 0,
-      files_deleted: 0,
-      files_deferred: 0,
-      bytes_freed: 0,
-      details_expired: [],
-      detail_rows_expired: 0,
-      rollup_rows_deleted: 0,
-      index_entries_removed: 0,
-      awaiting_seal: [],
-      gate_held_ms: 0,
-      duration_ms: 0,
-      errors: [],
-    }
-    // Each step is safe to stop after (shutdown) and to fail alone: the next run picks up what is left.
-    const step = async (name: string, fn: () => Promise<void>): Promise<void> => {
-      if (this.draining || this.closed) {
-        r.errors.push(`${name}: skipped, shutting down`)
-        return
-      }
-      try {
-        await fn()
-      } catch (err) {
-        r.errors.push(`${name}: ${err instanceof Error ? err.message.slice(0, 300) : String(err)}`)
-        this.opts.logger.error({ event: 'retention_step_failed', step: name, err }, 'a retention step failed; the next run retries it')
-      }
-    }
-    await step('active', () => this.expireActive(c, r))
-    await step('segments', () => this.deleteExpiredSegments(c, nowMs, r))
-    await step('details', () => this.expireDetailFiles(c, r))
-    await step('rollups', async () => {
-      r.rollup_rows_deleted = await this.catalog.deleteRollupsBefore(c.rollupsUs)
-    })
-    await step('index', async () => {
-      r.index_entries_removed = await this.index.purgeDropped()
-    })
-    await step('sweep', () => this.sweep(c, r))
-    r.awaiting_seal = this.pendingEntries()
-      .filter((e) => e.maxTsUs === null || e.maxTsUs < c.eventsUs)
-      .map((e) => e.id)
-    this.sealer.kick(this.pendingEntries())
-    r.gate_held_ms = round(r.gate_held_ms)
-    r.duration_ms = round(performance.now() - started)
-    this.retentionRuns++
-    this.retentionErrors += r.errors.length
-    this.retentionSegmentsDeleted += r.segments_deleted.length
-    this.retentionBytesFreed += r.bytes_freed
-    this.lastRetention = r
-    this.opts.logger[r.errors.length > 0 ? 'warn' : 'info']({ event: 'retention', ...r }, 'retention run finished')
-    return r
-  }
-
-  /**
-   * An active segment whose rows have all expired is rolled over (never
-   * discarded: sealing gives its rows their rollups, so billing totals keep
-   * them; the archive is deleted by a later run). Whether every row has
-   * expired is decided again under the gate, where no append can interleave.
-   * A mixed segment is left alone: its expired rows are invisible, and age or
-   * size rollover moves it on.
-   */
-  private async expireActive(c: Cutoffs, r: RetentionReport): Promise<void> {
-    const a = this.active
-    const expired = (e: SegmentEntry) => e.rowCount > 0 && e.maxTsUs !== null && e.maxTsUs < c.eventsUs
-    if (!expired(a)) return
-    const rolled = await this.rollover('retention', false, expired)
-    r.gate_held_ms += rolled.gate_held_ms
-    if (rolled.rolled && rolled.segment_id === a.id) {
-      r.active = { action: 'rolled_over', segment_id: a.id, expired_events: a.rowCount }
-    } else {
-      r.active = { action: 'kept', segment_id: this.active.id, expired_events: 0, note: 'it took current events while retention waited for the write gate' }
-    }
-  }
-
-  /**
-   * Archived segments whose newest event has expired: the catalog records the
-   * deletion first (start-up finishes it after a crash), then the segment
-   * leaves every new snapshot, probe and the index at once, and its files go
-   * when the last reader unpins them. Pending segments wait for their seal
-   * (their rollups) first. No gate: appends never reach closed segments.
-   */
-  private async deleteExpiredSegments(c: Cutoffs, nowMs: number, r: RetentionReport): Promise<void> {
-    const all = [...this.segments.values()].filter((e) => e.state === 'archived' && (e.maxTsUs === null || e.maxTsUs < c.eventsUs)).sort((a, b) => a.id - b.id)
-    const removals: Array<Promise<void>> = []
-    // One catalog transaction per batch: a durable commit per segment costs ~25 ms each.
-    for (let at = 0; at < all.length; at += MAX_DELETE_BATCH) {
-      if (this.draining) break
-      const batch = all.slice(at, at + MAX_DELETE_BATCH)
-      await this.catalog.markDeleted(
-        batch.map((e) => e.id),
-        nowMs,
-      )
-      const sizes = await Promise.all(batch.flatMap((e) => [e.file, e.detailsFile]).map((f) => (f ? this.fs.size(f.path) : null)))
-      batch.forEach((e, i) => {
-        this.segments.delete(e.id)
-        this.index.dropSegment(e.id)
-        r.segments_deleted.push(e.id)
-        r.events_deleted += e.rowCount
-        const files = [e.file, e.detailsFile]
-        e.file = null
-        e.detailsFile = null
-        files.forEach((f, k) => {
-          if (f) removals.push(this.retireFile(f, sizes[2 * i + k] ?? 0, r))
-        })
-      })
-    }
-    // The rows stay as markers until the rollup window passes them (sweep); a failed removal is retried there too.
-    void Promise.all(removals).catch((err: unknown) =>
-      this.opts.logger.warn({ event: 'retention_remove_failed', err }, 'could not remove a deleted segment file; the next run retries'),
-    )
-  }
-
-  /** Detail files of archived segments whose newest event is past the detail window. */
-  private async expireDetailFiles(c: Cutoffs, r: RetentionReport): Promise<void> {
-    for (const e of [...this.segments.values()].sort((a, b) => a.id - b.id)) {
-      if (this.draining) return
-      if (e.state !== 'archived' || e.detailsFile === null || e.maxTsUs === null || e.maxTsUs >= c.detailsUs) continue
-      await this.catalog.expireDetails(e.id)
-      const file = e.detailsFile
-      e.detailsFile = null
-      e.details = 'expired'
-      r.details_expired.push(e.id)
-      r.detail_rows_expired += e.stats?.detailCount ?? 0
-      void this.retireFile(file, (await this.fs.size(file.path)) ?? 0, r).catch((err: unknown) =>
-        this.opts.logger.warn({ event: 'retention_remove_failed', segment: e.id, err }, 'could not remove an expired detail file; the next run retries'),
-      )
-    }
-  }
-
-  /**
-   * Removes an attached file once no reader pins it (at once when none does),
-   * counted in `r` as deleted now or deferred. Resolves when it is gone.
-   */
-  private retireFile(file: AttachedFile, bytes: number, r: RetentionReport): Promise<void> {
-    const deferred = file.pins.held > 0
-    if (deferred) r.files_deferred++
-    else {
-      r.files_deleted++
-      r.bytes_freed += bytes
-    }
-    return new Promise<void>((resolve, reject) => {
-      // Runs when the last reader unpins (or now): it must not throw into that reader.
-      const remove = async (): Promise<void> => {
-        try {
-          await removeDurably(this.fs, file.path)
-          if (deferred) this.retentionBytesFreed += bytes
-          resolve()
-        } catch (err) {
-          reject(err instanceof Error ? err : new Error(String(err)))
-        }
-      }
-      this.files.retire(file, remove).catch((err: unknown) => reject(err instanceof Error ? err : new Error(String(err))))
-    })
-  }
-
-  /**
-   * Files nothing references: those of segments the catalog calls deleted (a
-   * removal that failed, or was cut short by a crash the start-up did not
-   * see), and expired detail files. Only ids the catalog has settled are
-   * touched, and never one still in `segments` (so never a file the sealer is
-   * writing or publishing) nor one whose removal waits for a reader.
-   */
-  private async sweep(c: Cutoffs, r: RetentionReport): Promise<void> {
-    const records = new Map((await this.catalog.list()).map((rec) => [rec.id, rec]))
-    const waiting = new Set<number>()
-    for (const tier of ['pending', 'archive'] as const) {
-      const dir = tierDir(this.opts.dataDir, tier)
-      for (const name of await this.fs.list(dir)) {
-        const parsed = parseSegmentFileName(name)
-        if (!parsed) continue
-        const file = path.join(dir, name)
-        const rec = records.get(parsed.id)
-        const entry = this.segments.get(parsed.id)
-        if (this.files.isRetiring(file.replace(/\.wal$/, ''))) {
-          waiting.add(parsed.id)
-          continue
-        }
-        const deletedSegment = rec?.state === 'deleted' && entry === undefined
-        const expiredDetails =
-          parsed.kind === 'details' && rec?.state === 'archived' && (rec.details === 'expired' || rec.details === 'none') && entry !== undefined && entry.detailsFile === null
-        if (!deletedSegment && !expiredDetails) continue
-        r.bytes_freed += (await this.fs.size(file)) ?? 0
-        await this.fs.remove(file)
-        await this.fs.syncDir(dir)
-        r.files_deleted++
-        this.opts.logger.info({ event: 'retention_swept', file }, 'removed a file nothing references')
-      }
-    }
-    // A deleted segment's row stays while its rollups may: were a stray file of it
-    // ever found again (a pending copy a reader kept), start-up removes it instead
-    // of sealing it a second time and counting its rollups twice.
-    const settled: number[] = []
-    for (const rec of records.values()) {
-      const maxTsUs = rec.stats?.maxTsUs ?? null
-      const rollupsGone = maxTsUs === null || maxTsUs < c.rollupsUs
-      if (rec.state === 'deleted' && rollupsGone && !waiting.has(rec.id) && !this.segments.has(rec.id)) settled.push(rec.id)
-    }
-    await this.catalog.forgetDeleted(settled)
+    return this.retentionRunner.run(trigger)
   }
 
   /** Refreshes the active segment's live rollups in the background when `minRows` events are not in them yet (see Segment). */
@@ -1461,9 +1266,6 @@ function* idsOf(batch: Pending[]): Generator<string> {
 
 
 
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000
-}
 
 
 function outcomeOf(req: AppendRequest, results: EventResult[], accepted: number, stored: boolean): AppendOutcome {
@@ -1477,6 +1279,12 @@ function outcomeOf(req: AppendRequest, results: EventResult[], accepted: number,
     else rejected++
   }
   return { stored, accepted, duplicates, conflicts, rejected, results: all }
+}
+
+function outcomesOf(req: AppendRequest, o: AppendOutcome): IngestOutcomes {
+  const events = req.events.ids.length + req.rejected.length
+  const told = o.accepted + o.duplicates + o.conflicts + o.rejected
+  return { source: req.source ?? 'native', events, accepted: o.accepted, duplicates: o.duplicates, conflicts: o.conflicts, rejected: o.rejected, refused: o.stored ? 0 : events - told }
 }
 
 function isServiceError(err: Error): boolean {

@@ -100,3 +100,50 @@ export async function moveToPending(fs: FileSystem, dataDir: string, id: number)
   await fs.syncDir(tierDir(dataDir, 'active'))
   return to
 }
+
+/** One retained segment as status and metrics show it. */
+export interface SegmentInfo {
+  id: number
+  state: SegmentState
+  row_count: number
+  min_timestamp_us: number | null
+  max_timestamp_us: number | null
+  bytes: number | null
+  created_ms: number
+  /** Pending segments: when they stopped taking appends. */
+  pending_since_ms?: number
+  seal?: SealStatus
+}
+
+/** The figures /v1/status and /metrics both show of the tiers: one computation for both. */
+export interface TierSummary {
+  count: Record<SegmentState, number>
+  bytes: Record<SegmentState, number>
+  rows: number
+  /** How long the oldest pending segment has waited to be sealed; 0 with none. */
+  oldestPendingAgeMs: number
+  /** Pending segments, oldest first. */
+  pending: SegmentInfo[]
+  /** Segments whose last seal attempt failed. */
+  failing: SegmentInfo[]
+}
+
+/** Sums the segment list (one pass). */
+export function summarizeTiers(segments: readonly SegmentInfo[], nowMs: number): TierSummary {
+  const count = { active: 0, pending: 0, archived: 0 }
+  const bytes = { active: 0, pending: 0, archived: 0 }
+  let rows = 0
+  let oldestPendingAgeMs = 0
+  const pending: SegmentInfo[] = []
+  const failing: SegmentInfo[] = []
+  for (const s of segments) {
+    count[s.state]++
+    bytes[s.state] += s.bytes ?? 0
+    rows += s.row_count
+    if (s.seal?.lastError) failing.push(s)
+    if (s.state !== 'pending') continue
+    pending.push(s)
+    oldestPendingAgeMs = Math.max(oldestPendingAgeMs, nowMs - (s.pending_since_ms ?? s.created_ms))
+  }
+  return { count, bytes, rows, oldestPendingAgeMs, pending, failing }
+}
