@@ -45,6 +45,9 @@
 // Exit:   0 ok; 1 a correctness failure (an acked event lost or stored twice, a stored
 //         event whose request was answered 503 or refused, the capacity phase's events
 //         not stored exactly, the server died); 2 bad flags or set-up failure.
+// Parts: bench/lib/overload-ingest.ts (the open-loop generator), healthz.ts and
+// healthz-worker.ts (the probers), overload-watch.ts (query clients, the sampler),
+// overload-export.ts (the export check); this file holds the phases and the report.
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import http from 'node:http'
