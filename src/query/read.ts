@@ -10,6 +10,10 @@
 // which the rollups will hold once they are), so a total does not change when
 // retention deletes raw events. That is exact only on 15-minute boundaries,
 // so an unaligned window edge before the event cutoff is refused.
+//
+// Over 500 lines: the usage answers' live path, archived path and their SQL are
+// one module still; next, the window logic apart from the SQL and the catalog
+// statements behind the Catalog interface (ARCHITECTURE.md).
 
 import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
 import { Errors } from '../errors.js'

@@ -52,6 +52,10 @@
 // - The observer (the metrics plugin's) hears of commits and of each use of the
 //   gate after the fact, synchronously; it cannot change what the store does
 //   (a throw is logged and ignored).
+//
+// Over 500 lines: it still holds admission, the commit queue, the dedupe probes,
+// read snapshots and rollover, each a unit to cut out next (ARCHITECTURE.md,
+// 'Where it is going'); the gate, tiers, recovery and the retention run are apart.
 
 import path from 'node:path'
 import { E_TIMEOUT, Mutex, Semaphore, withTimeout, type SemaphoreInterface } from 'async-mutex'
