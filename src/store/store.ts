@@ -101,6 +101,8 @@ export interface AppendRequest {
   atomic: boolean
   /** Body bytes, counted against the queue's byte bound. */
   bytes: number
+  /** The door the events came in by (metrics count events per source); default 'native'. */
+  source?: 'native' | 'openmeter' | 'otlp' | 'litellm'
 }
 
 export interface StoreOptions {
