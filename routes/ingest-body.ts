@@ -1,12 +1,13 @@
 // What every ingest route shares at the HTTP edge: bodies read as bytes (for
 // the decoder, never parsed here), one parser per content type naming the
 // body format, gzip undone in preParsing with the decoded bytes counted
-// against the body limit, and a missing body read as an empty one.
+// against the body limit, a missing body read as an empty one, and refusals
+// written in the door's own error format.
 
 import { PassThrough, type Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { Errors } from '../src/errors.js'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { describeError, Errors, type ErrorAnswer } from '../src/errors.js'
 import type { BodyFormat } from '../src/ingest/decode.js'
 
 export interface RawBody {
@@ -53,4 +54,19 @@ export async function decodeBody(request: FastifyRequest, payload: Readable): Pr
   gunzip.on('error', (err) => out.destroy(new Errors.BadBody(`invalid gzip: ${err.message}`)))
   payload.pipe(gunzip).pipe(out)
   return out
+}
+
+/**
+ * This plugin context's error handler, for a door whose refusals have their
+ * own body format: the same reading of errors as the app's (describeError:
+ * internals logged, never told; Retry-After on every retryable refusal),
+ * written by `write`.
+ */
+export function answerErrors(app: FastifyInstance, write: (answer: ErrorAnswer, request: FastifyRequest, reply: FastifyReply) => FastifyReply): void {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const answer = describeError(error)
+    if (answer.internal) request.log.error({ err: error }, 'request failed')
+    if (answer.retryAfter) reply.header('retry-after', String(app.config.retryAfterSeconds))
+    return write(answer, request, reply)
+  })
 }

@@ -11,7 +11,7 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
 import { routes } from '../routes/index.js'
-import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, UsageEventIn, UsageEventOut, UsagePoint, UsageTotals } from '../routes/schemas.js'
+import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, ProblemBody, UsageEventIn, UsageEventOut, UsagePoint, UsageTotals } from '../routes/schemas.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import { describeError } from './errors.js'
@@ -93,7 +93,7 @@ export const app = fp<AppOptions>(
       if (httpPart === 'body' && (schema as Record<string, unknown>)[PER_EVENT_VALIDATION] === true) return () => true
       return ajv.compile(schema)
     })
-    for (const schema of [ErrorBody, UsageEventIn, IngestResult, UsageEventOut, UsageTotals, UsagePoint]) instance.addSchema(schema)
+    for (const schema of [ErrorBody, ProblemBody, UsageEventIn, IngestResult, UsageEventOut, UsageTotals, UsagePoint]) instance.addSchema(schema)
 
     await instance.register(swagger, {
       openapi: {
