@@ -47,7 +47,8 @@ export function mapCloudEvents(text: string, maxEvents: number): MappedBody {
 export function mapCloudEvent(input: unknown, index: number): MappedRecord {
   const errors: FieldError[] = []
   const event: Record<string, unknown> = {}
-  const origin: MappedRecord['origin'] = {}
+  // A native field missing from data is named where it belongs: "/data/model is required".
+  const origin: MappedRecord['origin'] = Object.fromEntries([...DATA_FIELDS].map((f) => [f, `/data/${f}`]))
   if (!isObject(input)) return { index, eventId: null, event, errors: [{ field: '', message: `a CloudEvent must be a JSON object, got ${typeName(input)}` }], origin }
 
   const attr = (name: string, required: boolean): string | null => {

@@ -79,7 +79,7 @@ function validateMapped(body: MappedBody, opts: DecodeOptions): DecodedRequest {
     }
     const res = validateEvent(record.event, opts.limits)
     if (res.ok) valid.push({ index: record.index, event: res.event })
-    else rejected.push({ index: record.index, event_id: record.eventId, status: 'rejected', errors: res.errors.map((e) => renamed(e, record.origin)) })
+    else rejected.push({ index: record.index, event_id: record.eventId, status: 'rejected', errors: distinct(res.errors.map((e) => renamed(e, record.origin))) })
   }
   return { batch: encodeEvents(valid), rejected, records: body.count, ignored: body.ignored }
 }
@@ -92,6 +92,17 @@ function renamed(error: FieldError, origin: MappedRecord['origin']): FieldError 
   if (from === undefined) return error
   const rest = slash === -1 ? '' : error.field.slice(slash)
   return { field: typeof from === 'function' ? from(rest) : from + rest, message: error.message }
+}
+
+/** One source field may feed two native ones (subject: customer_id and key_id): say its fault once. */
+function distinct(errors: FieldError[]): FieldError[] {
+  const seen = new Set<string>()
+  return errors.filter((e) => {
+    const key = `${e.field}\x1f${e.message}`
+    if (seen.has(key)) return false
+    seen.add(key)
+    return true
+  })
 }
 
 function toBytes(raw: Uint8Array | string): Uint8Array {
