@@ -75,7 +75,7 @@ test('the SDK ingests one event and a batch; totals and fields are exact, one ev
   assert.equal(totals.cost_missing, 2)
   assert.equal((await usage('&customer_id=customer-8')).requests, 1)
 
-  const stored = await event(mappedEventId('ce', ['gateway-eu', single.id]))
+  const stored = await event(mappedEventId('ce', ['gateway-eu', single.id!]))
   assert.equal(stored.status, 200)
   assert.equal(stored.body.event_id, `ce:gateway-eu:${single.id}`)
   assert.deepEqual(
