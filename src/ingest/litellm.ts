@@ -40,11 +40,19 @@ export function mapLiteLLM(text: string, maxEvents: number): MappedBody {
   return { records: payloads.map((p, i) => mapPayload(p, i)), count: payloads.length, ignored: 0 }
 }
 
-/** One JSON document (an array or one payload), else NDJSON: the logger sends all three as application/json. */
+/**
+ * One JSON document (an array or one payload), else NDJSON: the logger sends
+ * all three as application/json. A document is tried first (a pretty-printed
+ * payload spans lines too); a second value on a later line makes it NDJSON.
+ */
 function parseBody(text: string, maxEvents: number): unknown[] {
-  const trimmed = text.trim()
-  if (!trimmed.startsWith('[') && trimmed.includes('\n')) return parseNdjson(text, maxEvents)
-  const body = parseJson(text, HINT)
+  let body: unknown
+  try {
+    body = parseJson(text, HINT)
+  } catch (err) {
+    if (text.trim().includes('\n')) return parseNdjson(text, maxEvents)
+    throw err
+  }
   if (Array.isArray(body)) return body
   if (isObject(body)) return [body]
   throw new Errors.BadBody(`expected a payload object or an array of them, got ${typeName(body)}; ${HINT}`)
