@@ -25,6 +25,7 @@ import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'
 import { startChildServer, type ChildServer } from './support/child-server.js'
+import { mulberry32 } from './support/random.js'
 
 const clientCount = 3
 const spansPerExport = 25
@@ -38,17 +39,6 @@ const ackedResendSample = 10
 const readBackSample = 200
 const costScale = 10n ** 12n
 const testTimeoutMs = 120_000
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 interface Export {
   body: Uint8Array
