@@ -10,6 +10,7 @@ RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY routes ./routes
+COPY proto ./proto
 RUN npm run build && npm prune --omit=dev
 
 FROM node:22-bookworm-slim AS runtime
@@ -24,6 +25,8 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The OTLP .proto schemas, read at start-up by dist/src/ingest/otlp.js (../../../proto).
+COPY --from=build /app/proto ./proto
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]

@@ -15,12 +15,18 @@
 // must equal what was acknowledged (requests, errors, tokens, and the exact cost sum).
 // Any mismatch is printed loudly and the exit code is 1.
 //
+// The OTLP door (target `otlp`): the same events as OTLP/HTTP protobuf exports to
+// POST /v1/traces, one GenAI span per event (bench/lib/otlp.ts), against a fresh
+// tokenledger in the same run, checked the same way (every export answered without
+// partial_success, then exact totals); its events/s are reported as a ratio of the
+// native route's (target ≥ 0.7).
+//
 // Run:   npm run bench:ingest -- --duration 10
 // Flags (env in brackets): --duration S [BENCH_DURATION] measured seconds per target, 10
 //                          --warmup S [BENCH_WARMUP] uncounted seconds before it, 2
 //                          --connections N [BENCH_CONNECTIONS] 32
 //                          --batch B [BENCH_BATCH] events per request, 100
-//                          --order parse,tokenledger [BENCH_ORDER] which targets, in order
+//                          --order parse,tokenledger,otlp [BENCH_ORDER] which targets, in order
 //                          --floor S [BENCH_FLOOR] seconds per phase of the storage floor, 5 (0: skip)
 // Then the storage floor (bench/store-floor.ts, a child process): tokenledger's decode
 // (parse, validate, fingerprint, encode) and its group-commit append into DuckDB, each
@@ -39,6 +45,7 @@ import { childEnv, startServer, type LogStats, type RunningServer, type StopRepo
 import { scaled12ToString, toScaled12 } from './lib/decimal.js'
 import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
 import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
+import { OTLP_DOOR, OtlpBatchFactory } from './lib/otlp.js'
 import { int, log } from './lib/report.js'
 import { BENCH_SERVER_ENV_KEYS, getJson, repoRoot, tokenledgerSpec, type ServerStatus } from './lib/server.js'
 import { UsageError, numberOption } from './lib/cli.js'
@@ -47,6 +54,8 @@ const parseOnlyServerPath = fileURLToPath(new URL('./parse-only-server.ts', impo
 
 const ratioTarget = 0.3
 const ratioTargetLongTerm = 0.5
+/** OTLP protobuf ingest against native ingest, events/s. */
+const otlpRatioTarget = 0.7
 const serverStartTimeoutMs = 120_000
 const usageTimeoutMs = 60_000
 const connectionsMax = 1_024
@@ -55,8 +64,8 @@ const durationSMax = 3_600
 /** Server variables the bench sets itself; any other inherited TOKENLEDGER_* is reported. */
 const benchOwnedEnv = new Set<string>(BENCH_SERVER_ENV_KEYS)
 
-type TargetName = 'parse' | 'tokenledger'
-const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger' }
+type TargetName = 'parse' | 'tokenledger' | 'otlp'
+const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger', otlp: 'tokenledger-otlp' }
 
 interface Options {
   durationS: number
@@ -84,14 +93,14 @@ function readOptions(): Options {
     strict: true,
   })
   if (values.help === true) {
-    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger] [--floor S]\n')
+    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger,otlp] [--floor S]\n')
     process.exit(0)
   }
-  const orderRaw = values.order ?? process.env['BENCH_ORDER'] ?? 'parse,tokenledger'
+  const orderRaw = values.order ?? process.env['BENCH_ORDER'] ?? 'parse,tokenledger,otlp'
   const order: TargetName[] = []
   for (const part of orderRaw.split(',').map((s) => s.trim())) {
     const name = part === 'parse-only' ? 'parse' : part
-    if (name !== 'parse' && name !== 'tokenledger') throw new UsageError(`--order: unknown target "${part}" (parse, tokenledger)`)
+    if (name !== 'parse' && name !== 'tokenledger' && name !== 'otlp') throw new UsageError(`--order: unknown target "${part}" (parse, tokenledger, otlp)`)
     if (order.includes(name)) throw new UsageError(`--order: "${name}" given twice`)
     order.push(name)
   }
@@ -224,7 +233,7 @@ function printPhase(label: string, phase: string, r: PhaseResult, batch: number)
 
 async function runTarget(name: TargetName, opts: Options, runId: string): Promise<TargetReport> {
   const label = targetLabels[name]
-  const dataDir = name === 'tokenledger' ? await mkdtemp(join(os.tmpdir(), 'tokenledger-bench-')) : undefined
+  const dataDir = name !== 'parse' ? await mkdtemp(join(os.tmpdir(), 'tokenledger-bench-')) : undefined
   try {
     const spec =
       dataDir === undefined
@@ -243,11 +252,12 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
     const server = await startServer(spec)
     log(`[${label}] pid ${server.pid} at ${server.url}: listening after ${int(server.listeningMs)} ms, /readyz 200 after ${int(server.readyMs)} ms`)
 
-    const ledger = new IngestLedger(new BatchFactory(`${runId}${name === 'parse' ? 'p' : 't'}`, opts.batch), TEMPLATE_COUNT)
+    const events = new BatchFactory(`${runId}${name === 'parse' ? 'p' : name === 'otlp' ? 'o' : 't'}`, opts.batch)
+    const ledger = name === 'otlp' ? new IngestLedger(new OtlpBatchFactory(events, TEMPLATE_COUNT), TEMPLATE_COUNT, {}, OTLP_DOOR) : new IngestLedger(events, TEMPLATE_COUNT)
     let stop: StopReport | undefined
     try {
       if (opts.warmupS > 0) printPhase(label, `warm-up ${opts.warmupS} s`, await ledger.run(server.url, opts.connections, opts.warmupS), opts.batch)
-      const commitsOf = async () => (name === 'tokenledger' ? (await getJson<ServerStatus>(`${server.url}/v1/status`)).ingest : undefined)
+      const commitsOf = async () => (name !== 'parse' ? (await getJson<ServerStatus>(`${server.url}/v1/status`)).ingest : undefined)
       const before = await commitsOf()
       const cpu0 = server.cpuSeconds()
       const measured = await ledger.run(server.url, opts.connections, opts.durationS)
@@ -263,7 +273,7 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
       const crashed = server.exited()
 
       let verify: VerifyReport | undefined
-      if (name === 'tokenledger' && !crashed) {
+      if (name !== 'parse' && !crashed) {
         verify = await verifyStored(server, ledger)
       } else {
         ledger.dropInFlight()
@@ -331,8 +341,7 @@ async function runFloor(opts: Options, groupEvents: number): Promise<FloorReport
 
 // ---------------------------------------------------------------------------- report
 
-function printVerify(v: VerifyReport): void {
-  const label = targetLabels.tokenledger
+function printVerify(v: VerifyReport, label: string): void {
   log(
     `[${label}] resent ${v.resend.batches} unanswered batches: accepted ${v.resend.accepted}, ` +
       `duplicates ${v.resend.duplicates}, failures ${v.resend.failures.length}`,
@@ -428,7 +437,7 @@ async function main(): Promise<number> {
     try {
       const report = await runTarget(name, opts, runId)
       reports.push(report)
-      if (report.verify !== undefined) printVerify(report.verify)
+      if (report.verify !== undefined) printVerify(report.verify, report.label)
       if (report.crashed) log(`[${report.label}] PROBLEM: the server exited during the run`)
       const l = report.logs
       if (l.warnLines + l.errorLines + l.stderrLines > 0) {
@@ -458,6 +467,11 @@ async function main(): Promise<number> {
     const longTerm = ratio >= ratioTargetLongTerm ? 'met' : 'not yet'
     log(`ratio tokenledger / parse-only events/s = ${fixed(ratio, 3)}: target ≥ ${ratioTarget} ${verdict}; long-term ≥ ${ratioTargetLongTerm} ${longTerm}`)
   }
+  const otlp = reports.find((r) => r.name === 'otlp')
+  const otlpRatio = otlp !== undefined && ledger !== undefined && ledger.eventsPerS > 0 ? otlp.eventsPerS / ledger.eventsPerS : undefined
+  if (otlpRatio !== undefined) {
+    log(`ratio OTLP protobuf / native events/s = ${fixed(otlpRatio, 3)}: target ≥ ${otlpRatioTarget} ${otlpRatio >= otlpRatioTarget ? 'MET' : 'BELOW TARGET'}`)
+  }
   let floor: FloorReport | undefined
   if (opts.floorS > 0) {
     try {
@@ -482,7 +496,7 @@ async function main(): Promise<number> {
     log(`note: the load generator used ${fixed(parse.generatorCpuPct, 0)}% of a core against parse-only; the ceiling may be generator-bound`)
   }
 
-  const correct = reports.every((r) => !r.crashed && (r.verify === undefined || r.verify.ok) && (r.name !== 'tokenledger' || r.measured.stats.mismatches === 0))
+  const correct = reports.every((r) => !r.crashed && (r.verify === undefined || r.verify.ok) && (r.name === 'parse' || r.measured.stats.mismatches === 0))
   if (!correct) log('RESULT: MISMATCH or crash in tokenledger (see above)')
 
   const summary: Record<string, unknown> = {
@@ -501,6 +515,9 @@ async function main(): Promise<number> {
   summary['ratio'] = ratio === undefined ? null : Number(fixed(ratio, 3))
   summary['target'] = ratioTarget
   summary['target_met'] = ratio === undefined ? null : ratio >= ratioTarget
+  summary['otlp_ratio'] = otlpRatio === undefined ? null : Number(fixed(otlpRatio, 3))
+  summary['otlp_target'] = otlpRatioTarget
+  summary['otlp_target_met'] = otlpRatio === undefined ? null : otlpRatio >= otlpRatioTarget
   summary['long_term_target'] = ratioTargetLongTerm
   summary['correct'] = correct
   log(JSON.stringify(summary))

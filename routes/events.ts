@@ -2,17 +2,14 @@
 // HTTP only: body formats (JSON, bare array, NDJSON, gzip), per-event
 // validation results, status codes. The store does dedupe and durability.
 
-import { PassThrough, type Readable } from 'node:stream'
-import { createGunzip } from 'node:zlib'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { Errors } from '../src/errors.js'
-import type { BodyFormat } from '../src/ingest/decode.js'
-import { createDecoder } from '../src/ingest/decoder.js'
 import { parseFilter } from '../src/query/filters.js'
 import { decodeCursor, listEvents, MAX_LIST_LIMIT } from '../src/query/list.js'
 import { getEvent } from '../src/query/read.js'
-import { commonErrors, IngestBody, IngestResult, QueryFilters, UsageEventOut } from './schemas.js'
+import { acceptBodies, decodeBody, rawBody } from './ingest-body.js'
+import { commonErrors, IngestBody, QueryFilters } from './schemas.js'
 
 const NDJSON_TYPES = ['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines']
 
@@ -21,15 +18,11 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   // Only JSON and NDJSON bodies: anything else is 415, not parsed as text.
   // Bodies are read as bytes here and decoded (parsed, validated, encoded) by
-  // the decoder: on ingest worker threads unless TOKENLEDGER_INGEST_WORKERS=0.
-  app.removeContentTypeParser(['text/plain', 'application/json'])
-  for (const [types, format] of [[['application/json'], 'json'], [NDJSON_TYPES, 'ndjson']] as const) {
-    for (const type of types) {
-      app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: config.maxBodyBytes }, (_req, body, done) => done(null, { raw: body as Buffer, format }))
-    }
-  }
-  const decoder = createDecoder({ workers: config.ingestWorkers, maxPendingBytes: config.maxQueueBytes, maxBodyBytes: config.maxBodyBytes, logger: app.log })
-  app.addHook('onClose', () => decoder.close())
+  // the shared decoder: on ingest worker threads unless TOKENLEDGER_INGEST_WORKERS=0.
+  acceptBodies(app, [
+    [['application/json'], 'json'],
+    [NDJSON_TYPES, 'ndjson'],
+  ])
 
   app.post(
     '/v1/events',
@@ -57,14 +50,12 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
           ...commonErrors,
         },
       },
-      preParsing: async (request, _reply, payload) => decodeBody(request.headers['content-encoding'], payload),
+      preParsing: async (request, _reply, payload) => decodeBody(request, payload),
     },
     async (request, reply) => {
       // No Content-Type parser ran when the request had no body at all: decoded as an empty one (400).
-      const body = (request.body as unknown as { raw: Buffer; format: BodyFormat } | undefined) ?? { raw: Buffer.alloc(0), format: 'json' }
-      const limits = { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs }
-      const { batch, rejected } = await decoder.decode(body.raw, body.format, { limits, maxEvents: config.maxBatchEvents })
-      const outcome = await store.append({ events: batch, rejected, atomic: request.query.atomic === true, bytes: batch.bytes, source: 'native' })
+      const body = rawBody(request, 'json')
+      const { outcome } = await app.intake.submit(body.raw, body.format, 'native', request.query.atomic === true)
       const { stored, ...answer } = outcome
       return reply.code(stored ? 200 : 422).send(answer)
     },
@@ -128,19 +119,4 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return event
     },
   )
-}
-
-/** gzip and identity are accepted; the decoded bytes count against bodyLimit. */
-function decodeBody(encoding: string | undefined, payload: Readable): Readable {
-  const enc = (encoding ?? 'identity').trim().toLowerCase()
-  if (enc === 'identity' || enc === '') return payload
-  if (enc !== 'gzip' && enc !== 'x-gzip') throw new Errors.UnsupportedEncoding(enc.slice(0, 32))
-  const gunzip = createGunzip()
-  const out = new PassThrough() as PassThrough & { receivedEncodedLength: number }
-  out.receivedEncodedLength = 0
-  payload.on('data', (chunk: Buffer) => (out.receivedEncodedLength += chunk.length))
-  payload.on('error', (err) => out.destroy(err))
-  gunzip.on('error', (err) => out.destroy(new Errors.BadBody(`invalid gzip: ${err.message}`)))
-  payload.pipe(gunzip).pipe(out)
-  return out
 }

@@ -5,12 +5,18 @@ import { adminRoutes } from './admin.js'
 import { eventRoutes } from './events.js'
 import { exportRoutes } from './export.js'
 import { healthRoutes } from './health.js'
+import { litellmRoutes } from './litellm.js'
 import { metricsRoutes } from './metrics.js'
+import { openmeterRoutes } from './openmeter.js'
+import { otlpRoutes } from './otlp.js'
 import { usageRoutes } from './usage.js'
 
 export const routes: FastifyPluginAsync = async (app) => {
   await app.register(healthRoutes)
   await app.register(eventRoutes)
+  await app.register(openmeterRoutes)
+  await app.register(otlpRoutes)
+  await app.register(litellmRoutes)
   await app.register(usageRoutes)
   await app.register(exportRoutes)
   await app.register(adminRoutes)

@@ -172,3 +172,111 @@ export const UsagePoint = Type.Object(
   },
   { $id: 'UsagePoint' },
 )
+
+// ---------------------------------------------------------------------------
+// The other doors in: documented shapes. Bodies are enforced record by record
+// by their mappers (src/ingest/cloudevents.ts, otlp.ts, litellm.ts), so that one
+// bad record is reported, not the request refused.
+
+/** RFC 7807 problem details, as OpenMeter's API answers errors (application/problem+json). */
+export const ProblemBody = Type.Object(
+  {
+    type: Type.String({ maxLength: 256, description: 'A URI naming the problem type.' }),
+    title: Type.String({ maxLength: 64 }),
+    status: Type.Integer({ minimum: 400, maximum: 599 }),
+    detail: Type.String({ maxLength: 8192 }),
+    instance: Type.String({ maxLength: 256, description: 'urn:request:<request id>' }),
+    extensions: Type.Optional(
+      Type.Object(
+        {
+          code: Type.Optional(Type.String({ maxLength: 64 })),
+          accepted: Type.Optional(Type.Integer({ minimum: 0 })),
+          duplicates: Type.Optional(Type.Integer({ minimum: 0 })),
+          conflicts: Type.Optional(Type.Integer({ minimum: 0 })),
+          rejected: Type.Optional(Type.Integer({ minimum: 0 })),
+          results: Type.Optional(Type.Array(Type.Object({}, { additionalProperties: true, description: 'index, event_id, status (duplicate, conflict, rejected) and errors, as in IngestResult.' }))),
+        },
+        { additionalProperties: true, description: 'For events not stored: the per-event outcomes, as POST /v1/events answers them (fields point into the CloudEvent).' },
+      ),
+    ),
+  },
+  { $id: 'Problem', description: 'A Problem Details object (RFC 7807).' },
+)
+
+export const CloudEventIn = Type.Object(
+  {
+    specversion: Type.Literal('1.0'),
+    id: Type.String({ minLength: 1, maxLength: 1024 }),
+    source: Type.String({ minLength: 1, maxLength: 1024 }),
+    type: Type.String({ minLength: 1, maxLength: 256 }),
+    subject: Type.String({ minLength: 1, maxLength: 128, description: 'The customer (customer_id); also the key_id when data has none.' }),
+    time: Type.String({ maxLength: 40, description: 'RFC 3339. Required here: a replay must carry the same time.' }),
+    datacontenttype: Type.Optional(Type.Union([Type.Literal('application/json'), Type.Null()])),
+    dataschema: Type.Optional(Type.Union([Type.String({ maxLength: 2048 }), Type.Null()])),
+    data: Type.Object(
+      {},
+      {
+        additionalProperties: true,
+        description:
+          'The usage: the native field names (input_tokens, output_tokens, model, provider, cost, key_id, team_id, user_id, status_code, …) or OpenMeter\'s LLM shape {"tokens": N, "type": "input"|"output", "model": …, "provider": …}. Other string fields are kept as tags.',
+      },
+    ),
+  },
+  { additionalProperties: true, description: 'A CloudEvents 1.0 event (extension attributes are allowed and ignored).' },
+)
+
+/** Binary bodies (protobuf) are documented, never validated as JSON. */
+export const BinaryBody = Type.String({ format: 'binary', [PER_EVENT_VALIDATION]: true })
+
+const OtlpAnyJson = Type.Object({}, { additionalProperties: true })
+export const OtlpTracesJson = Type.Object(
+  {
+    resourceSpans: Type.Optional(
+      Type.Array(
+        Type.Object({
+          resource: Type.Optional(Type.Object({ attributes: Type.Optional(Type.Array(OtlpAnyJson)) }, { additionalProperties: true })),
+          scopeSpans: Type.Optional(Type.Array(Type.Object({ spans: Type.Optional(Type.Array(OtlpAnyJson)) }, { additionalProperties: true }))),
+        }, { additionalProperties: true }),
+      ),
+    ),
+  },
+  { additionalProperties: true, [PER_EVENT_VALIDATION]: true, description: 'ExportTraceServiceRequest in OTLP\'s JSON encoding (hex ids, lowerCamelCase keys).' },
+)
+
+export const OtlpTraceResponseJson = Type.Object(
+  {
+    partialSuccess: Type.Optional(
+      Type.Object({
+        rejectedSpans: Type.String({ pattern: '^\\d+$', description: 'int64, as a string (proto3 JSON).' }),
+        errorMessage: Type.String({ maxLength: 4096 }),
+      }),
+    ),
+  },
+  { description: 'ExportTraceServiceResponse: partialSuccess only when GenAI spans were rejected.' },
+)
+
+export const OtlpStatusJson = Type.Object(
+  { code: Type.Integer({ description: 'A google.rpc.Code.' }), message: Type.String({ maxLength: 4096 }) },
+  { description: 'google.rpc.Status: the body of every OTLP/HTTP 4xx and 5xx answer.' },
+)
+
+export const LiteLLMPayloadIn = Type.Object(
+  {
+    id: Type.String({ minLength: 1, maxLength: 1024 }),
+    status: Type.Union([Type.Literal('success'), Type.Literal('failure')]),
+    model: Type.String({ maxLength: 128 }),
+    custom_llm_provider: Type.Union([Type.String({ maxLength: 64 }), Type.Null()]),
+    prompt_tokens: Type.Integer({ minimum: 0 }),
+    completion_tokens: Type.Integer({ minimum: 0 }),
+    startTime: Type.Number({ description: 'Epoch seconds.' }),
+    endTime: Type.Number({ description: 'Epoch seconds: the event timestamp.' }),
+    response_cost: Type.Optional(Type.Union([Type.Number({ minimum: 0 }), Type.Null()])),
+    metadata: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  },
+  { additionalProperties: true, description: "LiteLLM's StandardLoggingPayload (the fields read; the rest are ignored)." },
+)
+
+export const LiteLLMBody = Type.Union([Type.Array(LiteLLMPayloadIn), LiteLLMPayloadIn], {
+  [PER_EVENT_VALIDATION]: true,
+  description: 'What LiteLLM\'s generic_api logger sends: a JSON array (log_format json_array), one object (single) or one object per line (ndjson), all as application/json.',
+})

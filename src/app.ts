@@ -11,11 +11,12 @@ import swaggerUi from '@fastify/swagger-ui'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
 import { routes } from '../routes/index.js'
-import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, UsageEventIn, UsageEventOut, UsagePoint, UsageTotals } from '../routes/schemas.js'
+import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, ProblemBody, UsageEventIn, UsageEventOut, UsagePoint, UsageTotals } from '../routes/schemas.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
-import { RETRYABLE_CODES } from './errors.js'
+import { describeError } from './errors.js'
 import authPlugin, { DOCS_PREFIX } from './plugins/auth.js'
+import intakePlugin from './plugins/intake.js'
 import metricsPlugin from './plugins/metrics.js'
 import pressurePlugin from './plugins/pressure.js'
 import storePlugin from './plugins/store.js'
@@ -93,7 +94,7 @@ export const app = fp<AppOptions>(
       if (httpPart === 'body' && (schema as Record<string, unknown>)[PER_EVENT_VALIDATION] === true) return () => true
       return ajv.compile(schema)
     })
-    for (const schema of [ErrorBody, UsageEventIn, IngestResult, UsageEventOut, UsageTotals, UsagePoint]) instance.addSchema(schema)
+    for (const schema of [ErrorBody, ProblemBody, UsageEventIn, IngestResult, UsageEventOut, UsageTotals, UsagePoint]) instance.addSchema(schema)
 
     await instance.register(swagger, {
       openapi: {
@@ -123,14 +124,10 @@ export const app = fp<AppOptions>(
     })
 
     instance.setErrorHandler((error: FastifyError, request, reply) => {
-      const status = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500
-      if (status >= 500 && !RETRYABLE_CODES.has(error.code)) {
-        request.log.error({ err: error }, 'request failed')
-        return reply.code(500).send({ statusCode: 500, code: 'TL_INTERNAL', error: 'Internal Server Error', message: 'internal error; see the server log' })
-      }
-      if (RETRYABLE_CODES.has(error.code) || status === 503) reply.header('retry-after', String(opts.config.retryAfterSeconds))
-      const code = error.validation ? 'TL_INVALID_REQUEST' : (error.code ?? 'TL_ERROR')
-      return reply.code(status).send({ statusCode: status, code, error: reasonPhrase(status), message: error.message })
+      const answer = describeError(error)
+      if (answer.internal) request.log.error({ err: error }, 'request failed')
+      if (answer.retryAfter) reply.header('retry-after', String(opts.config.retryAfterSeconds))
+      return reply.code(answer.status).send({ statusCode: answer.status, code: answer.code, error: answer.title, message: answer.message })
     })
 
     instance.server.maxConnections = opts.config.maxConnections
@@ -167,6 +164,7 @@ export const app = fp<AppOptions>(
       return { ready: reasons.length === 0, reasons }
     })
     await instance.register(metricsPlugin)
+    await instance.register(intakePlugin)
     await instance.register(routes)
 
     const open = { scope: 'open' as const }
@@ -218,19 +216,4 @@ function formatSchemaErrors(errors: FastifySchemaValidationError[], dataVar: str
     return `${dataVar}${e.instancePath} ${e.message ?? 'is invalid'}`
   })
   return new Error(parts.join('; '))
-}
-
-function reasonPhrase(status: number): string {
-  const phrases: Record<number, string> = {
-    400: 'Bad Request',
-    401: 'Unauthorized',
-    403: 'Forbidden',
-    404: 'Not Found',
-    413: 'Payload Too Large',
-    415: 'Unsupported Media Type',
-    422: 'Unprocessable Entity',
-    429: 'Too Many Requests',
-    503: 'Service Unavailable',
-  }
-  return phrases[status] ?? 'Error'
 }

@@ -9,6 +9,7 @@
 import os from 'node:os'
 import path from 'node:path'
 import v8 from 'node:v8'
+import type { OtlpMapping } from './ingest/otlp.js'
 
 export interface Config {
   dataDir: string
@@ -87,6 +88,8 @@ export interface Config {
   queryPressure: PressureLimits
   /** Process pressure at which ingest is refused and /readyz turns unready (each at least its query threshold). */
   ingestPressure: PressureLimits
+  /** Which span and resource attributes of OTLP GenAI spans give what the conventions do not name. */
+  otlp: OtlpMapping
 }
 
 export interface AuthTokens {
@@ -158,6 +161,8 @@ interface Reader {
   size(name: string, def: string, min: number, max: number): number
   oneOf<T extends string>(name: string, def: T, allowed: readonly T[]): T
   tokens(name: string): string[]
+  /** A comma-separated list of attribute names (at least one). */
+  names(name: string, def: string): string[]
   /** `off` (0) or what `read` parses. */
   orOff(name: string, read: () => number): number
 }
@@ -167,6 +172,10 @@ const TOKEN_PATTERN = /^[A-Za-z0-9\-._~+/]+=*$/
 export const MIN_TOKEN_CHARS = 32
 export const MAX_TOKEN_CHARS = 256
 const MAX_TOKENS_PER_SCOPE = 64
+/** OTLP attribute names: one variable lists at most this many, each at most this long. */
+const MAX_ATTRIBUTE_NAMES = 8
+const MAX_ATTRIBUTE_NAME_CHARS = 128
+const ATTRIBUTE_NAME_PATTERN = new RegExp(`^[A-Za-z0-9._\\-/]{1,${MAX_ATTRIBUTE_NAME_CHARS}}$`)
 
 function reader(env: Env): Reader {
   const raw = (name: string): string | undefined => {
@@ -225,6 +234,14 @@ function reader(env: Env): Reader {
         }
         if (!TOKEN_PATTERN.test(t)) fail(name, `${which} has a character outside A-Z a-z 0-9 - . _ ~ + / (and trailing =)`)
       })
+      return list
+    },
+    names(name, def) {
+      const list = (raw(name) ?? def).split(',').map((n) => n.trim())
+      if (list.length > MAX_ATTRIBUTE_NAMES) fail(name, `holds ${list.length} names; at most ${MAX_ATTRIBUTE_NAMES} are allowed`)
+      for (const n of list) {
+        if (!ATTRIBUTE_NAME_PATTERN.test(n)) fail(name, `"${n.slice(0, 64)}" is not an attribute name: 1-${MAX_ATTRIBUTE_NAME_CHARS} characters, letters, digits and . _ - / (names separated by commas)`)
+      }
       return list
     },
     orOff(name, read) {
@@ -330,6 +347,18 @@ export function loadConfig(env: Env = process.env): Config {
     maxActiveBytes: 0,
     queryPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
     ingestPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
+    otlp: {
+      keyAttributes: r.names('OTLP_KEY_ATTRIBUTES', 'tokenledger.key_id'),
+      teamAttributes: r.names('OTLP_TEAM_ATTRIBUTES', 'tokenledger.team_id'),
+      userAttributes: r.names('OTLP_USER_ATTRIBUTES', 'user.id,enduser.id'),
+      customerAttributes: r.names('OTLP_CUSTOMER_ATTRIBUTES', 'tokenledger.customer_id'),
+      costAttributes: r.names('OTLP_COST_ATTRIBUTES', 'tokenledger.cost'),
+      currencyAttributes: r.names('OTLP_CURRENCY_ATTRIBUTES', 'tokenledger.currency'),
+      defaultKey: r.string('OTLP_DEFAULT_KEY', 'otlp'),
+    },
+  }
+  if (!/^[\x21-\x7e]{1,128}$/.test(config.otlp.defaultKey)) {
+    throw new ConfigError('TOKENLEDGER_OTLP_DEFAULT_KEY', 'must be 1-128 printable ASCII characters without spaces')
   }
   config.maxActiveBytes = r.size('MAX_ACTIVE_BYTES', String(4 * config.rolloverBytes), 64 * 1024, 1024 * 1024 * MiB)
   if (config.maxActiveBytes < config.rolloverBytes) {

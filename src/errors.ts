@@ -25,3 +25,44 @@ export const Errors = {
 
 /** Errors that mean "not stored, try again": the reply carries Retry-After. */
 export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED', 'TL_QUERY_TIMEOUT'])
+
+/** What the client is told about an error, whatever the body format it is written in (ours, problem+json, OTLP's Status). */
+export interface ErrorAnswer {
+  status: number
+  code: string
+  /** The status's reason phrase, e.g. "Bad Request". */
+  title: string
+  message: string
+  /** Send Retry-After (the request was not stored; retrying later may succeed). */
+  retryAfter: boolean
+  /** A 5xx that is not one of ours: log it, tell the client nothing of it. */
+  internal: boolean
+}
+
+/** The one reading of a thrown error as an answer: 5xx internals are never told. */
+export function describeError(error: { statusCode?: number; code?: string; message: string; validation?: unknown }): ErrorAnswer {
+  const status = error.statusCode && error.statusCode >= 400 && error.statusCode <= 599 ? error.statusCode : 500
+  const retryable = error.code !== undefined && RETRYABLE_CODES.has(error.code)
+  if (status >= 500 && !retryable) {
+    return { status: 500, code: 'TL_INTERNAL', title: reasonPhrase(500), message: 'internal error; see the server log', retryAfter: false, internal: true }
+  }
+  const code = error.validation ? 'TL_INVALID_REQUEST' : (error.code ?? 'TL_ERROR')
+  return { status, code, title: reasonPhrase(status), message: error.message, retryAfter: retryable || status === 503, internal: false }
+}
+
+export function reasonPhrase(status: number): string {
+  const phrases: Record<number, string> = {
+    400: 'Bad Request',
+    401: 'Unauthorized',
+    403: 'Forbidden',
+    404: 'Not Found',
+    409: 'Conflict',
+    413: 'Payload Too Large',
+    415: 'Unsupported Media Type',
+    422: 'Unprocessable Entity',
+    429: 'Too Many Requests',
+    500: 'Internal Server Error',
+    503: 'Service Unavailable',
+  }
+  return phrases[status] ?? 'Error'
+}

@@ -55,8 +55,26 @@ export function formatCostFixed(scaled: bigint): string {
   return `${negative ? '-' : ''}${digits.slice(0, -COST_SCALE)}.${digits.slice(-COST_SCALE)}`
 }
 
+/**
+ * A cost that arrives as a binary float computed by the sender (LiteLLM's
+ * response_cost: 3e-06 * 41 is 0.00012299999999999998 there), as a decimal
+ * string: its shortest round-trip digits (exactly what the sender's JSON
+ * said), rounded half-to-even to COST_SCALE fractional digits. Digit
+ * arithmetic only; null for a negative or non-finite number.
+ */
+export function floatCostText(n: number): string | null {
+  if (!Number.isFinite(n) || n < 0) return null
+  const text = numberToPlainDecimal(n)
+  const point = text.indexOf('.')
+  if (point === -1 || text.length - point - 1 <= COST_SCALE) return text
+  const kept = BigInt(text.slice(0, point) + text.slice(point + 1, point + 1 + COST_SCALE))
+  const rest = text.slice(point + 1 + COST_SCALE)
+  const up = rest[0]! > '5' || (rest[0] === '5' && (/[1-9]/.test(rest.slice(1)) || kept % 2n === 1n))
+  return formatCost(kept + (up ? 1n : 0n))
+}
+
 /** Writes a finite non-negative number without an exponent, using its shortest round-trip digits. */
-function numberToPlainDecimal(n: number): string {
+export function numberToPlainDecimal(n: number): string {
   const s = String(n === 0 ? 0 : n) // -0 prints as "0"
   const m = /^(\d)(?:\.(\d+))?e([+-]\d+)$/.exec(s)
   if (!m) return s

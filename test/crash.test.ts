@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { startChildServer, type ChildServer } from './support/child-server.js'
+import { mulberry32 } from './support/random.js'
 
 const clientCount = 4
 const batchEvents = 50
@@ -42,17 +43,6 @@ const testTimeoutMs = 120_000
 
 // ---------------------------------------------------------------------------------------
 // Deterministic randomness (seeded) for kill delays and samples.
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function sample<T>(items: readonly T[], count: number, rand: () => number): T[] {
   const copy = items.slice()

@@ -18,6 +18,9 @@ test('openapi.yaml equals the spec generated from the route schemas', async () =
   const expected: Array<[string, string, string[]]> = [
     ['/v1/events', 'post', ['200', '400', '413', '415', '422', '503']],
     ['/v1/events/{event_id}', 'get', ['200', '404']],
+    ['/api/v1/events', 'post', ['204', '400', '401', '409', '413', '415', '503']],
+    ['/v1/traces', 'post', ['200', '400', '413', '415', '429', '503']],
+    ['/v1/integrations/litellm', 'post', ['200', '400', '413', '415', '503']],
     ['/v1/usage', 'get', ['200', '400']],
     ['/healthz', 'get', ['200']],
     ['/readyz', 'get', ['200', '503']],

@@ -79,12 +79,15 @@ function formatMicros(micros: number): string {
 interface Template {
   /** tails[j]: event j after its timestamp, up to and including the next event's `"event_id":"<prefix>`. */
   tails: string[]
+  /** Event j's fields but event_id and timestamp (what other encodings of the same events are built from). */
+  events: Array<Record<string, string | number>>
   totals: BatchTotals
 }
 
 function buildTemplate(seed: number, batchSize: number, idPrefix: string): Template {
   const rnd = prng(seed)
   const tails: string[] = []
+  const events: Array<Record<string, string | number>> = []
   const totals: BatchTotals = {
     events: batchSize,
     errors: 0,
@@ -107,7 +110,7 @@ function buildTemplate(seed: number, batchSize: number, idPrefix: string): Templ
       1,
       Math.round(inputTokens * spec.inputMicrosPerToken + outputTokens * spec.outputMicrosPerToken),
     )
-    const rest = JSON.stringify({
+    const fields = {
       key_id: `key_${keyNo}`,
       provider: spec.provider,
       model: spec.model,
@@ -119,7 +122,9 @@ function buildTemplate(seed: number, batchSize: number, idPrefix: string): Templ
       cost: formatMicros(costMicros),
       team_id: `team_${keyNo % TEAM_COUNT}`,
       latency_ms: intBetween(rnd(), 80, 20_000),
-    })
+    }
+    events.push(fields)
+    const rest = JSON.stringify(fields)
     // `{"key_id":…}` → `,"key_id":…}` so it follows the timestamp.
     const eventTail = `,${rest.slice(1)}`
     tails.push(j < batchSize - 1 ? `${eventTail},{"event_id":"${idPrefix}` : `${eventTail}]}`)
@@ -131,7 +136,7 @@ function buildTemplate(seed: number, batchSize: number, idPrefix: string): Templ
     totals.reasoningTokens += BigInt(reasoningTokens)
     totals.costMicros += BigInt(costMicros)
   }
-  return { tails, totals }
+  return { tails, events, totals }
 }
 
 /** Builds `{"events":[…]}` bodies with fresh event ids for each batch number. */
@@ -154,6 +159,13 @@ export class BatchFactory {
   /** Which template batch `batchNo` uses. */
   templateOf(batchNo: number): number {
     return batchNo % TEMPLATE_COUNT
+  }
+
+  /** The events of `template` (fields but event_id and timestamp). */
+  eventsOf(template: number): ReadonlyArray<Record<string, string | number>> {
+    const t = this.templates[template]
+    if (t === undefined) throw new RangeError(`no template ${template}`)
+    return t.events
   }
 
   totalsOf(template: number): BatchTotals {

@@ -18,7 +18,7 @@
 // batch's scheduled time, so a stalled server shows as latency rather than as fewer
 // requests (no coordinated omission). Its unanswered batches join the same ledger.
 import autocannon from 'autocannon'
-import type { BatchFactory, BatchTotals } from './events.js'
+import type { BatchTotals } from './events.js'
 
 const requestTimeoutS = 10
 const resendTimeoutMs = 30_000
@@ -33,7 +33,7 @@ interface BatchContext {
   batchNo?: number
 }
 
-interface IngestAnswer {
+export interface IngestAnswer {
   accepted: number
   duplicates: number
   conflicts: number
@@ -112,6 +112,24 @@ function clip(text: string): string {
   return text.length > sampleCharsMax ? `${text.slice(0, sampleCharsMax)}…` : text
 }
 
+/** What a ledger posts: bodies of fresh events per batch number, and their exact totals per template. */
+export interface BodyFactory {
+  readonly batchSize: number
+  templateOf(batchNo: number): number
+  totalsOf(template: number): BatchTotals
+  build(batchNo: number, timestampMs: number): string | Buffer
+}
+
+/** Where a ledger posts and how it reads the answers: the native route by default. */
+export interface Door {
+  path: string
+  contentType: string
+  /** The per-event outcome counts of a 2xx answer body; undefined if unreadable. */
+  parse(body: string, batchSize: number): IngestAnswer | undefined
+}
+
+export const NATIVE_DOOR: Door = { path: '/v1/events', contentType: 'application/json', parse: (body) => parseAnswer(body) }
+
 function parseAnswer(body: string): IngestAnswer | undefined {
   try {
     const v = JSON.parse(body) as Partial<Record<keyof IngestAnswer, unknown>>
@@ -136,9 +154,9 @@ function parseAnswer(body: string): IngestAnswer | undefined {
  * have been resent; `fullBatchesByTemplate` lets the caller compute exact expected sums.
  */
 export class IngestLedger {
-  readonly factory: BatchFactory
+  readonly factory: BodyFactory
   private nextBatchNo = 0
-  private readonly inFlight = new Map<number, string>()
+  private readonly inFlight = new Map<number, string | Buffer>()
   private phase: PhaseStats = newPhaseStats()
   expectedStored = 0
   /** Batches that ended up entirely stored, per template. */
@@ -149,23 +167,28 @@ export class IngestLedger {
   /** Sent with every request besides the content type (e.g. `authorization`). */
   private readonly headers: Record<string, string>
 
-  constructor(factory: BatchFactory, templateCount: number, headers: Record<string, string> = {}) {
+  constructor(
+    factory: BodyFactory,
+    templateCount: number,
+    headers: Record<string, string> = {},
+    private readonly door: Door = NATIVE_DOOR,
+  ) {
     this.factory = factory
     this.fullBatchesByTemplate = new Array<number>(templateCount).fill(0)
-    this.headers = { ...headers, 'content-type': 'application/json' }
+    this.headers = { ...headers, 'content-type': door.contentType }
   }
 
   get inFlightCount(): number {
     return this.inFlight.size
   }
 
-  /** Runs one closed-loop phase against `url` + `/v1/events`. */
+  /** Runs one closed-loop phase against `url` + the door's path. */
   async run(url: string, connections: number, durationS: number): Promise<PhaseResult> {
     const stats = newPhaseStats()
     this.phase = stats
     const cpu0 = process.cpuUsage()
     const result = await autocannon({
-      url: `${url}/v1/events`,
+      url: `${url}${this.door.path}`,
       connections,
       pipelining: 1,
       duration: durationS,
@@ -221,7 +244,7 @@ export class IngestLedger {
       res.sendLagMsMax = Math.max(res.sendLagMsMax, performance.now() - (t0 + dueMs))
       const p = (async () => {
         try {
-          const r = await fetch(`${url}/v1/events`, {
+          const r = await fetch(`${url}${this.door.path}`, {
             method: 'POST',
             headers: this.headers,
             body,
@@ -274,7 +297,7 @@ export class IngestLedger {
       return false
     }
     stats.responses2xx++
-    const answer = parseAnswer(body)
+    const answer = this.door.parse(body, batchSize)
     if (answer === undefined) {
       stats.mismatches++
       if (stats.mismatchSamples.length < samplesMax) stats.mismatchSamples.push(`unparseable 2xx body: ${clip(body)}`)
@@ -317,7 +340,7 @@ export class IngestLedger {
         continue
       }
       this.inFlight.delete(batchNo)
-      const answer = status >= 200 && status <= 299 ? parseAnswer(text) : undefined
+      const answer = status >= 200 && status <= 299 ? this.door.parse(text, batchSize) : undefined
       if (answer === undefined) {
         report.failures.push(`batch ${batchNo}: ${status} ${clip(text)}`)
         continue
@@ -343,10 +366,10 @@ export class IngestLedger {
    * resends; counting such a refusal as final would leave a batch that an earlier,
    * unanswered send had stored out of the ledger (seen as "stored +100").
    */
-  private async resend(url: string, body: string): Promise<{ status: number; text: string }> {
+  private async resend(url: string, body: string | Buffer): Promise<{ status: number; text: string }> {
     const deadline = performance.now() + resendTimeoutMs
     for (;;) {
-      const res = await fetch(`${url}/v1/events`, {
+      const res = await fetch(`${url}${this.door.path}`, {
         method: 'POST',
         headers: this.headers,
         body,

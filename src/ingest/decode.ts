@@ -1,21 +1,33 @@
-// One POST /v1/events body, from its bytes to what the store takes: parsed
-// (a JSON object or bare array, or NDJSON), every event validated (rejected
-// ones with their field and reason) and the valid ones fingerprinted and
-// encoded (batch.ts). A pure function of its input, so it runs on an ingest
-// worker thread (decoder.ts) or, with none configured, on the event loop.
+// One ingest body, from its bytes to what the store takes: parsed, every
+// record mapped to a native event (the other doors: OpenMeter CloudEvents,
+// OTLP spans, LiteLLM payloads), every event validated by the one native
+// validator (rejected ones with their field and reason, the field pointing
+// into what the client sent) and the valid ones fingerprinted and encoded
+// (batch.ts). A pure function of its input, so it runs on an ingest worker
+// thread (decoder.ts) or, with none configured, on the event loop.
 // Whole-request faults throw the service's errors (400 malformed, 413 too many).
+//
+// Invariant: whatever the format, a stored event passed validateEvent, so it
+// obeys the native contract (DESIGN.md's field table) exactly.
 
-import sjson from 'secure-json-parse'
 import { Errors } from '../errors.js'
 import type { EventResult } from '../store/store.js'
 import { encodeEvents, type EventBatch } from './batch.js'
-import { validateEvent, type EventLimits, type UsageEvent } from './event.js'
+import { mapCloudEvents } from './cloudevents.js'
+import { validateEvent, type EventFieldName, type EventLimits, type FieldError, type UsageEvent } from './event.js'
+import { mapLiteLLM } from './litellm.js'
+import { parseJson, parseNdjson, type MappedBody, type MappedRecord } from './mapped.js'
+import { mapOtlp, type OtlpMapping } from './otlp.js'
 
-export type BodyFormat = 'json' | 'ndjson'
+/** How a body is read: the native route's two, then one per other door. */
+export type BodyFormat = 'json' | 'ndjson' | 'openmeter' | 'otlp-proto' | 'otlp-json' | 'litellm'
 
 export interface DecodeOptions {
   limits: EventLimits
+  /** Most records (events, CloudEvents, spans, payloads) in one body: past it 413. */
   maxEvents: number
+  /** Where OTLP spans keep what the conventions do not name (otlp formats only). */
+  otlp?: OtlpMapping
 }
 
 export interface DecodedRequest {
@@ -23,13 +35,27 @@ export interface DecodedRequest {
   batch: EventBatch
   /** The invalid ones, each with its errors. */
   rejected: EventResult[]
+  /** Records in the body: events, CloudEvents, spans (GenAI or not) or LiteLLM payloads. */
+  records: number
+  /** Records that are not usage and were skipped on purpose (OTLP spans without gen_ai.usage.*). */
+  ignored: number
 }
 
-const PARSE_OPTIONS = { protoAction: 'error', constructorAction: 'error' } as const
-
 export function decodeRequest(raw: Uint8Array | string, format: BodyFormat, opts: DecodeOptions): DecodedRequest {
+  if (format === 'otlp-proto') return validateMapped(mapOtlp(toBytes(raw), null, opts), opts)
   const text = typeof raw === 'string' ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8')
-  const events = format === 'ndjson' ? parseNdjson(text, opts.maxEvents) : batchOf(parseJson(text))
+  switch (format) {
+    case 'openmeter':
+      return validateMapped(mapCloudEvents(text, opts.maxEvents), opts)
+    case 'otlp-json':
+      return validateMapped(mapOtlp(null, text, opts), opts)
+    case 'litellm':
+      return validateMapped(mapLiteLLM(text, opts.maxEvents), opts)
+    case 'json':
+    case 'ndjson':
+      break
+  }
+  const events = format === 'ndjson' ? parseNdjson(text, opts.maxEvents) : batchOf(parseJson(text, 'send {"events":[...]}, a JSON array, or NDJSON'))
   if (events.length > opts.maxEvents) throw new Errors.TooManyEvents(events.length, opts.maxEvents)
   const valid: Array<{ index: number; event: UsageEvent }> = []
   const rejected: EventResult[] = []
@@ -38,16 +64,49 @@ export function decodeRequest(raw: Uint8Array | string, format: BodyFormat, opts
     if (res.ok) valid.push({ index, event: res.event })
     else rejected.push({ index, event_id: res.eventId, status: 'rejected', errors: res.errors })
   }
-  return { batch: encodeEvents(valid), rejected }
+  return { batch: encodeEvents(valid), rejected, records: events.length, ignored: 0 }
 }
 
-function parseJson(text: string): unknown {
-  if (text.trim() === '') throw new Errors.BadBody('the body is empty; send {"events":[...]}, a JSON array, or NDJSON')
-  try {
-    return sjson.parse(text, undefined, PARSE_OPTIONS)
-  } catch (err) {
-    throw new Errors.BadBody(`not valid JSON: ${(err as Error).message.slice(0, 200)}`)
+/** Every mapped record through the native validator; its errors renamed to the fields the client sent. */
+function validateMapped(body: MappedBody, opts: DecodeOptions): DecodedRequest {
+  if (body.count > opts.maxEvents) throw new Errors.TooManyEvents(body.count, opts.maxEvents)
+  const valid: Array<{ index: number; event: UsageEvent }> = []
+  const rejected: EventResult[] = []
+  for (const record of body.records) {
+    if (record.errors.length > 0) {
+      rejected.push({ index: record.index, event_id: record.eventId, status: 'rejected', errors: record.errors })
+      continue
+    }
+    const res = validateEvent(record.event, opts.limits)
+    if (res.ok) valid.push({ index: record.index, event: res.event })
+    else rejected.push({ index: record.index, event_id: record.eventId, status: 'rejected', errors: distinct(res.errors.map((e) => renamed(e, record.origin))) })
   }
+  return { batch: encodeEvents(valid), rejected, records: body.count, ignored: body.ignored }
+}
+
+/** validateEvent's "/tags/route", for tags that came from "/data": "/data/route". */
+function renamed(error: FieldError, origin: MappedRecord['origin']): FieldError {
+  const slash = error.field.indexOf('/', 1)
+  const name = (slash === -1 ? error.field.slice(1) : error.field.slice(1, slash)) as EventFieldName
+  const from = origin[name]
+  if (from === undefined) return error
+  const rest = slash === -1 ? '' : error.field.slice(slash)
+  return { field: typeof from === 'function' ? from(rest) : from + rest, message: error.message }
+}
+
+/** One source field may feed two native ones (subject: customer_id and key_id): say its fault once. */
+function distinct(errors: FieldError[]): FieldError[] {
+  const seen = new Set<string>()
+  return errors.filter((e) => {
+    const key = `${e.field}\x1f${e.message}`
+    if (seen.has(key)) return false
+    seen.add(key)
+    return true
+  })
+}
+
+function toBytes(raw: Uint8Array | string): Uint8Array {
+  return typeof raw === 'string' ? Buffer.from(raw, 'utf8') : raw
 }
 
 /** Accepts {"events":[...]} or a bare array; anything else is a malformed body. */
@@ -61,21 +120,4 @@ function batchOf(body: unknown): unknown[] {
     if (extra !== undefined) throw new Errors.BadBody(`unknown top-level field "${extra.slice(0, 64)}"; the body is {"events":[...]}, a JSON array, or NDJSON`)
   }
   throw new Errors.BadBody('expected {"events":[...]}, a JSON array of events, or NDJSON')
-}
-
-function parseNdjson(text: string, maxEvents: number): unknown[] {
-  const out: unknown[] = []
-  let line = 0
-  for (const raw of text.split('\n')) {
-    line++
-    const trimmed = raw.trim()
-    if (trimmed === '') continue
-    if (out.length >= maxEvents) throw new Errors.TooManyEvents(out.length + 1, maxEvents)
-    try {
-      out.push(sjson.parse(trimmed, undefined, PARSE_OPTIONS))
-    } catch (err) {
-      throw new Errors.BadBody(`NDJSON line ${line} is not valid JSON: ${(err as Error).message.slice(0, 200)}`)
-    }
-  }
-  return out
 }

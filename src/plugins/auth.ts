@@ -100,12 +100,14 @@ export default fp(
       if (scope === 'open' || !route.schema) return
       // Described in the OpenAPI document: bearer auth, and its two refusals.
       route.schema.security = [{ bearerAuth: [scope] }]
+      // A route that writes its refusals in another format (problem+json, OTLP's Status) declares them itself.
+      const declared = (route.schema.response ?? {}) as Record<string, unknown>
       route.schema.response = {
-        ...(route.schema.response as object),
-        401: { $ref: 'Error' },
-        403: { $ref: 'Error' },
+        ...declared,
+        401: declared[401] ?? { $ref: 'Error' },
+        403: declared[403] ?? { $ref: 'Error' },
         // Only when TOKENLEDGER_RATE_LIMIT is set; documented whatever the configuration.
-        429: { $ref: 'Error' },
+        429: declared[429] ?? { $ref: 'Error' },
       }
     })
 
