@@ -6,6 +6,7 @@
 // host without tokens is refused at start-up, by the real server process too.
 
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { test } from 'node:test'
@@ -13,7 +14,7 @@ import { gzipSync } from 'node:zlib'
 import fc from 'fast-check'
 import { ConfigError, isLoopbackHost, loadConfig } from '../src/config.js'
 import { allows, TokenTable } from '../src/plugins/auth.js'
-import { build, event } from './helper.js'
+import { build, event, T0 } from './helper.js'
 import { repoRoot } from './support/child-server.js'
 
 const TOKENS = {
@@ -34,6 +35,13 @@ interface RouteCase {
   method: 'GET' | 'POST'
   url: string
   scope: Scope
+  /** A body the route takes (the other doors in), with its content type. */
+  body?: { type: string; payload: string }
+}
+
+const CLOUD_EVENT = {
+  specversion: '1.0', id: 'auth-ce-1', source: 'auth-test', type: 'prompt', subject: 'customer-1', time: new Date(T0 - 60_000).toISOString(),
+  data: { key_id: 'key_a', provider: 'openai', model: 'gpt-4o-mini', input_tokens: 10, output_tokens: 2 },
 }
 
 // Written from the issue, not read from the code: what each route must require.
@@ -44,6 +52,9 @@ const ROUTES: RouteCase[] = [
   { method: 'GET', url: '/openapi.yaml', scope: 'open' },
   { method: 'GET', url: '/docs', scope: 'open' },
   { method: 'POST', url: '/v1/events', scope: 'ingest' },
+  { method: 'POST', url: '/api/v1/events', scope: 'ingest', body: { type: 'application/cloudevents+json', payload: JSON.stringify(CLOUD_EVENT) } },
+  { method: 'POST', url: '/v1/traces', scope: 'ingest', body: { type: 'application/json', payload: '{"resourceSpans":[]}' } },
+  { method: 'POST', url: '/v1/integrations/litellm', scope: 'ingest', body: { type: 'application/json', payload: readFileSync(new URL('./fixtures/litellm/success-openai.json', import.meta.url), 'utf8') } },
   { method: 'GET', url: '/v1/events', scope: 'query' },
   { method: 'GET', url: '/v1/events/evt-1', scope: 'query' },
   { method: 'GET', url: '/v1/usage', scope: 'query' },
@@ -66,7 +77,12 @@ test('every route: 401 without a token or with a wrong one, 403 with another sco
   const seeded = await app.inject({ method: 'POST', url: '/v1/events', payload: [event({ event_id: 'evt-1' })], headers: bearer(TOKENS.admin) })
   assert.equal(seeded.json().accepted, 1)
   const call = (r: RouteCase, headers: Record<string, string>) =>
-    app.inject({ method: r.method, url: r.url, headers, ...(r.method === 'POST' && r.url === '/v1/events' ? { payload: [event()] } : {}) })
+    app.inject({
+      method: r.method,
+      url: r.url,
+      headers: r.body ? { ...headers, 'content-type': r.body.type } : headers,
+      ...(r.body ? { payload: r.body.payload } : r.method === 'POST' && r.url === '/v1/events' ? { payload: [event()] } : {}),
+    })
   for (const r of ROUTES) {
     const what = `${r.method} ${r.url}`
     const anonymous = await call(r, {})
@@ -75,7 +91,8 @@ test('every route: 401 without a token or with a wrong one, 403 with another sco
       continue
     }
     assert.equal(anonymous.statusCode, 401, `${what} without a token`)
-    assert.equal(anonymous.json().code, 'TL_UNAUTHORIZED')
+    // The other doors answer refusals in their own formats (problem+json, OTLP's Status): status and header are checked for all.
+    if (!r.body) assert.equal(anonymous.json().code, 'TL_UNAUTHORIZED')
     assert.match(String(anonymous.headers['www-authenticate']), /^Bearer realm="tokenledger"/)
     const wrong = await call(r, bearer('z'.repeat(40)))
     assert.equal(wrong.statusCode, 401, `${what} with an unknown token`)
@@ -86,8 +103,10 @@ test('every route: 401 without a token or with a wrong one, 403 with another sco
         assert.ok(res.statusCode < 400, `${what} with the ${scope} token: ${res.statusCode} ${res.body.slice(0, 200)}`)
       } else {
         assert.equal(res.statusCode, 403, `${what} with the ${scope} token`)
-        assert.equal(res.json().code, 'TL_FORBIDDEN')
-        assert.match(res.json().message, new RegExp(`needs a token with the ${r.scope} scope`))
+        if (!r.body) {
+          assert.equal(res.json().code, 'TL_FORBIDDEN')
+          assert.match(res.json().message, new RegExp(`needs a token with the ${r.scope} scope`))
+        }
         assert.match(String(res.headers['www-authenticate']), new RegExp(`error="insufficient_scope", scope="${r.scope}"`))
       }
     }
