@@ -6,6 +6,7 @@ import { eventRoutes } from './events.js'
 import { exportRoutes } from './export.js'
 import { healthRoutes } from './health.js'
 import { metricsRoutes } from './metrics.js'
+import { uiRoutes } from './ui.js'
 import { usageRoutes } from './usage.js'
 
 export const routes: FastifyPluginAsync = async (app) => {
@@ -15,4 +16,5 @@ export const routes: FastifyPluginAsync = async (app) => {
   await app.register(exportRoutes)
   await app.register(adminRoutes)
   await app.register(metricsRoutes)
+  await app.register(uiRoutes)
 }
