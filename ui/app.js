@@ -589,7 +589,7 @@ function renderEvents(events, pageNo, more) {
         h('td', { text: e.key_id }),
         h('td', { text: e.model }),
         h('td', { text: e.provider }),
-        h('td', { class: 'num', text: String(e.status_code) }),
+        h('td', { class: 'num status-code', text: String(e.status_code) }),
         h('td', { class: 'num', text: count(e.input_tokens) }),
         h('td', { class: 'num', text: count(e.output_tokens) }),
         h('td', { class: 'num money', text: e.cost === null ? 'unknown' : `${e.cost} ${e.currency}` }),
