@@ -12,6 +12,10 @@
 // refuses a bad one with a clear message, and an unready service says why.
 // Screenshots of the main views go to .tmp/ui-screens/ (gitignored).
 
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
+// (The functions passed to page.evaluate run in the browser: typed with the DOM library.)
+
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'

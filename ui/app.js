@@ -125,8 +125,9 @@ function fillZones() {
   } catch {
     zones = []
   }
-  const all = [...new Set(['UTC', browserZone(), ...zones])].sort()
-  select.replaceChildren(...all.map((z) => h('option', { value: z, text: z === browserZone() ? `${z} (browser)` : z })))
+  const mine = browserZone()
+  const all = [...new Set(['UTC', mine, ...zones])].sort()
+  select.replaceChildren(...all.map((z) => h('option', { value: z, text: z === mine ? `${z} (browser)` : z })))
 }
 
 function renderControls() {

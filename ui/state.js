@@ -169,13 +169,24 @@ export function bucketOf(s, spanMs) {
   return '1mo'
 }
 
+/** Intl formatters by zone: building one costs far more than using it (every event row's time is formatted). */
+/** @type {Map<string, Intl.DateTimeFormat>} */
+const OFFSET_FORMATS = new Map()
+const MAX_OFFSET_FORMATS = 8
+
 /**
  * The zone's UTC offset at an instant, in ms (from Intl's "GMT+05:30" names).
  * @param {string} tz
  * @param {number} ms
  */
 export function offsetMs(tz, ms) {
-  const name = new Intl.DateTimeFormat('en-US', { timeZone: tz, timeZoneName: 'longOffset' }).formatToParts(ms).find((p) => p.type === 'timeZoneName')?.value ?? 'GMT'
+  let format = OFFSET_FORMATS.get(tz)
+  if (!format) {
+    format = new Intl.DateTimeFormat('en-US', { timeZone: tz, timeZoneName: 'longOffset' })
+    if (OFFSET_FORMATS.size >= MAX_OFFSET_FORMATS) OFFSET_FORMATS.clear()
+    OFFSET_FORMATS.set(tz, format)
+  }
+  const name = format.formatToParts(ms).find((p) => p.type === 'timeZoneName')?.value ?? 'GMT'
   const m = /^GMT([+-])(\d{2}):(\d{2})$/.exec(name)
   if (!m) return 0
   return (m[1] === '-' ? -1 : 1) * (Number(m[2]) * HOUR_MS + Number(m[3]) * MIN_MS)
