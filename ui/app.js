@@ -7,7 +7,7 @@
 
 import { ApiError, getFile, getJson, getToken, setToken } from './api.js'
 import { drawChart, formatValue, layersOf } from './chart.js'
-import { bucketOf, browserZone, formatHash, msToWall, parseHash, wallToMs, windowOf, zonedIso } from './state.js'
+import { DIMENSIONS, FILTERS, bucketOf, browserZone, formatHash, msToWall, parseHash, wallToMs, windowOf, zonedIso } from './state.js'
 
 /** @typedef {import('./state.js').ViewState} ViewState */
 
@@ -716,6 +716,9 @@ async function loadStatus() {
 // ---- start ---------------------------------------------------------------------
 
 fillZones()
+// The dimension lists live once, in state.js.
+selectEl('by').replaceChildren(...DIMENSIONS.map((d) => h('option', { value: d, text: d })))
+selectEl('filter-dim').replaceChildren(...FILTERS.map((d) => h('option', { value: d, text: d })))
 wireControls()
 $('forget-token').hidden = getToken() === null
 if (!location.hash) history.replaceState(null, '', formatHash(page.state))
