@@ -9,6 +9,7 @@ import { litellmRoutes } from './litellm.js'
 import { metricsRoutes } from './metrics.js'
 import { openmeterRoutes } from './openmeter.js'
 import { otlpRoutes } from './otlp.js'
+import { uiRoutes } from './ui.js'
 import { usageRoutes } from './usage.js'
 
 export const routes: FastifyPluginAsync = async (app) => {
@@ -21,4 +22,5 @@ export const routes: FastifyPluginAsync = async (app) => {
   await app.register(exportRoutes)
   await app.register(adminRoutes)
   await app.register(metricsRoutes)
+  await app.register(uiRoutes)
 }
