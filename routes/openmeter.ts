@@ -14,7 +14,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
-import type { AppendOutcome } from '../src/store/store.js'
+import type { AppendOutcome } from '../src/store/outcomes.js'
 import { acceptBodies, answerErrors, decodeBody, rawBody } from './ingest-body.js'
 import { CloudEventIn, PER_EVENT_VALIDATION } from './schemas.js'
 

@@ -8,13 +8,14 @@ import { parseFilter } from '../src/query/filters.js'
 import { Errors } from '../src/errors.js'
 import { formatTimestampUs } from '../src/ingest/timestamp.js'
 import { DIMENSIONS, type Dimension } from '../src/query/filters.js'
-import { dimensionValues, effectiveFromUs, MAX_GROUPS, timeseries, usage, type Count, type Totals, type UsageGroup } from '../src/query/read.js'
+import { effectiveFromUs } from '../src/query/window.js'
+import { dimensionValues, MAX_GROUPS, MEASURES, timeseries, usage, type Count, type Totals, type UsageGroup } from '../src/query/read.js'
 import { BUCKETS, bucketStarts, canonicalZone, DAY_MS, formatLocal, HOUR_MS, type Bucket } from '../src/query/calendar.js'
 import { BUCKET_US } from '../src/store/catalog.js'
 import { parseCost } from '../src/money.js'
 import { commonErrors, QueryFilters } from './schemas.js'
 
-const ORDER_BY = ['requests', 'errors', 'input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens', 'cost', 'cost_missing'] as const
+const ORDER_BY = MEASURES
 type OrderBy = (typeof ORDER_BY)[number]
 const MAX_GROUPS_LISTED = 1000
 const MAX_DIMENSION_VALUES = 1000

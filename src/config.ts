@@ -10,6 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import v8 from 'node:v8'
 import type { OtlpMapping } from './ingest/otlp.js'
+import { STORE_DEFAULTS as D } from './store/options.js'
 
 export interface Config {
   dataDir: string
@@ -265,6 +266,15 @@ const MiB = 1024 ** 2
  */
 const DEFAULT_INGEST_WORKERS = Math.min(4, Math.max(1, os.availableParallelism() - 1))
 
+/** A size in the largest binary unit that divides it exactly (`64MiB`, `1GiB`, `1500B`). */
+function sizeText(bytes: number): string {
+  for (const unit of ['TiB', 'GiB', 'MiB', 'KiB'] as const) {
+    const size = SIZE_UNITS[unit]!
+    if (bytes % size === 0 && bytes >= size) return `${bytes / size}${unit}`
+  }
+  return `${bytes}B`
+}
+
 /** A duration in the largest unit that divides it exactly (`30d`, `36h`, `1500ms`). */
 function msText(ms: number): string {
   for (const unit of ['w', 'd', 'h', 'm', 's'] as const) {
@@ -313,7 +323,7 @@ export function loadConfig(env: Env = process.env): Config {
     eventRetentionMs: r.duration('EVENT_RETENTION', '30d', 3_600_000, 3650 * DAY_MS),
     detailRetentionMs: 0,
     rollupRetentionMs: 0,
-    retentionIntervalMs: r.string('RETENTION_INTERVAL', '1h') === 'off' ? 0 : r.duration('RETENTION_INTERVAL', '1h', 1000, 7 * DAY_MS),
+    retentionIntervalMs: r.string('RETENTION_INTERVAL', msText(D.retentionIntervalMs)) === 'off' ? 0 : r.duration('RETENTION_INTERVAL', msText(D.retentionIntervalMs), 1000, 7 * DAY_MS),
     maxFutureSkewMs: r.duration('MAX_FUTURE_SKEW', '5m', 0, DAY_MS),
     maxBatchEvents: r.int('MAX_BATCH_EVENTS', 10_000, 1, 100_000),
     maxBodyBytes: r.size('MAX_BODY_BYTES', '8MiB', 1024, 256 * MiB),
@@ -323,8 +333,8 @@ export function loadConfig(env: Env = process.env): Config {
     gateWaitMs: r.duration('GATE_WAIT', '10s', 10, 600_000),
     retryAfterSeconds: r.int('RETRY_AFTER_SECONDS', 1, 1, 3600),
     maxConcurrentQueries: r.int('MAX_CONCURRENT_QUERIES', 2, 1, 64),
-    queryTimeoutMs: r.duration('QUERY_TIMEOUT', '30s', 10, 3_600_000),
-    queryCacheRows: r.int('QUERY_CACHE_ROWS', 100_000, 0, 10_000_000),
+    queryTimeoutMs: r.duration('QUERY_TIMEOUT', msText(D.queryTimeoutMs), 10, 3_600_000),
+    queryCacheRows: r.int('QUERY_CACHE_ROWS', D.answerCacheRows, 0, 10_000_000),
     exportMaxEvents: r.int('EXPORT_MAX_EVENTS', 10_000_000, 1, 1_000_000_000),
     exportTimeoutMs: r.duration('EXPORT_TIMEOUT', '10m', 1000, 24 * 3_600_000),
     requestTimeoutMs: r.duration('REQUEST_TIMEOUT', '30s', 1000, 3_600_000),
@@ -332,17 +342,17 @@ export function loadConfig(env: Env = process.env): Config {
     duckdbMemoryBytes: r.size('DUCKDB_MEMORY', '2GiB', 64 * MiB, 1024 * 1024 * MiB),
     duckdbThreads: r.int('DUCKDB_THREADS', 2, 1, 256),
     ingestWorkers: r.int('INGEST_WORKERS', DEFAULT_INGEST_WORKERS, 0, 64),
-    rolloverBytes: r.size('ROLLOVER_BYTES', '64MiB', 64 * 1024, 64 * 1024 * MiB),
-    rolloverAgeMs: r.duration('ROLLOVER_AGE', '1h', 100, 7 * DAY_MS),
-    sealRetryMs: r.duration('SEAL_RETRY', '1s', 10, 3_600_000),
-    sealRetryMaxMs: r.duration('SEAL_RETRY_MAX', '5m', 10, DAY_MS),
+    rolloverBytes: r.size('ROLLOVER_BYTES', sizeText(D.rolloverBytes), 64 * 1024, 64 * 1024 * MiB),
+    rolloverAgeMs: r.duration('ROLLOVER_AGE', msText(D.rolloverAgeMs), 100, 7 * DAY_MS),
+    sealRetryMs: r.duration('SEAL_RETRY', msText(D.sealRetryMs), 10, 3_600_000),
+    sealRetryMaxMs: r.duration('SEAL_RETRY_MAX', msText(D.sealRetryMaxMs), 10, DAY_MS),
     auth: { ingest: r.tokens('INGEST_TOKENS'), query: r.tokens('QUERY_TOKENS'), admin: r.tokens('ADMIN_TOKENS'), metrics: r.tokens('METRICS_TOKENS') },
     rateLimitMax: r.orOff('RATE_LIMIT', () => r.int('RATE_LIMIT', 0, 1, 1_000_000)),
     rateLimitWindowMs: r.duration('RATE_LIMIT_WINDOW', '1m', 1000, DAY_MS),
     maxHeaderBytes: r.size('MAX_HEADER_BYTES', '16KiB', 1024, MiB),
     maxConnections: r.int('MAX_CONNECTIONS', 4096, 1, 1_000_000),
-    minFreeDiskBytes: r.size('MIN_FREE_DISK', '1GiB', 0, 1024 * 1024 * MiB),
-    maxPendingSegments: r.int('MAX_PENDING_SEGMENTS', 32, 1, 100_000),
+    minFreeDiskBytes: r.size('MIN_FREE_DISK', sizeText(D.minFreeDiskBytes), 0, 1024 * 1024 * MiB),
+    maxPendingSegments: r.int('MAX_PENDING_SEGMENTS', D.maxPendingSegments, 1, 100_000),
     maxIngestInflight: r.int('MAX_INGEST_INFLIGHT', 32, 1, 100_000),
     maxActiveBytes: 0,
     queryPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
@@ -360,7 +370,7 @@ export function loadConfig(env: Env = process.env): Config {
   if (!/^[\x21-\x7e]{1,128}$/.test(config.otlp.defaultKey)) {
     throw new ConfigError('TOKENLEDGER_OTLP_DEFAULT_KEY', 'must be 1-128 printable ASCII characters without spaces')
   }
-  config.maxActiveBytes = r.size('MAX_ACTIVE_BYTES', String(4 * config.rolloverBytes), 64 * 1024, 1024 * 1024 * MiB)
+  config.maxActiveBytes = r.size('MAX_ACTIVE_BYTES', sizeText(D.maxActiveRollovers * config.rolloverBytes), 64 * 1024, 1024 * 1024 * MiB)
   if (config.maxActiveBytes < config.rolloverBytes) {
     throw new ConfigError('TOKENLEDGER_MAX_ACTIVE_BYTES', `must be at least TOKENLEDGER_ROLLOVER_BYTES (${config.rolloverBytes} bytes)`)
   }

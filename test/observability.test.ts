@@ -21,7 +21,7 @@ import { ManualClock } from '../src/clock.js'
 import { loadConfig, type Config } from '../src/config.js'
 import { encodeEvents } from '../src/ingest/batch.js'
 import { validateEvent } from '../src/ingest/event.js'
-import type { AppendRequest } from '../src/store/store.js'
+import type { AppendRequest } from '../src/store/outcomes.js'
 import { build, event, latch, post, rollover, T0 } from './helper.js'
 
 interface Sample {

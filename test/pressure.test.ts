@@ -309,7 +309,7 @@ test('reads waiting for a query slot are bounded: past 8 per slot a query is 503
   const gate = new Promise<void>((resolve) => (release = resolve))
   const holder = app.store.snapshot(() => gate)
   const waiting = Array.from({ length: 8 }, () => app.inject({ url: '/v1/usage' }))
-  for (let i = 0; i < 200 && (app.store as unknown as { queryWaiters: number }).queryWaiters < 8; i++) await delay(5)
+  for (let i = 0; i < 200 && (app.store as unknown as { snapshots: { waiters: number } }).snapshots.waiters < 8; i++) await delay(5)
   const refused = await app.inject({ url: '/v1/usage' })
   assert.equal(refused.statusCode, 503)
   assert.equal(refused.json().code, 'TL_QUERY_BUSY')

@@ -14,7 +14,8 @@ import { ManualClock } from '../src/clock.js'
 import { encodeEvents } from '../src/ingest/batch.js'
 import { validateEvent } from '../src/ingest/event.js'
 import type { StoreHooks } from '../src/store/options.js'
-import { Store, type AppendRequest } from '../src/store/store.js'
+import type { AppendRequest } from '../src/store/outcomes.js'
+import { Store } from '../src/store/store.js'
 import { build, event, latch, post, T0, totals } from './helper.js'
 
 

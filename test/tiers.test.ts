@@ -377,7 +377,8 @@ test('a data directory of the single-file release is adopted: its events stay re
 
 test('a catalog written with HUGEINT rollup token sums is migrated to hi/lo columns with identical totals', async () => {
   const { DuckDBInstance } = await import('@duckdb/node-api')
-  const { DuckDBCatalog, ROLLUP_TOKEN_COLUMNS, rollupTokenSum } = await import('../src/store/catalog.js')
+  const { DuckDBCatalog, rollupTokenSum } = await import('../src/store/catalog.js')
+  const { TOKEN_COLUMNS } = await import('../src/store/schema.js')
   const db = await DuckDBInstance.create(':memory:')
   const conn = await db.connect()
   try {
@@ -396,11 +397,11 @@ test('a catalog written with HUGEINT rollup token sums is migrated to hi/lo colu
         `INSERT INTO rollups VALUES (1, TIMESTAMP '2026-01-01 00:00:00', 'k', NULL, NULL, NULL, 'p', 'm', 200, 'USD', 1, 0, ${v}, ${v + 1n}, ${i}, 0, ${v}, 1.5, 0)`,
       )
     }
-    const before = await conn.runAndReadAll(`SELECT ${ROLLUP_TOKEN_COLUMNS.map((c) => `sum(${c})::VARCHAR`).join(', ')}, sum(cost)::VARCHAR, count(*) FROM rollups`)
+    const before = await conn.runAndReadAll(`SELECT ${TOKEN_COLUMNS.map((c) => `sum(${c})::VARCHAR`).join(', ')}, sum(cost)::VARCHAR, count(*) FROM rollups`)
     await DuckDBCatalog.open(conn)
     const cols = await conn.runAndReadAll(`SELECT column_name FROM duckdb_columns() WHERE table_name = 'rollups'`)
     assert.ok(!cols.getRows().some((r) => r[0] === 'input_tokens'), 'old HUGEINT columns are gone')
-    const after = await conn.runAndReadAll(`SELECT ${ROLLUP_TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)}::VARCHAR`).join(', ')}, sum(cost)::VARCHAR, count(*) FROM rollups`)
+    const after = await conn.runAndReadAll(`SELECT ${TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)}::VARCHAR`).join(', ')}, sum(cost)::VARCHAR, count(*) FROM rollups`)
     assert.deepEqual(after.getRows(), before.getRows())
     await DuckDBCatalog.open(conn) // a second open is a no-op
   } finally {

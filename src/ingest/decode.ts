@@ -11,7 +11,7 @@
 // obeys the native contract (DESIGN.md's field table) exactly.
 
 import { Errors } from '../errors.js'
-import type { EventResult } from '../store/store.js'
+import type { EventResult } from '../store/outcomes.js'
 import { encodeEvents, type EventBatch } from './batch.js'
 import { mapCloudEvents } from './cloudevents.js'
 import { validateEvent, type EventFieldName, type EventLimits, type FieldError, type UsageEvent } from './event.js'

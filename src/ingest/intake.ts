@@ -10,7 +10,8 @@
 
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
-import type { AppendOutcome, IngestSource, Store } from '../store/store.js'
+import type { AppendOutcome, IngestSource } from '../store/outcomes.js'
+import type { Store } from '../store/store.js'
 import type { BodyFormat } from './decode.js'
 import type { Decoder } from './decoder.js'
 

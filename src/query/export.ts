@@ -22,10 +22,12 @@ import type { DuckDBConnection } from '@duckdb/node-api'
 import { Errors } from '../errors.js'
 import { EVENT_COLUMNS } from '../store/schema.js'
 import { sqlString, tableOf } from '../store/relations.js'
-import type { Snapshot, SnapshotPart, Store } from '../store/store.js'
+import type { Snapshot, SnapshotPart } from '../store/snapshot.js'
+import type { Store } from '../store/store.js'
 import { whereClause, type EventFilter } from './filters.js'
 import { decodeCursor, pageEvents } from './list.js'
-import { mayMatch, type StoredEvent } from './read.js'
+import type { StoredEvent } from './read.js'
+import { mayMatch } from './window.js'
 
 export const EXPORT_FORMATS = ['csv', 'ndjson', 'parquet'] as const
 export type ExportFormat = (typeof EXPORT_FORMATS)[number]

@@ -19,9 +19,11 @@
 import { DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
 import { Errors } from '../errors.js'
 import { tableOf } from '../store/relations.js'
-import type { SnapshotPart, Store } from '../store/store.js'
+import type { SnapshotPart } from '../store/snapshot.js'
+import type { Store } from '../store/store.js'
 import { whereClause, type EventFilter } from './filters.js'
-import { mayMatch, SUMMARY_COLUMNS, toStoredEvent, type StoredEvent } from './read.js'
+import { SUMMARY_COLUMNS, toStoredEvent, type StoredEvent } from './read.js'
+import { mayMatch } from './window.js'
 
 export type ListSource = 'all' | 'hot' | 'archive'
 

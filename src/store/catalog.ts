@@ -35,6 +35,7 @@ import { listValue, type DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
 import { tableOf } from './relations.js'
 import { inTransaction } from './transaction.js'
+import { TOKEN_COLUMNS, type TokenColumn } from './schema.js'
 import type { SegmentStats } from './stats.js'
 
 export type SegmentState = 'active' | 'pending' | 'archived' | 'deleted'
@@ -117,17 +118,14 @@ export interface ArchiveRecord {
  * total). So each sum is stored as two BIGINTs, the sums of the high and low 32
  * bits of every event's count: sum = hi * 2^32 + lo, exact. Counts are safe
  * integers (< 2^53), so hi stays below n * 2^21 and lo below n * 2^32: neither
- * overflows below 2^31 events in one rollup row.
+ * overflows below 2^31 events in one rollup row. rollupTokenSum reads one back.
  */
-export const ROLLUP_TOKEN_COLUMNS = ['input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens'] as const
-
-/** The counted measures of a rollup row, in the order a usage answer lists them (cost is summed apart, per currency). */
-export const COUNT_MEASURES = ['requests', 'errors', ...ROLLUP_TOKEN_COLUMNS, 'cost_missing'] as const
-
-/** SQL for the exact token sum `c` over rollup rows (HUGEINT). */
-export function rollupTokenSum(c: (typeof ROLLUP_TOKEN_COLUMNS)[number]): string {
+export function rollupTokenSum(c: TokenColumn): string {
   return `(coalesce(sum(${c}_hi), 0)::HUGEINT * 4294967296 + coalesce(sum(${c}_lo), 0))`
 }
+
+/** The counted measures of a rollup row, in the order a usage answer lists them (cost is summed apart, per currency). */
+export const COUNT_MEASURES = ['requests', 'errors', ...TOKEN_COLUMNS, 'cost_missing'] as const
 
 const DDL = [
   `CREATE TABLE IF NOT EXISTS segments (
@@ -141,7 +139,7 @@ const DDL = [
      key_id VARCHAR NOT NULL, team_id VARCHAR, user_id VARCHAR, customer_id VARCHAR,
      provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
      requests BIGINT NOT NULL, errors BIGINT NOT NULL,
-     ${ROLLUP_TOKEN_COLUMNS.map((c) => `${c}_hi BIGINT NOT NULL, ${c}_lo BIGINT NOT NULL`).join(', ')},
+     ${TOKEN_COLUMNS.map((c) => `${c}_hi BIGINT NOT NULL, ${c}_lo BIGINT NOT NULL`).join(', ')},
      cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL)`,
 ]
 
@@ -155,7 +153,7 @@ async function migrateHugeintRollups(conn: DuckDBConnection): Promise<void> {
   )
   const names = new Set(cols.getRows().map((r) => String(r[0])))
   if (!names.has('input_tokens')) return
-  const split = ROLLUP_TOKEN_COLUMNS.map((c) => `(${c} >> 32)::BIGINT AS ${c}_hi, (${c} & 4294967295)::BIGINT AS ${c}_lo`).join(', ')
+  const split = TOKEN_COLUMNS.map((c) => `(${c} >> 32)::BIGINT AS ${c}_hi, (${c} & 4294967295)::BIGINT AS ${c}_lo`).join(', ')
   await inTransaction(conn, async () => {
     await conn.run('DROP TABLE IF EXISTS rollups_migrating')
     await conn.run(`CREATE TABLE rollups_migrating AS
@@ -181,7 +179,7 @@ export function rollupOfEvents(withUser: boolean): string {
   return `${BUCKET_OF_TS} AS bucket,
           key_id, team_id, ${withUser ? 'user_id, ' : ''}customer_id, provider, model, status_code, currency,
           count(*), count(*) FILTER (WHERE status_code >= 400),
-          ${ROLLUP_TOKEN_COLUMNS.map((c) => `sum(${c} >> 32), sum(${c} & 4294967295)`).join(', ')},
+          ${TOKEN_COLUMNS.map((c) => `sum(${c} >> 32), sum(${c} & 4294967295)`).join(', ')},
           sum(cost), count(*) FILTER (WHERE cost IS NULL)`
 }
 
@@ -234,7 +232,7 @@ export const COARSE_KEY = 'key_id, team_id, customer_id, provider, model, status
 const COARSE_SUMS = [
   'sum(requests)::BIGINT',
   'sum(errors)::BIGINT',
-  ...ROLLUP_TOKEN_COLUMNS.flatMap((c) => [`sum(${c}_hi)::BIGINT`, `sum(${c}_lo)::BIGINT`]),
+  ...TOKEN_COLUMNS.flatMap((c) => [`sum(${c}_hi)::BIGINT`, `sum(${c}_lo)::BIGINT`]),
   'sum(cost)',
   'sum(cost_missing)::BIGINT',
 ].join(', ')
@@ -249,7 +247,7 @@ export const COARSE_COLUMNS = `bucket TIMESTAMP NOT NULL,
      key_id VARCHAR NOT NULL, team_id VARCHAR, customer_id VARCHAR,
      provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
      requests BIGINT NOT NULL, errors BIGINT NOT NULL,
-     ${ROLLUP_TOKEN_COLUMNS.map((c) => `${c}_hi BIGINT NOT NULL, ${c}_lo BIGINT NOT NULL`).join(', ')},
+     ${TOKEN_COLUMNS.map((c) => `${c}_hi BIGINT NOT NULL, ${c}_lo BIGINT NOT NULL`).join(', ')},
      cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL`
 
 /**

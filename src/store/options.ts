@@ -1,7 +1,7 @@
 // What the store is opened with: its bounds, windows, seams (clock, file
-// system) and test hooks. config.ts reads them from the environment and is the
-// one place their documented defaults come from; the fallbacks below serve
-// tests and benches that open a store directly.
+// system) and test hooks. config.ts reads them from the environment; the
+// defaults of the optional ones are STORE_DEFAULTS, which config.ts takes too,
+// so a store opened directly (tests, benches) and the service agree.
 
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
@@ -10,6 +10,7 @@ import type { RetentionWindows } from './retention.js'
 import type { SegmentOptions } from './segment.js'
 import type { SealStep } from './tiers.js'
 
+/** The optional options default to STORE_DEFAULTS (below). */
 export interface StoreOptions {
   dataDir: string
   clock: Clock
@@ -19,9 +20,9 @@ export interface StoreOptions {
   maxCommitEvents: number
   gateWaitMs: number
   maxConcurrentQueries: number
-  /** Longest one snapshot's reads may run before DuckDB is interrupted (QueryTimeout); default 30 s. */
+  /** Longest one snapshot's reads may run before DuckDB is interrupted (QueryTimeout). */
   queryTimeoutMs?: number
-  /** Rows of catalog answers kept for repeated questions (answers.ts; default 100 000; 0: none kept). */
+  /** Rows of catalog answers kept for repeated questions (answers.ts; 0: none kept). */
   answerCacheRows?: number
   duckdbMemoryBytes: number
   duckdbThreads: number
@@ -34,18 +35,18 @@ export interface StoreOptions {
   sealRetryMaxMs?: number
   /** How often the background timer checks age rollover, seal retries and the retention schedule. */
   tickMs?: number
-  /** Retention windows (defaults: 30d events, 7d details, 400d rollups). */
+  /** Retention windows (default DEFAULT_WINDOWS, retention.ts). */
   retention?: RetentionWindows
-  /** How often retention runs (default 1h; the first run comes min(interval, 1 min) after open; 0: never on its own). */
+  /** How often retention runs (STORE_DEFAULTS; the first run comes min(interval, 1 min) after open; 0: never on its own). */
   retentionIntervalMs?: number
   fs?: FileSystem
-  /** Appends are refused while the data directory's file system has less free space than this (default 1 GiB; 0: never). */
+  /** Appends are refused while the data directory's file system has less free space than this (0: never). */
   minFreeDiskBytes?: number
-  /** ...or while more rolled-over segments than this wait to be sealed (default 32). */
+  /** ...or while more rolled-over segments than this wait to be sealed. */
   maxPendingSegments?: number
-  /** ...or while the active segment's file plus WAL exceed this (default 4 × rolloverBytes). */
+  /** ...or while the active segment's file plus WAL exceed this (default maxActiveRollovers × rolloverBytes). */
   maxActiveBytes?: number
-  /** How often free disk space is sampled (default 1 s). */
+  /** How often free disk space is sampled. */
   diskCheckMs?: number
   /** Test seams; never set in production. */
   hooks?: StoreHooks
@@ -69,6 +70,25 @@ export interface StoreHooks {
   /** Least time between those refreshes (default LIVE_ROLLUP_EVERY_MS); tests set 0. */
   liveRollupEveryMs?: number
 }
+
+const MIB = 1024 * 1024
+
+/** The defaults of the optional store options: the one source (config.ts reads its defaults from here). */
+export const STORE_DEFAULTS = {
+  queryTimeoutMs: 30_000,
+  /** Rows of catalog answers kept (answers.ts): tens of MiB at most; a month's daily series by model is ~3,600 rows. */
+  answerCacheRows: 100_000,
+  rolloverBytes: 64 * MIB,
+  rolloverAgeMs: 3_600_000,
+  sealRetryMs: 1_000,
+  sealRetryMaxMs: 300_000,
+  retentionIntervalMs: 3_600_000,
+  minFreeDiskBytes: 1024 * MIB,
+  maxPendingSegments: 32,
+  /** maxActiveBytes, as a multiple of rolloverBytes. */
+  maxActiveRollovers: 4,
+  diskCheckMs: 1_000,
+} as const
 
 /** A live segment's DuckDB options: half the memory budget (the closed tiers get the other half). */
 export function segmentOptions(opts: StoreOptions): SegmentOptions {

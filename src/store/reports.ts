@@ -61,3 +61,36 @@ export type RetentionTrigger = RetentionReport['trigger']
 export function roundMs(ms: number): number {
   return Math.round(ms * 1000) / 1000
 }
+
+/** The store's counters and states at one moment (/v1/status and /metrics read them). */
+export interface StoreStats {
+  queuedRequests: number
+  queuedEvents: number
+  queuedBytes: number
+  indexedEvents: number
+  indexBytes: number
+  /** Exact probes of closed segments made before taking the gate (replays of older events). */
+  probesBeforeGate: number
+  /** Exact probes made under the gate (live segments, or segments closed since the request arrived). */
+  probesUnderGate: number
+  commits: number
+  committedEvents: number
+  lastCommitMs: number | null
+  lastCommitEvents: number
+  rollovers: number
+  lastRollover: RolloverReport | null
+  sealed: number
+  sealFailures: number
+  retentionRuns: number
+  retentionErrors: number
+  retentionSegmentsDeleted: number
+  retentionBytesFreed: number
+  lastRetention: RetentionReport | null
+  failed: string | null
+  draining: boolean
+  /** Free bytes on the data directory's file system at the last sample (null before the first). */
+  freeDiskBytes: number | null
+  pendingSegments: number
+  /** Why appends are refused now (empty: they are admitted). */
+  refusing: string[]
+}

@@ -20,7 +20,7 @@ import type { Logger } from '../log.js'
 import type { Catalog } from './catalog.js'
 import type { AttachedFile, FileTier } from './files.js'
 import { removeDurably, type FileSystem } from './fsops.js'
-import type { IdIndex } from './idindex.js'
+import type { Dedupe } from './dedupe.js'
 import { parseSegmentFileName, tierDir } from './layout.js'
 import { roundMs, type RetentionReport, type RetentionTrigger, type RolloverReport } from './reports.js'
 import type { Cutoffs } from './retention.js'
@@ -37,7 +37,8 @@ export interface RetentionHost {
   readonly fs: FileSystem
   readonly files: FileTier
   readonly catalog: Catalog
-  readonly index: IdIndex
+  /** The dedupe index: a deleted segment's ids leave it at once. */
+  readonly index: Pick<Dedupe, 'dropSegment' | 'purgeDropped'>
   /** Every retained segment by id (the run removes deleted ones). */
   readonly segments: Map<number, SegmentEntry>
   active(): SegmentEntry

@@ -18,6 +18,10 @@ import type { UsageEvent } from '../ingest/event.js'
 
 export const SCHEMA_VERSION = 1
 
+/** The token counts of an event, in the order answers list them: the one list (stats, rollups, usage answers). */
+export const TOKEN_COLUMNS = ['input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens'] as const
+export type TokenColumn = (typeof TOKEN_COLUMNS)[number]
+
 interface Column {
   name: string
   sql: string

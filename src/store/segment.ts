@@ -38,8 +38,8 @@
 import { DuckDBConnection, DuckDBDecimalValue, DuckDBInstance, DuckDBPreparedStatement, listValue } from '@duckdb/node-api'
 import type { EventBatch } from '../ingest/batch.js'
 import { grants, type GateHeld } from './gate.js'
-import { BUCKET_OF_TS, COARSE_COLUMNS, COARSE_KEY, compactedRollups, rollupOfEvents, rollupTokenSum, ROLLUP_TOKEN_COLUMNS } from './catalog.js'
-import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL } from './schema.js'
+import { BUCKET_OF_TS, COARSE_COLUMNS, COARSE_KEY, compactedRollups, rollupOfEvents, rollupTokenSum } from './catalog.js'
+import { DETAIL_INSERT, EVENT_INSERT, SCHEMA_VERSION, SEGMENT_DDL, TOKEN_COLUMNS } from './schema.js'
 import { ConnectionPool } from './pool.js'
 import { inTransaction } from './transaction.js'
 
@@ -63,11 +63,24 @@ const LIVE_ROLLUP_DDL = [
 const LIVE_TABLES = ['live_rollups', 'live_rollups_upto', 'live_cells']
 
 /**
+ * The active segment's live rollups are refreshed (off the commit path) once
+ * this many events were appended since the last refresh: queries read them
+ * plus the events appended since, instead of every event of the segment.
+ */
+export const LIVE_ROLLUP_EVERY_ROWS = 2000
+/**
+ * ...and at most once a second: at full ingest speed a refresh every 2,000
+ * events kept a connection busy and cost ingest about a quarter of its rate
+ * (bench/ingest, when this was chosen); a second of events in the tail costs a
+ * query a few milliseconds.
+ */
+export const LIVE_ROLLUP_EVERY_MS = 1000
+
+/**
  * Most rows (cells × keys, models, statuses, ...) a live segment's rollups may
  * hold in memory. Reading them costs about 5 µs a row, mostly on the event loop
- * (5,000 rows: 27 ms wall, 30 ms CPU; 50,000: 255 and 347 ms, read from an in-memory DuckDB on 2 cores),
- * at most once per refresh while queries ask. A segment of a bigger variety
- * reads them in DuckDB.
+ * (5,000 rows: a few tens of ms), at most once per refresh while queries ask.
+ * A segment of a bigger variety reads them in DuckDB.
  */
 export const LIVE_VIEW_MAX_ROWS = 5_000
 
@@ -325,7 +338,7 @@ async function readLiveRollups(conn: DuckDBConnection): Promise<LiveRollups | nu
   if (keys > LIVE_VIEW_MAX_ROWS) return null
   const res = await conn.runAndReadAll(
     `SELECT epoch_us(bucket), key_id, team_id, customer_id, provider, model, status_code, currency, sum(requests)::BIGINT, sum(errors)::BIGINT, ` +
-      `${ROLLUP_TOKEN_COLUMNS.map((c) => rollupTokenSum(c)).join(', ')}, sum(cost), sum(cost_missing)::BIGINT ` +
+      `${TOKEN_COLUMNS.map((c) => rollupTokenSum(c)).join(', ')}, sum(cost), sum(cost_missing)::BIGINT ` +
       `FROM live_rollups GROUP BY ALL`,
   )
   const raw = res.getRows()

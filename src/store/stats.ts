@@ -6,9 +6,8 @@
 import { DuckDBDecimalValue, DuckDBTimestampValue, type DuckDBConnection } from '@duckdb/node-api'
 import { formatCost } from '../money.js'
 import { tableOf } from './relations.js'
+import { TOKEN_COLUMNS, type TokenColumn } from './schema.js'
 
-export const TOKEN_COLUMNS = ['input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens'] as const
-export type TokenColumn = (typeof TOKEN_COLUMNS)[number]
 
 export interface SegmentStats {
   rowCount: number

@@ -1,19 +1,22 @@
-// The tiers' vocabulary: one retained segment (SegmentEntry) in exactly one
-// state, its seal status, and the durable move of a rolled-over file from
-// active/ to pending/. The store's units (store.ts, recover.ts, sealer.ts,
-// retention) share these; this module depends on none of them.
+// The tiers: one retained segment (SegmentEntry) in exactly one state, its seal
+// status, the set of them with the active one (Tiers), and the durable move of
+// a rolled-over file from active/ to pending/. Every unit of the store shares
+// these; this module depends on none of them (only on the gate's capability).
 //
 // Invariants:
 // - An entry is readable through `live` (an open instance) or `file` (an
 //   attached file), and readers pin whichever they use (pins.ts).
 // - state moves only forward: active -> pending (a rollover's swap, under the
 //   write gate) -> archived (the sealer's swap, after the catalog commit).
+// - Exactly one entry is active, and it is the segment the write gate guards
+//   (swapActive moves both, for the gate's holder only).
 // - A file moves to pending/ only once checkpointed and closed with no WAL
 //   beside it, both directories fsync'd.
 
 import type { AttachedFile } from './files.js'
 import type { DetailsState, SegmentDims } from './catalog.js'
 import type { FileSystem } from './fsops.js'
+import { grants, type GateHeld, type WriteGate } from './gate.js'
 import { segmentPath, tierDir } from './layout.js'
 import { Pins } from './pins.js'
 import type { Segment } from './segment.js'
@@ -146,4 +149,90 @@ export function summarizeTiers(segments: readonly SegmentInfo[], nowMs: number):
     oldestPendingAgeMs = Math.max(oldestPendingAgeMs, nowMs - (s.pending_since_ms ?? s.created_ms))
   }
   return { count, bytes, rows, oldestPendingAgeMs, pending, failing }
+}
+
+/**
+ * The retained segments of one store, and which is active. Every unit of the
+ * store (commit, dedupe, rollover, snapshots, retention, the sealer) reads
+ * them here; the active segment changes only through `swapActive`, by the
+ * holder of the write gate, to the segment the gate now guards.
+ */
+export class Tiers {
+  /** Every retained segment by id, in exactly one state, from the moment its file exists until retention drops it. */
+  readonly segments = new Map<number, SegmentEntry>()
+  #active: SegmentEntry
+  #nextId: number
+
+  constructor(entries: readonly SegmentEntry[], nextId: number) {
+    const active = entries.filter((e) => e.state === 'active')
+    if (active.length !== 1 || !active[0]!.live) throw new Error('invariant: the store opens with one live active segment')
+    for (const e of entries) this.segments.set(e.id, e)
+    this.#active = active[0]!
+    this.#nextId = nextId
+  }
+
+  /** The segment appends go to. */
+  get active(): SegmentEntry {
+    return this.#active
+  }
+
+  /** A fresh segment id (never reused: ids order segments by age). */
+  takeId(): number {
+    return this.#nextId++
+  }
+
+  /**
+   * Makes `next` the active segment and the former one pending (a rollover's
+   * swap), pointing the write gate at next's live instance in the same step:
+   * only the holder of the gate guarding the current active segment may, so
+   * the gate and the tiers never disagree.
+   */
+  swapActive(gate: WriteGate<Segment>, held: GateHeld<Segment>, next: SegmentEntry, nowMs: number): SegmentEntry {
+    const old = this.#active
+    if (next.live === null || old.live === null || !grants(held, old.live)) throw new Error('invariant: the active segment changes only under the write gate')
+    gate.swap(held, next.live)
+    this.segments.set(next.id, next)
+    this.#active = next
+    old.state = 'pending'
+    old.pendingSinceMs = nowMs
+    return old
+  }
+
+  /** Every retained segment, oldest first. */
+  sorted(): SegmentEntry[] {
+    return [...this.segments.values()].sort((a, b) => a.id - b.id)
+  }
+
+  /** Rolled-over segments closed into pending files, oldest first: what the sealer takes. */
+  pendingFiles(): SegmentEntry[] {
+    return this.sorted().filter((e) => e.state === 'pending' && e.file !== null && e.live === null)
+  }
+
+  /** Segments waiting to be sealed (closed or not yet). */
+  pendingCount(): number {
+    let n = 0
+    for (const e of this.segments.values()) if (e.state === 'pending') n++
+    return n
+  }
+
+  /** Rows in every retained segment. */
+  rowCount(): number {
+    let n = 0
+    for (const e of this.segments.values()) n += e.rowCount
+    return n
+  }
+
+  /** Every retained segment as status and metrics show it, oldest first. */
+  list(): SegmentInfo[] {
+    return this.sorted().map((e) => ({
+      id: e.id,
+      state: e.state,
+      row_count: e.rowCount,
+      min_timestamp_us: e.minTsUs,
+      max_timestamp_us: e.maxTsUs,
+      bytes: e.bytes,
+      created_ms: e.createdMs,
+      ...(e.state === 'pending' ? { pending_since_ms: e.pendingSinceMs ?? e.createdMs, seal: { ...e.seal } } : {}),
+    }))
+  }
 }

@@ -1,0 +1,115 @@
+// Admission: whether the store takes appends now, from what it can measure
+// before DuckDB fails: the data directory's free space, the seal backlog and
+// the active segment's size. The queue's own bounds are the commit queue's.
+//
+// Invariants:
+// - Appends are refused (Overloaded, 503) and the store reports unready while
+//   free space is below minFreeDiskBytes, more than maxPendingSegments wait to
+//   be sealed, or the active file plus WAL exceed maxActiveBytes. DuckDB under
+//   ENOSPC may invalidate a database; refusing first keeps the acknowledged
+//   data safe and makes the condition loud.
+// - One disk sample at a time; a failed read keeps the last value (logged).
+//   Samples run every diskCheckMs and after commits (at most every 100 ms).
+
+import type { Logger } from '../log.js'
+import type { FileSystem } from './fsops.js'
+
+export const MIB = 1024 * 1024
+
+/** A sample older than this is refreshed after a commit (commits are what fill the disk). */
+const RESAMPLE_AFTER_COMMIT_MS = 100
+
+export interface AdmissionOptions {
+  dataDir: string
+  fs: FileSystem
+  logger: Logger
+  /** 0: never refuse for disk. */
+  minFreeDiskBytes: number
+  maxPendingSegments: number
+  maxActiveBytes: number
+  diskCheckMs: number
+}
+
+/** What admission reads of the tiers. */
+export interface AdmissionHost {
+  pendingCount(): number
+  /** The active segment's file plus WAL at its last measurement (0 before one). */
+  activeBytes(): number
+}
+
+export class Admission {
+  /** Free bytes on the data directory's file system at the last sample (null before the first). */
+  freeDiskBytes: number | null = null
+  private sampledMs = -Infinity
+  private sampling: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
+
+  constructor(
+    private readonly opts: AdmissionOptions,
+    private readonly host: AdmissionHost,
+  ) {}
+
+  /** Samples every diskCheckMs until stop. */
+  start(): void {
+    this.timer = setInterval(() => void this.sample(), this.opts.diskCheckMs)
+    this.timer.unref()
+  }
+
+  /** Stops sampling and waits for a sample in flight. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = null
+    await this.sampling
+  }
+
+  /** Reads the free space of the data directory's file system; one sample at a time. A failed read keeps the last value and is logged. */
+  sample(): Promise<void> {
+    this.sampling ??= this.opts.fs
+      .freeBytes(this.opts.dataDir)
+      .then(
+        (bytes) => {
+          const wasLow = this.lowOnDisk()
+          this.freeDiskBytes = bytes
+          this.sampledMs = performance.now()
+          const figures = { freeBytes: bytes, floorBytes: this.opts.minFreeDiskBytes }
+          if (!wasLow && this.lowOnDisk()) this.opts.logger.error(figures, 'free disk below its floor: refusing ingest until space is freed')
+          if (wasLow && !this.lowOnDisk()) this.opts.logger.warn(figures, 'free disk back above its floor: taking ingest again')
+        },
+        (err: unknown) => this.opts.logger.error({ err }, 'reading free disk space failed'),
+      )
+      .finally(() => {
+        this.sampling = null
+      })
+    return this.sampling
+  }
+
+  /** After a commit: samples again when the last reading is older than a tenth of a second. */
+  committed(): void {
+    if (performance.now() - this.sampledMs > RESAMPLE_AFTER_COMMIT_MS) void this.sample()
+  }
+
+  /** Whether the data directory has less free space than its floor (exports that write files check this too). */
+  lowOnDisk(): boolean {
+    return this.opts.minFreeDiskBytes > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < this.opts.minFreeDiskBytes
+  }
+
+  /** Why appends are refused now: low disk, seal backlog, oversized active segment (empty: admitted). */
+  refusing(): string[] {
+    const reasons: string[] = []
+    if (this.lowOnDisk()) {
+      reasons.push(`free disk ${mib(this.freeDiskBytes!)} is below the floor of ${mib(this.opts.minFreeDiskBytes)} (TOKENLEDGER_MIN_FREE_DISK)`)
+    }
+    const pending = this.host.pendingCount()
+    if (pending > this.opts.maxPendingSegments) reasons.push(`${pending} segments wait to be sealed, more than ${this.opts.maxPendingSegments} (TOKENLEDGER_MAX_PENDING_SEGMENTS)`)
+    const activeBytes = this.host.activeBytes()
+    if (activeBytes > this.opts.maxActiveBytes) {
+      reasons.push(`the active segment holds ${mib(activeBytes)}, more than ${mib(this.opts.maxActiveBytes)} (TOKENLEDGER_MAX_ACTIVE_BYTES): rollover is not keeping up`)
+    }
+    return reasons
+  }
+}
+
+function mib(bytes: number): string {
+  const n = bytes / MIB
+  return `${n < 100 ? n.toFixed(1) : Math.round(n)} MiB`
+}
