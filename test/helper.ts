@@ -13,6 +13,7 @@ import { ManualClock } from '../src/clock.js'
 import { loadConfig, type Config } from '../src/config.js'
 import type { FileSystem } from '../src/store/fsops.js'
 import type { StoreHooks } from '../src/store/options.js'
+import { CALM_PRESSURE_ENV } from './support/calm.js'
 
 /** Noon on the day the suite was written: fixed so timestamps in tests are stable. */
 export const T0 = Date.parse('2026-11-24T12:00:00Z')
@@ -35,7 +36,7 @@ export interface BuildOptions {
 export async function build(t: TestContext, env: Record<string, string> = {}, hooks?: StoreHooks, options: BuildOptions = {}): Promise<Built> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tl-test-'))
   const clock = new ManualClock(T0)
-  const config = loadConfig({ TOKENLEDGER_DATA_DIR: dataDir, ...env })
+  const config = loadConfig({ TOKENLEDGER_DATA_DIR: dataDir, ...CALM_PRESSURE_ENV, ...env })
   options.configure?.(config)
   const make = () => buildApp({ config, clock, storeHooks: hooks, ...(options.fs ? { fs: options.fs } : {}) }, pino({ level: 'silent' }))
   const built: Built = {

@@ -8,6 +8,7 @@
 // long log tails for failure messages.
 import type { ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { CALM_PRESSURE_ENV } from './calm.js'
 import { launchChild, type ChildExit } from './launcher.js'
 
 export type { ChildExit } from './launcher.js'
@@ -58,6 +59,7 @@ export async function startChildServer(opts: ChildServerOptions): Promise<ChildS
     TOKENLEDGER_PORT: '0',
     TOKENLEDGER_HOST: '127.0.0.1',
     TOKENLEDGER_LOG_LEVEL: 'warn',
+    ...CALM_PRESSURE_ENV,
     ...opts.env,
   }
   for (const [k, v] of Object.entries(merged)) if (v !== undefined) env[k] = v
