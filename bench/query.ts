@@ -56,6 +56,12 @@
 // Output: a report, and as the last line one JSON summary.
 // Exit:   0 ok (targets missed are warnings), 1 a correctness failure (a wrong answer,
 //         a non-2xx answer, lost or double-counted events), 2 setup.
+//
+// Over 500 lines: the phases above and the checks of their answers are one script a
+// reader follows top to bottom; its reusable parts (the store builder, the load, the
+// sums, the server, the report) are in bench/lib/. Its measure list and zone
+// arithmetic are its own on purpose: a check must not reuse the code it checks.
+
 import { randomBytes, randomInt } from 'node:crypto'
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import os from 'node:os'
