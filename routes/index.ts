@@ -11,6 +11,7 @@ import { openmeterRoutes } from './openmeter.js'
 import { otlpRoutes } from './otlp.js'
 import { uiRoutes } from './ui.js'
 import { usageRoutes } from './usage.js'
+import { verifyRoutes } from './verify.js'
 
 export const routes: FastifyPluginAsync = async (app) => {
   await app.register(healthRoutes)
@@ -21,6 +22,7 @@ export const routes: FastifyPluginAsync = async (app) => {
   await app.register(usageRoutes)
   await app.register(exportRoutes)
   await app.register(adminRoutes)
+  await app.register(verifyRoutes)
   await app.register(metricsRoutes)
   await app.register(uiRoutes)
 }

@@ -25,6 +25,9 @@ export interface Config {
   rollupRetentionMs: number
   /** How often the retention scheduler runs; 0 (`off`): never on its own (POST /v1/admin/retention still runs it). */
   retentionIntervalMs: number
+  /** How often the light verify runs (GET /v1/admin/verify on the last verifyWindowMs; mismatches logged and counted); 0 (`off`, the default): never on its own. */
+  verifyIntervalMs: number
+  verifyWindowMs: number
   /** How far in the future an event timestamp may lie. */
   maxFutureSkewMs: number
   /** Most events in one POST. */
@@ -324,6 +327,8 @@ export function loadConfig(env: Env = process.env): Config {
     detailRetentionMs: 0,
     rollupRetentionMs: 0,
     retentionIntervalMs: r.string('RETENTION_INTERVAL', msText(D.retentionIntervalMs)) === 'off' ? 0 : r.duration('RETENTION_INTERVAL', msText(D.retentionIntervalMs), 1000, 7 * DAY_MS),
+    verifyIntervalMs: r.string('VERIFY_INTERVAL', 'off') === 'off' ? 0 : r.duration('VERIFY_INTERVAL', 'off', 60_000, 30 * DAY_MS),
+    verifyWindowMs: r.duration('VERIFY_WINDOW', msText(D.verifyWindowMs), 15 * 60_000, 31 * DAY_MS),
     maxFutureSkewMs: r.duration('MAX_FUTURE_SKEW', '5m', 0, DAY_MS),
     maxBatchEvents: r.int('MAX_BATCH_EVENTS', 10_000, 1, 100_000),
     maxBodyBytes: r.size('MAX_BODY_BYTES', '8MiB', 1024, 256 * MiB),

@@ -64,6 +64,7 @@ const ROUTES: RouteCase[] = [
   { method: 'GET', url: '/v1/admin/segments', scope: 'admin' },
   { method: 'POST', url: '/v1/admin/rollover', scope: 'admin' },
   { method: 'POST', url: '/v1/admin/retention', scope: 'admin' },
+  { method: 'GET', url: '/v1/admin/verify', scope: 'admin' },
   { method: 'GET', url: '/v1/status', scope: 'admin' },
   { method: 'GET', url: '/metrics', scope: 'metrics' },
 ]

@@ -334,6 +334,20 @@ export default fp(
     lastRetention('tokenledger_retention_last_duration_seconds', 'How long the last retention run took.', (r) => r.duration_ms / 1000)
     lastRetention('tokenledger_retention_last_run_timestamp_seconds', 'When the last retention run started (Unix time).', (r) => Date.parse(r.started_at) / 1000)
 
+    // Verify (GET /v1/admin/verify, and the scheduled light verify).
+    mirrorCounter(registry, 'tokenledger_verify_runs_total', 'Verify runs that finished (scheduled or on demand).', () => stats().verifyRuns)
+    mirrorCounter(registry, 'tokenledger_verify_errors_total', 'Verify runs that failed (a read error, a timeout).', () => stats().verifyErrors)
+    mirrorCounter(registry, 'tokenledger_verify_mismatches_total', 'Rows of derived figures (rollups, catalog entries) found to differ from the raw events, over every verify run.', () => stats().verifyMismatches)
+    new Gauge({
+      name: 'tokenledger_verify_last_mismatches',
+      help: 'Rows found to differ by the last verify run (0: every derived figure equals the raw events).',
+      registers: [registry],
+      collect() {
+        const last = stats().lastVerify
+        if (last) this.set(last.mismatch_count)
+      },
+    })
+
     // DuckDB's own memory (buffer manager), per kind of instance.
     const memory = duckdbMemoryReader(app)
     const readMemory = () => memory.read((result) => memoryReads.inc({ result }))

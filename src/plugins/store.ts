@@ -38,6 +38,8 @@ export default fp<StorePluginOptions>(
         rollupRetentionMs: config.rollupRetentionMs,
       },
       retentionIntervalMs: config.retentionIntervalMs,
+      verifyIntervalMs: config.verifyIntervalMs,
+      verifyWindowMs: config.verifyWindowMs,
       minFreeDiskBytes: config.minFreeDiskBytes,
       maxPendingSegments: config.maxPendingSegments,
       maxActiveBytes: config.maxActiveBytes,

@@ -48,6 +48,9 @@ export interface StoreOptions {
   maxActiveBytes?: number
   /** How often free disk space is sampled. */
   diskCheckMs?: number
+  /** How often the light verify runs (verify.ts; 0: never on its own), and the window it checks (the last so much). */
+  verifyIntervalMs?: number
+  verifyWindowMs?: number
   /** Test seams; never set in production. */
   hooks?: StoreHooks
 }
@@ -88,6 +91,8 @@ export const STORE_DEFAULTS = {
   /** maxActiveBytes, as a multiple of rolloverBytes. */
   maxActiveRollovers: 4,
   diskCheckMs: 1_000,
+  verifyIntervalMs: 0,
+  verifyWindowMs: 86_400_000,
 } as const
 
 /** A live segment's DuckDB options: half the memory budget (the closed tiers get the other half). */

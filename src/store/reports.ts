@@ -4,6 +4,8 @@
 // store builds values of their Static types, so the two cannot drift apart.
 
 import { Type, type Static } from 'typebox'
+import type { GateTask } from './gate.js'
+import type { IngestOutcomes } from './outcomes.js'
 
 export const RolloverReport = Type.Object({
   rolled: Type.Boolean({ description: 'False when the active segment was empty (nothing to roll).' }),
@@ -93,4 +95,63 @@ export interface StoreStats {
   pendingSegments: number
   /** Why appends are refused now (empty: they are admitted). */
   refusing: string[]
+  verifyRuns: number
+  verifyErrors: number
+  /** Mismatching rows found by every verify so far. */
+  verifyMismatches: number
+  lastVerify: VerifyReport | null
+}
+
+/** Most mismatches one verify report lists (all are counted). */
+export const MAX_MISMATCHES_LISTED = 100
+
+export const VERIFY_CHECKS = ['segment_rollups', 'segment_stats', 'live_rollups', 'coarse_rollups', 'users_daily'] as const
+export type VerifyCheck = (typeof VERIFY_CHECKS)[number]
+
+const Figure = Type.Union([Type.String({ maxLength: 64 }), Type.Null()])
+
+export const Mismatch = Type.Object({
+  check: Type.Union([Type.Literal('segment_rollups'), Type.Literal('segment_stats'), Type.Literal('live_rollups'), Type.Literal('coarse_rollups'), Type.Literal('users_daily')]),
+  segment_id: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], { description: 'The segment; null for the coarse tables, which sum over every segment.' }),
+  table: Type.String({ maxLength: 64, description: 'The derived table that disagrees with the raw events.' }),
+  bucket: Type.Union([Type.String({ maxLength: 40 }), Type.Null()], { description: 'The cell (RFC 3339 UTC) of the row; null for a whole-segment figure.' }),
+  key: Type.Record(Type.String(), Type.Union([Type.String({ maxLength: 1024 }), Type.Number(), Type.Null()]), { description: 'The row\'s key (key_id, model, currency, ...).' }),
+  measure: Type.String({ maxLength: 32 }),
+  expected: Type.Union([Type.String({ maxLength: 4096 }), Type.Null()], { description: 'What the raw events give; null: no events for this row.' }),
+  found: Type.Union([Type.String({ maxLength: 4096 }), Type.Null()], { description: 'What the derived table holds; null: no row.' }),
+  difference: Type.Union([Figure], { description: 'found - expected, exact; null when a side is missing or not a number.' }),
+})
+export type Mismatch = Static<typeof Mismatch>
+
+export const VerifyReport = Type.Object({
+  from: Type.String({ maxLength: 40, description: 'The window checked: whole 15-minute cells, never before the rollup retention cutoff.' }),
+  to: Type.String({ maxLength: 40 }),
+  segments_checked: Count,
+  segments_gone: Type.Integer({ minimum: 0, description: 'Segments retention removed before their turn came (not an error).' }),
+  compared: Type.Object(Object.fromEntries(VERIFY_CHECKS.map((c) => [c, Count])) as Record<VerifyCheck, typeof Count>, {
+    description: 'Rows of raw aggregates compared per check (segments for segment_stats).',
+  }),
+  mismatch_count: Type.Integer({ minimum: 0, description: 'Rows (cells and keys, or segments) whose figures differ; 0 means every derived figure equals the raw events.' }),
+  mismatches: Type.Array(Mismatch, { maxItems: MAX_MISMATCHES_LISTED, description: 'One per differing measure, the first of them.' }),
+  truncated: Type.Boolean({ description: 'More mismatches exist than are listed.' }),
+  duration_ms: Type.Number({ minimum: 0 }),
+})
+export type VerifyReport = Static<typeof VerifyReport>
+
+/**
+ * Figures the store reports as they happen, for the metrics plugin to turn into
+ * histograms (the store knows nothing of Prometheus). Calls are synchronous, on
+ * the store's hot path: an observer must be cheap; a throw is logged and ignored.
+ */
+export interface StoreObserver {
+  /** A group commit succeeded: `events` rows written (0 when all were duplicates), `requests` answered, `durationMs` of the insert and COMMIT. */
+  commit?(c: { events: number; requests: number; durationMs: number }): void
+  /** A group commit's write failed: its requests are answered 503 and none of their events are stored. */
+  commitFailure?(): void
+  /** A request was answered with an outcome for every event (200, or 422 when atomic and refused). */
+  ingested?(o: IngestOutcomes): void
+  /** `task` took the write gate after waiting `waitMs` and held it `heldMs`. */
+  gate?(g: { task: GateTask; waitMs: number; heldMs: number }): void
+  /** `task` gave up waiting for the write gate after `waitMs` (answered 503). */
+  gateTimeout?(g: { task: GateTask; waitMs: number }): void
 }

@@ -36,9 +36,9 @@ import { WriteGate, type GateHeld, type GateTask } from './gate.js'
 import { nodeFileSystem, type FileSystem } from './fsops.js'
 import { CATALOG_FILE, tierDir, TIERS } from './layout.js'
 import { STORE_DEFAULTS, type StoreOptions } from './options.js'
-import { outcomeOf, outcomesOf, type AppendOutcome, type AppendRequest, type IngestOutcomes } from './outcomes.js'
+import { outcomeOf, outcomesOf, type AppendOutcome, type AppendRequest } from './outcomes.js'
 import { recover } from './recover.js'
-import type { RetentionReport, RetentionTrigger, RolloverReport, StoreStats } from './reports.js'
+import type { RetentionReport, RetentionTrigger, RolloverReport, StoreObserver, StoreStats, VerifyReport } from './reports.js'
 import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionWindows } from './retention.js'
 import { RetentionRunner } from './retention-run.js'
 import { Roller } from './rollover.js'
@@ -46,24 +46,7 @@ import { Sealer } from './sealer.js'
 import { LIVE_ROLLUP_EVERY_MS, LIVE_ROLLUP_EVERY_ROWS, type Segment } from './segment.js'
 import { Snapshots, type DuckDBMemory, type Snapshot } from './snapshot.js'
 import { Tiers, type SegmentEntry, type SegmentInfo } from './tiers.js'
-
-/**
- * Figures the store reports as they happen, for the metrics plugin to turn into
- * histograms (the store knows nothing of Prometheus). Calls are synchronous, on
- * the store's hot path: an observer must be cheap; a throw is logged and ignored.
- */
-export interface StoreObserver {
-  /** A group commit succeeded: `events` rows written (0 when all were duplicates), `requests` answered, `durationMs` of the insert and COMMIT. */
-  commit?(c: { events: number; requests: number; durationMs: number }): void
-  /** A group commit's write failed: its requests are answered 503 and none of their events are stored. */
-  commitFailure?(): void
-  /** A request was answered with an outcome for every event (200, or 422 when atomic and refused). */
-  ingested?(o: IngestOutcomes): void
-  /** `task` took the write gate after waiting `waitMs` and held it `heldMs`. */
-  gate?(g: { task: GateTask; waitMs: number; heldMs: number }): void
-  /** `task` gave up waiting for the write gate after `waitMs` (answered 503). */
-  gateTimeout?(g: { task: GateTask; waitMs: number }): void
-}
+import { Verifier } from './verify.js'
 
 /** The writer, valid only while the gate that produced it is held (gate.ts). */
 export type GatedWriter = GateHeld<Segment>
@@ -80,6 +63,7 @@ export class Store {
   private readonly sealer: Sealer
   private readonly snapshots: Snapshots
   private readonly retentionRunner: RetentionRunner
+  private readonly verifier: Verifier
   private readonly rolloverAgeMs: number
   private readonly windows: RetentionWindows
   private readonly retentionIntervalMs: number
@@ -194,6 +178,10 @@ export class Store {
       pendingEntries: () => tiers.pendingFiles(),
       kickSealer: () => this.kickSealer(),
     })
+    this.verifier = new Verifier(
+      { snapshot: (fn) => this.snapshot(fn), cutoffs: () => this.cutoffs(), catalog },
+      { intervalMs: opts.verifyIntervalMs ?? d.verifyIntervalMs, windowMs: opts.verifyWindowMs ?? d.verifyWindowMs, logger: opts.logger, nowMs: () => opts.clock.nowMs() },
+    )
   }
 
   static async open(opts: StoreOptions): Promise<Store> {
@@ -274,10 +262,7 @@ export class Store {
     return this.gate.run(task, fn)
   }
 
-  /**
-   * Sets the observer of commits and the write gate (the metrics plugin's; one
-   * at a time, a later call replaces it).
-   */
+  /** Sets the observer of commits and the write gate (the metrics plugin's; a later call replaces it). */
   observe(observer: StoreObserver | null): void {
     this.observer = observer
   }
@@ -374,6 +359,10 @@ export class Store {
       freeDiskBytes: this.admission.freeDiskBytes,
       pendingSegments: this.tiers.pendingCount(),
       refusing: this.admission.refusing(),
+      verifyRuns: this.verifier.runs,
+      verifyErrors: this.verifier.errors,
+      verifyMismatches: this.verifier.mismatches,
+      lastVerify: this.verifier.last,
     }
   }
 
@@ -405,6 +394,16 @@ export class Store {
     return this.retentionRunner.run(trigger)
   }
 
+  /**
+   * Recomputes the derived figures of [fromUs, toUs) from the raw events and
+   * reports what differs (verify.ts): through snapshots, never the gate. A
+   * verify in flight (the scheduled one) is shared.
+   */
+  verify(fromUs: number, toUs: number): Promise<VerifyReport> {
+    if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
+    return this.verifier.run(fromUs, toUs)
+  }
+
   /** Periodic work: age rollover, due seal retries, scheduled retention. The timer calls it; tests call it with a manual clock. */
   async tick(): Promise<void> {
     if (this.closed || this.draining) return
@@ -417,6 +416,7 @@ export class Store {
     // appends there are none, so a failed size rollover is retried from here.
     if (!this.roller.inFlight() && this.tiers.active.live) await this.roller.checkSize()
     this.kickSealer()
+    this.verifier.tick()
     if (nowMs >= this.nextRetentionMs && this.retentionRunner.inFlight() === null) {
       this.nextRetentionMs = nowMs + this.retentionIntervalMs
       await this.retention('schedule').catch((err: unknown) => this.opts.logger.error({ err }, 'scheduled retention failed'))
@@ -448,6 +448,7 @@ export class Store {
     // A retention run in flight stops at its next step (each is safe to stop after).
     await this.retentionRunner.inFlight()?.catch(() => undefined)
     await this.roller.inFlight()?.catch(() => undefined)
+    await this.verifier.inFlight()?.catch(() => undefined)
     await this.sealer.stop()
     await this.withGate(async () => {
       this.closed = true
