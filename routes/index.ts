@@ -2,6 +2,7 @@
 
 import type { FastifyPluginAsync } from 'fastify'
 import { adminRoutes } from './admin.js'
+import { backupRoutes } from './backup.js'
 import { eventRoutes } from './events.js'
 import { exportRoutes } from './export.js'
 import { healthRoutes } from './health.js'
@@ -23,6 +24,7 @@ export const routes: FastifyPluginAsync = async (app) => {
   await app.register(exportRoutes)
   await app.register(adminRoutes)
   await app.register(verifyRoutes)
+  await app.register(backupRoutes)
   await app.register(metricsRoutes)
   await app.register(uiRoutes)
 }

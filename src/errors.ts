@@ -20,6 +20,7 @@ export const Errors = {
   Forbidden: createError<[string, string]>('TL_FORBIDDEN', 'this route needs a token with the %s scope; this token has: %s', 403),
   RateLimited: createError<[string]>('TL_RATE_LIMITED', 'rate limit exceeded for this token; retry in %s', 429),
   Overloaded: createError<[string]>('TL_OVERLOADED', 'the service is overloaded (%s); retry after the Retry-After delay', 503),
+  BackupRunning: createError('TL_BACKUP_RUNNING', 'a backup is already running; wait for its answer before starting another', 409),
   QueryTimeout: createError<[number]>('TL_QUERY_TIMEOUT', 'the query was stopped after its time limit of %d ms; narrow the window or the filters', 503),
 } as const
 

@@ -7,6 +7,9 @@
 
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { test } from 'node:test'
@@ -45,6 +48,9 @@ const CLOUD_EVENT = {
 }
 
 // Written from the issue, not read from the code: what each route must require.
+/** Where the admin's call of POST /v1/admin/backup writes its copy (removed after the test). */
+const BACKUP_DIR = path.join(os.tmpdir(), `tl-auth-backup-${process.pid}-${Date.now()}`)
+
 const ROUTES: RouteCase[] = [
   { method: 'GET', url: '/healthz', scope: 'open' },
   { method: 'GET', url: '/readyz', scope: 'open' },
@@ -65,6 +71,7 @@ const ROUTES: RouteCase[] = [
   { method: 'POST', url: '/v1/admin/rollover', scope: 'admin' },
   { method: 'POST', url: '/v1/admin/retention', scope: 'admin' },
   { method: 'GET', url: '/v1/admin/verify', scope: 'admin' },
+  { method: 'POST', url: '/v1/admin/backup', scope: 'admin', body: { type: 'application/json', payload: JSON.stringify({ dir: BACKUP_DIR }) } },
   { method: 'GET', url: '/v1/status', scope: 'admin' },
   { method: 'GET', url: '/metrics', scope: 'metrics' },
 ]
@@ -75,6 +82,7 @@ function bearer(token: string) {
 
 test('every route: 401 without a token or with a wrong one, 403 with another scope, served with its scope or admin', async (t) => {
   const { app } = await build(t, AUTH_ENV)
+  t.after(() => rm(BACKUP_DIR, { recursive: true, force: true }))
   const seeded = await app.inject({ method: 'POST', url: '/v1/events', payload: [event({ event_id: 'evt-1' })], headers: bearer(TOKENS.admin) })
   assert.equal(seeded.json().accepted, 1)
   const call = (r: RouteCase, headers: Record<string, string>) =>

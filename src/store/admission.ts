@@ -1,7 +1,12 @@
 // Admission: whether the store takes appends now, from what it can measure
 // before DuckDB fails: the data directory's free space, the seal backlog and
-// the active segment's size. The queue's own bounds are the commit queue's.
+// the active segment's size; and fail-stop, once a write may have left a
+// database invalidated. The queue's own bounds are the commit queue's.
 //
+// - After a write fails in a way that may have left the database invalidated
+//   (a failed WAL write, fsync or checkpoint; a rolled-over segment that could
+//   not be moved) `failure` is set for good: every write is refused until a
+//   restart, and the store reports unready.
 // Invariants:
 // - Appends are refused (Overloaded, 503) and the store reports unready while
 //   free space is below minFreeDiskBytes, more than maxPendingSegments wait to
@@ -40,6 +45,8 @@ export interface AdmissionHost {
 export class Admission {
   /** Free bytes on the data directory's file system at the last sample (null before the first). */
   freeDiskBytes: number | null = null
+  /** Why the store refuses every write until restart (fail-stop), or null. */
+  failure: string | null = null
   private sampledMs = -Infinity
   private sampling: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
@@ -91,6 +98,19 @@ export class Admission {
   /** Whether the data directory has less free space than its floor (exports that write files check this too). */
   lowOnDisk(): boolean {
     return this.opts.minFreeDiskBytes > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < this.opts.minFreeDiskBytes
+  }
+
+  /** A write failed: logged; fail-stop when it may have invalidated a database (`always`: it did). */
+  noteWriteFailure(err: unknown, always: boolean): void {
+    const message = err instanceof Error ? err.message : String(err)
+    this.opts.logger.error({ err }, always ? 'closing a rolled-over segment failed' : 'group commit failed; its requests are answered 503 and nothing of them is stored')
+    // DuckDB invalidates a database after a failed WAL write/fsync or checkpoint:
+    // from then on nothing may be acknowledged. Stop (fail-stop) rather than guess.
+    // DuckDB spells its I/O errors "IO Error:"; any of them on the commit path may have left the WAL half-written.
+    if (always || /invalidated|fatal|\bIO Error\b|I\/O Error|No space left|Disk quota exceeded/i.test(message)) {
+      this.failure = message.slice(0, 300)
+      this.opts.logger.fatal({ reason: this.failure }, 'store entered fail-stop: refusing writes until restart')
+    }
   }
 
   /** Why appends are refused now: low disk, seal backlog, oversized active segment (empty: admitted). */

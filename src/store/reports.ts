@@ -155,3 +155,24 @@ export interface StoreObserver {
   /** `task` gave up waiting for the write gate after `waitMs` (answered 503). */
   gateTimeout?(g: { task: GateTask; waitMs: number }): void
 }
+
+export const BackupSegment = Type.Object({
+  id: Type.Integer({ minimum: 1 }),
+  state: Type.Union([Type.Literal('active'), Type.Literal('pending'), Type.Literal('archived')]),
+  how: Type.Union([Type.Literal('linked'), Type.Literal('copied'), Type.Literal('snapshot')], {
+    description: 'linked: a hard link to the immutable file; copied: a byte copy of it (another file system); snapshot: a DuckDB copy of a live segment.',
+  }),
+  bytes: Type.Integer({ minimum: 0 }),
+})
+export type BackupSegment = Static<typeof BackupSegment>
+
+export const BackupReport = Type.Object({
+  dir: Type.String({ maxLength: 4096 }),
+  started_at: Type.String({ maxLength: 40, description: 'Every event acknowledged before this instant is in the backup, once.' }),
+  segments: Type.Array(BackupSegment, { maxItems: MAX_SEGMENTS_LISTED }),
+  bytes: Type.Integer({ minimum: 0 }),
+  gate_held_ms: Type.Literal(0, { description: 'A backup never takes the write gate: appends go on throughout.' }),
+  maintenance_held_ms: Type.Number({ minimum: 0, description: 'How long seals and retention waited for the backup.' }),
+  duration_ms: Type.Number({ minimum: 0 }),
+})
+export type BackupReport = Static<typeof BackupReport>

@@ -48,6 +48,8 @@ export interface RetentionHost {
   rollover(reason: string, force: boolean, onlyIf: (active: SegmentEntry) => boolean): Promise<RolloverReport>
   pendingEntries(): SegmentEntry[]
   kickSealer(): void
+  /** Runs the run holding the store's maintenance lock (a backup holds it to see the closed files and the catalog still). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>
 }
 
 export class RetentionRunner {
@@ -73,7 +75,7 @@ export class RetentionRunner {
   run(trigger: RetentionTrigger = 'admin'): Promise<RetentionReport> {
     if (this.current) return this.current
     if (this.host.stopping()) return Promise.reject(new Errors.Draining())
-    const run = this.runRetention(trigger).finally(() => {
+    const run = this.host.exclusive(() => this.runRetention(trigger)).finally(() => {
       this.current = null
     })
     this.current = run

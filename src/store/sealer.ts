@@ -46,6 +46,8 @@ export interface SealerOptions {
   retryMaxMs: number
   /** Detail payloads of events before this are expired: a segment holding only those keeps no detail file. */
   detailsCutoffUs: () => number
+  /** Runs one seal holding the store's maintenance lock (a backup holds it to see the closed files and the catalog still). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>
   hooks?: StoreHooks
 }
 
@@ -91,7 +93,7 @@ export class Sealer {
       const due = entry.seal.nextAttemptMs
       if (!force && due !== null && due > this.o.clock.nowMs()) continue
       try {
-        await this.seal(entry)
+        await this.o.exclusive(() => this.seal(entry))
         this.sealedCount++
       } catch (err) {
         if (err instanceof Stopping) return

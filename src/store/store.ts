@@ -19,15 +19,17 @@
 // - Rollover is never concurrent with itself, the sealer handles one segment at
 //   a time, retention runs one run at a time; none of them is a lock.
 // - After a write fails in a way that may have left the database invalidated
-//   the store is `failed`: it refuses writes and reports unready (fail-stop).
+//   the store fails stop (admission.ts): it refuses writes and reports unready.
 // - The observer (the metrics plugin's) hears of commits, answered requests and
 //   each use of the gate after the fact, synchronously; it cannot change what
 //   the store does (a throw is logged and ignored).
 
 import path from 'node:path'
+import { Mutex } from 'async-mutex'
 import { Errors } from '../errors.js'
 import { AnswerCache } from './answers.js'
 import { Admission } from './admission.js'
+import { backup } from './backup.js'
 import { DuckDBCatalog, type Catalog } from './catalog.js'
 import { CommitQueue } from './commit.js'
 import { Dedupe } from './dedupe.js'
@@ -38,7 +40,7 @@ import { CATALOG_FILE, tierDir, TIERS } from './layout.js'
 import { STORE_DEFAULTS, type StoreOptions } from './options.js'
 import { outcomeOf, outcomesOf, type AppendOutcome, type AppendRequest } from './outcomes.js'
 import { recover } from './recover.js'
-import type { RetentionReport, RetentionTrigger, RolloverReport, StoreObserver, StoreStats, VerifyReport } from './reports.js'
+import type { BackupReport, RetentionReport, RetentionTrigger, RolloverReport, StoreObserver, StoreStats, VerifyReport } from './reports.js'
 import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionWindows } from './retention.js'
 import { RetentionRunner } from './retention-run.js'
 import { Roller } from './rollover.js'
@@ -64,6 +66,8 @@ export class Store {
   private readonly snapshots: Snapshots
   private readonly retentionRunner: RetentionRunner
   private readonly verifier: Verifier
+  private readonly maintenance = new Mutex()
+  private backingUp: Promise<BackupReport> | null = null
   private readonly rolloverAgeMs: number
   private readonly windows: RetentionWindows
   private readonly retentionIntervalMs: number
@@ -71,12 +75,11 @@ export class Store {
   private timer: NodeJS.Timeout | null = null
   private draining = false
   private closed = false
-  private failure: string | null = null
   private observer: StoreObserver | null = null
 
   private constructor(
     private readonly opts: StoreOptions,
-    fs: FileSystem,
+    private readonly fs: FileSystem,
     private readonly files: FileTier,
     readonly catalog: Catalog,
     tiers: Tiers,
@@ -117,6 +120,7 @@ export class Store {
       retryMs: opts.sealRetryMs ?? d.sealRetryMs,
       retryMaxMs: opts.sealRetryMaxMs ?? d.sealRetryMaxMs,
       detailsCutoffUs: () => this.cutoffs().detailsUs,
+      exclusive: (fn) => this.maintenance.runExclusive(fn),
       hooks: opts.hooks,
     })
     this.roller = new Roller({
@@ -129,7 +133,7 @@ export class Store {
       dedupe,
       rolloverBytes,
       refusal: () => this.writeRefusal(),
-      failStop: (err) => this.noteWriteFailure(err, true),
+      failStop: (err) => this.admission.noteWriteFailure(err, true),
       measured: () => this.admission.committed(),
       kickSealer: () => this.kickSealer(),
     })
@@ -140,10 +144,10 @@ export class Store {
         tiers,
         dedupe,
         eventsCutoffUs: () => this.cutoffs().eventsUs,
-        failure: () => this.failure,
+        failure: () => this.admission.failure,
         writeFailed: (err) => {
           this.notify((o) => o.commitFailure?.())
-          this.noteWriteFailure(err, false)
+          this.admission.noteWriteFailure(err, false)
         },
         committed: (c) => {
           this.refreshLiveRollups(opts.hooks?.liveRollupEveryRows ?? LIVE_ROLLUP_EVERY_ROWS, opts.hooks?.liveRollupEveryMs ?? LIVE_ROLLUP_EVERY_MS)
@@ -177,6 +181,7 @@ export class Store {
       rollover: (reason, force, onlyIf) => this.rollover(reason, force, onlyIf),
       pendingEntries: () => tiers.pendingFiles(),
       kickSealer: () => this.kickSealer(),
+      exclusive: (fn) => this.maintenance.runExclusive(fn),
     })
     this.verifier = new Verifier(
       { snapshot: (fn) => this.snapshot(fn), cutoffs: () => this.cutoffs(), catalog },
@@ -249,7 +254,7 @@ export class Store {
 
   /** Why no write may start now (failed, draining, closed), or null. */
   private writeRefusal(): Error | null {
-    if (this.failure !== null) return new Errors.StoreFailed()
+    if (this.admission.failure !== null) return new Errors.StoreFailed()
     if (this.draining || this.closed) return new Errors.Draining()
     return null
   }
@@ -309,7 +314,7 @@ export class Store {
     const reasons: string[] = []
     if (this.closed) reasons.push('store closed')
     if (this.draining) reasons.push('draining')
-    if (this.failure !== null) reasons.push(`store failed: ${this.failure}`)
+    if (this.admission.failure !== null) reasons.push(`store failed: ${this.admission.failure}`)
     if (this.commits.full()) reasons.push('ingest queue full')
     reasons.push(...this.admission.refusing())
     return { ready: reasons.length === 0, reasons }
@@ -354,7 +359,7 @@ export class Store {
       retentionSegmentsDeleted: r.segmentsDeleted,
       retentionBytesFreed: r.bytesFreed,
       lastRetention: r.last,
-      failed: this.failure,
+      failed: this.admission.failure,
       draining: this.draining,
       freeDiskBytes: this.admission.freeDiskBytes,
       pendingSegments: this.tiers.pendingCount(),
@@ -377,11 +382,7 @@ export class Store {
     return this.tiers.list()
   }
 
-  /**
-   * Rolls the active segment over (rollover.ts): a fresh active segment takes
-   * appends and the old one becomes pending (then sealed in the background).
-   * Concurrent calls share one rollover. `force` rolls even an empty segment over.
-   */
+  /** Rolls the active segment over (rollover.ts); concurrent calls share one. `force` rolls even an empty one. */
   rollover(reason: string, force = false, onlyIf?: (active: SegmentEntry) => boolean): Promise<RolloverReport> {
     return this.roller.rollover(reason, force, onlyIf)
   }
@@ -402,6 +403,16 @@ export class Store {
   verify(fromUs: number, toUs: number): Promise<VerifyReport> {
     if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
     return this.verifier.run(fromUs, toUs)
+  }
+
+  /** Writes a consistent copy of the store into `dir` while ingest goes on (backup.ts). One at a time. */
+  backup(dir: string, timeoutMs: number): Promise<BackupReport> {
+    if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
+    if (this.backingUp) return Promise.reject(new Errors.BackupRunning())
+    const host = { dataDir: this.opts.dataDir, fs: this.fs, logger: this.opts.logger, catalog: this.catalog, exclusive: <T>(fn: () => Promise<T>) => this.maintenance.runExclusive(fn), snapshot: <T>(fn: (snap: Snapshot) => Promise<T>, o: { timeoutMs: number }) => this.snapshot(fn, o) }
+    const run = backup(host, dir, timeoutMs).finally(() => (this.backingUp = null))
+    this.backingUp = run
+    return run
   }
 
   /** Periodic work: age rollover, due seal retries, scheduled retention. The timer calls it; tests call it with a manual clock. */
@@ -449,6 +460,7 @@ export class Store {
     await this.retentionRunner.inFlight()?.catch(() => undefined)
     await this.roller.inFlight()?.catch(() => undefined)
     await this.verifier.inFlight()?.catch(() => undefined)
+    await this.backingUp?.catch(() => undefined)
     await this.sealer.stop()
     await this.withGate(async () => {
       this.closed = true
@@ -482,17 +494,5 @@ export class Store {
     void entry.live
       ?.refreshLiveRollups(minRows, minIntervalMs)
       .catch((err: unknown) => this.opts.logger.warn({ err, segment: entry.id }, 'refreshing the live rollups failed; queries read those events raw'))
-  }
-
-  private noteWriteFailure(err: unknown, always: boolean): void {
-    const message = err instanceof Error ? err.message : String(err)
-    this.opts.logger.error({ err }, always ? 'closing a rolled-over segment failed' : 'group commit failed; its requests are answered 503 and nothing of them is stored')
-    // DuckDB invalidates a database after a failed WAL write/fsync or checkpoint:
-    // from then on nothing may be acknowledged. Stop (fail-stop) rather than guess.
-    // DuckDB spells its I/O errors "IO Error:"; any of them on the commit path may have left the WAL half-written.
-    if (always || /invalidated|fatal|\bIO Error\b|I\/O Error|No space left|Disk quota exceeded/i.test(message)) {
-      this.failure = message.slice(0, 300)
-      this.opts.logger.fatal({ reason: this.failure }, 'store entered fail-stop: refusing writes until restart')
-    }
   }
 }
