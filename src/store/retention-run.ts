@@ -48,7 +48,7 @@ export interface RetentionHost {
   rollover(reason: string, force: boolean, onlyIf: (active: SegmentEntry) => boolean): Promise<RolloverReport>
   pendingEntries(): SegmentEntry[]
   kickSealer(): void
-  /** Runs the run holding the store's maintenance lock (a backup holds it to see the closed files and the catalog still). */
+  /** Runs the run holding the store's maintenance lock, shared (a backup takes it whole to see the closed files and the catalog still). */
   exclusive<T>(fn: () => Promise<T>): Promise<T>
 }
 

@@ -46,7 +46,7 @@ export interface SealerOptions {
   retryMaxMs: number
   /** Detail payloads of events before this are expired: a segment holding only those keeps no detail file. */
   detailsCutoffUs: () => number
-  /** Runs one seal holding the store's maintenance lock (a backup holds it to see the closed files and the catalog still). */
+  /** Runs one seal holding the store's maintenance lock, shared (a backup takes it whole to see the closed files and the catalog still). */
   exclusive<T>(fn: () => Promise<T>): Promise<T>
   hooks?: StoreHooks
 }

@@ -25,7 +25,7 @@
 //   the store does (a throw is logged and ignored).
 
 import path from 'node:path'
-import { Mutex } from 'async-mutex'
+import { Semaphore } from 'async-mutex'
 import { Errors } from '../errors.js'
 import { AnswerCache } from './answers.js'
 import { Admission } from './admission.js'
@@ -66,7 +66,8 @@ export class Store {
   private readonly snapshots: Snapshots
   private readonly retentionRunner: RetentionRunner
   private readonly verifier: Verifier
-  private readonly maintenance = new Mutex()
+  /** Shared (weight 1) by the sealer and retention, whole (weight 2) for a backup. */
+  private readonly maintenance = new Semaphore(2)
   private backingUp: Promise<BackupReport> | null = null
   private readonly rolloverAgeMs: number
   private readonly windows: RetentionWindows
@@ -120,7 +121,7 @@ export class Store {
       retryMs: opts.sealRetryMs ?? d.sealRetryMs,
       retryMaxMs: opts.sealRetryMaxMs ?? d.sealRetryMaxMs,
       detailsCutoffUs: () => this.cutoffs().detailsUs,
-      exclusive: (fn) => this.maintenance.runExclusive(fn),
+      exclusive: (fn) => this.maintenance.runExclusive(fn, 1),
       hooks: opts.hooks,
     })
     this.roller = new Roller({
@@ -181,7 +182,7 @@ export class Store {
       rollover: (reason, force, onlyIf) => this.rollover(reason, force, onlyIf),
       pendingEntries: () => tiers.pendingFiles(),
       kickSealer: () => this.kickSealer(),
-      exclusive: (fn) => this.maintenance.runExclusive(fn),
+      exclusive: (fn) => this.maintenance.runExclusive(fn, 1),
     })
     this.verifier = new Verifier(
       { snapshot: (fn) => this.snapshot(fn), cutoffs: () => this.cutoffs(), catalog },
@@ -409,7 +410,7 @@ export class Store {
   backup(dir: string, timeoutMs: number): Promise<BackupReport> {
     if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
     if (this.backingUp) return Promise.reject(new Errors.BackupRunning())
-    const host = { dataDir: this.opts.dataDir, fs: this.fs, logger: this.opts.logger, catalog: this.catalog, exclusive: <T>(fn: () => Promise<T>) => this.maintenance.runExclusive(fn), snapshot: <T>(fn: (snap: Snapshot) => Promise<T>, o: { timeoutMs: number }) => this.snapshot(fn, o) }
+    const host = { dataDir: this.opts.dataDir, fs: this.fs, logger: this.opts.logger, catalog: this.catalog, exclusive: <T>(fn: () => Promise<T>) => this.maintenance.runExclusive(fn, 2), snapshot: <T>(fn: (snap: Snapshot) => Promise<T>, o: { timeoutMs: number }) => this.snapshot(fn, o) }
     const run = backup(host, dir, timeoutMs).finally(() => (this.backingUp = null))
     this.backingUp = run
     return run
