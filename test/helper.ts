@@ -121,3 +121,16 @@ export async function filesIn(dataDir: string): Promise<Record<'active' | 'pendi
   const list = async (tier: string) => (await readdir(path.join(dataDir, tier))).sort()
   return { active: await list('active'), pending: await list('pending'), archive: await list('archive'), orphaned: await list('orphaned') }
 }
+
+/** tokenledger_ingest_events_total of `source` by outcome, read from GET /metrics. */
+export async function ingestOutcomes(app: FastifyInstance, source: string, headers: Record<string, string> = {}): Promise<Record<string, number>> {
+  const res = await app.inject({ url: '/metrics', headers })
+  assert.equal(res.statusCode, 200, res.body)
+  const out: Record<string, number> = {}
+  for (const outcome of ['accepted', 'duplicate', 'conflict', 'rejected', 'refused']) {
+    const line = new RegExp(`^tokenledger_ingest_events_total\\{source="${source}",outcome="${outcome}"\\} (\\d+)$`, 'm').exec(res.body)
+    assert.ok(line, `/metrics has no tokenledger_ingest_events_total{source="${source}",outcome="${outcome}"}`)
+    out[outcome] = Number(line[1])
+  }
+  return out
+}

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { test, type TestContext } from 'node:test'
-import { build, T0 } from './helper.js'
+import { build, ingestOutcomes, T0 } from './helper.js'
 
 const INGEST_TOKEN = 'i'.repeat(40)
 const ADMIN = { authorization: `Bearer ${'a'.repeat(40)}` }
@@ -28,7 +28,8 @@ async function serve(t: TestContext) {
   }
   const totals = async () => (await built.app.inject({ url: `/v1/usage?from=0&to=${T0 + 3_600_000}`, headers: ADMIN })).json() as { totals: Record<string, unknown> }
   const event = async (id: string) => (await built.app.inject({ url: `/v1/events/${id}`, headers: ADMIN })).json() as Record<string, unknown>
-  return { post, totals, event }
+  const outcomes = () => ingestOutcomes(built.app, 'litellm', ADMIN)
+  return { post, totals, event, outcomes }
 }
 
 test('the default JSON array: one event per payload, exact totals and fields', async (t) => {
@@ -54,7 +55,7 @@ test('the default JSON array: one event per payload, exact totals and fields', a
 })
 
 test('single and NDJSON log formats; replays are duplicates, changed replays conflicts', async (t) => {
-  const { post, totals } = await serve(t)
+  const { post, totals, outcomes } = await serve(t)
   const single = await fixture('success-openai.json')
   assert.equal((await post(single)).body.accepted, 1)
   const ndjson = [await fixture('success-anthropic-stream.json'), await fixture('failure-ratelimit.json')].map((f) => JSON.stringify(JSON.parse(f))).join('\n')
@@ -65,10 +66,11 @@ test('single and NDJSON log formats; replays are duplicates, changed replays con
   const conflict = await post(JSON.stringify(changed))
   assert.deepEqual(conflict.body.results, [{ index: 0, event_id: 'litellm:chatcmpl-9f3c1b2a-7d4e-4c55-9a61-0b7e2d1c8a10', status: 'conflict' }])
   assert.equal((await totals()).totals.requests, 3)
+  assert.deepEqual(await outcomes(), { accepted: 3, duplicate: 3, conflict: 1, rejected: 0, refused: 0 })
 })
 
 test('malformed payloads are rejected naming their field; the good ones are kept', async (t) => {
-  const { post, totals } = await serve(t)
+  const { post, totals, outcomes } = await serve(t)
   const good = JSON.parse(await fixture('success-openai.json')) as Record<string, unknown>
   const res = await post(
     JSON.stringify([
@@ -95,4 +97,5 @@ test('malformed payloads are rejected naming their field; the good ones are kept
     ],
   )
   assert.equal((await totals()).totals.requests, 1)
+  assert.deepEqual(await outcomes(), { accepted: 1, duplicate: 0, conflict: 0, rejected: 6, refused: 0 })
 })

@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import { OpenMeter, type Event, isHTTPError } from '@openmeter/sdk'
 import { mappedEventId } from '../src/ingest/identity.js'
-import { build, T0 } from './helper.js'
+import { build, ingestOutcomes, T0 } from './helper.js'
 
 const INGEST_TOKEN = 'i'.repeat(40)
 const ADMIN_TOKEN = 'a'.repeat(40)
@@ -88,7 +88,7 @@ test('the SDK ingests one event and a batch; totals and fields are exact, one ev
 })
 
 test('a replay is a duplicate; another body under the same (source, id) is a conflict the SDK reports', async (t) => {
-  const { openmeter, usage, event } = await serve(t)
+  const { openmeter, app, usage, event } = await serve(t)
   const first = cloudEvent({ input_tokens: 10, output_tokens: 5, model: 'gpt-4o-mini', provider: 'openai', cost: '0.0001' })
   await openmeter.events.ingest(first)
   await openmeter.events.ingest(first) // the SDK retried: 204, stored once
@@ -109,6 +109,7 @@ test('a replay is a duplicate; another body under the same (source, id) is a con
   // The same (source, id) from another source is another event.
   await openmeter.events.ingest({ ...first, source: 'gateway-us' })
   assert.equal((await usage()).requests, 4)
+  assert.deepEqual(await ingestOutcomes(app, 'openmeter', ADMIN), { accepted: 4, duplicate: 2, conflict: 1, rejected: 0, refused: 0 })
 })
 
 test('the same CloudEvent posted on the native route under its mapped id is one event', async (t) => {
@@ -123,7 +124,7 @@ test('the same CloudEvent posted on the native route under its mapped id is one 
 })
 
 test('malformed CloudEvents are rejected naming the field; the good ones of the request are kept', async (t) => {
-  const { openmeter, usage } = await serve(t)
+  const { openmeter, app, usage } = await serve(t)
   const good = cloudEvent({ input_tokens: 10, output_tokens: 5, model: 'gpt-4o', provider: 'openai' })
   const refused = await failure(
     openmeter.events.ingest([
@@ -150,6 +151,7 @@ test('malformed CloudEvents are rejected naming the field; the good ones of the 
   ])
   assert.match(refused.message, /event 0: \/data\/model is required/)
   assert.equal((await usage()).requests, 1)
+  assert.deepEqual(await ingestOutcomes(app, 'openmeter', ADMIN), { accepted: 1, duplicate: 0, conflict: 0, rejected: 6, refused: 0 })
 })
 
 test('CloudEvent envelopes: required attributes, one event or a batch in each content type, long identities hashed', async (t) => {

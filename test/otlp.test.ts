@@ -6,7 +6,9 @@
 // is a duplicate; rejected and conflicting spans are reported in
 // partial_success (decoded by OTel's own serializer) while the good spans of
 // the export are kept; refusals are google.rpc.Status, 503 with Retry-After
-// under backpressure.
+// under backpressure, and the proto exporter shed with a 503 retries and its
+// spans are stored once; /metrics counts every GenAI span by its outcome
+// (source="otlp") and every other span as ignored.
 
 import assert from 'node:assert/strict'
 import type { AddressInfo } from 'node:net'
@@ -18,7 +20,8 @@ import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trac
 import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base'
-import { build, latch, T0 } from './helper.js'
+import { diag, DiagLogLevel } from '@opentelemetry/api'
+import { build, ingestOutcomes, latch, T0 } from './helper.js'
 
 const INGEST_TOKEN = 'i'.repeat(40)
 const ADMIN_TOKEN = 'a'.repeat(40)
@@ -43,7 +46,8 @@ async function serve(t: TestContext, env: Record<string, string> = {}, hooks?: P
     const text = (await built.app.inject({ url: '/metrics', headers: ADMIN })).body
     return Number(/^tokenledger_otlp_spans_ignored_total (\d+)$/m.exec(text)?.[1])
   }
-  return { ...built, baseUrl: `http://127.0.0.1:${port}`, usage, event, ignored }
+  const outcomes = () => ingestOutcomes(built.app, 'otlp', ADMIN)
+  return { ...built, baseUrl: `http://127.0.0.1:${port}`, usage, event, ignored, outcomes }
 }
 
 /** A tracer provider whose spans go to `exporter` one by one (SimpleSpanProcessor); forceFlush waits for their exports. */
@@ -145,7 +149,7 @@ function withAttributes(span: ReadableSpan, attributes: Attributes): ReadableSpa
 }
 
 test('partial_success names each rejected or conflicting span; the good spans of the export are kept (protobuf and JSON)', async (t) => {
-  const { app, usage } = await serve(t)
+  const { app, usage, outcomes, ignored } = await serve(t)
   const spans = spansOf([
     { attrs: chat() },
     { attrs: chat({ 'gen_ai.usage.input_tokens': -5 }) },
@@ -175,9 +179,13 @@ test('partial_success names each rejected or conflicting span; the good spans of
   assert.match(partial.errorMessage, new RegExp(`span 5 \\(${idOf(spans[0]!)}\\): conflict`))
   assert.deepEqual([(await usage()).requests, (await usage()).input_tokens], [1, 1000], 'first write wins')
 
-  // All good: partial_success stays unset.
-  const clean = await app.inject({ method: 'POST', url: '/v1/traces', headers: { ...INGEST, 'content-type': 'application/json' }, payload: Buffer.from(JsonTraceSerializer.serializeRequest(spansOf([{ attrs: chat() }]))!) })
+  // All good (and a span that is not usage): partial_success stays unset.
+  const cleanSpans = spansOf([{ attrs: chat() }, { attrs: { 'http.request.method': 'GET' } }])
+  const clean = await app.inject({ method: 'POST', url: '/v1/traces', headers: { ...INGEST, 'content-type': 'application/json' }, payload: Buffer.from(JsonTraceSerializer.serializeRequest(cleanSpans)!) })
   assert.equal(clean.body, '{}')
+  // Every GenAI span posted is counted once by its outcome (4 + 4 rejected, 1 conflict, 1 duplicate); the other span is ignored.
+  assert.deepEqual(await outcomes(), { accepted: 2, duplicate: 1, conflict: 1, rejected: 8, refused: 0 })
+  assert.equal(await ignored(), 1)
 })
 
 test('mapping: older attribute names, status from http.response.status_code / error.type / span status, configured key attributes, default key', async (t) => {
@@ -242,4 +250,46 @@ test('refusals are google.rpc.Status in the request encoding; 503 with Retry-Aft
   parked.open()
   assert.equal((await first).statusCode, 200)
   assert.equal((await usage()).requests, 1)
+})
+
+test('the protobuf exporter through a 503 with Retry-After: it retries after it, the spans are stored once', { timeout: 30_000 }, async (t) => {
+  // One ingest slot, held by an export parked in its commit: the exporter's first attempt is shed (503).
+  const parked = latch()
+  let park = true
+  const { app, baseUrl, usage, event, outcomes } = await serve(t, { TOKENLEDGER_MAX_INGEST_INFLIGHT: '1' }, {
+    onCommitHoldingGate: async () => {
+      if (!park) return
+      park = false
+      parked.reached()
+      await parked.opened
+    },
+  })
+  const holder = app.inject({ method: 'POST', url: '/v1/traces', headers: { ...INGEST, 'content-type': 'application/json' }, payload: Buffer.from(JsonTraceSerializer.serializeRequest(spansOf([{ attrs: chat() }]))!) })
+  await parked.arrived
+
+  // The exporter says when it schedules a retry (its diag channel): then the slot is freed.
+  let scheduled!: (message: string) => void
+  const retryScheduled = new Promise<string>((resolve) => (scheduled = resolve))
+  const seen = (message: string) => {
+    if (/Scheduling export retry/.test(message)) scheduled(message)
+  }
+  diag.setLogger({ verbose: seen, debug: seen, info: seen, warn: seen, error: seen }, DiagLogLevel.ALL)
+  t.after(() => diag.disable())
+
+  const exporter = new ProtoExporter({ url: `${baseUrl}/v1/traces`, headers: INGEST })
+  const spans = spansOf([{ attrs: chat({ 'gen_ai.usage.input_tokens': 7 }) }, { attrs: chat({ 'gen_ai.usage.input_tokens': 11 }) }])
+  const exported = new Promise<{ code: number; error?: Error }>((resolve) => exporter.export(spans, resolve))
+  const retry = await Promise.race([retryScheduled, exported.then((r) => `exported without a retry: code ${r.code}`)])
+  assert.match(retry, /Scheduling export retry in (9\d\d|1\d\d\d)ms/, 'a retry about a second later (Retry-After: 1, as the exporter\'s first backoff)')
+  const metrics = (await app.inject({ url: '/metrics', headers: ADMIN })).body
+  assert.match(metrics, /^tokenledger_http_responses_total\{method="POST",route="\/v1\/traces",status_class="5xx"\} 1$/m, 'one export was shed')
+  parked.open()
+  assert.equal((await holder).statusCode, 200)
+
+  const result = await exported
+  assert.equal(result.code, 0, String(result.error))
+  assert.deepEqual([(await usage()).requests, (await usage()).input_tokens], [3, 1018], 'every span once: the shed attempt stored nothing')
+  for (const s of spans) assert.equal((await event(idOf(s))).provider, 'openai')
+  assert.deepEqual(await outcomes(), { accepted: 3, duplicate: 0, conflict: 0, rejected: 0, refused: 0 })
+  await exporter.shutdown()
 })

@@ -308,10 +308,19 @@ function checkDetail(value: unknown): unknown {
 
 /** JSON with object keys sorted at every level: equal content, equal text. */
 export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (Array.isArray(value)) {
+    let out = '['
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? '' : ',') + canonicalJson(value[i])
+    return `${out}]`
+  }
   if (typeof value === 'object' && value !== null) {
     const keys = Object.keys(value).sort()
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`
+    let out = '{'
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!
+      out += `${i === 0 ? '' : ','}${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`
+    }
+    return `${out}}`
   }
   return JSON.stringify(value) ?? 'null'
 }

@@ -2,12 +2,13 @@
 // OpenTelemetry GenAI semantic conventions. The README's "OpenTelemetry"
 // section is the table of this mapping.
 //
-// - Bodies are ExportTraceServiceRequest messages: binary protobuf, decoded by
-//   protobufjs with the published OTLP schema (proto/, vendored verbatim), or
+// - Bodies are ExportTraceServiceRequest messages: binary protobuf, read with
+//   protobufjs's Reader by the published OTLP schema's field numbers (proto/,
+//   vendored verbatim) into only what this mapping uses (otlp-wire.ts), or
 //   OTLP's JSON encoding (lowerCamelCase keys, hex trace and span ids, int64
-//   as strings or numbers, unknown fields ignored). One walker reads both:
-//   protobufjs names decoded fields in lowerCamelCase too, and sets as own
-//   properties only the fields present on the wire.
+//   as strings or numbers, unknown fields ignored), walked by readOtlpObject.
+//   Both give resources and spans of one shape (otlp-wire.ts's SpanIn), and
+//   one mapping (mapResources) makes events of them.
 // - A span is usage when it carries gen_ai.usage.input_tokens or
 //   gen_ai.usage.output_tokens (or their deprecated names prompt_tokens /
 //   completion_tokens); every other span is ignored and counted, never an error.
@@ -23,14 +24,15 @@
 //   takes it; a double attribute is taken at its shortest round-trip decimal
 //   (what the sender's literal was) and refused beyond 12 fractional digits.
 
-import { fileURLToPath } from 'node:url'
-import protobuf from 'protobufjs'
 import sjson from 'secure-json-parse'
 import { Errors } from '../errors.js'
 import type { AppendOutcome } from '../store/outcomes.js'
 import type { FieldError } from './event.js'
 import { mappedEventId } from './identity.js'
+import { EpochMicros } from './timestamp.js'
 import { isObject, pointer, typeName, type MappedBody, type MappedRecord } from './mapped.js'
+import { otlpSchema } from './otlp-schema.js'
+import { KeyTable, NO_TIME, readExportRequest, type AnyValue, type Attributes, type NanoTime, type ResourceIn, type SpanIn } from './otlp-wire.js'
 
 /** Attribute names (tried in order, span then resource) for what the conventions do not name. */
 export interface OtlpMapping {
@@ -67,75 +69,85 @@ const STATUS_CODE_ERROR = 2
 const HEX_RE = /^[0-9a-fA-F]*$/
 const INT_RE = /^-?\d{1,20}$/
 const HTTP_STATUS_RE = /^[1-5]\d\d$/
-/** The last nanosecond JavaScript dates (and RFC 3339 years) can hold: 9999-12-31T23:59:59.999999999Z. */
-const MAX_NS = 253_402_300_799_999_999_999n
+/** The last millisecond JavaScript dates (and RFC 3339 years) can hold: a span may end at 9999-12-31T23:59:59.999999999Z at the latest. */
+const MAX_MS = 253_402_300_799_999
 const NS_PER_MS = 1_000_000n
 const DAY_MS = 86_400_000
 
 // ---------------------------------------------------------------------------
-// The schema, read once per thread from proto/.
+// Decoding: both encodings into resources and spans (otlp-wire.ts's shape).
 
-const PROTO_DIR = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../../proto/' : '../../../proto/', import.meta.url))
-
-interface Schema {
-  request: protobuf.Type
-  response: protobuf.Type
-  status: protobuf.Type
-}
-let schema: Schema | null = null
-
-function types(): Schema {
-  if (schema !== null) return schema
-  const root = new protobuf.Root()
-  root.resolvePath = (_origin, target) => PROTO_DIR + target
-  root.loadSync(['opentelemetry/proto/collector/trace/v1/trace_service.proto', 'google/rpc/status.proto'], { keepCase: false })
-  schema = {
-    request: root.lookupType('opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest'),
-    response: root.lookupType('opentelemetry.proto.collector.trace.v1.ExportTraceServiceResponse'),
-    status: root.lookupType('google.rpc.Status'),
+/**
+ * The attribute keys the mapping can read under `mapping`: the wire reader
+ * keeps only these. Remembered by the mapping's content, since every job
+ * brings its own copy of it to the worker.
+ */
+let wanted: { of: string; keys: KeyTable } | null = null
+function wantedKeys(mapping: OtlpMapping): KeyTable {
+  const of = JSON.stringify(mapping)
+  if (wanted?.of !== of) {
+    const keys = new KeyTable([
+      ...Object.values(USAGE).flat(),
+      ...PROVIDER,
+      ...MODEL,
+      STATUS_CODE,
+      ERROR_TYPE,
+      OPERATION,
+      SERVICE_NAME,
+      ...mapping.keyAttributes,
+      ...mapping.teamAttributes,
+      ...mapping.userAttributes,
+      ...mapping.customerAttributes,
+      ...mapping.costAttributes,
+      ...mapping.currencyAttributes,
+    ])
+    wanted = { of, keys }
   }
-  return schema
+  return wanted.keys
 }
-
-// ---------------------------------------------------------------------------
-// Decoding.
-
-/** An OTLP AnyValue as decoded (protobufjs message or JSON object): one own property set. */
-type AnyValue = Record<string, unknown>
-type Attributes = Record<string, AnyValue>
 
 /** The request's spans mapped: `proto` bytes, or `json` text (exactly one is given). */
 export function mapOtlp(proto: Uint8Array | null, json: string | null, opts: { maxEvents: number; otlp?: OtlpMapping }): MappedBody {
   const mapping = opts.otlp
   if (mapping === undefined) throw new Error('mapOtlp: no OTLP mapping configured')
-  const request = proto !== null ? decodeProto(proto) : decodeJson(json ?? '')
-  const records: MappedRecord[] = []
-  let count = 0
-  let ignored = 0
-  for (const [ri, rs] of list(request.resourceSpans, '/resourceSpans').entries()) {
-    const resource = isObject(rs.resource) ? rs.resource : {}
-    const resourceAttrs = attributes(resource.attributes, `/resourceSpans/${ri}/resource/attributes`)
-    for (const [si, ss] of list(rs.scopeSpans, `/resourceSpans/${ri}/scopeSpans`).entries()) {
-      for (const span of list(ss.spans, `/resourceSpans/${ri}/scopeSpans/${si}/spans`)) {
-        const index = count++
-        if (count > opts.maxEvents) throw new Errors.TooManyEvents(count, opts.maxEvents)
-        const attrs = attributes(span.attributes, `/resourceSpans/${ri}/scopeSpans/${si}/spans/${index}/attributes`)
-        if (first(attrs, USAGE.input) === null && first(attrs, USAGE.output) === null) {
-          ignored++
-          continue
-        }
-        records.push(mapSpan(span, attrs, resourceAttrs, index, mapping))
-      }
+  const body = new SpanMapper(mapping)
+  if (proto !== null) {
+    const maxEvents = opts.maxEvents
+    try {
+      readExportRequest(proto, wantedKeys(mapping), maxEvents, (count) => new Errors.TooManyEvents(count, maxEvents), (span, resourceAttrs) => body.add(span, resourceAttrs))
+    } catch (err) {
+      if (err instanceof Errors.TooManyEvents) throw err
+      throw new Errors.BadBody(`not an OTLP ExportTraceServiceRequest in binary protobuf: ${(err as Error).message.slice(0, 200)}`)
     }
+  } else {
+    for (const resource of readOtlpObject(decodeJson(json ?? ''), opts.maxEvents)) for (const span of resource.spans) body.add(span, resource.attrs)
   }
-  return { records, count, ignored }
+  return body.result()
 }
 
-function decodeProto(bytes: Uint8Array): Record<string, unknown> {
-  try {
-    return types().request.decode(bytes) as unknown as Record<string, unknown>
-  } catch (err) {
-    throw new Errors.BadBody(`not an OTLP ExportTraceServiceRequest in binary protobuf: ${(err as Error).message.slice(0, 200)}`)
+/** Resources and spans (from either encoding) mapped to native events; spans without gen_ai usage counted as ignored. */
+export function mapResources(resources: readonly ResourceIn[], mapping: OtlpMapping): MappedBody {
+  const body = new SpanMapper(mapping)
+  for (const resource of resources) for (const span of resource.spans) body.add(span, resource.attrs)
+  return body.result()
+}
+
+/** Spans mapped one by one, in the request's order: each is a record, or ignored (no gen_ai usage). */
+class SpanMapper {
+  private readonly records: MappedRecord[] = []
+  private count = 0
+  private ignored = 0
+
+  constructor(private readonly mapping: OtlpMapping) {}
+
+  add(span: SpanIn, resourceAttrs: Attributes): void {
+    const index = this.count++
+    if (first(span.attrs, USAGE.input) === null && first(span.attrs, USAGE.output) === null) this.ignored++
+    else this.records.push(mapSpan(span, resourceAttrs, index, this.mapping))
+  }
+
+  result(): MappedBody {
+    return { records: this.records, count: this.count, ignored: this.ignored }
   }
 }
 
@@ -151,6 +163,45 @@ function decodeJson(text: string): Record<string, unknown> {
   return body
 }
 
+/**
+ * An ExportTraceServiceRequest as an object, into resources and spans: OTLP's
+ * JSON encoding (lowerCamelCase keys, hex ids, int64 as strings or numbers), or
+ * protobufjs's full decode of the binary one (bytes ids, Long int64s: what
+ * test/otlp-wire.test.ts checks the wire reader against). Only own properties
+ * are read, as both set only the fields present.
+ */
+export function readOtlpObject(request: Record<string, unknown>, maxEvents: number): ResourceIn[] {
+  const out: ResourceIn[] = []
+  let count = 0
+  for (const [ri, rs] of list(request.resourceSpans, '/resourceSpans').entries()) {
+    const resource = isObject(rs.resource) ? rs.resource : {}
+    const res: ResourceIn = { attrs: attributes(resource.attributes, `/resourceSpans/${ri}/resource/attributes`), spans: [] }
+    for (const [si, ss] of list(rs.scopeSpans, `/resourceSpans/${ri}/scopeSpans`).entries()) {
+      for (const span of list(ss.spans, `/resourceSpans/${ri}/scopeSpans/${si}/spans`)) {
+        const index = count++
+        if (count > maxEvents) throw new Errors.TooManyEvents(count, maxEvents)
+        const status = isObject(span.status) ? span.status : {}
+        const code = int64(status.code)
+        res.spans.push({
+          traceId: hexId(span.traceId, 16),
+          spanId: hexId(span.spanId, 8),
+          start: timeOf(int64(span.startTimeUnixNano)),
+          end: timeOf(int64(span.endTimeUnixNano)),
+          statusCode: code !== null && code >= -(2n ** 31n) && code < 2n ** 31n ? Number(code) : 0,
+          attrs: attributes(span.attributes, `/resourceSpans/${ri}/scopeSpans/${si}/spans/${index}/attributes`),
+        })
+      }
+    }
+    out.push(res)
+  }
+  return out
+}
+
+function timeOf(ns: bigint | null): NanoTime {
+  if (ns === null || ns <= 0n) return NO_TIME
+  return { ms: Number(ns / NS_PER_MS), subNs: Number(ns % NS_PER_MS) }
+}
+
 /** A repeated field: absent is empty; anything but a list of objects is a malformed body. */
 function list(value: unknown, where: string): Array<Record<string, unknown>> {
   if (value === undefined || value === null) return []
@@ -160,18 +211,16 @@ function list(value: unknown, where: string): Array<Record<string, unknown>> {
 }
 
 function attributes(value: unknown, where: string): Attributes {
-  const out: Attributes = Object.create(null) as Attributes
+  const out: Attributes = new Map()
   for (const kv of list(value, where)) {
-    if (typeof kv.key === 'string' && isObject(kv.value)) out[kv.key] = kv.value
+    if (typeof kv.key === 'string' && isObject(kv.value)) out.set(kv.key, kv.value)
   }
   return out
 }
 
-function first(attrs: Attributes, names: readonly string[]): { name: string; value: AnyValue } | null {
-  for (const name of names) {
-    const value = attrs[name]
-    if (value !== undefined) return { name, value }
-  }
+/** The first of `names` that `attrs` has, or null. */
+function first(attrs: Attributes, names: readonly string[]): string | null {
+  for (let i = 0; i < names.length; i++) if (attrs.has(names[i]!)) return names[i]!
   return null
 }
 
@@ -179,7 +228,7 @@ function has(v: AnyValue, field: string): boolean {
   return Object.hasOwn(v, field)
 }
 
-/** An int64 as protobufjs (Long, or number) or JSON (decimal string, or number) gives it. */
+/** An int64 as the readers give it (a number, a Long, or JSON's decimal string). */
 function int64(value: unknown): bigint | null {
   if (typeof value === 'number') return Number.isSafeInteger(value) ? BigInt(value) : null
   if (typeof value === 'string') return INT_RE.test(value) ? BigInt(value) : null
@@ -191,34 +240,44 @@ function int64(value: unknown): bigint | null {
   return null
 }
 
-type Read<T> = { ok: true; value: T } | { ok: false; message: string }
+/** Why an attribute could not be read (the only allocation of a read: values come back as they are). */
+class Unreadable {
+  constructor(readonly message: string) {}
+}
+type Read<T> = T | Unreadable
 
 function readInt(v: AnyValue): Read<number> {
   if (has(v, 'intValue')) {
-    const n = int64(v.intValue)
-    if (n === null) return { ok: false, message: 'must be an int attribute' }
-    if (n > BigInt(Number.MAX_SAFE_INTEGER) || n < -BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, message: 'must be a safe integer (at most 2^53-1)' }
-    return { ok: true, value: Number(n) }
+    const raw = v.intValue
+    if (typeof raw === 'number' && Number.isSafeInteger(raw)) return raw === 0 ? 0 : raw
+    const n = int64(raw)
+    if (n === null) return new Unreadable('must be an int attribute')
+    if (n > BigInt(Number.MAX_SAFE_INTEGER) || n < -BigInt(Number.MAX_SAFE_INTEGER)) return new Unreadable('must be a safe integer (at most 2^53-1)')
+    return Number(n)
   }
   // A JavaScript SDK sends whole numbers as intValue; tolerate a whole double.
-  if (has(v, 'doubleValue') && typeof v.doubleValue === 'number' && Number.isSafeInteger(v.doubleValue)) return { ok: true, value: v.doubleValue }
-  return { ok: false, message: `must be an int attribute, got ${valueKind(v)}` }
+  if (has(v, 'doubleValue') && typeof v.doubleValue === 'number' && Number.isSafeInteger(v.doubleValue)) return v.doubleValue
+  return new Unreadable(`must be an int attribute, got ${valueKind(v)}`)
 }
 
 function readString(v: AnyValue): Read<string> {
-  if (has(v, 'stringValue') && typeof v.stringValue === 'string') return { ok: true, value: v.stringValue }
-  return { ok: false, message: `must be a string attribute, got ${valueKind(v)}` }
+  if (has(v, 'stringValue') && typeof v.stringValue === 'string') return v.stringValue
+  return new Unreadable(`must be a string attribute, got ${valueKind(v)}`)
 }
 
 /** A cost: a string attribute (decimal text, exact) or a number, both checked by the native rules. */
 function readCost(v: AnyValue): Read<string | number> {
-  if (has(v, 'stringValue') && typeof v.stringValue === 'string') return { ok: true, value: v.stringValue }
-  if (has(v, 'doubleValue') && typeof v.doubleValue === 'number') return { ok: true, value: v.doubleValue }
-  if (has(v, 'intValue')) {
-    const n = readInt(v)
-    return n.ok ? n : { ok: false, message: n.message }
-  }
-  return { ok: false, message: `must be a string (a decimal, exact) or a double attribute, got ${valueKind(v)}` }
+  if (has(v, 'stringValue') && typeof v.stringValue === 'string') return v.stringValue
+  if (has(v, 'doubleValue') && typeof v.doubleValue === 'number') return v.doubleValue
+  if (has(v, 'intValue')) return readInt(v)
+  return new Unreadable(`must be a string (a decimal, exact) or a double attribute, got ${valueKind(v)}`)
+}
+
+/** A string attribute's text, or null when `v` is absent or not a string. */
+function stringOf(v: AnyValue | undefined): string | null {
+  if (v === undefined) return null
+  const text = readString(v)
+  return text instanceof Unreadable ? null : text
 }
 
 function valueKind(v: AnyValue): string {
@@ -235,57 +294,92 @@ function hexId(value: unknown, bytes: number): string | null {
   return hex
 }
 
-/** Nanoseconds since the epoch as RFC 3339 UTC with microseconds (the store keeps microseconds). */
-function rfc3339(ns: bigint): string {
-  const ms = ns / NS_PER_MS
-  const us = (ns % NS_PER_MS) / 1000n
-  return `${new Date(Number(ms)).toISOString().slice(0, -1)}${us.toString().padStart(3, '0')}Z`
+/** `/attributes/<name>` (escaped), remembered: the same few names come in every span. */
+const spanPointers = new Map<string, string>()
+/** `/resource/attributes/<name>`, likewise. */
+const resourcePointers = new Map<string, string>()
+const MAX_POINTERS = 1024
+
+function remembered(cache: Map<string, string>, prefix: string, name: string): string {
+  let p = cache.get(name)
+  if (p === undefined) {
+    p = `${prefix}${pointer(name)}`
+    if (cache.size >= MAX_POINTERS) cache.clear()
+    cache.set(name, p)
+  }
+  return p
 }
 
-function mapSpan(span: Record<string, unknown>, attrs: Attributes, resourceAttrs: Attributes, index: number, mapping: OtlpMapping): MappedRecord {
+function at(name: string): string {
+  return remembered(spanPointers, '/attributes', name)
+}
+
+function atResource(name: string): string {
+  return remembered(resourcePointers, '/resource/attributes', name)
+}
+
+/** Where a tag of a mapped span came from: service.name from the resource, the operation from the span. */
+function tagsOrigin(rest: string): string {
+  return rest === `/${SERVICE_NAME}` ? atResource(SERVICE_NAME) : at(OPERATION)
+}
+
+/** A span being mapped: where its fields are taken from and put. */
+interface Taking {
+  attrs: Attributes
+  resourceAttrs: Attributes
+  event: Record<string, unknown>
+  origin: MappedRecord['origin']
+  errors: FieldError[]
+}
+
+/** Native `field` from the first of `names` the span has (then, with `resourceToo`, its resource); false when neither has any. */
+function takeAttribute<T>(span: Taking, field: string, names: readonly string[], read: (v: AnyValue) => Read<T>, resourceToo: boolean): boolean {
+  let source = span.attrs
+  let name = first(source, names)
+  if (name === null && resourceToo) {
+    source = span.resourceAttrs
+    name = first(source, names)
+  }
+  if (name === null) return false
+  const res = read(source.get(name)!)
+  const where = source === span.attrs ? at(name) : atResource(name)
+  if (res instanceof Unreadable) {
+    span.errors.push({ field: where, message: res.message })
+  } else {
+    span.event[field] = res
+    ;(span.origin as Record<string, string>)[field] = where
+  }
+  return true
+}
+
+function mapSpan(span: SpanIn, resourceAttrs: Attributes, index: number, mapping: OtlpMapping): MappedRecord {
   const errors: FieldError[] = []
   const event: Record<string, unknown> = {}
   const origin: MappedRecord['origin'] = {}
-  const at = (name: string): string => `/attributes${pointer(name)}`
+  const attrs = span.attrs
 
-  const traceId = hexId(span.traceId, 16)
-  const spanId = hexId(span.spanId, 8)
+  const { traceId, spanId } = span
   if (traceId === null) errors.push({ field: '/traceId', message: 'must be 16 bytes (32 hex digits), not all zero' })
   if (spanId === null) errors.push({ field: '/spanId', message: 'must be 8 bytes (16 hex digits), not all zero' })
   const eventId = traceId !== null && spanId !== null ? mappedEventId('otel', [traceId, spanId]) : null
   event.event_id = eventId
   origin.event_id = '/spanId'
 
-  const end = int64(span.endTimeUnixNano)
-  if (end === null || end <= 0n || end > MAX_NS) {
+  const { start, end } = span
+  if (end.ms < 0 || end.ms > MAX_MS) {
     errors.push({ field: '/endTimeUnixNano', message: 'must be the time the span ended, in nanoseconds since the epoch' })
   } else {
-    event.timestamp = rfc3339(end)
+    event.timestamp = new EpochMicros(end.ms, Math.floor(end.subNs / 1000))
     origin.timestamp = '/endTimeUnixNano'
-    const start = int64(span.startTimeUnixNano)
     // Derived, not sent: a span longer than the native bound (a day) just has no latency.
-    if (start !== null && start > 0n && start <= end) {
-      const latencyMs = Number((end - start) / NS_PER_MS)
+    if (start.ms >= 0 && (start.ms < end.ms || (start.ms === end.ms && start.subNs <= end.subNs))) {
+      const latencyMs = end.ms - start.ms - (end.subNs < start.subNs ? 1 : 0)
       if (latencyMs <= DAY_MS) event.latency_ms = latencyMs
     }
   }
 
-  const take = <T>(field: string, names: readonly string[], read: (v: AnyValue) => Read<T>, sources: Attributes[] = [attrs]): boolean => {
-    for (const source of sources) {
-      const found = first(source, names)
-      if (found === null) continue
-      const res = read(found.value)
-      const where = source === attrs ? at(found.name) : `/resource${at(found.name)}`
-      if (res.ok) {
-        event[field] = res.value
-        ;(origin as Record<string, string>)[field] = where
-      } else {
-        errors.push({ field: where, message: res.message })
-      }
-      return true
-    }
-    return false
-  }
+  const span_: Taking = { attrs, resourceAttrs, event, origin, errors }
+  const take = <T>(field: string, names: readonly string[], read: (v: AnyValue) => Read<T>, resourceToo = false): boolean => takeAttribute(span_, field, names, read, resourceToo)
 
   if (!take('provider', PROVIDER, readString)) errors.push({ field: at(PROVIDER[0]!), message: `is required (or the older ${PROVIDER[1]})` })
   if (!take('model', MODEL, readString)) errors.push({ field: at(MODEL[0]!), message: `is required (or ${MODEL[1]})` })
@@ -297,39 +391,36 @@ function mapSpan(span: Record<string, unknown>, attrs: Attributes, resourceAttrs
   take('reasoning_tokens', USAGE.reasoning, readInt)
 
   if (!take('status_code', [STATUS_CODE], readInt)) {
-    const errorType = attrs[ERROR_TYPE]
-    const status = isObject(span.status) ? span.status : {}
+    const errorType = attrs.get(ERROR_TYPE)
     if (errorType !== undefined) {
-      const text = readString(errorType)
-      event.status_code = text.ok && HTTP_STATUS_RE.test(text.value) ? Number(text.value) : 500
+      const text = stringOf(errorType)
+      event.status_code = text !== null && HTTP_STATUS_RE.test(text) ? Number(text) : 500
       origin.status_code = at(ERROR_TYPE)
     } else {
-      event.status_code = int64(status.code) === BigInt(STATUS_CODE_ERROR) ? 500 : 200
+      event.status_code = span.statusCode === STATUS_CODE_ERROR ? 500 : 200
       origin.status_code = '/status/code'
     }
   }
 
-  const both = [attrs, resourceAttrs]
-  if (!take('key_id', mapping.keyAttributes, readString, both)) {
-    const service = resourceAttrs[SERVICE_NAME]
-    const name = service !== undefined ? readString(service) : null
-    event.key_id = name?.ok === true && name.value !== '' ? name.value : mapping.defaultKey
-    origin.key_id = name?.ok === true ? `/resource${at(SERVICE_NAME)}` : at(mapping.keyAttributes[0] ?? 'key')
+  if (!take('key_id', mapping.keyAttributes, readString, true)) {
+    const name = stringOf(resourceAttrs.get(SERVICE_NAME))
+    event.key_id = name !== null && name !== '' ? name : mapping.defaultKey
+    origin.key_id = name !== null ? atResource(SERVICE_NAME) : at(mapping.keyAttributes[0] ?? 'key')
   }
-  take('team_id', mapping.teamAttributes, readString, both)
-  take('user_id', mapping.userAttributes, readString, both)
-  take('customer_id', mapping.customerAttributes, readString, both)
-  take('cost', mapping.costAttributes, readCost, both)
-  take('currency', mapping.currencyAttributes, readString, both)
+  take('team_id', mapping.teamAttributes, readString, true)
+  take('user_id', mapping.userAttributes, readString, true)
+  take('customer_id', mapping.customerAttributes, readString, true)
+  take('cost', mapping.costAttributes, readCost, true)
+  take('currency', mapping.currencyAttributes, readString, true)
 
-  const tags: Record<string, string> = {}
-  const operation = attrs[OPERATION] !== undefined ? readString(attrs[OPERATION]) : null
-  if (operation?.ok === true) tags[OPERATION] = operation.value
-  const service = resourceAttrs[SERVICE_NAME] !== undefined ? readString(resourceAttrs[SERVICE_NAME]) : null
-  if (service?.ok === true) tags[SERVICE_NAME] = service.value
-  if (Object.keys(tags).length > 0) {
+  const operation = stringOf(attrs.get(OPERATION))
+  const service = stringOf(resourceAttrs.get(SERVICE_NAME))
+  if (operation !== null || service !== null) {
+    const tags: Record<string, string> = {}
+    if (operation !== null) tags[OPERATION] = operation
+    if (service !== null) tags[SERVICE_NAME] = service
     event.tags = tags
-    origin.tags = (rest) => (rest === `/${SERVICE_NAME}` ? `/resource${at(SERVICE_NAME)}` : at(OPERATION))
+    origin.tags = tagsOrigin
   }
   return { index, eventId, event, errors, origin }
 }
@@ -366,13 +457,13 @@ export function encodeTraceResponse(partial: PartialSuccess | null, encoding: Ot
   if (encoding === 'json') {
     return JSON.stringify(partial === null ? {} : { partialSuccess: { rejectedSpans: String(partial.rejectedSpans), errorMessage: partial.errorMessage } })
   }
-  const { response } = types()
+  const { response } = otlpSchema()
   return Buffer.from(response.encode(response.fromObject(partial === null ? {} : { partialSuccess: partial })).finish())
 }
 
 /** google.rpc.Status, the body of every OTLP/HTTP 4xx and 5xx answer. */
 export function encodeStatus(code: number, message: string, encoding: OtlpEncoding): Buffer | string {
   if (encoding === 'json') return JSON.stringify({ code, message })
-  const { status } = types()
+  const { status } = otlpSchema()
   return Buffer.from(status.encode(status.fromObject({ code, message })).finish())
 }

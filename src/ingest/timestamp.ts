@@ -9,7 +9,25 @@ const MAX_MS = 253_402_300_799_999
 
 export type ParsedTimestamp = { ok: true; us: number } | { ok: false; message: string }
 
+/**
+ * A time another door has already read exactly (an OTLP span's end, to the
+ * microsecond), handed to the validator as it is rather than as text to parse
+ * again. No JSON body can hold one: the native contract is unchanged.
+ */
+export class EpochMicros {
+  constructor(
+    /** Milliseconds since the epoch, within MIN_MS..MAX_MS. */
+    readonly ms: number,
+    /** Microseconds within that millisecond, 0-999. */
+    readonly subMs: number,
+  ) {}
+}
+
 export function parseTimestamp(value: unknown): ParsedTimestamp {
+  if (value instanceof EpochMicros) {
+    if (!(value.ms >= MIN_MS && value.ms <= MAX_MS)) return { ok: false, message: 'out of range' }
+    return { ok: true, us: value.ms * 1000 + value.subMs }
+  }
   if (typeof value === 'number') {
     if (!Number.isSafeInteger(value)) return { ok: false, message: 'must be an RFC 3339 string or integer epoch milliseconds' }
     if (value < MIN_MS || value > MAX_MS) return { ok: false, message: 'epoch milliseconds out of range' }
