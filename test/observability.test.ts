@@ -359,3 +359,20 @@ test('the log: one line per request with its request id; no Authorization header
   assert.ok(!/authorization|bearer/i.test(all), 'an Authorization header is in the log')
   assert.ok(!all.includes(mark), 'an event field value is in the log')
 })
+
+test("Node's default metrics keep their standard names (process_*, nodejs_*), so stock Node.js dashboards find them", async (t) => {
+  const { app } = await build(t)
+  const samples = await scrape(app)
+  const names = new Set(samples.map((s) => s.name))
+  for (const name of ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_version_info']) {
+    assert.ok(names.has(name), `${name} is scraped under its standard name`)
+  }
+  const standard = [...names].filter((n) => n.startsWith('process_') || n.startsWith('nodejs_'))
+  assert.ok(standard.length >= 10, `Node's default metrics are there: ${standard.join(', ')}`)
+  const renamed = standard.filter((n) => names.has(`tokenledger_${n}`))
+  assert.deepEqual(renamed, [], 'no default metric is also (or instead) under the service prefix')
+  assert.ok(!names.has('tokenledger_process_cpu_user_seconds_total'))
+  // Everything else is the service's own and starts tokenledger_.
+  const foreign = [...names].filter((n) => !n.startsWith('tokenledger_') && !n.startsWith('process_') && !n.startsWith('nodejs_'))
+  assert.deepEqual(foreign, [])
+})
