@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { Writable } from 'node:stream'
@@ -375,4 +375,16 @@ test("Node's default metrics keep their standard names (process_*, nodejs_*), so
   // Everything else is the service's own and starts tokenledger_.
   const foreign = [...names].filter((n) => !n.startsWith('tokenledger_') && !n.startsWith('process_') && !n.startsWith('nodejs_'))
   assert.deepEqual(foreign, [])
+})
+
+test("every tokenledger_* metric a scrape shows is documented in the README's Observability section", async (t) => {
+  // Proves no metric (query_cache_hits_total was one) is left out of the README's table.
+  const { app } = await build(t)
+  const res = await app.inject({ url: '/metrics' })
+  const families = [...res.body.matchAll(/^# TYPE tokenledger_(\w+) /gm)].map((m) => m[1]!)
+  assert.ok(families.length > 30, families.join(', '))
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const section = readme.slice(readme.indexOf('## Observability'), readme.indexOf('\n## ', readme.indexOf('## Observability') + 1))
+  const missing = families.filter((f) => !new RegExp(`\`(tokenledger_)?${f}[\`{]`).test(section))
+  assert.deepEqual(missing, [], 'metrics the README does not document')
 })
