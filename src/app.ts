@@ -244,8 +244,11 @@ function formatSchemaErrors(errors: FastifySchemaValidationError[], dataVar: str
     } else if (unions.includes(e)) {
       const branches = list.filter((b) => branchOf(b) === e)
       const allowed = branches.flatMap((b) => (b.keyword === 'const' ? [(b.params as { allowedValue: unknown }).allowedValue] : b.keyword === 'enum' ? ((b.params as { allowedValues: unknown[] }).allowedValues) : []))
-      if (branches.length === 0 || allowed.length !== branches.length) {
+      if (branches.length === 0) {
         part = `${place(e)} ${e.message ?? 'is invalid'}`
+      } else if (allowed.length !== branches.length) {
+        // Not a fixed set of values: each form's reason, once ("must be string or must be integer").
+        part = `${place(e)} ${[...new Set(branches.map((b) => b.message ?? 'is invalid'))].join(' or ')}`
       } else {
         part = `${place(e)} ${describeValue(e.data)} is not allowed; allowed: ${allowed.map(String).join(', ')}`
         const near = typeof e.data === 'string' ? closest(e.data, allowed.map(String), { near: true }) : null
