@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
 # tokenledger: build with the full toolchain, run on a slim glibc image.
 # DuckDB's native binding ships inside the npm package for linux-x64/arm64 glibc,
-# so both stages use Debian-based Node LTS images (not Alpine/musl).
+# so both stages use Debian-based Node LTS images (not Alpine/musl): one image, named
+# once. Node 26 is the Active LTS line (since 2026-10-28; see the README's Set-up).
+ARG NODE_IMAGE=node:26-trixie-slim
 
-FROM node:22-bookworm-slim AS build
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci
@@ -13,7 +15,7 @@ COPY routes ./routes
 COPY proto ./proto
 RUN npm run build && npm prune --omit=dev
 
-FROM node:22-bookworm-slim AS runtime
+FROM ${NODE_IMAGE} AS runtime
 # Listening on 0.0.0.0 needs tokens: pass TOKENLEDGER_INGEST_TOKENS, _QUERY_TOKENS and
 # _ADMIN_TOKENS at `docker run` (never bake secrets into the image); without them the
 # service refuses to start and says so.

@@ -8,7 +8,7 @@ import { Errors } from '../src/errors.js'
 import { parseFilter } from '../src/query/filters.js'
 import { decodeCursor, listEvents, MAX_LIST_LIMIT } from '../src/query/list.js'
 import { getEvent } from '../src/query/read.js'
-import { acceptBodies, decodeBody, rawBody } from './ingest-body.js'
+import { acceptBodies, rawBody } from './ingest-body.js'
 import { commonErrors, IngestBody, QueryFilters } from './schemas.js'
 
 const NDJSON_TYPES = ['application/x-ndjson', 'application/ndjson', 'application/jsonl', 'application/x-jsonlines']
@@ -19,7 +19,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // Only JSON and NDJSON bodies: anything else is 415, not parsed as text.
   // Bodies are read as bytes here and decoded (parsed, validated, encoded) by
   // the shared decoder: on ingest worker threads unless TOKENLEDGER_INGEST_WORKERS=0.
-  acceptBodies(app, [
+  const door = acceptBodies(app, [
     [['application/json'], 'json'],
     [NDJSON_TYPES, 'ndjson'],
   ])
@@ -50,7 +50,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
           ...commonErrors,
         },
       },
-      preParsing: async (request, _reply, payload) => decodeBody(request, payload),
+      preParsing: async (request, _reply, payload) => door.decode(request, payload),
     },
     async (request, reply) => {
       // No Content-Type parser ran when the request had no body at all: decoded as an empty one (400).

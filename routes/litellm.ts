@@ -6,11 +6,11 @@
 
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { acceptBodies, decodeBody, rawBody } from './ingest-body.js'
+import { acceptBodies, rawBody } from './ingest-body.js'
 import { commonErrors, LiteLLMBody } from './schemas.js'
 
 export const litellmRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  acceptBodies(app, [[['application/json', 'application/x-ndjson', 'application/ndjson'], 'litellm']])
+  const door = acceptBodies(app, [[['application/json', 'application/x-ndjson', 'application/ndjson'], 'litellm']])
 
   app.post(
     '/v1/integrations/litellm',
@@ -31,7 +31,7 @@ export const litellmRoutes: FastifyPluginAsyncTypebox = async (app) => {
           ...commonErrors,
         },
       },
-      preParsing: async (request, _reply, payload) => decodeBody(request, payload),
+      preParsing: async (request, _reply, payload) => door.decode(request, payload),
     },
     async (request) => {
       const body = rawBody(request, 'litellm')

@@ -15,7 +15,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
 import type { AppendOutcome } from '../src/store/outcomes.js'
-import { acceptBodies, answerErrors, decodeBody, rawBody } from './ingest-body.js'
+import { acceptBodies, answerErrors, rawBody } from './ingest-body.js'
 import { CloudEventIn, PER_EVENT_VALIDATION } from './schemas.js'
 
 export const CLOUDEVENTS_TYPES = ['application/cloudevents+json', 'application/cloudevents-batch+json', 'application/json']
@@ -33,7 +33,7 @@ const problemContent = { [PROBLEM_TYPE]: { schema: Type.Ref('Problem') } }
 const problem = (description: string) => ({ description, content: problemContent })
 
 export const openmeterRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  acceptBodies(app, [[CLOUDEVENTS_TYPES, 'openmeter']])
+  const door = acceptBodies(app, [[CLOUDEVENTS_TYPES, 'openmeter']])
   answerErrors(app, (answer, request, reply) =>
     reply
       .code(answer.status)
@@ -72,7 +72,7 @@ export const openmeterRoutes: FastifyPluginAsyncTypebox = async (app) => {
           503: problem('Not stored; retry after Retry-After.'),
         },
       },
-      preParsing: async (request, _reply, payload) => decodeBody(request, payload),
+      preParsing: async (request, _reply, payload) => door.decode(request, payload),
     },
     async (request, reply) => {
       const body = rawBody(request, 'openmeter')

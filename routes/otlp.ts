@@ -17,7 +17,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Counter } from 'prom-client'
 import { Type } from 'typebox'
 import { encodeStatus, encodeTraceResponse, partialSuccess, type OtlpEncoding } from '../src/ingest/otlp.js'
-import { acceptBodies, answerErrors, decodeBody, mediaType, rawBody } from './ingest-body.js'
+import { acceptBodies, answerErrors, mediaType, rawBody } from './ingest-body.js'
 import { BinaryBody, OtlpStatusJson, OtlpTraceResponseJson, OtlpTracesJson } from './schemas.js'
 
 const PROTOBUF = 'application/x-protobuf'
@@ -34,7 +34,7 @@ function encodingOf(request: FastifyRequest): OtlpEncoding {
 }
 
 export const otlpRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  acceptBodies(app, [
+  const door = acceptBodies(app, [
     [[PROTOBUF], 'otlp-proto'],
     [[JSON_TYPE], 'otlp-json'],
   ])
@@ -82,7 +82,7 @@ export const otlpRoutes: FastifyPluginAsyncTypebox = async (app) => {
           503: refusal('Not stored; retry after Retry-After (exporters do).'),
         },
       },
-      preParsing: async (request, _reply, payload) => decodeBody(request, payload),
+      preParsing: async (request, _reply, payload) => door.decode(request, payload),
     },
     async (request, reply) => {
       const body = rawBody(request, 'otlp-json')

@@ -156,7 +156,7 @@ const Measures = {
   cache_write_tokens: Type.Integer({ minimum: 0 }),
   reasoning_tokens: Type.Integer({ minimum: 0 }),
   cost: Type.Union([Type.String(), Type.Null()], {
-    description: 'Exact decimal sum of the known costs when they are all in one currency (named by `currency`); null when the window mixes currencies (see cost_by_currency).',
+    description: 'Exact decimal sum of the known costs when they are all in one currency (named by `currency`); null when the window mixes currencies (see cost_by_currency) or when every event counted has an unknown cost (see cost_missing). "0" when nothing is counted.',
   }),
   currency: Type.Union([Type.String(), Type.Null()]),
   cost_by_currency: Type.Record(Type.String(), Type.String(), { description: 'Exact decimal sum per ISO 4217 currency.' }),

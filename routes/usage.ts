@@ -39,7 +39,7 @@ const GroupBy = Type.Optional(
   }),
 )
 
-/** Largest first by the measure (cost: its exact value; a group with several currencies has none and sorts last), then by key. */
+/** Largest first by the measure (cost: its exact value; a group with several currencies or only unknown costs has none and sorts last), then by key. */
 function sortGroups<G extends { totals: Totals }>(groups: G[], by: OrderBy): G[] {
   const value = (g: G): bigint => {
     if (by !== 'cost') return BigInt(g.totals[by] as Count)

@@ -14,6 +14,7 @@ import { routes } from '../routes/index.js'
 import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, ProblemBody, UsageEventIn, UsageEventOut, UsagePoint, UsageTotals } from '../routes/schemas.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
+import { closest } from './closest.js'
 import { describeError } from './errors.js'
 import authPlugin, { DOCS_PREFIX } from './plugins/auth.js'
 import intakePlugin from './plugins/intake.js'
@@ -84,7 +85,8 @@ export function serverOptions(config: Config, logger: Logger): FastifyHttpOption
 
 // One Ajv for every schema-validated part. Unknown query parameters are errors
 // (removeAdditional: false): a typo'd filter must not silently widen a billing query.
-const ajv = new Ajv.default({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, allErrors: false, strict: false })
+// verbose: errors carry the value that failed (formatSchemaErrors names it) and the schema around it.
+const ajv = new Ajv.default({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, allErrors: false, strict: false, verbose: true })
 
 export const app = fp<AppOptions>(
   async (instance, opts) => {
@@ -207,13 +209,67 @@ class OneLinePerRequest extends LogController {
   }
 }
 
-/** "querystring/limit must be <= 1000", naming each offending parameter. */
+/** Most problems one validation error names (each names its parameter and reason). */
+const MAX_SCHEMA_PROBLEMS = 5
+
+/** Ajv's error with `verbose: true`: the value that failed and the schema around it. */
+type VerboseError = FastifySchemaValidationError & { data?: unknown; parentSchema?: { properties?: Record<string, unknown> } }
+
+/**
+ * "querystring/limit must be <= 1000", naming each offending parameter once. A value
+ * outside a fixed set (a union of constants: `group_by`, `bucket`, `format`…) fails each
+ * constant and then the union: that is one problem, told as the value given and the
+ * values allowed (and the nearest of them), not once per constant.
+ */
 function formatSchemaErrors(errors: FastifySchemaValidationError[], dataVar: string): Error {
-  const parts = errors.slice(0, 5).map((e) => {
+  const list = errors as VerboseError[]
+  // Where a union failed, the errors of its branches (same place, deeper schema path) are its parts.
+  const unions = list.filter((e) => e.keyword === 'anyOf' || e.keyword === 'oneOf')
+  const branchOf = (e: VerboseError) => unions.find((u) => u !== e && u.instancePath === e.instancePath && e.schemaPath.startsWith(`${u.schemaPath}/`))
+  const place = (e: VerboseError) => {
+    // A query parameter given once or repeated is an array: name the parameter, the value says which.
+    const where = dataVar === 'querystring' ? e.instancePath.replace(/\/\d+$/, '') : e.instancePath
+    return `${dataVar}${where}`
+  }
+  const parts: string[] = []
+  for (const e of list) {
     const params = e.params as Record<string, unknown>
-    if (e.keyword === 'additionalProperties') return `${dataVar}/${String(params.additionalProperty)} is not a known parameter`
-    if (e.keyword === 'required') return `${dataVar}/${String(params.missingProperty)} is required`
-    return `${dataVar}${e.instancePath} ${e.message ?? 'is invalid'}`
-  })
-  return new Error(parts.join('; '))
+    let part: string
+    if (e.keyword === 'additionalProperties') {
+      const name = String(params.additionalProperty)
+      const near = closest(name, Object.keys(e.parentSchema?.properties ?? {}), { near: true })
+      part = `${dataVar}/${name} is not a known parameter${near === null ? '' : ` (did you mean ${near}?)`}`
+    } else if (e.keyword === 'required') {
+      part = `${dataVar}/${String(params.missingProperty)} is required`
+    } else if (unions.includes(e)) {
+      const branches = list.filter((b) => branchOf(b) === e)
+      const allowed = branches.flatMap((b) => (b.keyword === 'const' ? [(b.params as { allowedValue: unknown }).allowedValue] : b.keyword === 'enum' ? ((b.params as { allowedValues: unknown[] }).allowedValues) : []))
+      if (branches.length === 0) {
+        part = `${place(e)} ${e.message ?? 'is invalid'}`
+      } else if (allowed.length !== branches.length) {
+        // Not a fixed set of values: each form's reason, once ("must be string or must be integer").
+        part = `${place(e)} ${[...new Set(branches.map((b) => b.message ?? 'is invalid'))].join(' or ')}`
+      } else {
+        part = `${place(e)} ${describeValue(e.data)} is not allowed; allowed: ${allowed.map(String).join(', ')}`
+        const near = typeof e.data === 'string' ? closest(e.data, allowed.map(String), { near: true }) : null
+        if (near !== null) part += ` (did you mean ${near}?)`
+      }
+    } else if (branchOf(e) !== undefined) {
+      continue // told with its union
+    } else if (e.keyword === 'enum') {
+      part = `${place(e)} ${describeValue(e.data)} is not allowed; allowed: ${((params.allowedValues as unknown[]) ?? []).map(String).join(', ')}`
+    } else {
+      part = `${dataVar}${e.instancePath} ${e.message ?? 'is invalid'}`
+    }
+    if (!parts.includes(part)) parts.push(part)
+  }
+  const told = parts.slice(0, MAX_SCHEMA_PROBLEMS)
+  if (parts.length > told.length) told.push(`${parts.length - told.length} more not listed`)
+  return new Error(told.join('; '))
+}
+
+/** A value as a client sent it, quoted and cut short. */
+function describeValue(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value)
+  return text.length > 66 ? `${text.slice(0, 64)}\u2026` : text
 }

@@ -10,6 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import v8 from 'node:v8'
 import type { OtlpMapping } from './ingest/otlp.js'
+import { closest } from './closest.js'
 import { STORE_DEFAULTS as D } from './store/options.js'
 
 export interface Config {
@@ -181,8 +182,9 @@ const MAX_ATTRIBUTE_NAMES = 8
 const MAX_ATTRIBUTE_NAME_CHARS = 128
 const ATTRIBUTE_NAME_PATTERN = new RegExp(`^[A-Za-z0-9._\\-/]{1,${MAX_ATTRIBUTE_NAME_CHARS}}$`)
 
-function reader(env: Env): Reader {
+function reader(env: Env, asked: Set<string>): Reader {
   const raw = (name: string): string | undefined => {
+    asked.add(`TOKENLEDGER_${name}`)
     const v = env[`TOKENLEDGER_${name}`]
     return v === undefined || v.trim() === '' ? undefined : v.trim()
   }
@@ -311,9 +313,58 @@ function readPressure(r: Reader, config: Config): void {
   }
 }
 
+/**
+ * TOKENLEDGER_* variables that are not the service's settings but are read by this
+ * repository's tools (test/ui.test.ts and bench/ui.ts: the Chromium binary): no warning.
+ */
+const TOOL_VARIABLES = ['TOKENLEDGER_CHROMIUM']
+
 /** Reads and validates the configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
-  const r = reader(env)
+  return readConfig(env).config
+}
+
+/**
+ * The configuration, and a warning for each TOKENLEDGER_* variable that is no setting
+ * (a typo such as TOKENLEDGER_RETENTON would otherwise be ignored without a word), naming
+ * the closest known one. The known names are the ones loadConfig asks for as it reads:
+ * there is no second list of them to fall out of step.
+ */
+export function readConfig(env: Env = process.env): { config: Config; warnings: ConfigWarning[] } {
+  const asked = new Set<string>()
+  const config = readSettings(reader(env, asked))
+  const known = [...asked]
+  const warnings: ConfigWarning[] = []
+  for (const variable of Object.keys(env).sort()) {
+    if (!variable.startsWith('TOKENLEDGER_') || asked.has(variable) || TOOL_VARIABLES.includes(variable)) continue
+    const nearest = closest(variable.slice('TOKENLEDGER_'.length), known.map((k) => k.slice('TOKENLEDGER_'.length)))
+    const suggestion = nearest === null ? null : `TOKENLEDGER_${nearest}`
+    warnings.push({
+      variable: variable.slice(0, 128),
+      closest: suggestion,
+      message: `${variable.slice(0, 128)} is not a tokenledger setting and is ignored${suggestion === null ? '' : `; the closest known one is ${suggestion}`} (see the README's Configuration table)`,
+    })
+  }
+  return { config, warnings }
+}
+
+/** Every TOKENLEDGER_* setting, as loadConfig reads them (in its order). */
+export function knownVariables(): string[] {
+  const asked = new Set<string>()
+  readSettings(reader({}, asked))
+  return [...asked]
+}
+
+/** An environment variable that looks like a setting but is none. */
+export interface ConfigWarning {
+  variable: string
+  /** The known variable nearest to it (a likely typo's intended name). */
+  closest: string | null
+  message: string
+}
+
+/** Every setting, read through `r` (which records each name it is asked for). */
+function readSettings(r: Reader): Config {
   const host = r.string('HOST', '127.0.0.1')
   if (!/^[A-Za-z0-9.:\-[\]]{1,255}$/.test(host)) {
     throw new ConfigError('TOKENLEDGER_HOST', `must be a host name or IP address, got "${host}"`)

@@ -7,7 +7,8 @@ import createError from '@fastify/error'
 export const Errors = {
   BadBody: createError<[string]>('TL_BAD_BODY', 'malformed body: %s', 400),
   BadQuery: createError<[string]>('TL_BAD_QUERY', 'invalid query: %s', 400),
-  UnsupportedEncoding: createError<[string]>('TL_UNSUPPORTED_ENCODING', 'unsupported Content-Encoding "%s"; send gzip or identity', 415),
+  UnsupportedEncoding: createError<[string, string]>('TL_UNSUPPORTED_ENCODING', 'unsupported Content-Encoding "%s"; send gzip or identity (or none), with Content-Type %s', 415),
+  UnsupportedMediaType: createError<[string, string]>('TL_UNSUPPORTED_MEDIA_TYPE', '%s; send Content-Type %s, with Content-Encoding gzip or identity (or none)', 415),
   TooManyEvents: createError<[number, number]>('TL_TOO_MANY_EVENTS', 'batch holds %d events; at most %d are allowed per request', 413),
   NotFound: createError<[string]>('TL_NOT_FOUND', '%s', 404),
   QueueFull: createError('TL_QUEUE_FULL', 'ingest queue is full; retry after the Retry-After delay', 503),

@@ -6,11 +6,12 @@ import './threadpool.js'
 import closeWithGrace from 'close-with-grace'
 import { pino } from 'pino'
 import { buildApp } from './app.js'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { ConfigError, readConfig, type Config, type ConfigWarning } from './config.js'
 
 let config: Config
+let warnings: ConfigWarning[]
 try {
-  config = loadConfig()
+  ;({ config, warnings } = readConfig())
 } catch (err) {
   if (err instanceof ConfigError) {
     process.stderr.write(`tokenledger: invalid configuration: ${err.message}\n`)
@@ -22,6 +23,8 @@ try {
 const logger = pino({ level: config.logLevel, base: { service: 'tokenledger' } })
 // Lifecycle lines (listening, stopped) are always printed: supervisors and tests read them.
 const lifecycle = pino({ level: 'info', base: { service: 'tokenledger' } })
+// A TOKENLEDGER_* variable that is no setting (a typo) is ignored, but said so at start.
+for (const w of warnings) logger.warn({ event: 'unknown_variable', variable: w.variable, closest: w.closest }, w.message)
 
 const app = await buildApp({ config }, logger).catch((err: unknown) => {
   lifecycle.fatal({ err }, 'failed to start')

@@ -5,7 +5,9 @@ import assert from 'node:assert/strict'
 import os from 'node:os'
 import path from 'node:path'
 import { test } from 'node:test'
-import { ConfigError, loadConfig, parseDuration, parseSize } from '../src/config.js'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { startChildServer } from './support/child-server.js'
+import { ConfigError, knownVariables, loadConfig, parseDuration, parseSize, readConfig } from '../src/config.js'
 
 test('defaults match the README', () => {
   const c = loadConfig({})
@@ -80,4 +82,69 @@ test('every bad value names its variable', () => {
       JSON.stringify(env),
     )
   }
+})
+
+test('a TOKENLEDGER_* variable that is no setting is warned about, naming the closest known one', () => {
+  // Proves a typo is not silently ignored: each unknown TOKENLEDGER_* name gets one warning
+  // with its likely intended name; real settings, the tools' TOKENLEDGER_CHROMIUM and other
+  // prefixes get none; the configuration read is the same as without the stray variables.
+  const { config, warnings } = readConfig({
+    TOKENLEDGER_RETENTON: '7d',
+    TOKENLEDGER_PROT: '9000',
+    TOKENLEDGER_INGEST_TOKEN: 'x',
+    TOKENLEDGER_EVENT_RETENTION: '10d',
+    TOKENLEDGER_CHROMIUM: '/usr/bin/chromium',
+    NODE_ENV: 'production',
+    OTHER_RETENTON: '1d',
+  })
+  assert.equal(config.eventRetentionMs, 10 * 86_400_000)
+  assert.equal(config.port, 8080)
+  assert.deepEqual(
+    warnings.map((w) => [w.variable, w.closest]),
+    [
+      ['TOKENLEDGER_INGEST_TOKEN', 'TOKENLEDGER_INGEST_TOKENS'],
+      ['TOKENLEDGER_PROT', 'TOKENLEDGER_PORT'],
+      ['TOKENLEDGER_RETENTON', 'TOKENLEDGER_EVENT_RETENTION'],
+    ],
+  )
+  assert.equal(warnings[2]!.message, 'TOKENLEDGER_RETENTON is not a tokenledger setting and is ignored; the closest known one is TOKENLEDGER_EVENT_RETENTION (see the README\'s Configuration table)')
+  assert.deepEqual(readConfig({ TOKENLEDGER_PORT: '9000' }).warnings, [])
+})
+
+test('the known settings are the ones loadConfig reads, and the README documents exactly those', async () => {
+  // Proves there is one list of settings (what loadConfig asks for, so a new setting needs no
+  // second entry to be known) and the README's Configuration table lists each and no other.
+  const known = knownVariables()
+  assert.ok(known.length > 40, known.join(', '))
+  for (const name of known) assert.deepEqual(readConfig({ [name]: '' }).warnings, [], `${name} is known`)
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1))
+  const documented = new Set<string>()
+  for (const line of table.split('\n')) {
+    const first = /^\| ([^|]+) \|/.exec(line)?.[1]
+    if (!first) continue
+    const names = [...first.matchAll(/`([A-Z_]+)`/g)].map((m) => m[1]!)
+    const full = names[0]
+    if (!full?.startsWith('TOKENLEDGER_')) continue
+    for (const n of names) {
+      // `TOKENLEDGER_OTLP_TEAM_ATTRIBUTES`, `_USER_ATTRIBUTES`: the short form replaces as many trailing words.
+      if (n.startsWith('TOKENLEDGER_')) documented.add(n)
+      else documented.add(full.split('_').slice(0, -(n.split('_').length - 1)).join('_') + n)
+    }
+  }
+  assert.deepEqual([...documented].sort(), [...known].sort())
+})
+
+test('the server warns at start about a TOKENLEDGER_* variable that is no setting, and starts all the same', async (t) => {
+  // Proves the warning reaches the log of a real server (src/server.ts) before it listens.
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tl-config-'))
+  t.after(() => rm(dataDir, { recursive: true, force: true }))
+  const server = await startChildServer({ dataDir, env: { TOKENLEDGER_RETENTON: '7d' } })
+  t.after(() => server.stop())
+  const lines = server.logTail().split('\n').filter((l) => l.includes('"unknown_variable"'))
+  assert.equal(lines.length, 1, server.logTail())
+  const line = JSON.parse(lines[0]!.slice(lines[0]!.indexOf('{'))) as { level: number; variable: string; closest: string; msg: string }
+  assert.deepEqual([line.level, line.variable, line.closest], [40, 'TOKENLEDGER_RETENTON', 'TOKENLEDGER_EVENT_RETENTION'])
+  assert.match(line.msg, /closest known one is TOKENLEDGER_EVENT_RETENTION/)
+  assert.equal((await fetch(`${server.url}/healthz`)).status, 200)
 })

@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { Writable } from 'node:stream'
@@ -358,4 +358,33 @@ test('the log: one line per request with its request id; no Authorization header
   for (const token of Object.values(tokens).flat()) assert.ok(!all.includes(token), 'a token is in the log')
   assert.ok(!/authorization|bearer/i.test(all), 'an Authorization header is in the log')
   assert.ok(!all.includes(mark), 'an event field value is in the log')
+})
+
+test("Node's default metrics keep their standard names (process_*, nodejs_*), so stock Node.js dashboards find them", async (t) => {
+  const { app } = await build(t)
+  const samples = await scrape(app)
+  const names = new Set(samples.map((s) => s.name))
+  for (const name of ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_version_info']) {
+    assert.ok(names.has(name), `${name} is scraped under its standard name`)
+  }
+  const standard = [...names].filter((n) => n.startsWith('process_') || n.startsWith('nodejs_'))
+  assert.ok(standard.length >= 10, `Node's default metrics are there: ${standard.join(', ')}`)
+  const renamed = standard.filter((n) => names.has(`tokenledger_${n}`))
+  assert.deepEqual(renamed, [], 'no default metric is also (or instead) under the service prefix')
+  assert.ok(!names.has('tokenledger_process_cpu_user_seconds_total'))
+  // Everything else is the service's own and starts tokenledger_.
+  const foreign = [...names].filter((n) => !n.startsWith('tokenledger_') && !n.startsWith('process_') && !n.startsWith('nodejs_'))
+  assert.deepEqual(foreign, [])
+})
+
+test("every tokenledger_* metric a scrape shows is documented in the README's Observability section", async (t) => {
+  // Proves no metric (query_cache_hits_total was one) is left out of the README's table.
+  const { app } = await build(t)
+  const res = await app.inject({ url: '/metrics' })
+  const families = [...res.body.matchAll(/^# TYPE tokenledger_(\w+) /gm)].map((m) => m[1]!)
+  assert.ok(families.length > 30, families.join(', '))
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const section = readme.slice(readme.indexOf('## Observability'), readme.indexOf('\n## ', readme.indexOf('## Observability') + 1))
+  const missing = families.filter((f) => !new RegExp(`\`(tokenledger_)?${f}[\`{]`).test(section))
+  assert.deepEqual(missing, [], 'metrics the README does not document')
 })

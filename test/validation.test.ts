@@ -346,6 +346,23 @@ describe('unknown top-level fields', () => {
     if (r.ok) assert.fail('accepted unknown fields')
     assert.deepEqual(r.errors.map((e) => e.field), ['/x', '/y'])
   })
+
+  test('past 16 unknown fields the answer says how many more were not listed', () => {
+    // Proves the list of unknown fields is bounded and says what it cut: 16 named, then one error counting the rest.
+    const extra = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`x${i}`, i]))
+    const r = validateEvent({ ...base(), ...extra }, LIMITS)
+    if (r.ok) assert.fail('accepted unknown fields')
+    const named = r.errors.filter((e) => e.message === 'unknown field')
+    assert.deepEqual(named.map((e) => e.field), Array.from({ length: 16 }, (_, i) => `/x${i}`))
+    const cut = r.errors.filter((e) => e.message !== 'unknown field')
+    assert.equal(cut.length, 1, JSON.stringify(r.errors))
+    assert.equal(cut[0]!.field, '')
+    assert.match(cut[0]!.message, /^24 more unknown fields \(x16, x17, x18, …\) not listed/)
+    // Exactly 16: nothing was cut, so nothing is said.
+    const sixteen = validateEvent({ ...base(), ...Object.fromEntries(Object.entries(extra).slice(0, 16)) }, LIMITS)
+    if (sixteen.ok) assert.fail('accepted unknown fields')
+    assert.equal(sixteen.errors.length, 16)
+  })
 })
 
 describe('token invariants', () => {

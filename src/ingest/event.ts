@@ -135,6 +135,9 @@ const PLAN: ReadonlyArray<{ name: EventFieldName; field: string; required: boole
 }))
 const I = Object.fromEntries(FIELD_NAMES.map((n, i) => [n, i])) as Record<EventFieldName, number>
 
+/** Unknown fields named one by one in a rejection; past this many one more error counts the rest. */
+const MAX_UNKNOWN_LISTED = 16
+
 /** Validates one posted event against the field table and normalizes it. */
 export function validateEvent(input: unknown, limits: EventLimits): ValidationResult {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
@@ -142,11 +145,18 @@ export function validateEvent(input: unknown, limits: EventLimits): ValidationRe
   }
   const obj = input as Record<string, unknown>
   let errors: FieldError[] | null = null
+  let unlisted: string[] | null = null
+  let unlistedCount = 0
   for (const key of Object.keys(obj)) {
     if (!KNOWN.has(key)) {
       errors ??= []
-      if (errors.length < 16) errors.push({ field: pointer(key), message: 'unknown field' })
+      if (errors.length < MAX_UNKNOWN_LISTED) errors.push({ field: pointer(key), message: 'unknown field' })
+      else if (++unlistedCount <= 3) (unlisted ??= []).push(key.slice(0, 64))
     }
+  }
+  if (unlistedCount > 0) {
+    const examples = `${unlisted!.map((k) => JSON.stringify(k).slice(1, -1)).join(', ')}${unlistedCount > 3 ? ', \u2026' : ''}`
+    errors!.push({ field: '', message: `${unlistedCount} more unknown field${unlistedCount === 1 ? '' : 's'} (${examples}) not listed: only the first ${MAX_UNKNOWN_LISTED} are` })
   }
   const vals: unknown[] = new Array(PLAN.length)
   for (let i = 0; i < PLAN.length; i++) {

@@ -85,7 +85,9 @@ function perScrape<T>(compute: () => T): () => T {
 export default fp(
   async (app) => {
     const registry = new Registry()
-    collectDefaultMetrics({ register: registry, prefix: 'tokenledger_' })
+    // Node's default metrics keep their standard names (process_*, nodejs_*): stock
+    // Node.js dashboards and alerts look for those. Every other metric is tokenledger_*.
+    collectDefaultMetrics({ register: registry })
     const { store, clock, config } = app
     const stats = perScrape(() => store.stats())
     const segments = perScrape(() => summarizeTiers(store.segmentList(), clock.nowMs()))

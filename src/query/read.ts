@@ -363,8 +363,10 @@ function combineTotals(rows: Row[]): Totals {
   const single = currencies.length === 1 ? currencies[0]! : null
   return {
     ...(Object.fromEntries(COUNT_MEASURES.map((m) => [m, jsonInt(sums[m])])) as Record<Measure, Count>),
-    // No known cost at all is an exact zero; several currencies have no single sum.
-    cost: single !== null ? costByCurrency[single]! : currencies.length === 0 ? '0' : null,
+    // Several currencies have no single sum (see cost_by_currency); no known cost is an
+    // exact zero only when nothing was unknown either (an empty window or bucket): events
+    // whose every cost is unknown have an unknown total (cost_missing counts them), never 0.
+    cost: single !== null ? costByCurrency[single]! : currencies.length === 0 && sums.cost_missing === 0n ? '0' : null,
     currency: single,
     cost_by_currency: costByCurrency,
   }
