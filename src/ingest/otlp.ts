@@ -25,12 +25,11 @@
 
 import { fileURLToPath } from 'node:url'
 import protobuf from 'protobufjs'
-import sjson from 'secure-json-parse'
 import { Errors } from '../errors.js'
 import type { AppendOutcome } from '../store/store.js'
 import type { FieldError } from './event.js'
 import { mappedEventId } from './identity.js'
-import { isObject, pointer, typeName, type MappedBody, type MappedRecord } from './mapped.js'
+import { isObject, parseJson, pointer, typeName, type MappedBody, type MappedRecord } from './mapped.js'
 
 /** Attribute names (tried in order, span then resource) for what the conventions do not name. */
 export interface OtlpMapping {
@@ -141,12 +140,7 @@ function decodeProto(bytes: Uint8Array): Record<string, unknown> {
 
 function decodeJson(text: string): Record<string, unknown> {
   if (text.trim() === '') return {} // an empty export is a success (the spec)
-  let body: unknown
-  try {
-    body = sjson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' })
-  } catch (err) {
-    throw new Errors.BadBody(`not valid JSON: ${(err as Error).message.slice(0, 200)}`)
-  }
+  const body = parseJson(text, 'send an OTLP ExportTraceServiceRequest')
   if (!isObject(body)) throw new Errors.BadBody(`an OTLP ExportTraceServiceRequest in JSON is an object, got ${typeName(body)}`)
   return body
 }
