@@ -20,6 +20,7 @@ import intakePlugin from './plugins/intake.js'
 import metricsPlugin from './plugins/metrics.js'
 import pressurePlugin from './plugins/pressure.js'
 import storePlugin from './plugins/store.js'
+import uploadsPlugin from './plugins/uploads.js'
 import type { FileSystem } from './store/fsops.js'
 import type { StoreHooks } from './store/options.js'
 import type { Store } from './store/store.js'
@@ -158,6 +159,7 @@ export const app = fp<AppOptions>(
 
     await instance.register(authPlugin)
     await instance.register(pressurePlugin)
+    await instance.register(uploadsPlugin)
     await instance.register(storePlugin, { hooks: opts.storeHooks, fs: opts.fs })
     instance.decorate('readiness', () => {
       const reasons = [...instance.store.ready().reasons, ...instance.ingestPressure()]

@@ -20,11 +20,13 @@ export const Errors = {
   Forbidden: createError<[string, string]>('TL_FORBIDDEN', 'this route needs a token with the %s scope; this token has: %s', 403),
   RateLimited: createError<[string]>('TL_RATE_LIMITED', 'rate limit exceeded for this token; retry in %s', 429),
   Overloaded: createError<[string]>('TL_OVERLOADED', 'the service is overloaded (%s); retry after the Retry-After delay', 503),
+  ClientBusy: createError<[number, number]>('TL_CLIENT_BUSY', 'this client has %d ingest requests in flight, at most %d (TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT); retry after the Retry-After delay', 429),
+  SlowBody: createError<[number, number]>('TL_SLOW_BODY', 'the body arrived at %d bytes/s, below the minimum of %d (TOKENLEDGER_MIN_BODY_RATE); nothing of it was stored', 408),
   QueryTimeout: createError<[number]>('TL_QUERY_TIMEOUT', 'the query was stopped after its time limit of %d ms; narrow the window or the filters', 503),
 } as const
 
 /** Errors that mean "not stored, try again": the reply carries Retry-After. */
-export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED', 'TL_QUERY_TIMEOUT'])
+export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED', 'TL_QUERY_TIMEOUT', 'TL_CLIENT_BUSY'])
 
 /** What the client is told about an error, whatever the body format it is written in (ours, problem+json, OTLP's Status). */
 export interface ErrorAnswer {
@@ -56,6 +58,7 @@ export function reasonPhrase(status: number): string {
     401: 'Unauthorized',
     403: 'Forbidden',
     404: 'Not Found',
+    408: 'Request Timeout',
     409: 'Conflict',
     413: 'Payload Too Large',
     415: 'Unsupported Media Type',
