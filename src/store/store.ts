@@ -68,6 +68,8 @@ import { AnswerCache } from './answers.js'
 import { DuckDBCatalog, type Catalog, type SegmentDims } from './catalog.js'
 import { FileTier, type AttachedFile } from './files.js'
 import { WriteGate, type GateHeld, type GateTask } from './gate.js'
+import { readFreeBytes } from './disk.js'
+import { readFailure } from './failstop.js'
 import { nodeFileSystem, type FileSystem } from './fsops.js'
 import { IdIndex } from './idindex.js'
 import { CATALOG_FILE, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
@@ -314,6 +316,8 @@ export class Store {
   private freeDiskBytes: number | null = null
   private diskSampledMs = -Infinity
   private diskSample: Promise<void> | null = null
+  /** Why the last free-space read failed; null when it worked. */
+  private diskError: string | null = null
   private diskTimer: NodeJS.Timeout | null = null
   private observer: StoreObserver | null = null
 
@@ -660,7 +664,7 @@ export class Store {
       return await fn({ parts, cutoffs, files: (f) => this.files.query(bounded(f)), catalogGeneration: rawArchived ? null : generation })
     } catch (err) {
       if (timedOut) throw new Errors.QueryTimeout(limitMs)
-      throw err
+      throw readFailure(err, this.failure)
     } finally {
       clearTimeout(timer)
       for (const unpin of pinned) await unpin()
@@ -755,7 +759,8 @@ export class Store {
   /** Why appends are refused now: low disk, seal backlog, oversized active segment (empty: admitted). */
   refusing(): string[] {
     const reasons: string[] = []
-    if (this.lowOnDisk()) {
+    if (this.minFreeDiskBytes > 0 && this.diskError !== null) reasons.push(`free disk unknown (${this.diskError}); the floor TOKENLEDGER_MIN_FREE_DISK cannot be checked`)
+    else if (this.lowOnDisk()) {
       reasons.push(`free disk ${mib(this.freeDiskBytes!)} is below the floor of ${mib(this.minFreeDiskBytes)} (TOKENLEDGER_MIN_FREE_DISK)`)
     }
     const pending = this.pendingCount()
@@ -769,6 +774,7 @@ export class Store {
 
   /** Whether the data directory has less free space than its floor (exports that write files check this too). */
   lowOnDisk(): boolean {
+    if (this.minFreeDiskBytes > 0 && this.diskError !== null) return true
     return this.minFreeDiskBytes > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < this.minFreeDiskBytes
   }
 
@@ -778,21 +784,26 @@ export class Store {
     return n
   }
 
-  /** Reads the free space of the data directory's file system; one sample at a time. A failed read keeps the last value and is logged. */
+  /** Reads the free space of the data directory's file system; one sample at a time, bounded (disk.ts). A failed read makes the reading unknown, and is logged once. */
   sampleDisk(): Promise<void> {
-    this.diskSample ??= this.fs
-      .freeBytes(this.opts.dataDir)
-      .then(
-        (bytes) => {
-          const wasLow = this.lowOnDisk()
-          this.freeDiskBytes = bytes
-          this.diskSampledMs = performance.now()
-          const figures = { freeBytes: bytes, floorBytes: this.minFreeDiskBytes }
-          if (!wasLow && this.lowOnDisk()) this.opts.logger.error(figures, 'free disk below its floor: refusing ingest until space is freed')
-          if (wasLow && !this.lowOnDisk()) this.opts.logger.warn(figures, 'free disk back above its floor: taking ingest again')
-        },
-        (err: unknown) => this.opts.logger.error({ err }, 'reading free disk space failed'),
-      )
+    this.diskSample ??= readFreeBytes(this.fs, this.opts.dataDir)
+      .then((res) => {
+        const wasLow = this.lowOnDisk()
+        if (!res.ok) {
+          if (this.diskError === null) this.opts.logger.error({ reason: res.reason }, 'reading free disk space failed: free disk unknown')
+          this.diskError = res.reason
+          this.freeDiskBytes = null
+          return
+        }
+        if (this.diskError !== null) this.opts.logger.warn({ freeBytes: res.bytes }, 'reading free disk space works again')
+        this.diskError = null
+        const bytes = res.bytes
+        this.freeDiskBytes = bytes
+        this.diskSampledMs = performance.now()
+        const figures = { freeBytes: bytes, floorBytes: this.minFreeDiskBytes }
+        if (!wasLow && this.lowOnDisk()) this.opts.logger.error(figures, 'free disk below its floor: refusing ingest until space is freed')
+        if (wasLow && !this.lowOnDisk()) this.opts.logger.warn(figures, 'free disk back above its floor: taking ingest again')
+      })
       .finally(() => {
         this.diskSample = null
       })
