@@ -14,6 +14,7 @@ export const Errors = {
   GateTimeout: createError('TL_GATE_TIMEOUT', 'the store is busy; retry after the Retry-After delay', 503),
   Draining: createError('TL_DRAINING', 'the service is shutting down; retry on another instance', 503),
   StoreFailed: createError('TL_STORE_FAILED', 'the store cannot accept writes; nothing from this request was stored', 503),
+  StoreFailedRead: createError('TL_STORE_FAILED', 'the store stopped itself after a write failure (fail-stop) and cannot answer this read until it is restarted; nothing is lost', 503),
   QueryBusy: createError('TL_QUERY_BUSY', 'too many queries in flight; retry after the Retry-After delay', 503),
   QueryTooLarge: createError<[string]>('TL_QUERY_TOO_LARGE', 'query too large: %s', 400),
   Unauthorized: createError<[string]>('TL_UNAUTHORIZED', '%s', 401),
