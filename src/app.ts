@@ -15,6 +15,7 @@ import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, ProblemBody, UsageEventI
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import { describeError } from './errors.js'
+import { redactUrl } from './redact.js'
 import authPlugin, { DOCS_PREFIX } from './plugins/auth.js'
 import intakePlugin from './plugins/intake.js'
 import metricsPlugin from './plugins/metrics.js'
@@ -198,7 +199,8 @@ class OneLinePerRequest extends LogController {
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const line = {
       method: request.method,
-      url: request.url.slice(0, 512),
+      // Secret-looking query parameters (token, api_key, …) are logged as [REDACTED].
+      url: redactUrl(request.url).slice(0, 512),
       statusCode: reply.statusCode,
       ms: Math.round(reply.elapsedTime),
       // Which token (a 12-hex-digit digest prefix, never the token), when auth is on.
