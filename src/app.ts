@@ -174,7 +174,9 @@ export const app = fp<AppOptions>(
     instance.get('/openapi.json', { schema: { hide: true }, config: open }, async () => instance.swagger())
     instance.get('/openapi.yaml', { schema: { hide: true }, config: open }, async (_req, reply) => reply.type('application/yaml').send(instance.swagger({ yaml: true })))
     // The interactive reference page; its assets ship in the package (nothing is fetched from a CDN).
-    await instance.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true })
+    // Its strict CSP, less upgrade-insecure-requests: served over plain HTTP (behind a
+    // TLS-terminating proxy or on a private network) the page must load its own assets.
+    await instance.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true, transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/g, '').trim() })
   },
   { name: 'tokenledger' },
 )
