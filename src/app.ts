@@ -14,7 +14,7 @@ import { routes } from '../routes/index.js'
 import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, ProblemBody, UsageEventIn, UsageEventOut, UsagePoint, UsageTotals } from '../routes/schemas.js'
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
-import { describeError } from './errors.js'
+import { describeError, Errors } from './errors.js'
 import { redactUrl } from './redact.js'
 import authPlugin, { DOCS_PREFIX } from './plugins/auth.js'
 import intakePlugin from './plugins/intake.js'
@@ -63,7 +63,8 @@ export function serverOptions(config: Config, logger: Logger): FastifyHttpOption
     http: { maxHeaderSize: config.maxHeaderBytes, headersTimeout: Math.min(config.requestTimeoutMs, 60_000), connectionsCheckingInterval: 1000 },
     keepAliveTimeout: 72_000,
     routerOptions: { maxParamLength: 256 },
-    return503OnClosing: true,
+    // Requests that arrive while the app closes are refused by app.ts's own hook (503 TL_DRAINING with Retry-After).
+    return503OnClosing: false,
     logController: new OneLinePerRequest(),
     schemaErrorFormatter: formatSchemaErrors,
     onProtoPoisoning: 'error',
@@ -148,6 +149,13 @@ export const app = fp<AppOptions>(
     instance.server.on('connection', (socket: import('node:net').Socket) => {
       sockets.add(socket)
       socket.once('close', () => sockets.delete(socket))
+    })
+    // Draining: a request that arrives once close() has begun is refused, retryable
+    // (Retry-After), before auth or its body is read, and its connection closed.
+    instance.addHook('onRequest', async (_request, reply) => {
+      if (!closing) return
+      reply.header('connection', 'close')
+      throw new Errors.Draining()
     })
     instance.addHook('preClose', async () => {
       closing = true

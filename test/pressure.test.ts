@@ -11,6 +11,7 @@
 // - Node's own bounds on request heads (431) and slow heads (408).
 
 import assert from 'node:assert/strict'
+import { createServer } from 'node:http'
 import { connect } from 'node:net'
 import { once } from 'node:events'
 import { test } from 'node:test'
@@ -317,4 +318,48 @@ test('reads waiting for a query slot are bounded: past 8 per slot a query is 503
   release()
   await holder
   for (const res of await Promise.all(waiting)) assert.equal(res.statusCode, 200, 'the waiting ones are served')
+})
+
+test('503s from /readyz and from a draining app carry Retry-After; requests in flight when close() began are still answered', async (t) => {
+  const disk = fakeDisk(10 * GiB)
+  let release!: () => void
+  let parked: Promise<void> | null = null
+  const { app } = await build(t, { TOKENLEDGER_MIN_FREE_DISK: '1GiB' }, { onCommitHoldingGate: () => parked ?? Promise.resolve() }, { fs: disk })
+  disk.free = 0.5 * GiB
+  await app.store.sampleDisk()
+  const unready = await app.inject({ url: '/readyz' })
+  assert.equal(unready.statusCode, 503)
+  assert.equal(unready.headers['retry-after'], '1')
+  disk.free = 10 * GiB
+  await app.store.sampleDisk()
+  const readyNow = await app.inject({ url: '/readyz' })
+  assert.equal(readyNow.statusCode, 200)
+  assert.equal(readyNow.headers['retry-after'], undefined)
+
+  // Shutdown, over real sockets: a POST is in flight (its commit parked) and another
+  // client has sent half a request head when close() begins; the head is finished after.
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  parked = new Promise<void>((resolve) => (release = resolve))
+  const inFlight = fetch(`http://127.0.0.1:${port}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ events: [event()] }) })
+  for (let i = 0; i < 200 && app.ingestInflight() < 1; i++) await delay(5)
+  assert.equal(app.ingestInflight(), 1)
+  // A request that reaches the app once close() has begun (on a connection the
+  // closing server no longer owns: a second listener in front of the same handler).
+  const front = createServer((req, res) => app.routing(req, res))
+  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+  t.after(() => new Promise<void>((resolve) => front.close(() => resolve())))
+  const frontPort = (front.address() as { port: number }).port
+  const closed = app.close()
+  await delay(50) // close() has begun: its preClose hooks ran at once
+  const late = await fetch(`http://127.0.0.1:${frontPort}/v1/usage`)
+  assert.equal(late.status, 503, await late.clone().text())
+  assert.equal(late.headers.get('retry-after'), '1')
+  assert.equal(late.headers.get('connection'), 'close')
+  assert.equal(((await late.json()) as { code: string }).code, 'TL_DRAINING')
+  release()
+  const res = await inFlight
+  assert.equal(res.status, 200)
+  assert.equal(((await res.json()) as { accepted: number }).accepted, 1, 'the request in flight when close() began is committed and answered')
+  await closed
 })
