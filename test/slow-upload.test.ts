@@ -12,8 +12,10 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { connect, type Socket } from 'node:net'
+import { PassThrough } from 'node:stream'
 import { test } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
+import { rateGuard } from '../src/plugins/uploads.js'
 import { build, event } from './helper.js'
 
 interface Slow {
@@ -97,4 +99,21 @@ test('a body sent at a decent rate past the grace is taken', async (t) => {
   assert.match(s.received(), /^HTTP\/1\.1 200/, s.received())
   assert.match(s.received(), /"accepted":1/)
   assert.equal((await app.inject({ url: '/v1/events/steady-body' })).statusCode, 200)
+})
+
+test('a body nobody reads (a 415, an answer sent early) is never failed by the guard: no uncaught error, no timer left', async () => {
+  const source = new PassThrough()
+  let slow = 0
+  const guard = rateGuard(source, 1024, 100, () => slow++)
+  source.write('x') // then nothing: far below the rate, but nobody reads guard.body either
+  const uncaught: unknown[] = []
+  const onUncaught = (err: unknown) => uncaught.push(err)
+  process.on('uncaughtException', onUncaught)
+  await delay(700)
+  process.off('uncaughtException', onUncaught)
+  assert.deepEqual(uncaught, [])
+  assert.equal(slow, 0)
+  assert.equal(guard.body.destroyed, false)
+  guard.done()
+  source.destroy()
 })

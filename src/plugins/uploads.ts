@@ -19,17 +19,27 @@ const CHECK_EVERY_MS = 250
 /**
  * `payload` through a pass-through that fails with TL_SLOW_BODY when fewer
  * than `minBytesPerSec` × elapsed seconds have arrived after `graceMs`.
- * `onSlow` runs first (to close the connection after the answer).
+ * `onSlow` runs first (to close the connection after the answer). The guard
+ * stops when the body has arrived, when `done` is called (the answer went out,
+ * read or not: a 415 never reads its body), and never fails a stream nobody
+ * reads. A check that runs late (the event loop was busy, so arrived bytes
+ * may not be counted yet) judges nothing: the server's stall is not the
+ * client's.
  */
-export function rateGuard(payload: Readable, minBytesPerSec: number, graceMs: number, onSlow: () => void, nowMs: () => number = Date.now): Readable {
+export function rateGuard(payload: Readable, minBytesPerSec: number, graceMs: number, onSlow: () => void, nowMs: () => number = () => performance.now()): { body: Readable; done: () => void } {
   const out = new PassThrough()
   let bytes = 0
   const startedMs = nowMs()
+  let checkedMs = startedMs
   payload.on('data', (chunk: Buffer) => (bytes += chunk.length))
   const timer = setInterval(() => {
-    const elapsedMs = nowMs() - startedMs
-    if (elapsedMs < graceMs || bytes >= (minBytesPerSec * elapsedMs) / 1000) return
+    const now = nowMs()
+    const late = now - checkedMs > 2 * CHECK_EVERY_MS
+    checkedMs = now
+    const elapsedMs = now - startedMs
+    if (late || elapsedMs < graceMs || bytes >= (minBytesPerSec * elapsedMs) / 1000) return
     stop()
+    if (out.readableFlowing !== true) return // nobody reads this body: nothing to fail
     onSlow()
     payload.unpipe(out)
     payload.pause()
@@ -41,11 +51,11 @@ export function rateGuard(payload: Readable, minBytesPerSec: number, graceMs: nu
   payload.once('close', stop)
   payload.once('error', (err) => {
     stop()
-    out.destroy(err)
+    if (out.readableFlowing === true) out.destroy(err)
   })
   out.once('close', stop)
   payload.pipe(out)
-  return out
+  return { body: out, done: stop }
 }
 
 export default fp(
@@ -54,10 +64,12 @@ export default fp(
     if (config.minBodyBytesPerSec === 0) return
     app.addHook('preParsing', async (request, reply, payload) => {
       if (request.routeOptions.config.scope !== 'ingest') return payload
-      return rateGuard(payload, config.minBodyBytesPerSec, config.bodyGraceMs, () => {
+      const guard = rateGuard(payload, config.minBodyBytesPerSec, config.bodyGraceMs, () => {
         reply.header('connection', 'close')
         request.log.warn({ principal: request.principal?.id, ip: request.ip }, 'ingest body too slow: cut off')
       })
+      reply.raw.once('close', guard.done)
+      return guard.body
     })
   },
   { name: 'tokenledger-uploads', dependencies: ['tokenledger-auth'] },
