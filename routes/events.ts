@@ -44,9 +44,11 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
         body: IngestBody,
         response: {
           200: Type.Ref('IngestResult'),
+          408: Type.Ref('Error'),
           413: Type.Ref('Error'),
           415: Type.Ref('Error'),
           422: Type.Ref('IngestResult'),
+          429: Type.Ref('Error'),
           ...commonErrors,
         },
       },

@@ -24,13 +24,15 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: { scope: 'open' },
       schema: {
         summary: 'Readiness: writable, not draining, disk above its floor, not overloaded',
-        description: 'Unready (503, with the reasons) while the store would refuse ingest: draining, failed, queue full, free disk below TOKENLEDGER_MIN_FREE_DISK, seal backlog, oversized active segment, or process pressure past the ingest thresholds.',
+        description: 'Unready (503 with Retry-After, and the reasons) while the store would refuse ingest: draining, failed, queue full, free disk below TOKENLEDGER_MIN_FREE_DISK, seal backlog, oversized active segment, or process pressure past the ingest thresholds.',
         tags: ['operations'],
         response: { 200: Readiness, 503: Readiness },
       },
     },
     async (_request, reply) => {
       const { ready, reasons } = app.readiness()
+      // Unready is a retryable state: say when to look again, as every other 503 does.
+      if (!ready) reply.header('retry-after', String(app.config.retryAfterSeconds))
       return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unready', reasons })
     },
   )

@@ -15,12 +15,14 @@ import { ErrorBody, IngestResult, PER_EVENT_VALIDATION, ProblemBody, UsageEventI
 import { systemClock, type Clock } from './clock.js'
 import type { Config } from './config.js'
 import { closest } from './closest.js'
-import { describeError } from './errors.js'
+import { describeError, Errors } from './errors.js'
+import { redactUrl } from './redact.js'
 import authPlugin, { DOCS_PREFIX } from './plugins/auth.js'
 import intakePlugin from './plugins/intake.js'
 import metricsPlugin from './plugins/metrics.js'
 import pressurePlugin from './plugins/pressure.js'
 import storePlugin from './plugins/store.js'
+import uploadsPlugin from './plugins/uploads.js'
 import type { FileSystem } from './store/fsops.js'
 import type { StoreHooks } from './store/options.js'
 import type { Store } from './store/store.js'
@@ -62,7 +64,8 @@ export function serverOptions(config: Config, logger: Logger): FastifyHttpOption
     http: { maxHeaderSize: config.maxHeaderBytes, headersTimeout: Math.min(config.requestTimeoutMs, 60_000), connectionsCheckingInterval: 1000 },
     keepAliveTimeout: 72_000,
     routerOptions: { maxParamLength: 256 },
-    return503OnClosing: true,
+    // Requests that arrive while the app closes are refused by app.ts's own hook (503 TL_DRAINING with Retry-After).
+    return503OnClosing: false,
     logController: new OneLinePerRequest(),
     schemaErrorFormatter: formatSchemaErrors,
     onProtoPoisoning: 'error',
@@ -149,6 +152,13 @@ export const app = fp<AppOptions>(
       sockets.add(socket)
       socket.once('close', () => sockets.delete(socket))
     })
+    // Draining: a request that arrives once close() has begun is refused, retryable
+    // (Retry-After), before auth or its body is read, and its connection closed.
+    instance.addHook('onRequest', async (_request, reply) => {
+      if (!closing) return
+      reply.header('connection', 'close')
+      throw new Errors.Draining()
+    })
     instance.addHook('preClose', async () => {
       closing = true
       for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy()
@@ -160,6 +170,7 @@ export const app = fp<AppOptions>(
 
     await instance.register(authPlugin)
     await instance.register(pressurePlugin)
+    await instance.register(uploadsPlugin)
     await instance.register(storePlugin, { hooks: opts.storeHooks, fs: opts.fs })
     instance.decorate('readiness', () => {
       const reasons = [...instance.store.ready().reasons, ...instance.ingestPressure()]
@@ -173,7 +184,9 @@ export const app = fp<AppOptions>(
     instance.get('/openapi.json', { schema: { hide: true }, config: open }, async () => instance.swagger())
     instance.get('/openapi.yaml', { schema: { hide: true }, config: open }, async (_req, reply) => reply.type('application/yaml').send(instance.swagger({ yaml: true })))
     // The interactive reference page; its assets ship in the package (nothing is fetched from a CDN).
-    await instance.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true })
+    // Its strict CSP, less upgrade-insecure-requests: served over plain HTTP (behind a
+    // TLS-terminating proxy or on a private network) the page must load its own assets.
+    await instance.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true, transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/g, '').trim() })
   },
   { name: 'tokenledger' },
 )
@@ -198,7 +211,8 @@ class OneLinePerRequest extends LogController {
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const line = {
       method: request.method,
-      url: request.url.slice(0, 512),
+      // Secret-looking query parameters (token, api_key, …) are logged as [REDACTED].
+      url: redactUrl(request.url).slice(0, 512),
       statusCode: reply.statusCode,
       ms: Math.round(reply.elapsedTime),
       // Which token (a 12-hex-digit digest prefix, never the token), when auth is on.

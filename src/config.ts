@@ -85,6 +85,12 @@ export interface Config {
   minFreeDiskBytes: number
   /** Ingest requests being read, validated, queued or committed at once; past it 503 before the body is read. */
   maxIngestInflight: number
+  /** Of those, from one client (its token and address; its address alone without auth); past it 429. Default: half of maxIngestInflight. */
+  maxIngestInflightPerClient: number
+  /** Slowest an ingest body may arrive once bodyGraceMs have passed, in bytes per second on the wire; slower is cut off with 408. 0: no minimum. */
+  minBodyBytesPerSec: number
+  /** How long an ingest body may take before its rate is judged. */
+  bodyGraceMs: number
   /** Ingest is refused while more rolled-over segments than this wait to be sealed. */
   maxPendingSegments: number
   /** Ingest is refused while the active segment (file plus WAL) is larger than this: rollover is not keeping up or failing. */
@@ -410,6 +416,9 @@ function readSettings(r: Reader): Config {
     minFreeDiskBytes: r.size('MIN_FREE_DISK', sizeText(D.minFreeDiskBytes), 0, 1024 * 1024 * MiB),
     maxPendingSegments: r.int('MAX_PENDING_SEGMENTS', D.maxPendingSegments, 1, 100_000),
     maxIngestInflight: r.int('MAX_INGEST_INFLIGHT', 32, 1, 100_000),
+    maxIngestInflightPerClient: 0, // set below: half of maxIngestInflight unless given
+    minBodyBytesPerSec: r.size('MIN_BODY_RATE', '16KiB', 0, 1024 * MiB),
+    bodyGraceMs: r.duration('BODY_RATE_GRACE', '2s', 100, 3_600_000),
     maxActiveBytes: 0,
     queryPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
     ingestPressure: { eventLoopDelayMs: 0, heapUsedBytes: 0, rssBytes: 0 },
@@ -423,6 +432,7 @@ function readSettings(r: Reader): Config {
       defaultKey: r.string('OTLP_DEFAULT_KEY', 'otlp'),
     },
   }
+  config.maxIngestInflightPerClient = r.int('MAX_INGEST_INFLIGHT_PER_CLIENT', Math.ceil(config.maxIngestInflight / 2), 1, 100_000)
   if (!/^[\x21-\x7e]{1,128}$/.test(config.otlp.defaultKey)) {
     throw new ConfigError('TOKENLEDGER_OTLP_DEFAULT_KEY', 'must be 1-128 printable ASCII characters without spaces')
   }

@@ -15,6 +15,7 @@ export const Errors = {
   GateTimeout: createError('TL_GATE_TIMEOUT', 'the store is busy; retry after the Retry-After delay', 503),
   Draining: createError('TL_DRAINING', 'the service is shutting down; retry on another instance', 503),
   StoreFailed: createError('TL_STORE_FAILED', 'the store cannot accept writes; nothing from this request was stored', 503),
+  StoreFailedRead: createError('TL_STORE_FAILED', 'the store stopped itself after a write failure (fail-stop) and cannot answer this read until it is restarted; nothing is lost', 503),
   QueryBusy: createError('TL_QUERY_BUSY', 'too many queries in flight; retry after the Retry-After delay', 503),
   QueryTooLarge: createError<[string]>('TL_QUERY_TOO_LARGE', 'query too large: %s', 400),
   Unauthorized: createError<[string]>('TL_UNAUTHORIZED', '%s', 401),
@@ -22,11 +23,13 @@ export const Errors = {
   RateLimited: createError<[string]>('TL_RATE_LIMITED', 'rate limit exceeded for this token; retry in %s', 429),
   Overloaded: createError<[string]>('TL_OVERLOADED', 'the service is overloaded (%s); retry after the Retry-After delay', 503),
   BackupRunning: createError('TL_BACKUP_RUNNING', 'a backup is already running; wait for its answer before starting another', 409),
+  ClientBusy: createError<[number, number]>('TL_CLIENT_BUSY', 'this client has %d ingest requests in flight, at most %d (TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT); retry after the Retry-After delay', 429),
+  SlowBody: createError<[number, number]>('TL_SLOW_BODY', 'the body arrived at %d bytes/s, below the minimum of %d (TOKENLEDGER_MIN_BODY_RATE); nothing of it was stored', 408),
   QueryTimeout: createError<[number]>('TL_QUERY_TIMEOUT', 'the query was stopped after its time limit of %d ms; narrow the window or the filters', 503),
 } as const
 
 /** Errors that mean "not stored, try again": the reply carries Retry-After. */
-export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED', 'TL_QUERY_TIMEOUT'])
+export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED', 'TL_QUERY_TIMEOUT', 'TL_CLIENT_BUSY'])
 
 /** What the client is told about an error, whatever the body format it is written in (ours, problem+json, OTLP's Status). */
 export interface ErrorAnswer {
@@ -58,6 +61,7 @@ export function reasonPhrase(status: number): string {
     401: 'Unauthorized',
     403: 'Forbidden',
     404: 'Not Found',
+    408: 'Request Timeout',
     409: 'Conflict',
     413: 'Payload Too Large',
     415: 'Unsupported Media Type',

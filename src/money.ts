@@ -2,10 +2,11 @@
 // (bigint, 12 fractional digits), stored in DuckDB as DECIMAL(38,12), which is
 // itself a 128-bit scaled integer. No floating point touches a cost.
 //
-// A cost sent as a JSON number is taken at its shortest round-trip decimal
-// form (what JavaScript's String(n) prints): 0.1 means 0.1, never
-// 0.1000000000000000055511151231257827. Clients that need more than 15-17
-// significant digits must send strings.
+// A cost sent as a JSON number is taken from the text of that number: the
+// ingest JSON reader (src/ingest/json.ts) keeps a number of more than 15
+// significant digits as its text (parseCostNumberText); one of 15 or fewer is
+// exactly its shortest round-trip decimal form (what String(n) prints), so
+// 0.1 means 0.1, never 0.1000000000000000055511151231257827.
 
 export const COST_SCALE = 12
 export const COST_WIDTH = 38
@@ -16,6 +17,16 @@ export const MAX_COST_INTEGER_DIGITS = 15
 const DECIMAL_RE = /^(\d+)(?:\.(\d+))?$/
 
 export type ParsedCost = { ok: true; scaled: bigint } | { ok: false; message: string }
+
+/**
+ * A cost sent as a JSON number, from the text of that number (never through a
+ * double): 123456789012.123456 is exactly that. Exponents are shifted, not
+ * computed: 1.5e-7 is 0.00000015.
+ */
+export function parseCostNumberText(text: string): ParsedCost {
+  if (text.startsWith('-')) return { ok: false, message: 'must be >= 0' }
+  return parseCostText(plainDecimal(text))
+}
 
 /** Parses a cost given as a decimal string or a JSON number into a scaled integer. */
 export function parseCost(value: unknown): ParsedCost {
@@ -31,6 +42,10 @@ export function parseCost(value: unknown): ParsedCost {
   } else {
     return { ok: false, message: 'must be a decimal string or a number' }
   }
+  return parseCostText(text)
+}
+
+function parseCostText(text: string): ParsedCost {
   const m = DECIMAL_RE.exec(text)
   if (!m) return { ok: false, message: 'must be a plain decimal like "0.0012" (digits, an optional point and fraction; no sign, exponent or spaces)' }
   const whole = m[1]!.replace(/^0+(?=\d)/, '')
@@ -82,4 +97,27 @@ export function numberToPlainDecimal(n: number): string {
   const exp = Number(m[3])
   if (exp < 0) return `0.${'0'.repeat(-exp - 1)}${digits}`
   return digits.padEnd(exp + 1, '0')
+}
+
+/**
+ * The plain decimal (no exponent) a JSON number's text means, exactly:
+ * "1.5e3" is "1500", "12e-2" is "0.12". Digit shifting only; a text that is
+ * not a JSON number, or an exponent past 1000, is returned as it is.
+ */
+export function plainDecimal(text: string): string {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text)
+  if (!m) return text
+  const [, sign, whole, frac = '', exp] = m
+  if (exp === undefined) return text
+  const shift = Number(exp)
+  if (!Number.isSafeInteger(shift) || Math.abs(shift) > 1000) return text
+  let all = whole! + frac
+  let point = whole!.length + shift
+  if (point <= 0) {
+    all = '0'.repeat(1 - point) + all
+    point = 1
+  } else if (point > all.length) all = all.padEnd(point, '0')
+  const intPart = all.slice(0, point).replace(/^0+(?=\d)/, '')
+  const fracPart = all.slice(point)
+  return `${sign}${intPart}${fracPart ? `.${fracPart}` : ''}`
 }

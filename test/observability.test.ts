@@ -388,3 +388,25 @@ test("every tokenledger_* metric a scrape shows is documented in the README's Ob
   const missing = families.filter((f) => !new RegExp(`\`(tokenledger_)?${f}[\`{]`).test(section))
   assert.deepEqual(missing, [], 'metrics the README does not document')
 })
+
+test('the log: secret-looking query parameters are redacted in the logged URL, the rest kept', async (t) => {
+  const { app, tokens, lines, bearer } = await buildWithTokens(t)
+  const secret = tokens.query[0]!
+  lines.length = 0
+  const urls = [
+    `/v1/usage?from=0&to=${T0}&token=${secret}`,
+    `/v1/usage?access_token=${secret}&from=0`,
+    `/v1/events?api_key=${secret}&limit=5&key_id=key_a`,
+    `/v1/events?API-KEY=${secret}&x=1`,
+    `/no-such-path?password=${secret}&client_secret=${secret}&sig=${secret}`,
+    `/healthz?apikey=${encodeURIComponent(secret)}`,
+  ]
+  for (const url of urls) await app.inject({ url, headers: bearer('query') })
+  await new Promise((resolve) => setImmediate(resolve))
+  const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.msg === 'request').map((e) => String(e.url))
+  assert.equal(logged.length, urls.length, lines.join('\n'))
+  assert.ok(!lines.join('\n').includes(secret), `a secret query parameter is in the log:\n${logged.join('\n')}`)
+  assert.equal(logged[0], `/v1/usage?from=0&to=${T0}&token=[REDACTED]`)
+  assert.equal(logged[2], '/v1/events?api_key=[REDACTED]&limit=5&key_id=key_a', 'key_id (not a secret) is kept')
+  assert.equal(logged[4], '/no-such-path?password=[REDACTED]&client_secret=[REDACTED]&sig=[REDACTED]')
+})

@@ -6,18 +6,23 @@
 // - a seal backlog past TOKENLEDGER_MAX_PENDING_SEGMENTS;
 // - process pressure: past the query thresholds queries are shed while ingest,
 //   health and metrics are served; past the ingest thresholds ingest is too;
-// - per-token rate limits (429, off by default, never on health);
-// - a write failure that invalidates DuckDB: fail-stop, nothing acknowledged lost;
+// - per-token rate limits (429, off by default, never on health; unknown tokens
+//   refused before the limiter and never counted);
+// - a write failure that invalidates DuckDB: fail-stop, reads still served (or
+//   503 TL_STORE_FAILED, never 500), nothing acknowledged lost across a restart;
 // - Node's own bounds on request heads (431) and slow heads (408).
 
 import assert from 'node:assert/strict'
+import { createServer } from 'node:http'
 import { connect } from 'node:net'
 import { once } from 'node:events'
 import { test } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
+import { describeError, Errors } from '../src/errors.js'
+import { readFailure } from '../src/store/failstop.js'
 import { nodeFileSystem, type FileSystem } from '../src/store/fsops.js'
-import { build, event, post } from './helper.js'
+import { build, event, post, totals } from './helper.js'
 
 const GiB = 1024 ** 3
 
@@ -124,14 +129,28 @@ test('rate limit per token: 429 with Retry-After past the limit, other tokens un
   const b = 'b'.repeat(40)
   const { app } = await build(t, { TOKENLEDGER_RATE_LIMIT: '3', TOKENLEDGER_RATE_LIMIT_WINDOW: '1m', TOKENLEDGER_QUERY_TOKENS: `${a},${b}` })
   const usage = (token: string) => app.inject({ url: '/v1/usage', headers: { authorization: `Bearer ${token}` } })
-  for (let i = 0; i < 3; i++) assert.equal((await usage(a)).statusCode, 200)
+  for (let i = 0; i < 3; i++) {
+    const counted = await usage(a)
+    assert.equal(counted.statusCode, 200)
+    assert.equal(counted.headers['x-ratelimit-remaining'], String(2 - i), 'a known token is counted')
+  }
   const limited = await usage(a)
   assert.equal(limited.statusCode, 429)
   assert.equal(limited.json().code, 'TL_RATE_LIMITED')
   assert.ok(Number(limited.headers['retry-after']) > 0)
   assert.equal((await usage(b)).statusCode, 200, 'another token has its own budget')
   for (let i = 0; i < 10; i++) assert.equal((await app.inject({ url: '/healthz' })).statusCode, 200)
-  assert.equal((await app.inject({ url: '/v1/usage', headers: { authorization: `Bearer ${'c'.repeat(40)}` } })).statusCode, 401, 'unknown tokens are refused, not counted')
+  // Unknown tokens are refused before the limiter: past the limit they are still 401 (never 429),
+  // carry no rate-limit headers, and use up no one's budget (not a token's, not the address's).
+  for (let i = 0; i < 10; i++) {
+    const unknown = await usage(`${'c'.repeat(39)}${i}`)
+    assert.equal(unknown.statusCode, 401, 'an unknown token is refused')
+    assert.equal(unknown.headers['x-ratelimit-remaining'], undefined, 'an unknown token is not counted')
+    assert.equal(unknown.headers['x-ratelimit-limit'], undefined, 'an unknown token is not counted')
+  }
+  const stillB = await usage(b)
+  assert.equal(stillB.statusCode, 200)
+  assert.equal(stillB.headers['x-ratelimit-remaining'], '1', "b's budget: 3, less its 2 requests; the 10 unknown ones took none of it")
 })
 
 test('rate limiting is off by default', async (t) => {
@@ -142,18 +161,21 @@ test('rate limiting is off by default', async (t) => {
   assert.equal(res.headers['x-ratelimit-limit'], undefined)
 })
 
-test('fail-stop: a write that invalidates DuckDB stops all writes, turns the node unready, and loses nothing acknowledged', async (t) => {
+test('fail-stop: a write that invalidates DuckDB stops all writes, turns the node unready, keeps serving reads, and after a restart every acknowledged event is there once', async (t) => {
   let fault: Error | null = null
-  const { app } = await build(t, {}, { faultOnWrite: async () => { if (fault) throw fault } })
+  const built = await build(t, {}, { faultOnWrite: async () => { if (fault) throw fault } })
+  const { app } = built
   const acked = [event(), event()]
   assert.equal((await post(app, acked)).body.accepted, 2)
 
   fault = new Error('FATAL Error: Failed to commit: could not write to WAL: No space left on device. The database has been invalidated because of a previous fatal error.')
-  const failed = await post(app, [event()])
+  const failedEvents = [event()]
+  const failed = { ...(await post(app, failedEvents)), sent: failedEvents }
   assert.equal(failed.status, 503)
   assert.equal((failed.body as unknown as { code: string }).code, 'TL_STORE_FAILED')
   fault = null // even once the fault is gone, the store does not trust itself again
-  const after = await post(app, [event()])
+  const afterEvents = [event()]
+  const after = { ...(await post(app, afterEvents)), sent: afterEvents }
   assert.equal(after.status, 503)
   assert.equal((after.body as unknown as { code: string }).code, 'TL_STORE_FAILED')
   const r = await ready(app)
@@ -161,6 +183,17 @@ test('fail-stop: a write that invalidates DuckDB stops all writes, turns the nod
   assert.ok(r.reasons.some((x) => /store failed: .*invalidated/.test(x)), r.reasons.join())
   assert.equal((await app.inject({ method: 'POST', url: '/v1/admin/rollover' })).statusCode, 503, 'no rollover either')
   for (const e of acked) assert.equal((await app.inject({ url: `/v1/events/${String(e.event_id)}` })).statusCode, 200, 'acknowledged events still readable')
+  assert.equal((await totals(app)).requests, 2, 'reads keep serving what was acknowledged, and nothing of the refused posts')
+
+  // Restarted (the operator's way out of fail-stop): every acknowledged event is there once, nothing refused was stored, writes are taken again.
+  const again = await built.restart()
+  assert.equal((await ready(again)).status, 200)
+  assert.equal((await totals(again)).requests, 2)
+  for (const e of acked) assert.equal((await again.inject({ url: `/v1/events/${String(e.event_id)}` })).statusCode, 200)
+  const replay = await post(again, acked)
+  assert.equal(replay.body.duplicates, 2, 'acknowledged events are stored, once')
+  assert.equal((await post(again, [failed.sent, after.sent].flat())).body.accepted, 2, 'the refused events were never stored')
+  assert.equal((await totals(again)).requests, 4)
 })
 
 test('a write failure that does not invalidate the database fails that commit only', async (t) => {
@@ -232,7 +265,7 @@ test('connections past TOKENLEDGER_MAX_CONNECTIONS are closed at once; held ones
 test('ingest admission: past TOKENLEDGER_MAX_INGEST_INFLIGHT a request is refused 503 before its body is read; the count returns to 0', async (t) => {
   let release!: () => void
   let parked = new Promise<void>((resolve) => (release = resolve))
-  const { app } = await build(t, { TOKENLEDGER_MAX_INGEST_INFLIGHT: '2' }, { onCommitHoldingGate: () => parked })
+  const { app } = await build(t, { TOKENLEDGER_MAX_INGEST_INFLIGHT: '2', TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT: '2' }, { onCommitHoldingGate: () => parked })
   const first = post(app, [event()])
   const second = post(app, [event()])
   for (let i = 0; i < 100 && app.ingestInflight() < 2; i++) await delay(5)
@@ -317,4 +350,67 @@ test('reads waiting for a query slot are bounded: past 8 per slot a query is 503
   release()
   await holder
   for (const res of await Promise.all(waiting)) assert.equal(res.statusCode, 200, 'the waiting ones are served')
+})
+
+test('503s from /readyz and from a draining app carry Retry-After; requests in flight when close() began are still answered', async (t) => {
+  const disk = fakeDisk(10 * GiB)
+  let release!: () => void
+  let parked: Promise<void> | null = null
+  const { app } = await build(t, { TOKENLEDGER_MIN_FREE_DISK: '1GiB' }, { onCommitHoldingGate: () => parked ?? Promise.resolve() }, { fs: disk })
+  disk.free = 0.5 * GiB
+  await app.store.sampleDisk()
+  const unready = await app.inject({ url: '/readyz' })
+  assert.equal(unready.statusCode, 503)
+  assert.equal(unready.headers['retry-after'], '1')
+  disk.free = 10 * GiB
+  await app.store.sampleDisk()
+  const readyNow = await app.inject({ url: '/readyz' })
+  assert.equal(readyNow.statusCode, 200)
+  assert.equal(readyNow.headers['retry-after'], undefined)
+
+  // Shutdown, over real sockets: a POST is in flight (its commit parked) and another
+  // client has sent half a request head when close() begins; the head is finished after.
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  parked = new Promise<void>((resolve) => (release = resolve))
+  const inFlight = fetch(`http://127.0.0.1:${port}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ events: [event()] }) })
+  for (let i = 0; i < 200 && app.ingestInflight() < 1; i++) await delay(5)
+  assert.equal(app.ingestInflight(), 1)
+  // A request that reaches the app once close() has begun (on a connection the
+  // closing server no longer owns: a second listener in front of the same handler).
+  const front = createServer((req, res) => app.routing(req, res))
+  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+  t.after(() => new Promise<void>((resolve) => front.close(() => resolve())))
+  const frontPort = (front.address() as { port: number }).port
+  const closed = app.close()
+  await delay(50) // close() has begun: its preClose hooks ran at once
+  const late = await fetch(`http://127.0.0.1:${frontPort}/v1/usage`)
+  assert.equal(late.status, 503, await late.clone().text())
+  assert.equal(late.headers.get('retry-after'), '1')
+  assert.equal(late.headers.get('connection'), 'close')
+  assert.equal(((await late.json()) as { code: string }).code, 'TL_DRAINING')
+  release()
+  const res = await inFlight
+  assert.equal(res.status, 200)
+  assert.equal(((await res.json()) as { accepted: number }).accepted, 1, 'the request in flight when close() began is committed and answered')
+  await closed
+})
+
+test('a read that fails once the store is failed, or on an invalidated DuckDB, is answered 503 TL_STORE_FAILED with Retry-After, never 500', () => {
+  const invalidated = new Error('FATAL Error: Failed: database has been invalidated because of a previous fatal error. The database must be restarted prior to being used again.')
+  const other = new Error('Binder Error: something unrelated')
+  for (const [err, failure, code] of [
+    [invalidated, null, 'TL_STORE_FAILED'],
+    [other, 'could not write to WAL', 'TL_STORE_FAILED'],
+    [other, null, 'TL_INTERNAL'],
+    [new Errors.QueryTimeout(10), 'x', 'TL_QUERY_TIMEOUT'],
+  ] as const) {
+    const answer = describeError(readFailure(err, failure) as Error)
+    assert.equal(answer.code, code, `${err.message} (store failed: ${failure})`)
+    if (code === 'TL_STORE_FAILED') {
+      assert.equal(answer.status, 503)
+      assert.equal(answer.retryAfter, true)
+      assert.match(answer.message, /fail-stop/)
+    }
+  }
 })

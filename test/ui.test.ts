@@ -425,3 +425,22 @@ test('the dashboard page in headless Chromium', async (t) => {
     await w.page.close()
   })
 })
+
+test('/docs works over plain HTTP under a real host name: its CSP does not upgrade requests to HTTPS', async (t) => {
+  // A name that is not loopback (mapped to it inside Chromium only), so no browser exemption for localhost applies.
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--host-resolver-rules=MAP ledger.test 127.0.0.1'] })
+  t.after(() => browser.close())
+  const context = await browser.newContext()
+  const server = await serve(t)
+  const url = server.url.replace('127.0.0.1', 'ledger.test')
+  const csp = (await fetch(`${server.url}/docs/static/index.html`)).headers.get('content-security-policy') ?? ''
+  assert.ok(csp.includes("default-src 'self'"), csp)
+  assert.ok(!csp.includes('upgrade-insecure-requests'), csp)
+  const w = await open(context, `${url}/docs/`)
+  await w.page.waitForSelector('.swagger-ui .info .title')
+  assert.match((await w.page.locator('.swagger-ui .info .title').textContent()) ?? '', /tokenledger/)
+  await w.page.waitForSelector('.opblock-tag-section')
+  assert.ok(w.requests.every((r) => r.startsWith('http://ledger.test:') || r.startsWith('data:')), `every request stays on plain HTTP: ${w.requests.filter((r) => !r.startsWith('http://')).join(', ')}`)
+  // swagger-ui applies one inline style its own CSP blocks (harmless, and not ours to change); nothing failed to load.
+  assert.deepEqual(w.consoleErrors.filter((e) => !/Applying inline style violates/.test(e)), [])
+})

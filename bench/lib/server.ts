@@ -19,7 +19,14 @@ const sealWaitMaxMs = 3_600_000
 const sealPollMs = 250
 
 /** Server variables every bench sets itself (a data directory, any free port, warn logs). */
-export const BENCH_SERVER_ENV_KEYS = ['TOKENLEDGER_DATA_DIR', 'TOKENLEDGER_PORT', 'TOKENLEDGER_HOST', 'TOKENLEDGER_LOG_LEVEL'] as const
+export const BENCH_SERVER_ENV_KEYS = ['TOKENLEDGER_DATA_DIR', 'TOKENLEDGER_PORT', 'TOKENLEDGER_HOST', 'TOKENLEDGER_LOG_LEVEL', 'TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT'] as const
+
+/**
+ * The load generator is one address (and no token) standing in for a fleet of
+ * gateways: the per-client in-flight bound, meant to keep one client from
+ * holding every slot, would otherwise cap the whole fleet at one client's share.
+ */
+const FLEET_FROM_ONE_ADDRESS = '100000'
 
 export interface TokenledgerOptions {
   /** More server variables, after the bench's own. */
@@ -35,7 +42,7 @@ export function tokenledgerSpec(name: string, dataDir: string, o: TokenledgerOpt
     name,
     cwd: repoRoot,
     args: [...(o.nodeArgs ?? []), ...(process.env.BENCH_SERVER_ENTRY === 'dist' ? ['dist/src/server.js'] : ['--import', 'tsx', 'src/server.ts'])],
-    env: childEnv({ TOKENLEDGER_DATA_DIR: dataDir, TOKENLEDGER_PORT: '0', TOKENLEDGER_HOST: '127.0.0.1', TOKENLEDGER_LOG_LEVEL: 'warn', ...o.env }),
+    env: childEnv({ TOKENLEDGER_DATA_DIR: dataDir, TOKENLEDGER_PORT: '0', TOKENLEDGER_HOST: '127.0.0.1', TOKENLEDGER_LOG_LEVEL: 'warn', TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT: FLEET_FROM_ONE_ADDRESS, ...o.env }),
     startTimeoutMs: o.startTimeoutMs ?? largeStoreStartTimeoutMs,
   }
 }

@@ -16,7 +16,8 @@ import { encodeEvents, type EventBatch } from './batch.js'
 import { mapCloudEvents } from './cloudevents.js'
 import { validateEvent, type EventFieldName, type EventLimits, type FieldError, type UsageEvent } from './event.js'
 import { mapLiteLLM } from './litellm.js'
-import { parseJson, parseNdjson, type MappedBody, type MappedRecord } from './mapped.js'
+import { utf8Text } from './json.js'
+import { parseJson, parseNdjson, utf8Refusal, type MappedBody, type MappedRecord } from './mapped.js'
 import { mapOtlp, type OtlpMapping } from './otlp.js'
 
 /** How a body is read: the native route's two, then one per other door. */
@@ -43,7 +44,7 @@ export interface DecodedRequest {
 
 export function decodeRequest(raw: Uint8Array | string, format: BodyFormat, opts: DecodeOptions): DecodedRequest {
   if (format === 'otlp-proto') return validateMapped(mapOtlp(toBytes(raw), null, opts), opts)
-  const text = typeof raw === 'string' ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8')
+  const text = bodyText(raw, format === 'ndjson')
   switch (format) {
     case 'openmeter':
       return validateMapped(mapCloudEvents(text, opts.maxEvents), opts)
@@ -55,7 +56,7 @@ export function decodeRequest(raw: Uint8Array | string, format: BodyFormat, opts
     case 'ndjson':
       break
   }
-  const events = format === 'ndjson' ? parseNdjson(text, opts.maxEvents) : batchOf(parseJson(text, 'send {"events":[...]}, a JSON array, or NDJSON'))
+  const events = format === 'ndjson' ? parseNdjson(text, opts.maxEvents, true) : batchOf(parseJson(text, 'send {"events":[...]}, a JSON array, or NDJSON', true))
   if (events.length > opts.maxEvents) throw new Errors.TooManyEvents(events.length, opts.maxEvents)
   const valid: Array<{ index: number; event: UsageEvent }> = []
   const rejected: EventResult[] = []
@@ -103,6 +104,14 @@ function distinct(errors: FieldError[]): FieldError[] {
     seen.add(key)
     return true
   })
+}
+
+/** The body's text; a body that is not valid UTF-8 is refused, naming where (never decoded to U+FFFD). */
+function bodyText(raw: Uint8Array | string, ndjson: boolean): string {
+  if (typeof raw === 'string') return raw
+  const res = utf8Text(raw)
+  if (!res.ok) throw utf8Refusal(res, ndjson)
+  return res.text
 }
 
 function toBytes(raw: Uint8Array | string): Uint8Array {

@@ -10,7 +10,8 @@
 // `null` on an optional field means "absent"; on a required field it is an error.
 
 import { hash } from 'node:crypto'
-import { parseCost } from '../money.js'
+import { parseCost, parseCostNumberText, plainDecimal } from '../money.js'
+import { ExactNumber } from './json.js'
 import { parseTimestamp } from './timestamp.js'
 
 export interface FieldError {
@@ -87,7 +88,7 @@ export const EVENT_FIELDS = {
   cache_read_tokens: { kind: 'int', required: false, min: 0, max: MAX_SAFE, description: 'Input tokens read from cache (default 0).' },
   cache_write_tokens: { kind: 'int', required: false, min: 0, max: MAX_SAFE, description: 'Input tokens written to cache (default 0).' },
   reasoning_tokens: { kind: 'int', required: false, min: 0, max: MAX_SAFE, description: 'Output tokens spent on reasoning (default 0).' },
-  cost: { kind: 'cost', required: false, description: 'Decimal >= 0 with at most 12 fractional digits; a string keeps it exact. Absent = unknown.' },
+  cost: { kind: 'cost', required: false, description: 'Decimal >= 0 with at most 12 fractional digits, as a string or a JSON number (taken from its text, digit for digit, never through a double). Absent = unknown.' },
   currency: { kind: 'currency', required: false, description: 'ISO 4217 code (default USD).' },
   team_id: { kind: 'string', required: false, min: 1, max: 128, description: 'Team the key belongs to.' },
   user_id: { kind: 'string', required: false, min: 1, max: 128, description: 'End user.' },
@@ -161,7 +162,8 @@ export function validateEvent(input: unknown, limits: EventLimits): ValidationRe
   const vals: unknown[] = new Array(PLAN.length)
   for (let i = 0; i < PLAN.length; i++) {
     const f = PLAN[i]!
-    const value = Object.prototype.hasOwnProperty.call(obj, f.name) ? obj[f.name] : undefined
+    let value = Object.prototype.hasOwnProperty.call(obj, f.name) ? obj[f.name] : undefined
+    if (value instanceof ExactNumber && f.name !== 'cost') value = exactAsNumber(value)
     if (value === undefined || value === null) {
       if (f.required) (errors ??= []).push({ field: f.field, message: value === null ? 'must not be null' : 'is required' })
       vals[i] = null
@@ -251,7 +253,7 @@ function compileCheck(spec: FieldSpec): Check {
       return (value) => (typeof value === 'string' && CURRENCY_RE.test(value) ? value : new Failure('must be an ISO 4217 code of three capital letters, e.g. USD'))
     case 'cost':
       return (value) => {
-        const res = parseCost(value)
+        const res = value instanceof ExactNumber ? parseCostNumberText(value.text) : parseCost(value)
         return res.ok ? res.scaled : new Failure(res.message)
       }
     case 'timestamp':
@@ -272,6 +274,17 @@ function checkTimestamp(value: unknown, limits: EventLimits): unknown {
   if (ms < oldest) return new Failure(`is older than the event retention window (${new Date(oldest).toISOString()})`)
   if (ms > newest) return new Failure(`is more than ${limits.maxFutureSkewMs} ms in the future (latest allowed ${new Date(newest).toISOString()})`)
   return res.us
+}
+
+/**
+ * A long number (ExactNumber) where a plain one is expected (integers, epoch
+ * milliseconds): its exact value when that is an integer; NaN (not an integer,
+ * whatever a double would round it to) when it has a fraction, so
+ * 1.0000000000000001 is refused as an integer, not taken as 1.
+ */
+function exactAsNumber(value: ExactNumber): number {
+  const plain = plainDecimal(value.text)
+  return /^-?\d+(?:\.0+)?$/.test(plain) ? Number(plain) : NaN
 }
 
 function badText(s: string): boolean {
@@ -301,7 +314,9 @@ function checkDetail(value: unknown): unknown {
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!
     if (++nodes > MAX_DETAIL_BYTES) return new Failure(`must be at most ${MAX_DETAIL_BYTES} bytes as JSON`)
-    if (typeof node === 'object' && node !== null) {
+    if (node instanceof ExactNumber) {
+      if (!Number.isFinite(Number(node.text))) return new Failure('must not contain numbers that are not finite (e.g. 1e400)')
+    } else if (typeof node === 'object' && node !== null) {
       if (depth > MAX_DETAIL_DEPTH) return new Failure(`must be nested at most ${MAX_DETAIL_DEPTH} levels deep`)
       for (const child of Object.values(node)) stack.push([child, depth + 1])
     } else if (typeof node === 'number' && !Number.isFinite(node)) {
@@ -318,6 +333,7 @@ function checkDetail(value: unknown): unknown {
 
 /** JSON with object keys sorted at every level: equal content, equal text. */
 export function canonicalJson(value: unknown): string {
+  if (value instanceof ExactNumber) return value.text // the number as sent, digit for digit
   if (Array.isArray(value)) {
     let out = '['
     for (let i = 0; i < value.length; i++) out += (i === 0 ? '' : ',') + canonicalJson(value[i])
@@ -359,6 +375,7 @@ function pointer(key: string): string {
 
 function typeName(v: unknown): string {
   if (v === null) return 'null'
+  if (v instanceof ExactNumber) return 'number'
   if (Array.isArray(v)) return 'array'
   return typeof v
 }

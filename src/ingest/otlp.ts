@@ -24,13 +24,12 @@
 //   takes it; a double attribute is taken at its shortest round-trip decimal
 //   (what the sender's literal was) and refused beyond 12 fractional digits.
 
-import sjson from 'secure-json-parse'
 import { Errors } from '../errors.js'
 import type { AppendOutcome } from '../store/outcomes.js'
 import type { FieldError } from './event.js'
 import { mappedEventId } from './identity.js'
 import { EpochMicros } from './timestamp.js'
-import { isObject, pointer, typeName, type MappedBody, type MappedRecord } from './mapped.js'
+import { isObject, parseJson, pointer, typeName, type MappedBody, type MappedRecord } from './mapped.js'
 import { otlpSchema } from './otlp-schema.js'
 import { KeyTable, NO_TIME, readExportRequest, type AnyValue, type Attributes, type NanoTime, type ResourceIn, type SpanIn } from './otlp-wire.js'
 
@@ -153,12 +152,7 @@ class SpanMapper {
 
 function decodeJson(text: string): Record<string, unknown> {
   if (text.trim() === '') return {} // an empty export is a success (the spec)
-  let body: unknown
-  try {
-    body = sjson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' })
-  } catch (err) {
-    throw new Errors.BadBody(`not valid JSON: ${(err as Error).message.slice(0, 200)}`)
-  }
+  const body = parseJson(text, 'send an OTLP ExportTraceServiceRequest')
   if (!isObject(body)) throw new Errors.BadBody(`an OTLP ExportTraceServiceRequest in JSON is an object, got ${typeName(body)}`)
   return body
 }

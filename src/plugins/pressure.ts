@@ -17,7 +17,9 @@
 // their headers and their answer; one more is answered 503 at once, before its
 // body is read, parsed or validated. Under overload that turns what would be
 // a client timeout (work queued on the event loop, then the accept backlog)
-// into a fast, cheap, retryable refusal.
+// into a fast, cheap, retryable refusal. One client (token and address) may
+// hold at most maxIngestInflightPerClient of them (429 TL_CLIENT_BUSY past
+// it); uploads.ts cuts off bodies that arrive too slowly.
 
 import fp from 'fastify-plugin'
 import underPressure from '@fastify/under-pressure'
@@ -81,15 +83,32 @@ export default fp(
     app.decorate('ingestPressure', () => pressureReasons(app.memoryUsage(), config.ingestPressure))
 
     let inflight = 0
+    // Per client: its token (when auth is on) and its address, so that one
+    // client cannot hold every slot; entries leave the map at zero.
+    const perClient = new Map<string, number>()
     app.decorate('ingestInflight', () => inflight)
     app.addHook('onRequest', async (request, reply) => {
       if (request.routeOptions.config.scope !== 'ingest') return
+      // A refusal before the body is read closes the connection: the unread body is not drained.
       if (inflight >= config.maxIngestInflight) {
+        reply.header('connection', 'close')
         throw new Errors.Overloaded(`${inflight} ingest requests in flight, at most ${config.maxIngestInflight} (TOKENLEDGER_MAX_INGEST_INFLIGHT)`)
       }
+      const client = `${request.principal?.id ?? '-'} ${request.ip}`
+      const mine = perClient.get(client) ?? 0
+      if (mine >= config.maxIngestInflightPerClient) {
+        reply.header('connection', 'close')
+        throw new Errors.ClientBusy(mine, config.maxIngestInflightPerClient)
+      }
       inflight++
+      perClient.set(client, mine + 1)
       // 'close' comes once for every response, answered or aborted.
-      reply.raw.once('close', () => inflight--)
+      reply.raw.once('close', () => {
+        inflight--
+        const left = (perClient.get(client) ?? 1) - 1
+        if (left === 0) perClient.delete(client)
+        else perClient.set(client, left)
+      })
     })
 
     if (config.rateLimitMax > 0) {

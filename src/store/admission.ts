@@ -13,10 +13,12 @@
 //   be sealed, or the active file plus WAL exceed maxActiveBytes. DuckDB under
 //   ENOSPC may invalidate a database; refusing first keeps the acknowledged
 //   data safe and makes the condition loud.
-// - One disk sample at a time; a failed read keeps the last value (logged).
+// - One disk sample at a time, each bounded (disk.ts); a failed or hung read
+//   makes the reading unknown, and with the floor on, ingest is refused.
 //   Samples run every diskCheckMs and after commits (at most every 100 ms).
 
 import type { Logger } from '../log.js'
+import { readFreeBytes } from './disk.js'
 import type { FileSystem } from './fsops.js'
 
 export const MIB = 1024 * 1024
@@ -45,6 +47,8 @@ export interface AdmissionHost {
 export class Admission {
   /** Free bytes on the data directory's file system at the last sample (null before the first). */
   freeDiskBytes: number | null = null
+  /** Why the last free-space read failed (a failing or hanging statfs); null when it worked. */
+  diskError: string | null = null
   /** Why the store refuses every write until restart (fail-stop), or null. */
   failure: string | null = null
   private sampledMs = -Infinity
@@ -69,21 +73,25 @@ export class Admission {
     await this.sampling
   }
 
-  /** Reads the free space of the data directory's file system; one sample at a time. A failed read keeps the last value and is logged. */
+  /** Reads the free space of the data directory's file system; one sample at a time, bounded (disk.ts). A failed read makes the reading unknown, and is logged once. */
   sample(): Promise<void> {
-    this.sampling ??= this.opts.fs
-      .freeBytes(this.opts.dataDir)
-      .then(
-        (bytes) => {
-          const wasLow = this.lowOnDisk()
-          this.freeDiskBytes = bytes
-          this.sampledMs = performance.now()
-          const figures = { freeBytes: bytes, floorBytes: this.opts.minFreeDiskBytes }
-          if (!wasLow && this.lowOnDisk()) this.opts.logger.error(figures, 'free disk below its floor: refusing ingest until space is freed')
-          if (wasLow && !this.lowOnDisk()) this.opts.logger.warn(figures, 'free disk back above its floor: taking ingest again')
-        },
-        (err: unknown) => this.opts.logger.error({ err }, 'reading free disk space failed'),
-      )
+    this.sampling ??= readFreeBytes(this.opts.fs, this.opts.dataDir)
+      .then((res) => {
+        const wasLow = this.lowOnDisk()
+        if (!res.ok) {
+          if (this.diskError === null) this.opts.logger.error({ reason: res.reason }, 'reading free disk space failed: free disk unknown')
+          this.diskError = res.reason
+          this.freeDiskBytes = null
+          return
+        }
+        if (this.diskError !== null) this.opts.logger.warn({ freeBytes: res.bytes }, 'reading free disk space works again')
+        this.diskError = null
+        this.freeDiskBytes = res.bytes
+        this.sampledMs = performance.now()
+        const figures = { freeBytes: res.bytes, floorBytes: this.opts.minFreeDiskBytes }
+        if (!wasLow && this.lowOnDisk()) this.opts.logger.error(figures, 'free disk below its floor: refusing ingest until space is freed')
+        if (wasLow && !this.lowOnDisk()) this.opts.logger.warn(figures, 'free disk back above its floor: taking ingest again')
+      })
       .finally(() => {
         this.sampling = null
       })
@@ -97,6 +105,7 @@ export class Admission {
 
   /** Whether the data directory has less free space than its floor (exports that write files check this too). */
   lowOnDisk(): boolean {
+    if (this.opts.minFreeDiskBytes > 0 && this.diskError !== null) return true
     return this.opts.minFreeDiskBytes > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < this.opts.minFreeDiskBytes
   }
 
@@ -116,7 +125,8 @@ export class Admission {
   /** Why appends are refused now: low disk, seal backlog, oversized active segment (empty: admitted). */
   refusing(): string[] {
     const reasons: string[] = []
-    if (this.lowOnDisk()) {
+    if (this.opts.minFreeDiskBytes > 0 && this.diskError !== null) reasons.push(`free disk unknown (${this.diskError}); the floor TOKENLEDGER_MIN_FREE_DISK cannot be checked`)
+    else if (this.lowOnDisk()) {
       reasons.push(`free disk ${mib(this.freeDiskBytes!)} is below the floor of ${mib(this.opts.minFreeDiskBytes)} (TOKENLEDGER_MIN_FREE_DISK)`)
     }
     const pending = this.host.pendingCount()

@@ -14,6 +14,8 @@
 //   MAX_QUERY_WAITERS_PER_SLOT per slot wait (past that QueryBusy at once), and
 //   a wait is bounded by the query timeout (a client gone meanwhile cannot pile
 //   up work).
+// - A read that fails after a fail-stop (or on an invalidated DuckDB) is
+//   503 TL_STORE_FAILED, never 500 (failstop.ts).
 // - An interrupt reaches only this snapshot's queries: a connection leaves the
 //   running set before it goes back to its pool.
 
@@ -21,6 +23,7 @@ import { E_TIMEOUT, Semaphore, withTimeout, type SemaphoreInterface } from 'asyn
 import type { DuckDBConnection } from '@duckdb/node-api'
 import { Errors } from '../errors.js'
 import type { Catalog, SegmentDims } from './catalog.js'
+import { readFailure } from './failstop.js'
 import type { FileTier } from './files.js'
 import type { Cutoffs } from './retention.js'
 import type { LiveRollups } from './segment.js'
@@ -87,6 +90,8 @@ export interface SnapshotHost {
   cutoffs(): Cutoffs
   /** True once the store is closed: no new snapshot starts. */
   closed(): boolean
+  /** Why the store failed stop, or null: a read failing meanwhile is 503, not 500 (failstop.ts). */
+  failure(): string | null
 }
 
 type Bounded = <R>(f: (conn: DuckDBConnection) => Promise<R>) => (conn: DuckDBConnection) => Promise<R>
@@ -152,7 +157,7 @@ export class Snapshots {
       return await fn({ parts, cutoffs, files: (f) => this.host.files.query(bounded(f)), catalogGeneration: rawArchived ? null : generation })
     } catch (err) {
       if (timedOut) throw new Errors.QueryTimeout(limitMs)
-      throw err
+      throw readFailure(err, this.host.failure())
     } finally {
       clearTimeout(timer)
       for (const unpin of pinned) await unpin()

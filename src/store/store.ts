@@ -166,6 +166,7 @@ export class Store {
       queryTimeoutMs: opts.queryTimeoutMs ?? d.queryTimeoutMs,
       cutoffs: () => this.cutoffs(),
       closed: () => this.closed,
+      failure: () => this.admission.failure,
     })
     this.retentionRunner = new RetentionRunner({
       dataDir: opts.dataDir,
