@@ -13,9 +13,17 @@ import { plainDecimal } from '../src/money.js'
 const opts = { maxDepth: 64, exactNumbers: false }
 const runs = Number(process.env['FUZZ_RUNS'] ?? '300')
 
+/** Whether `v` holds a key the reader refuses on purpose: `__proto__`, or `constructor` holding `prototype`. */
+function hasPrototypeKey(v: unknown): boolean {
+  if (Array.isArray(v)) return v.some(hasPrototypeKey)
+  if (v === null || typeof v !== 'object') return false
+  return Object.entries(v).some(([k, x]) => k === '__proto__' || (k === 'constructor' && x !== null && typeof x === 'object' && Object.prototype.hasOwnProperty.call(x, 'prototype')) || hasPrototypeKey(x))
+}
+
 test('reads what JSON.parse reads, and refuses what it refuses', () => {
   fc.assert(
-    fc.property(fc.jsonValue({ maxDepth: 8 }), fc.constantFrom('', ' ', '\n\t '), (value, ws) => {
+    // Prototype keys are refused by design (json.ts; 'refusals name where' below covers them).
+    fc.property(fc.jsonValue({ maxDepth: 8 }).filter((v) => !hasPrototypeKey(v)), fc.constantFrom('', ' ', '\n\t '), (value, ws) => {
       const text = ws + JSON.stringify(value, null, ws.length > 1 ? 1 : undefined) + ws
       assert.deepEqual(readJson(text, opts), JSON.parse(text))
     }),
