@@ -241,19 +241,7 @@ class Reader {
         throw new JsonFault('a "constructor.prototype" key is not allowed', keyAt, [key])
       }
       obj[key] = v
-      this.ws()
-      const c = this.s.charCodeAt(this.i)
-      if (c === 0x2c) {
-        this.i++
-        this.ws()
-        continue
-      }
-      if (c === 0x7d) {
-        this.i++
-        this.depth--
-        return obj
-      }
-      this.fail(`unexpected ${this.describe()}, "," or "}" was expected`)
+      if (this.closes(0x7d, '}')) return obj
     }
   }
 
@@ -274,20 +262,25 @@ class Reader {
         if (err instanceof JsonFault) err.path.unshift(arr.length)
         throw err
       }
-      this.ws()
-      const c = this.s.charCodeAt(this.i)
-      if (c === 0x2c) {
-        this.i++
-        this.ws()
-        continue
-      }
-      if (c === 0x5d) {
-        this.i++
-        this.depth--
-        return arr
-      }
-      this.fail(`unexpected ${this.describe()}, "," or "]" was expected`)
+      if (this.closes(0x5d, ']')) return arr
     }
+  }
+
+  /** After a member of an object or array: true at its end `close` (consumed, depth left), false after a comma; else a fault. */
+  private closes(close: number, name: string): boolean {
+    this.ws()
+    const c = this.s.charCodeAt(this.i)
+    if (c === 0x2c) {
+      this.i++
+      this.ws()
+      return false
+    }
+    if (c === close) {
+      this.i++
+      this.depth--
+      return true
+    }
+    this.fail(`unexpected ${this.describe()}, "," or "${name}" was expected`)
   }
 
   private word<T>(word: string, value: T): T {

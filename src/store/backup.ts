@@ -78,9 +78,11 @@ async function linkOrCopy(fs: FileSystem, from: string, to: string): Promise<'li
   }
 }
 
-/** Copies a live segment's database (read on `conn`) into `file` by DuckDB, in one read transaction. */
-async function snapshotLive(conn: DuckDBConnection, file: string): Promise<void> {
-  const name = String((await conn.runAndReadAll('SELECT current_database()')).getRows()[0]![0])
+/**
+ * Copies the database `name` (attached to `conn`'s instance) into a new file by
+ * DuckDB, in one transaction (one snapshot of it), then checkpoints the copy.
+ */
+async function copyDatabase(conn: DuckDBConnection, name: string, file: string): Promise<void> {
   const alias = `backup_${process.pid}_${Date.now()}`
   await conn.run(`ATTACH ${sqlString(file)} AS ${ident(alias)}`)
   try {
@@ -94,6 +96,12 @@ async function snapshotLive(conn: DuckDBConnection, file: string): Promise<void>
   } finally {
     await conn.run(`DETACH ${ident(alias)}`)
   }
+}
+
+/** Copies a live segment's own database (read on `conn`) into `file`. */
+async function snapshotLive(conn: DuckDBConnection, file: string): Promise<void> {
+  const name = String((await conn.runAndReadAll('SELECT current_database()')).getRows()[0]![0])
+  await copyDatabase(conn, name, file)
 }
 
 /** Writes a consistent copy of the store into `dir`; see the header. */
@@ -110,21 +118,7 @@ export async function backup(host: BackupHost, dir: string, timeoutMs: number): 
         async (snap) => {
           const out: BackupSegment[] = []
           // The catalog first: the closed files it describes cannot change while the lock is held.
-          await snap.files(async (conn) => {
-            const alias = `backup_catalog_${process.pid}`
-            await conn.run(`ATTACH ${sqlString(path.join(target, CATALOG_FILE))} AS ${ident(alias)}`)
-            try {
-              await conn.run('BEGIN TRANSACTION')
-              try {
-                await conn.run(`COPY FROM DATABASE catalog TO ${ident(alias)}`)
-              } finally {
-                await conn.run('COMMIT').catch(() => conn.run('ROLLBACK').catch(() => undefined))
-              }
-              await conn.run(`CHECKPOINT ${ident(alias)}`)
-            } finally {
-              await conn.run(`DETACH ${ident(alias)}`)
-            }
-          })
+          await snap.files((conn) => copyDatabase(conn, 'catalog', path.join(target, CATALOG_FILE)))
           for (const part of snap.parts) {
             const rec = records.get(part.id)
             if (part.alias === null) {
