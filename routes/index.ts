@@ -10,6 +10,7 @@ import { litellmRoutes } from './litellm.js'
 import { metricsRoutes } from './metrics.js'
 import { openmeterRoutes } from './openmeter.js'
 import { otlpRoutes } from './otlp.js'
+import { priceRoutes } from './prices.js'
 import { uiRoutes } from './ui.js'
 import { usageRoutes } from './usage.js'
 import { verifyRoutes } from './verify.js'
@@ -25,6 +26,7 @@ export const routes: FastifyPluginAsync = async (app) => {
   await app.register(adminRoutes)
   await app.register(verifyRoutes)
   await app.register(backupRoutes)
+  await app.register(priceRoutes)
   await app.register(metricsRoutes)
   await app.register(uiRoutes)
 }

@@ -10,6 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import v8 from 'node:v8'
 import type { OtlpMapping } from './ingest/otlp.js'
+import { PRICING_MODES, type PricingMode } from './pricing/apply.js'
 import { closest } from './closest.js'
 import { STORE_DEFAULTS as D } from './store/options.js'
 
@@ -101,6 +102,10 @@ export interface Config {
   ingestPressure: PressureLimits
   /** Which span and resource attributes of OTLP GenAI spans give what the conventions do not name. */
   otlp: OtlpMapping
+  /** Which events the price table prices: none, those without a cost (default), or every one it covers. */
+  pricing: PricingMode
+  /** The price table file, loaded at start and replaced by PUT /v1/admin/prices (default <data>/prices.json). */
+  pricesFile: string
 }
 
 export interface AuthTokens {
@@ -431,7 +436,10 @@ function readSettings(r: Reader): Config {
       currencyAttributes: r.names('OTLP_CURRENCY_ATTRIBUTES', 'tokenledger.currency'),
       defaultKey: r.string('OTLP_DEFAULT_KEY', 'otlp'),
     },
+    pricing: r.oneOf('PRICING', 'missing', PRICING_MODES),
+    pricesFile: '',
   }
+  config.pricesFile = path.resolve(config.dataDir, r.string('PRICES_FILE', path.join(config.dataDir, 'prices.json')))
   config.maxIngestInflightPerClient = r.int('MAX_INGEST_INFLIGHT_PER_CLIENT', Math.ceil(config.maxIngestInflight / 2), 1, 100_000)
   if (!/^[\x21-\x7e]{1,128}$/.test(config.otlp.defaultKey)) {
     throw new ConfigError('TOKENLEDGER_OTLP_DEFAULT_KEY', 'must be 1-128 printable ASCII characters without spaces')

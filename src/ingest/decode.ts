@@ -19,6 +19,8 @@ import { mapLiteLLM } from './litellm.js'
 import { utf8Text } from './json.js'
 import { parseJson, parseNdjson, utf8Refusal, type MappedBody, type MappedRecord } from './mapped.js'
 import { mapOtlp, type OtlpMapping } from './otlp.js'
+import { applyPrice, type PricingMode } from '../pricing/apply.js'
+import type { PriceTable } from '../pricing/table.js'
 
 /** How a body is read: the native route's two, then one per other door. */
 export type BodyFormat = 'json' | 'ndjson' | 'openmeter' | 'otlp-proto' | 'otlp-json' | 'litellm'
@@ -29,6 +31,10 @@ export interface DecodeOptions {
   maxEvents: number
   /** Where OTLP spans keep what the conventions do not name (otlp formats only). */
   otlp?: OtlpMapping
+  /** How events are priced from the decoder's price table (default off). */
+  pricing?: PricingMode
+  /** The version of the price table the decoder holds for this body (a worker checks it has it). */
+  pricesVersion?: string | null
 }
 
 export interface DecodedRequest {
@@ -40,18 +46,22 @@ export interface DecodedRequest {
   records: number
   /** Records that are not usage and were skipped on purpose (OTLP spans without gen_ai.usage.*). */
   ignored: number
+  /** Valid events whose cost came from the price table. */
+  priced: number
 }
 
-export function decodeRequest(raw: Uint8Array | string, format: BodyFormat, opts: DecodeOptions): DecodedRequest {
-  if (format === 'otlp-proto') return validateMapped(mapOtlp(toBytes(raw), null, opts), opts)
+/** Decodes one body; valid events are priced from `prices` as `opts.pricing` says (after their fingerprint: see pricing/apply.ts). */
+export function decodeRequest(raw: Uint8Array | string, format: BodyFormat, opts: DecodeOptions, prices: PriceTable | null = null): DecodedRequest {
+  const pricer = new Pricer(prices, opts.pricing ?? 'off')
+  if (format === 'otlp-proto') return validateMapped(mapOtlp(toBytes(raw), null, opts), opts, pricer)
   const text = bodyText(raw, format === 'ndjson')
   switch (format) {
     case 'openmeter':
-      return validateMapped(mapCloudEvents(text, opts.maxEvents), opts)
+      return validateMapped(mapCloudEvents(text, opts.maxEvents), opts, pricer)
     case 'otlp-json':
-      return validateMapped(mapOtlp(null, text, opts), opts)
+      return validateMapped(mapOtlp(null, text, opts), opts, pricer)
     case 'litellm':
-      return validateMapped(mapLiteLLM(text, opts.maxEvents), opts)
+      return validateMapped(mapLiteLLM(text, opts.maxEvents), opts, pricer)
     case 'json':
     case 'ndjson':
       break
@@ -62,14 +72,34 @@ export function decodeRequest(raw: Uint8Array | string, format: BodyFormat, opts
   const rejected: EventResult[] = []
   for (let index = 0; index < events.length; index++) {
     const res = validateEvent(events[index], opts.limits)
-    if (res.ok) valid.push({ index, event: res.event })
+    const priceError = res.ok ? pricer.price(res.event) : null
+    if (res.ok && priceError === null) valid.push({ index, event: res.event })
+    else if (res.ok) rejected.push({ index, event_id: res.event.event_id, status: 'rejected', errors: [priceError!] })
     else rejected.push({ index, event_id: res.eventId, status: 'rejected', errors: res.errors })
   }
-  return { batch: encodeEvents(valid), rejected, records: events.length, ignored: 0 }
+  return { batch: encodeEvents(valid), rejected, records: events.length, ignored: 0, priced: pricer.priced }
+}
+
+/** Prices the valid events of one body and counts them. */
+class Pricer {
+  priced = 0
+  constructor(
+    private readonly table: PriceTable | null,
+    private readonly mode: PricingMode,
+  ) {}
+
+  /** Prices `event` in place; the error that rejects it when its priced cost is out of range. */
+  price(event: UsageEvent): FieldError | null {
+    if (this.table === null || this.mode === 'off') return null
+    const res = applyPrice(event, this.table, this.mode)
+    if (res === 'priced') this.priced++
+    if (res !== 'too_large') return null
+    return { field: '/cost', message: `priced from the price table at ${event.provider}/${event.model}, it is not below 10^15: check the token counts and the price entry` }
+  }
 }
 
 /** Every mapped record through the native validator; its errors renamed to the fields the client sent. */
-function validateMapped(body: MappedBody, opts: DecodeOptions): DecodedRequest {
+function validateMapped(body: MappedBody, opts: DecodeOptions, pricer: Pricer): DecodedRequest {
   if (body.count > opts.maxEvents) throw new Errors.TooManyEvents(body.count, opts.maxEvents)
   const valid: Array<{ index: number; event: UsageEvent }> = []
   const rejected: EventResult[] = []
@@ -79,10 +109,12 @@ function validateMapped(body: MappedBody, opts: DecodeOptions): DecodedRequest {
       continue
     }
     const res = validateEvent(record.event, opts.limits)
-    if (res.ok) valid.push({ index: record.index, event: res.event })
+    const priceError = res.ok ? pricer.price(res.event) : null
+    if (res.ok && priceError === null) valid.push({ index: record.index, event: res.event })
+    else if (res.ok) rejected.push({ index: record.index, event_id: res.event.event_id, status: 'rejected', errors: [priceError!] })
     else rejected.push({ index: record.index, event_id: record.eventId, status: 'rejected', errors: distinct(res.errors.map((e) => renamed(e, record.origin))) })
   }
-  return { batch: encodeEvents(valid), rejected, records: body.count, ignored: body.ignored }
+  return { batch: encodeEvents(valid), rejected, records: body.count, ignored: body.ignored, priced: pricer.priced }
 }
 
 /** validateEvent's "/tags/route", for tags that came from "/data": "/data/route". */

@@ -18,10 +18,15 @@
 //   anything is copied to a worker.
 // - Each worker's heap is bounded (resourceLimits): a body that would need
 //   more kills that worker, fails its jobs and spares the process.
+// - Prices: a new table is posted to every worker before any job that names
+//   its version (a port delivers in order), and a worker refuses a job naming
+//   a version it does not hold; so a body decoded after setPrices returns is
+//   priced by the new table, never by a mix.
 
 import { Worker, type WorkerOptions } from 'node:worker_threads'
 import { Errors } from '../errors.js'
 import { decodeRequest, type BodyFormat, type DecodedRequest, type DecodeOptions } from './decode.js'
+import { parsePriceTable, type PriceTable } from '../pricing/table.js'
 
 export interface DecodeJob {
   id: number
@@ -29,6 +34,9 @@ export interface DecodeJob {
   format: BodyFormat
   opts: DecodeOptions
 }
+
+/** What the event loop posts to a worker: a body to decode, or the price table to use from now on. */
+export type WorkerMessage = DecodeJob | { prices: string | null }
 
 export type DecodeReply =
   | { ready: true }
@@ -39,6 +47,8 @@ export interface Decoder {
   /** Worker threads decoding (0: the event loop decodes). */
   readonly workers: number
   decode(raw: Uint8Array, format: BodyFormat, opts: DecodeOptions): Promise<DecodedRequest>
+  /** The price table bodies decoded from now on are priced by (null: none). */
+  setPrices(table: PriceTable | null): void
   /** Stops the workers; jobs still running are answered with an error. */
   close(): Promise<void>
 }
@@ -59,8 +69,12 @@ export function createDecoder(opts: DecoderOptions): Decoder {
 
 class InlineDecoder implements Decoder {
   readonly workers = 0
+  private prices: PriceTable | null = null
   async decode(raw: Uint8Array, format: BodyFormat, opts: DecodeOptions): Promise<DecodedRequest> {
-    return decodeRequest(raw, format, opts)
+    return decodeRequest(raw, format, opts, this.prices)
+  }
+  setPrices(table: PriceTable | null): void {
+    this.prices = table
   }
   async close(): Promise<void> {}
 }
@@ -101,6 +115,7 @@ class WorkerDecoder implements Decoder {
   private closed = false
   /** Decodes on the event loop what no worker can (none started). */
   private readonly inline = new InlineDecoder()
+  private prices: PriceTable | null = null
 
   constructor(private readonly opts: DecoderOptions) {
     this.workers = opts.workers
@@ -116,6 +131,7 @@ class WorkerDecoder implements Decoder {
     let slot = this.slots[0]!
     for (const s of this.slots) if (s.jobs.size < slot.jobs.size) slot = s
     const id = this.nextId++
+    opts = { ...opts, pricesVersion: this.prices?.version ?? null }
     const copy = new Uint8Array(raw)
     return new Promise<DecodedRequest>((resolve, reject) => {
       this.pendingBytes += raw.byteLength
@@ -123,6 +139,12 @@ class WorkerDecoder implements Decoder {
       const job: DecodeJob = { id, raw: copy, format, opts }
       slot.worker.postMessage(job, [copy.buffer])
     })
+  }
+
+  setPrices(table: PriceTable | null): void {
+    this.prices = table
+    this.inline.setPrices(table)
+    for (const slot of this.slots) slot.worker.postMessage({ prices: table?.canonical ?? null } satisfies WorkerMessage)
   }
 
   async close(): Promise<void> {
@@ -142,6 +164,7 @@ class WorkerDecoder implements Decoder {
       resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((32 * this.opts.maxBodyBytes) / MIB)) },
     })
     const slot: Slot = { worker, jobs: new Map(), ready: false }
+    if (this.prices) worker.postMessage({ prices: this.prices.canonical } satisfies WorkerMessage)
     worker.on('message', (reply: DecodeReply) => {
       if ('ready' in reply) {
         slot.ready = true
@@ -185,10 +208,22 @@ class WorkerDecoder implements Decoder {
   }
 }
 
+/** A worker's price table, compiled from the canonical text the event loop posts (null: none). */
+export function compilePosted(canonical: string | null): PriceTable | null {
+  if (canonical === null) return null
+  const res = parsePriceTable(JSON.parse(canonical))
+  if (!res.ok) throw new Error(`ingest worker: the posted price table does not compile: ${JSON.stringify(res.errors.slice(0, 3))}`)
+  return res.table
+}
+
 /** A worker's answer to a job: the decoded request, or what decode threw (code, status, message). */
-export function answerJob(job: DecodeJob): DecodeReply {
+export function answerJob(job: DecodeJob, prices: PriceTable | null = null): DecodeReply {
   try {
-    return { id: job.id, ok: true, value: decodeRequest(job.raw, job.format, job.opts) }
+    const held = prices?.version ?? null
+    if (job.opts.pricesVersion !== undefined && job.opts.pricesVersion !== held) {
+      throw new Error(`invariant: the body names price table ${job.opts.pricesVersion}, this worker holds ${held}`)
+    }
+    return { id: job.id, ok: true, value: decodeRequest(job.raw, job.format, job.opts, prices) }
   } catch (err) {
     const e = err as Error & { code?: unknown; statusCode?: unknown }
     return {

@@ -33,8 +33,14 @@ export interface UsageEvent {
   cache_read_tokens: number
   cache_write_tokens: number
   reasoning_tokens: number
-  /** Scaled by 10^12; null when the gateway did not know the cost. */
+  /** The cost the totals count, scaled by 10^12: reported by the gateway or priced (cost_origin); null when unknown. */
   cost: bigint | null
+  /** The gateway's own figure, scaled by 10^12 (null when it sent none): kept even when the price table overrides it. */
+  reported_cost: bigint | null
+  /** Where `cost` comes from: the gateway ('reported'), the price table ('priced'), or nowhere (null). */
+  cost_origin: 'reported' | 'priced' | null
+  /** The price table version and entry that priced it ("<version>:<provider>/<model>@<effective_from>"), null unless priced. */
+  price_ref: string | null
   currency: string
   team_id: string | null
   user_id: string | null
@@ -47,7 +53,7 @@ export interface UsageEvent {
   tags: string | null
   /** Canonical JSON (sorted keys) or null. */
   detail: string | null
-  /** Hash of every field above: same id + same fingerprint = duplicate, else conflict. */
+  /** Hash of every field the client sent (the reported cost, never a priced one): same id + same fingerprint = duplicate, else conflict. */
   fingerprint: string
 }
 
@@ -201,6 +207,9 @@ export function validateEvent(input: unknown, limits: EventLimits): ValidationRe
     cache_write_tokens: (vals[I.cache_write_tokens] as number | null) ?? 0,
     reasoning_tokens: (vals[I.reasoning_tokens] as number | null) ?? 0,
     cost: vals[I.cost] as bigint | null,
+    reported_cost: vals[I.cost] as bigint | null,
+    cost_origin: vals[I.cost] === null ? null : 'reported',
+    price_ref: null,
     currency: (vals[I.currency] as string | null) ?? 'USD',
     team_id: vals[I.team_id] as string | null,
     user_id: vals[I.user_id] as string | null,
@@ -360,7 +369,7 @@ function fingerprint(e: UsageEvent): string {
   const text =
     `${e.event_id}\x1f${e.ts_us}\x1f${e.key_id}\x1f${e.provider}\x1f${e.model}\x1f${e.status_code}\x1f` +
     `${e.input_tokens}\x1f${e.output_tokens}\x1f${e.cache_read_tokens}\x1f${e.cache_write_tokens}\x1f${e.reasoning_tokens}\x1f` +
-    `${n(e.cost)}\x1f${e.currency}\x1f${n(e.team_id)}\x1f${n(e.user_id)}\x1f${n(e.customer_id)}\x1f${n(e.endpoint)}\x1f` +
+    `${n(e.reported_cost)}\x1f${e.currency}\x1f${n(e.team_id)}\x1f${n(e.user_id)}\x1f${n(e.customer_id)}\x1f${n(e.endpoint)}\x1f` +
     `${n(e.latency_ms)}\x1f${n(e.ttft_ms)}\x1f${n(e.stream)}\x1f${n(e.tags)}\x1f${n(e.detail)}`
   return hash('sha256', text, 'base64url').slice(0, 22)
 }

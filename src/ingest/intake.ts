@@ -22,6 +22,8 @@ export interface IntakeResult {
   records: number
   /** Records skipped on purpose: OTLP spans without gen_ai usage. */
   ignored: number
+  /** Valid events priced from the price table. */
+  priced: number
 }
 
 export interface IntakeDeps {
@@ -42,9 +44,9 @@ export class Intake {
   async submit(raw: Uint8Array, format: BodyFormat, source: IngestSource, atomic = false): Promise<IntakeResult> {
     const { decoder, store, config, clock } = this.deps
     const limits = { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs }
-    const decoded = await decoder.decode(raw, format, { limits, maxEvents: config.maxBatchEvents, otlp: config.otlp })
-    const { batch, rejected, records, ignored } = decoded
+    const decoded = await decoder.decode(raw, format, { limits, maxEvents: config.maxBatchEvents, otlp: config.otlp, pricing: config.pricing })
+    const { batch, rejected, records, ignored, priced } = decoded
     const outcome = await store.append({ events: batch, rejected, atomic, bytes: batch.bytes, source })
-    return { outcome, records, ignored }
+    return { outcome, records, ignored, priced }
   }
 }

@@ -1,14 +1,17 @@
 // The ingest path as a named plugin: one decoder (its worker threads and their
 // bounded pending bytes) shared by every ingest route, decorated with the
-// store as `app.intake`, and closed in onClose after requests have drained.
+// store as `app.intake`, and closed in onClose after requests have drained;
+// and the price table the decoder prices events by, as `app.prices`.
 
 import fp from 'fastify-plugin'
 import { createDecoder } from '../ingest/decoder.js'
 import { Intake } from '../ingest/intake.js'
+import { PriceBook } from '../pricing/book.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     intake: Intake
+    prices: PriceBook
   }
 }
 
@@ -16,8 +19,13 @@ export default fp(
   async (app) => {
     const { config } = app
     const decoder = createDecoder({ workers: config.ingestWorkers, maxPendingBytes: config.maxQueueBytes, maxBodyBytes: config.maxBodyBytes, logger: app.log })
-    app.decorate('intake', new Intake({ decoder, store: app.store, config, clock: app.clock }))
     app.addHook('onClose', () => decoder.close())
+    const prices = await PriceBook.open(config.pricesFile, (table) => decoder.setPrices(table))
+    const table = prices.current()
+    if (table) app.log.info({ event: 'prices_loaded', version: table.version, entries: table.entries.length, pricing: config.pricing }, 'price table loaded')
+    else if (config.pricing !== 'off') app.log.info({ event: 'prices_none', file: config.pricesFile }, 'no price table: events without a cost keep an unknown cost (see README, Prices)')
+    app.decorate('prices', prices)
+    app.decorate('intake', new Intake({ decoder, store: app.store, config, clock: app.clock }))
   },
   { name: 'tokenledger-intake', decorators: { fastify: ['config', 'clock', 'store'] } },
 )

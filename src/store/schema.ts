@@ -16,7 +16,7 @@ import type { DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH, formatCostFixed } from '../money.js'
 import type { UsageEvent } from '../ingest/event.js'
 
-export const SCHEMA_VERSION = 1
+export const SCHEMA_VERSION = 2
 
 /** The token counts of an event, in the order answers list them: the one list (stats, rollups, usage answers). */
 export const TOKEN_COLUMNS = ['input_tokens', 'output_tokens', 'cache_read_tokens', 'cache_write_tokens', 'reasoning_tokens'] as const
@@ -26,10 +26,11 @@ interface Column {
   name: string
   sql: string
   /**
-   * What a segment written before this column existed reads as (SQL). Columns
-   * without it are part of every schema version: a file lacking one is unreadable.
+   * What a segment written before this column existed reads as (SQL; a
+   * function of the columns the file has, for a value derived from them).
+   * Columns without it are part of every schema version: a file lacking one is unreadable.
    */
-  ifMissing?: string
+  ifMissing?: string | ((present: ReadonlySet<string>) => string)
 }
 
 export const EVENT_COLUMNS: readonly Column[] = [
@@ -56,6 +57,11 @@ export const EVENT_COLUMNS: readonly Column[] = [
   { name: 'tags', sql: 'VARCHAR', ifMissing: 'NULL::VARCHAR' },
   { name: 'has_detail', sql: 'BOOLEAN NOT NULL', ifMissing: 'false' },
   { name: 'fingerprint', sql: 'VARCHAR NOT NULL' },
+  // Schema version 2 (prices): where the cost comes from, the gateway's own
+  // figure, and the price entry that priced it. Before them every known cost was reported.
+  { name: 'cost_origin', sql: 'VARCHAR', ifMissing: (have) => (have.has('cost') ? `CASE WHEN cost IS NULL THEN NULL ELSE 'reported' END` : 'NULL::VARCHAR') },
+  { name: 'reported_cost', sql: `DECIMAL(${COST_WIDTH},${COST_SCALE})`, ifMissing: (have) => (have.has('cost') ? 'cost' : `NULL::DECIMAL(${COST_WIDTH},${COST_SCALE})`) },
+  { name: 'price_ref', sql: 'VARCHAR', ifMissing: 'NULL::VARCHAR' },
 ]
 
 /** The columns of the `events` table in `database` (null: the connection's own), in table order; empty when it has none. */
@@ -85,7 +91,7 @@ export function eventsRelation(table: string, present: readonly string[]): strin
   const select = EVENT_COLUMNS.map((c) => {
     if (have.has(c.name)) return c.name
     if (c.ifMissing === undefined) throw new Error(`${table} has no column ${c.name}, which every schema version has: not a segment this service can read`)
-    return `${c.ifMissing} AS ${c.name}`
+    return `${typeof c.ifMissing === 'function' ? c.ifMissing(have) : c.ifMissing} AS ${c.name}`
   })
   return `(SELECT ${select.join(', ')} FROM ${table})`
 }
@@ -164,6 +170,9 @@ const EVENT_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
   tags: text((e) => e.tags, true),
   has_detail: required((e) => (e.detail !== null ? 't' : 'f'), 'BOOLEAN'),
   fingerprint: text((e) => e.fingerprint, false),
+  cost_origin: text((e) => e.cost_origin, true),
+  reported_cost: optional((e) => (e.reported_cost === null ? null : formatCostFixed(e.reported_cost)), `DECIMAL(${COST_WIDTH},${COST_SCALE})`),
+  price_ref: text((e) => e.price_ref, true),
 }
 
 const DETAIL_CODECS: Record<string, ColumnCodec<UsageEvent>> = {
