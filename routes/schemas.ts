@@ -106,7 +106,10 @@ export const UsageEventOut = Type.Object(
     cache_read_tokens: Type.Integer({ minimum: 0, maximum: MAX_SAFE }),
     cache_write_tokens: Type.Integer({ minimum: 0, maximum: MAX_SAFE }),
     reasoning_tokens: Type.Integer({ minimum: 0, maximum: MAX_SAFE }),
-    cost: Type.Union([Type.String(), Type.Null()], { description: 'Exact decimal string; null when unknown.' }),
+    cost: Type.Union([Type.String(), Type.Null()], { description: 'Exact decimal string (what totals count); null when unknown.' }),
+    cost_origin: Type.Union([Type.Literal('reported'), Type.Literal('priced'), Type.Null()], { description: 'Where `cost` comes from: the gateway, or the price table; null when unknown.' }),
+    reported_cost: Type.Union([Type.String(), Type.Null()], { description: 'The cost the gateway sent (kept when TOKENLEDGER_PRICING=always prices over it); null when it sent none.' }),
+    price_ref: Type.Union([Type.String(), Type.Null()], { description: 'The price table version and entry that priced it: "<version>:<provider>/<model>@<effective_from>" (see GET /v1/admin/prices?version=); null unless priced.' }),
     currency: Type.String(),
     team_id: Type.Union([Type.String(), Type.Null()]),
     user_id: Type.Union([Type.String(), Type.Null()]),
@@ -160,7 +163,11 @@ const Measures = {
   }),
   currency: Type.Union([Type.String(), Type.Null()]),
   cost_by_currency: Type.Record(Type.String(), Type.String(), { description: 'Exact decimal sum per ISO 4217 currency.' }),
-  cost_missing: Type.Integer({ minimum: 0, description: 'Events whose cost was not given (counted as missing, not as zero).' }),
+  cost_missing: Type.Integer({ minimum: 0, description: 'Events whose cost is unknown: the gateway sent none and the price table had no price for them (counted as missing, not as zero).' }),
+  cost_priced: Type.Union([Type.String(), Type.Null()], {
+    description: 'The part of `cost` that tokenledger priced from its price table (the rest the gateways reported); null exactly when `cost` is.',
+  }),
+  cost_priced_by_currency: Type.Record(Type.String(), Type.String(), { description: 'The priced part per currency (keys as cost_by_currency).' }),
 }
 
 export const UsageTotals = Type.Object(Measures, { $id: 'UsageTotals' })

@@ -37,7 +37,7 @@ export function sumLiveRollups(rows: readonly LiveRollupRow[], f: EventFilter, r
   const wanted = (Object.entries(f.dims) as Array<[RowDimension, string[] | undefined]>).filter(([, v]) => v !== undefined && v.length > 0).map(([d, v]) => [d, new Set(v)] as const)
   const statusOk = (code: number): boolean =>
     f.status.length === 0 || f.status.some((s) => (s === 'ok' ? code < 400 : s === 'error' ? code >= 400 : code === s))
-  const groups = new Map<string, { row: Row; sums: bigint[]; cost: bigint | null }>()
+  const groups = new Map<string, { row: Row; sums: bigint[]; cost: bigint | null; priced: bigint | null }>()
   for (const r of rows) {
     if (!ranges.some(([a, b]) => r.bucketUs >= a && r.bucketUs < b)) continue
     if (!statusOk(r.status_code) || !wanted.every(([d, values]) => r[d] !== null && values.has(r[d]))) continue
@@ -48,14 +48,16 @@ export function sumLiveRollups(rows: readonly LiveRollupRow[], f: EventFilter, r
       const row: Row = { currency: r.currency }
       for (const d of dims) row[d] = r[d]
       if (start !== null) row.start = BigInt(start)
-      groups.set(key, (g = { row, sums: COUNT_MEASURES.map(() => 0n), cost: null }))
+      groups.set(key, (g = { row, sums: COUNT_MEASURES.map(() => 0n), cost: null, priced: null }))
     }
     for (let i = 0; i < COUNT_MEASURES.length; i++) g.sums[i]! += r[COUNT_MEASURES[i]!]
     if (r.cost !== null) g.cost = (g.cost ?? 0n) + r.cost
+    if (r.cost_priced !== null) g.priced = (g.priced ?? 0n) + r.cost_priced
   }
-  return [...groups.values()].map(({ row, sums, cost }) => {
+  return [...groups.values()].map(({ row, sums, cost, priced }) => {
     COUNT_MEASURES.forEach((m, i) => (row[m] = sums[i]!))
     row.cost = cost === null ? null : new DuckDBDecimalValue(cost, COST_WIDTH, COST_SCALE)
+    row.cost_priced = priced === null ? null : new DuckDBDecimalValue(priced, COST_WIDTH, COST_SCALE)
     return row
   })
 }

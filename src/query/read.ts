@@ -45,6 +45,9 @@ export interface StoredEvent {
   cache_write_tokens: number
   reasoning_tokens: number
   cost: string | null
+  cost_origin: 'reported' | 'priced' | null
+  reported_cost: string | null
+  price_ref: string | null
   currency: string
   team_id: string | null
   user_id: string | null
@@ -72,10 +75,13 @@ export type Totals = Record<Measure, Count> & {
   cost: string | null
   currency: string | null
   cost_by_currency: Record<string, string>
+  /** The part of `cost` priced from the price table (the rest was reported by the gateway); null exactly when `cost` is. */
+  cost_priced: string | null
+  cost_priced_by_currency: Record<string, string>
 }
 
 export const SUMMARY_COLUMNS =
-  'event_id, ts, key_id, provider, model, status_code, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, currency, team_id, user_id, customer_id, endpoint, latency_ms, ttft_ms, stream, tags, has_detail'
+  'event_id, ts, key_id, provider, model, status_code, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, cost_origin, reported_cost, price_ref, currency, team_id, user_id, customer_id, endpoint, latency_ms, ttft_ms, stream, tags, has_detail'
 
 /** The event with its detail (null once expired), or null when no retained segment holds it or it has expired. */
 export async function getEvent(store: Store, eventId: string): Promise<StoredEvent | null> {
@@ -350,13 +356,18 @@ export type { Row } from '../store/answers.js'
 function combineTotals(rows: Row[]): Totals {
   const sums = Object.fromEntries(COUNT_MEASURES.map((m) => [m, 0n])) as Record<Measure, bigint>
   const scaledCost = new Map<string, bigint>()
+  const scaledPriced = new Map<string, bigint>()
   for (const r of rows) {
     for (const m of COUNT_MEASURES) sums[m] += big(r[m])
     if (r.cost instanceof DuckDBDecimalValue) {
       const currency = String(r.currency)
       scaledCost.set(currency, (scaledCost.get(currency) ?? 0n) + r.cost.value)
+      const priced = r.cost_priced instanceof DuckDBDecimalValue ? r.cost_priced.value : 0n
+      scaledPriced.set(currency, (scaledPriced.get(currency) ?? 0n) + priced)
     }
   }
+  const pricedByCurrency: Record<string, string> = {}
+  for (const currency of [...scaledPriced.keys()].sort()) pricedByCurrency[currency] = formatCost(scaledPriced.get(currency)!)
   const costByCurrency: Record<string, string> = {}
   for (const currency of [...scaledCost.keys()].sort()) costByCurrency[currency] = formatCost(scaledCost.get(currency)!)
   const currencies = Object.keys(costByCurrency)
@@ -369,6 +380,8 @@ function combineTotals(rows: Row[]): Totals {
     cost: single !== null ? costByCurrency[single]! : currencies.length === 0 && sums.cost_missing === 0n ? '0' : null,
     currency: single,
     cost_by_currency: costByCurrency,
+    cost_priced: single !== null ? pricedByCurrency[single]! : currencies.length === 0 && sums.cost_missing === 0n ? '0' : null,
+    cost_priced_by_currency: pricedByCurrency,
   }
 }
 
@@ -386,6 +399,9 @@ export function toStoredEvent(r: Row): StoredEvent {
     cache_write_tokens: int(r.cache_write_tokens),
     reasoning_tokens: int(r.reasoning_tokens),
     cost: r.cost instanceof DuckDBDecimalValue ? formatCost(r.cost.value) : null,
+    cost_origin: r.cost_origin === 'priced' || r.cost_origin === 'reported' ? r.cost_origin : null,
+    reported_cost: r.reported_cost instanceof DuckDBDecimalValue ? formatCost(r.reported_cost.value) : null,
+    price_ref: str(r.price_ref),
     currency: String(r.currency),
     team_id: str(r.team_id),
     user_id: str(r.user_id),

@@ -29,11 +29,12 @@ export const RAW_MEASURES = `count(*) AS requests,
               coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens,
               coalesce(sum(reasoning_tokens), 0) AS reasoning_tokens,
               sum(cost) AS cost,
-              count(*) FILTER (WHERE cost IS NULL) AS cost_missing`
+              count(*) FILTER (WHERE cost IS NULL) AS cost_missing,
+              sum(cost) FILTER (WHERE cost_origin = 'priced') AS cost_priced`
 
 export const ROLLUP_MEASURES = `sum(requests) AS requests, sum(errors) AS errors,
               ${TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)} AS ${c}`).join(', ')},
-              sum(cost) AS cost, sum(cost_missing) AS cost_missing`
+              sum(cost) AS cost, sum(cost_missing) AS cost_missing, sum(cost_priced) AS cost_priced`
 
 /** `currency` plus the group-by columns (names from the fixed DIMENSIONS list, never from input). */
 export function groupColumns(groupBy: readonly Dimension[]): string {
@@ -76,7 +77,7 @@ export function rollupMeasures(shape: Shape): string {
 }
 
 /** Re-sums rows that already hold the measures (one per 15-minute bucket) into coarser rows. */
-export const SUM_MEASURES = COUNT_MEASURES.map((m) => `sum(${m}) AS ${m}`).concat('sum(cost) AS cost').join(', ')
+export const SUM_MEASURES = COUNT_MEASURES.map((m) => `sum(${m}) AS ${m}`).concat('sum(cost) AS cost', 'sum(cost_priced) AS cost_priced').join(', ')
 
 /**
  * The statement over `inner` (rows of measures grouped by currency, the

@@ -140,8 +140,12 @@ const DDL = [
      provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
      requests BIGINT NOT NULL, errors BIGINT NOT NULL,
      ${TOKEN_COLUMNS.map((c) => `${c}_hi BIGINT NOT NULL, ${c}_lo BIGINT NOT NULL`).join(', ')},
-     cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL)`,
+     cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL, cost_priced DECIMAL(${COST_WIDTH},${COST_SCALE}))`,
 ]
+
+/** The part of `cost` the price table priced (null: none was): rows of catalogs from before prices have none. */
+const PRICED_SUM = `sum(cost) FILTER (WHERE cost_origin = 'priced')`
+
 
 /**
  * Catalogs written before the hi/lo split hold HUGEINT token sums: rewrite the
@@ -180,7 +184,7 @@ export function rollupOfEvents(withUser: boolean): string {
           key_id, team_id, ${withUser ? 'user_id, ' : ''}customer_id, provider, model, status_code, currency,
           count(*), count(*) FILTER (WHERE status_code >= 400),
           ${TOKEN_COLUMNS.map((c) => `sum(${c} >> 32), sum(${c} & 4294967295)`).join(', ')},
-          sum(cost), count(*) FILTER (WHERE cost IS NULL)`
+          sum(cost), count(*) FILTER (WHERE cost IS NULL), ${PRICED_SUM}`
 }
 
 /**
@@ -235,6 +239,7 @@ const COARSE_SUMS = [
   ...TOKEN_COLUMNS.flatMap((c) => [`sum(${c}_hi)::BIGINT`, `sum(${c}_lo)::BIGINT`]),
   'sum(cost)',
   'sum(cost_missing)::BIGINT',
+  'sum(cost_priced)',
 ].join(', ')
 
 /** The rows of `table` (coarse columns) summed into one row per bucket and key. */
@@ -248,7 +253,7 @@ export const COARSE_COLUMNS = `bucket TIMESTAMP NOT NULL,
      provider VARCHAR NOT NULL, model VARCHAR NOT NULL, status_code SMALLINT NOT NULL, currency VARCHAR NOT NULL,
      requests BIGINT NOT NULL, errors BIGINT NOT NULL,
      ${TOKEN_COLUMNS.map((c) => `${c}_hi BIGINT NOT NULL, ${c}_lo BIGINT NOT NULL`).join(', ')},
-     cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL`
+     cost DECIMAL(${COST_WIDTH},${COST_SCALE}), cost_missing BIGINT NOT NULL, cost_priced DECIMAL(${COST_WIDTH},${COST_SCALE})`
 
 /**
  * Recomputes the coarse cells holding the 15-minute buckets `quartersUs` (all
@@ -305,11 +310,12 @@ async function createCoarseRollups(conn: DuckDBConnection): Promise<void> {
   for (const table of RETIRED_TABLES) await conn.run(`DROP TABLE IF EXISTS ${table}`)
   const present = res.getRows().map((r) => String(r[0]))
   // Coarse levels of another shape (an earlier build kept the cost as BIGINT limbs) are rebuilt too.
+  // ... and so are levels from before prices (no cost_priced).
   const shaped = await conn.runAndReadAll(
-    `SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND column_name = 'cost'
+    `SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' AND column_name IN ('cost', 'cost_priced')
         AND table_name IN (${COARSE_LEVELS.map((l) => `'${l.table}'`).join(', ')})`,
   )
-  if (present.length === DERIVED_TABLES.length && Number(shaped.getRows()[0]?.[0] ?? 0) === COARSE_LEVELS.length) return
+  if (present.length === DERIVED_TABLES.length && Number(shaped.getRows()[0]?.[0] ?? 0) === 2 * COARSE_LEVELS.length) return
   await inTransaction(conn, async () => {
     for (const table of present) await conn.run(`DROP TABLE ${table}`)
     for (const level of COARSE_LEVELS) await conn.run(`CREATE TABLE ${level.table} (${COARSE_COLUMNS})`)
@@ -357,6 +363,8 @@ export class DuckDBCatalog implements Catalog {
     for (const ddl of DDL) await conn.run(ddl)
     // Added with retention; archived rows from before read NULL, i.e. 'inline'.
     await conn.run('ALTER TABLE segments ADD COLUMN IF NOT EXISTS details VARCHAR')
+    // Added with prices; rollup rows from before read NULL: nothing of theirs was priced.
+    await conn.run(`ALTER TABLE rollups ADD COLUMN IF NOT EXISTS cost_priced DECIMAL(${COST_WIDTH},${COST_SCALE})`)
     await createCoarseRollups(conn)
     await conn.run('INSERT INTO catalog_meta SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM catalog_meta)')
     const catalog = new DuckDBCatalog(conn, await readGeneration(conn))

@@ -105,6 +105,8 @@ export interface LiveRollupRow {
   /** Sum of the known costs, scaled by COST_SCALE; null when none was known. */
   cost: bigint | null
   cost_missing: bigint
+  /** The part of `cost` priced from the price table, scaled; null when none was. */
+  cost_priced: bigint | null
 }
 
 /** A live segment's rollups as one refresh left them (see the invariants above). */
@@ -338,13 +340,14 @@ async function readLiveRollups(conn: DuckDBConnection): Promise<LiveRollups | nu
   if (keys > LIVE_VIEW_MAX_ROWS) return null
   const res = await conn.runAndReadAll(
     `SELECT epoch_us(bucket), key_id, team_id, customer_id, provider, model, status_code, currency, sum(requests)::BIGINT, sum(errors)::BIGINT, ` +
-      `${TOKEN_COLUMNS.map((c) => rollupTokenSum(c)).join(', ')}, sum(cost), sum(cost_missing)::BIGINT ` +
+      `${TOKEN_COLUMNS.map((c) => rollupTokenSum(c)).join(', ')}, sum(cost), sum(cost_missing)::BIGINT, sum(cost_priced) ` +
       `FROM live_rollups GROUP BY ALL`,
   )
   const raw = res.getRows()
   const rows = raw.map((r): LiveRollupRow => {
     const cost = r[15]
-    if (cost !== null && !(cost instanceof DuckDBDecimalValue)) throw new Error('invariant: a live rollup cost is a DECIMAL')
+    const priced = r[17]
+    if ((cost !== null && !(cost instanceof DuckDBDecimalValue)) || (priced !== null && !(priced instanceof DuckDBDecimalValue))) throw new Error('invariant: a live rollup cost is a DECIMAL')
     return {
       bucketUs: Number(r[0]),
       key_id: String(r[1]),
@@ -363,6 +366,7 @@ async function readLiveRollups(conn: DuckDBConnection): Promise<LiveRollups | nu
       reasoning_tokens: BigInt(r[14] as bigint),
       cost: cost === null ? null : cost.value,
       cost_missing: BigInt(r[16] as bigint),
+      cost_priced: priced === null ? null : priced.value,
     }
   })
   const cells = new Map<number, readonly [number, number]>()

@@ -48,7 +48,7 @@ export interface VerifyHost {
 const SEGMENT_KEY = ['key_id', 'team_id', 'user_id', 'customer_id', 'provider', 'model', 'status_code', 'currency'] as const
 const COARSE_KEY_COLUMNS = COARSE_KEY.split(', ')
 /** Every measure, as comparable SQL types: BIGINT counts, HUGEINT token sums, DECIMAL cost. */
-const MEASURE_NAMES = ['requests', 'errors', ...TOKEN_COLUMNS, 'cost', 'cost_missing'] as const
+const MEASURE_NAMES = ['requests', 'errors', ...TOKEN_COLUMNS, 'cost', 'cost_missing', 'cost_priced'] as const
 
 /** Measures over raw events. */
 const RAW_SUMS = [
@@ -57,6 +57,7 @@ const RAW_SUMS = [
   ...TOKEN_COLUMNS.map((c) => `sum(${c})::HUGEINT AS ${c}`),
   'sum(cost) AS cost',
   'count(*) FILTER (WHERE cost IS NULL)::BIGINT AS cost_missing',
+  "coalesce(sum(cost) FILTER (WHERE cost_origin = 'priced'), 0) AS cost_priced",
 ].join(', ')
 
 /** Measures over rollup rows (per-segment, coarse or live: hi/lo token columns). */
@@ -66,6 +67,7 @@ const ROLLUP_SUMS = [
   ...TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)} AS ${c}`),
   'sum(cost) AS cost',
   'sum(cost_missing)::BIGINT AS cost_missing',
+  'coalesce(sum(cost_priced), 0) AS cost_priced',
 ].join(', ')
 
 const ts = (us: number): string => `make_timestamp(${Math.trunc(us)}::BIGINT)`
@@ -124,7 +126,7 @@ function plain(v: DuckDBValue | undefined): string | number | null {
 /** found − expected, exactly (integers, or decimals of the cost's scale); null when a side is missing. */
 function delta(measure: string, expected: string | null, found: string | null): string | null {
   if (expected === null || found === null) return null
-  if (measure !== 'cost') return String(BigInt(found) - BigInt(expected))
+  if (measure !== 'cost' && measure !== 'cost_priced') return String(BigInt(found) - BigInt(expected))
   return formatCost(scaled(found) - scaled(expected))
 }
 
