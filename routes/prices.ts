@@ -7,7 +7,11 @@ import { Type } from 'typebox'
 import { Errors } from '../src/errors.js'
 import { MAX_PRICE_TABLE_BYTES, summary } from '../src/pricing/book.js'
 import { MAX_PRICE_ENTRIES, PRICE_CLASSES } from '../src/pricing/table.js'
+import { parseFilter } from '../src/query/filters.js'
+import { MAX_REPRICE_WINDOW_MS } from '../src/store/reprice.js'
 import { commonErrors } from './schemas.js'
+
+const DAY_MS = 86_400_000
 
 const Price = Type.String({ maxLength: 32, pattern: '^\\d+(\\.\\d+)?$', description: 'Exact decimal, at most 12 fractional digits.' })
 
@@ -48,8 +52,62 @@ const PriceRefusal = Type.Object(
   { description: 'The table was refused whole; the one in use is kept.' },
 )
 
+const RepriceReport = Type.Object(
+  {
+    from: Type.String(),
+    to: Type.String(),
+    version: Type.String({ description: 'The price table version the window was priced by.' }),
+    mode: Type.String(),
+    segments_examined: Type.Integer({ minimum: 0 }),
+    segments_rewritten: Type.Integer({ minimum: 0 }),
+    events_examined: Type.Integer({ minimum: 0 }),
+    events_changed: Type.Integer({ minimum: 0 }),
+    became_priced: Type.Integer({ minimum: 0, description: 'Events that had no cost and are priced now.' }),
+    became_unknown: Type.Integer({ minimum: 0, description: 'Events that were priced and have no price now.' }),
+    cost_before_by_currency: Type.Record(Type.String(), Type.String(), { description: "The changed events' costs before, summed per currency." }),
+    cost_after_by_currency: Type.Record(Type.String(), Type.String(), { description: "The changed events' costs after, summed per currency." }),
+    too_large: Type.Integer({ minimum: 0, description: 'Events whose price is not below 10^15, left as they were.' }),
+    took_ms: Type.Integer({ minimum: 0 }),
+  },
+  { $id: 'RepriceReport' },
+)
+
 export const priceRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { prices, config } = app
+  const { prices, config, store, clock } = app
+
+  app.post(
+    '/v1/admin/reprice',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        summary: 'Price the retained events of a window again, from the price table in use',
+        description:
+          'Recomputes the cost of every retained event of [from, to) that the table prices under TOKENLEDGER_PRICING (events without a reported cost; with `always`, every ' +
+          'event it covers) and of priced events it no longer prices (they become unknown), with their rollups. The active segment is rolled over and sealed first when it holds ' +
+          'events of the window; each archive holding changes is rewritten as a new file, recorded in the catalog in one transaction with its rollups, then renamed over the old one: ' +
+          `a crash at any point leaves each segment's events and rollups in agreement (start-up finishes or discards the rewrite). At most ${MAX_REPRICE_WINDOW_MS / DAY_MS} days; ` +
+          'ingest goes on (the write gate is never held); seals, retention and backups wait for each segment. One reprice at a time (409).',
+        tags: ['admin'],
+        querystring: Type.Object(
+          {
+            from: Type.String({ maxLength: 40, description: 'RFC 3339 or epoch milliseconds.' }),
+            to: Type.Optional(Type.String({ maxLength: 40, description: 'RFC 3339 or epoch milliseconds; default: now.' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: RepriceReport, 409: Type.Ref('Error'), ...commonErrors },
+      },
+    },
+    async (request) => {
+      const table = prices.current()
+      if (table === null || config.pricing === 'off') throw new Errors.NoPrices()
+      const nowMs = clock.nowMs()
+      const window = parseFilter({ from: request.query.from, to: request.query.to ?? String(nowMs + config.maxFutureSkewMs) }, { nowMs, eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs })
+      if (window.fromUs >= window.toUs) throw new Errors.BadQuery('`from` must be earlier than `to`')
+      if (window.toUs - window.fromUs > MAX_REPRICE_WINDOW_MS * 1000) throw new Errors.BadQuery(`\`from\`..\`to\` spans more than ${MAX_REPRICE_WINDOW_MS / DAY_MS} days; reprice a longer period in several windows`)
+      return store.reprice(window.fromUs, window.toUs, table, config.pricing)
+    },
+  )
 
   // The table is read by the strict JSON reader (duplicate keys refused), not Fastify's default parser.
   app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: MAX_PRICE_TABLE_BYTES }, (_req, body, done) => done(null, body))

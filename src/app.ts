@@ -194,8 +194,14 @@ export const app = fp<AppOptions>(
 /** Builds a ready instance: what server.ts listens on and what tests inject into. */
 export async function buildApp(opts: AppOptions, logger: Logger): Promise<FastifyInstance> {
   const instance = Fastify(serverOptions(opts.config, logger)).withTypeProvider<TypeBoxTypeProvider>()
-  await instance.register(app, opts)
-  await instance.ready()
+  try {
+    await instance.register(app, opts)
+    await instance.ready()
+  } catch (err) {
+    // A plugin that failed to start must not leave the ones before it running (the store, ingest workers).
+    await instance.close().catch(() => undefined)
+    throw err
+  }
   return instance as unknown as FastifyInstance
 }
 

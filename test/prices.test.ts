@@ -14,7 +14,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
-import Decimal from 'decimal.js'
+import { Decimal } from 'decimal.js'
 import { applyPrice, costOf } from '../src/pricing/apply.js'
 import { parsePriceTable, type PriceTable } from '../src/pricing/table.js'
 import { formatCost } from '../src/money.js'
@@ -305,3 +305,115 @@ test('a price table file that is not valid stops the start, naming the entry and
   const app = await built.restart()
   assert.equal((await app.inject({ url: '/v1/admin/prices' })).json().version?.length, 16, 'a valid file starts again')
 })
+
+/** A table pricing `gpt-4o-mini` (and `gpt-4o` unless left out) at the given input price per million. */
+function repriceTable(inputPerMillion: string, withGpt4o = true) {
+  return JSON.stringify({
+    prices: [
+      { provider: 'openai', model: 'gpt-4o-mini', per_million: { input: inputPerMillion, output: '1' } },
+      ...(withGpt4o ? [{ provider: 'openai', model: 'gpt-4o', per_million: { input: '10', output: '10' } }] : []),
+    ],
+  })
+}
+
+/** Events over two hours: without a cost, two models; one with a reported cost. */
+function repriceEvents(n: number) {
+  return Array.from({ length: n }, (_, i) =>
+    event({ cost: i % 10 === 0 ? '0.5' : undefined, model: i % 3 === 0 ? 'gpt-4o' : 'gpt-4o-mini', input_tokens: 1000 + i, output_tokens: i % 50, timestamp: T0 - 2 * 3_600_000 + i * 1000 }),
+  )
+}
+
+/** The exact total a window must show: each event priced by the table (or its reported cost), summed. */
+function expectedTotal(events: ReturnType<typeof repriceEvents>, text: string): { cost: string; priced: string; missing: number } {
+  const t = table(JSON.parse(text))
+  let cost = 0n
+  let pricedSum = 0n
+  let missing = 0
+  for (const e of events) {
+    if (e.cost !== undefined) {
+      cost += 500_000_000_000n
+      continue
+    }
+    const entry = t.lookup('openai', String(e.model), 0)
+    if (!entry) {
+      missing++
+      continue
+    }
+    const c = costOf({ input_tokens: Number(e.input_tokens), output_tokens: Number(e.output_tokens), cache_read_tokens: 0, cache_write_tokens: 0, reasoning_tokens: 0, status_code: 200 }, entry)!
+    cost += c
+    pricedSum += c
+  }
+  return { cost: formatCost(cost), priced: formatCost(pricedSum), missing }
+}
+
+async function windowTotals(app: import('fastify').FastifyInstance) {
+  const u = (await app.inject({ url: `/v1/usage?from=${T0 - 3 * 3_600_000}&to=${T0}` })).json()
+  const v = (await app.inject({ url: `/v1/admin/verify?from=${T0 - 3 * 3_600_000}&to=${T0}` })).json()
+  assert.equal(v.mismatch_count, 0, `verify: ${JSON.stringify(v.mismatches)}`)
+  return { cost: u.totals.cost as string, priced: u.totals.cost_priced as string, missing: u.totals.cost_missing as number }
+}
+
+test('reprice prices history once a table is installed, follows a change, and makes unpriced what left the table', async (t) => {
+  const { app } = await build(t)
+  const events = repriceEvents(600)
+  for (let i = 0; i < events.length; i += 200) {
+    assert.equal((await post(app, events.slice(i, i + 200))).body.accepted, 200)
+    if (i < 400) {
+      await rollover(app)
+      await app.store.settle()
+    }
+  }
+  assert.equal((await app.inject({ method: 'POST', url: `/v1/admin/reprice?from=${T0 - 3 * 3_600_000}` })).statusCode, 409, 'no table: nothing to price from')
+  const put = (text: string) => app.inject({ method: 'PUT', url: '/v1/admin/prices', headers: { 'content-type': 'application/json' }, payload: text })
+  assert.deepEqual(await windowTotals(app), { cost: '30', priced: '0', missing: 540 })
+
+  assert.equal((await put(repriceTable('0.15'))).statusCode, 200)
+  const first = await app.inject({ method: 'POST', url: `/v1/admin/reprice?from=${T0 - 3 * 3_600_000}&to=${T0}` })
+  assert.equal(first.statusCode, 200, first.body)
+  const r1 = first.json()
+  assert.deepEqual([r1.events_examined, r1.events_changed, r1.became_priced, r1.became_unknown, r1.segments_rewritten], [600, 540, 540, 0, 3], JSON.stringify(r1))
+  assert.deepEqual(await windowTotals(app), expectedTotal(events, repriceTable('0.15')))
+
+  assert.equal((await put(repriceTable('0.3', false))).statusCode, 200)
+  const r2 = (await app.inject({ method: 'POST', url: `/v1/admin/reprice?from=${T0 - 3 * 3_600_000}&to=${T0}` })).json()
+  const gpt4o = events.filter((e) => e.model === 'gpt-4o' && e.cost === undefined).length
+  assert.deepEqual([r2.events_changed, r2.became_unknown], [540, gpt4o], JSON.stringify(r2))
+  assert.deepEqual(await windowTotals(app), expectedTotal(events, repriceTable('0.3', false)))
+  const again = (await app.inject({ method: 'POST', url: `/v1/admin/reprice?from=${T0 - 3 * 3_600_000}&to=${T0}` })).json()
+  assert.deepEqual([again.events_changed, again.segments_rewritten], [0, 0], 'a second run changes nothing')
+  const one = (await app.inject({ url: `/v1/events/${events[1]!.event_id}` })).json()
+  assert.equal(one.price_ref.split(':')[0], (await app.inject({ url: '/v1/admin/prices' })).json().version)
+})
+
+for (const step of ['copy', 'validate', 'record', 'swap', 'publish'] as const) {
+  test(`a reprice stopped at its ${step} step leaves events and rollups in agreement, and start-up finishes or discards it`, async (t) => {
+    let armed = false
+    const built = await build(t, {}, {
+      beforeRepriceStep: async (s) => {
+        if (armed && s === step) {
+          armed = false
+          throw new Error(`stopped at ${step}`)
+        }
+      },
+    })
+    let app = built.app
+    const events = repriceEvents(300)
+    assert.equal((await post(app, events)).body.accepted, 300)
+    await rollover(app)
+    await app.store.settle()
+    const put = await app.inject({ method: 'PUT', url: '/v1/admin/prices', headers: { 'content-type': 'application/json' }, payload: repriceTable('0.15') })
+    assert.equal(put.statusCode, 200)
+    armed = true
+    const stopped = await app.inject({ method: 'POST', url: `/v1/admin/reprice?from=${T0 - 3 * 3_600_000}&to=${T0}` })
+    assert.equal(stopped.statusCode, 500, stopped.body)
+    const committed = step === 'swap' || step === 'publish'
+    app = await built.restart()
+    const expectAfter = committed ? expectedTotal(events, repriceTable('0.15')) : { cost: '15', priced: '0', missing: 270 }
+    assert.deepEqual(await windowTotals(app), expectAfter, `after the restart the ${committed ? 'committed reprice is finished' : 'uncommitted copy is gone'}`)
+    const files = (await (await import('node:fs/promises')).readdir(path.join(built.dataDir, 'archive'))).filter((f) => f.includes('.reprice'))
+    assert.deepEqual(files, [], 'no reprice copy is left behind')
+    const rerun = await app.inject({ method: 'POST', url: `/v1/admin/reprice?from=${T0 - 3 * 3_600_000}&to=${T0}` })
+    assert.equal(rerun.statusCode, 200, rerun.body)
+    assert.deepEqual(await windowTotals(app), expectedTotal(events, repriceTable('0.15')))
+  })
+}

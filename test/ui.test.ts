@@ -246,6 +246,7 @@ test('the dashboard page in headless Chromium', async (t) => {
     assert.equal(want.totals.requests, 12)
     assert.deepEqual(await tiles(w.page), expectedTiles(want.totals))
     assert.equal(await w.page.locator('.tile[data-measure=cost] .money').textContent(), `${want.totals.cost} USD`, 'the cost as the API wrote it')
+    assert.equal(await w.page.locator('.tile[data-measure=cost] .tile-note').textContent(), `of which priced by the price table: ${want.totals.cost_priced} USD`, 'the priced part as the API wrote it')
     await w.page.waitForSelector('#status-ready.status-ok')
     await w.page.waitForSelector('#status-retention')
     assert.deepEqual(w.consoleErrors, [])

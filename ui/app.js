@@ -420,6 +420,11 @@ function renderTotals(t) {
       const byCurrency = Object.entries(/** @type {Record<string, string>} */ (t.cost_by_currency))
       value.replaceChildren(...(byCurrency.length === 0 ? [h('span', { text: '–', title: 'no event in the window has a known cost' })] : byCurrency.map(([cur, amount]) => h('span', { class: 'money', 'data-currency': cur, text: `${amount} ${cur}` }))))
       value.dataset.value = t.cost ?? ''
+      // The part tokenledger priced from its price table (the rest the gateways reported).
+      const priced = Object.entries(/** @type {Record<string, string>} */ (t.cost_priced_by_currency ?? {})).map(([cur, amount]) => `${amount} ${cur}`).join(' + ')
+      const note = /** @type {HTMLElement} */ (el.querySelector('.tile-note'))
+      note.textContent = byCurrency.length === 0 ? '' : `of which priced by the price table: ${priced || '0'}`
+      note.dataset.value = t.cost_priced ?? ''
     } else {
       value.textContent = count(t[measure])
       value.dataset.value = String(t[measure])
@@ -441,6 +446,7 @@ function renderGroups(answer) {
         : h('button', { type: 'button', class: 'group-link', 'data-group': value, 'aria-label': `Filter the page by ${s.by} ${value}`, text: value })
     if (value !== null) name.addEventListener('click', () => addFilter(s.by, value))
     const cost = Object.entries(/** @type {Record<string, string>} */ (t.cost_by_currency)).map(([cur, amount]) => `${amount} ${cur}`).join(' + ') || '–'
+    const priced = Object.entries(/** @type {Record<string, string>} */ (t.cost_priced_by_currency ?? {})).map(([cur, amount]) => `${amount} ${cur}`).join(' + ') || '–'
     return h('tr', {}, [
       h('th', { scope: 'row' }, [name]),
       h('td', { class: 'num', text: count(t.requests) }),
@@ -451,6 +457,7 @@ function renderGroups(answer) {
       h('td', { class: 'num', text: count(t.cache_read_tokens) }),
       h('td', { class: 'num', text: count(t.reasoning_tokens) }),
       h('td', { class: 'num money', text: cost }),
+      h('td', { class: 'num money', text: priced }),
       h('td', { class: 'num', text: count(t.cost_missing) }),
     ])
   })
@@ -593,7 +600,7 @@ function renderEvents(events, pageNo, more) {
         h('td', { class: 'num status-code', text: String(e.status_code) }),
         h('td', { class: 'num', text: count(e.input_tokens) }),
         h('td', { class: 'num', text: count(e.output_tokens) }),
-        h('td', { class: 'num money', text: e.cost === null ? 'unknown' : `${e.cost} ${e.currency}` }),
+        h('td', e.cost_origin === 'priced' ? { class: 'num money priced', title: `priced by ${e.price_ref}`, text: `${e.cost} ${e.currency} (priced)` } : { class: 'num money', text: e.cost === null ? 'unknown' : `${e.cost} ${e.currency}` }),
       ])
     }),
   )

@@ -78,6 +78,18 @@ export interface Catalog {
    * Returns false when it was already archived or deleted (nothing changed).
    */
   archive(rec: ArchiveRecord, sourceAlias: string): Promise<boolean>
+  /**
+   * Re-priced: the archived segment's events are now those of the file
+   * attached as `sourceAlias` (its `.reprice` copy): its figures and rollups
+   * are replaced (coarse levels refreshed) and an intent is recorded, in one
+   * transaction, the commit point of a reprice (reprice.ts). False when the
+   * segment is no longer archived (nothing changed).
+   */
+  reprice(id: number, stats: SegmentStats, bytes: number, sourceAlias: string): Promise<boolean>
+  /** Segments whose reprice committed but whose `.reprice` file may not yet have replaced the archive. */
+  repriceIntents(): Promise<number[]>
+  /** The reprice of `id` is complete on disk: forget its intent. */
+  repriceDone(id: number): Promise<void>
   /** Retention decided: these segments' raw events are gone (their dims too; their rollups stay). One transaction. */
   markDeleted(ids: readonly number[], nowMs: number): Promise<void>
   /** Drops the rows of deleted segments once their files are removed. */
@@ -134,6 +146,8 @@ const DDL = [
   `CREATE TABLE IF NOT EXISTS segment_dims (segment_id BIGINT NOT NULL, dim VARCHAR NOT NULL, value VARCHAR)`,
   // One row: bumped by every transaction that changes a rollup table (see bumpGeneration).
   `CREATE TABLE IF NOT EXISTS catalog_meta (generation BIGINT NOT NULL)`,
+  // A committed reprice whose file is not yet renamed over the archive (reprice.ts).
+  `CREATE TABLE IF NOT EXISTS reprice_intents (segment_id BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS rollups (
      segment_id BIGINT NOT NULL, bucket TIMESTAMP NOT NULL,
      key_id VARCHAR NOT NULL, team_id VARCHAR, user_id VARCHAR, customer_id VARCHAR,
@@ -441,6 +455,37 @@ export class DuckDBCatalog implements Catalog {
       this.generation = generation
       this.archived.add(rec.id)
       return true
+    })
+  }
+
+  async reprice(id: number, stats: SegmentStats, bytes: number, sourceAlias: string): Promise<boolean> {
+    return this.lock.runExclusive(async () => {
+      const events = tableOf(sourceAlias, 'events')
+      const generation = await inTransaction(this.conn, async (): Promise<bigint | null> => {
+        if ((await this.stateOf(id)) !== 'archived') return null
+        const before = await this.conn.runAndReadAll('SELECT DISTINCT epoch_us(bucket) FROM rollups WHERE segment_id = $1', [id])
+        await this.conn.run('UPDATE segments SET stats = $2, bytes = $3 WHERE id = $1', [id, JSON.stringify(stats), bytes])
+        await this.conn.run('DELETE FROM rollups WHERE segment_id = $1', [id])
+        await this.conn.run(`INSERT INTO rollups SELECT $1, ${rollupOfEvents(true)} FROM ${events} GROUP BY ALL`, [id])
+        const after = await this.conn.runAndReadAll('SELECT DISTINCT epoch_us(bucket) FROM rollups WHERE segment_id = $1', [id])
+        await refreshCoarse(this.conn, [...before.getRows(), ...after.getRows()].map((r) => Number(r[0])))
+        await this.conn.run('DELETE FROM reprice_intents WHERE segment_id = $1', [id])
+        await this.conn.run('INSERT INTO reprice_intents VALUES ($1)', [id])
+        return bumpGeneration(this.conn)
+      })
+      if (generation === null) return false
+      this.generation = generation
+      return true
+    })
+  }
+
+  async repriceIntents(): Promise<number[]> {
+    return this.lock.runExclusive(async () => (await this.conn.runAndReadAll('SELECT DISTINCT segment_id FROM reprice_intents ORDER BY 1')).getRows().map((r) => Number(r[0])))
+  }
+
+  async repriceDone(id: number): Promise<void> {
+    return this.lock.runExclusive(async () => {
+      await this.conn.run('DELETE FROM reprice_intents WHERE segment_id = $1', [id])
     })
   }
 

@@ -4,6 +4,9 @@
 //   pending/seg-<id>.duckdb    rolled over, waiting to be sealed
 //   archive/seg-<id>.duckdb    sealed: compacted, sorted by time, immutable
 //   archive/seg-<id>.duckdb.tmp  a seal in progress (removed at start-up)
+//   archive/seg-<id>.duckdb.reprice  a re-priced copy: renamed over the archive
+//                              once the catalog recorded it (reprice.ts), else
+//                              removed at start-up
 //   archive/seg-<id>.details.duckdb  the sealed segment's detail payloads, kept
 //                              apart so that they expire (as a whole file) long
 //                              before the events do
@@ -49,12 +52,12 @@ export interface ParsedName {
   id: number
   /** The events database, or the sealed segment's detail file. */
   kind: 'events' | 'details'
-  /** '' for the database itself, or '.wal' / '.tmp' / '.tmp.wal'. */
+  /** '' for the database itself, or '.wal' / '.tmp' / '.tmp.wal' / '.reprice' / '.reprice.wal'. */
   suffix: string
 }
 
 export function parseSegmentFileName(name: string): ParsedName | null {
-  const m = /^seg-(\d{12})(\.details)?\.duckdb((?:\.tmp)?(?:\.wal)?)$/.exec(name)
+  const m = /^seg-(\d{12})(\.details)?\.duckdb((?:\.tmp|\.reprice)?(?:\.wal)?)$/.exec(name)
   if (!m) return null
   return { id: Number(m[1]), kind: m[2] ? 'details' : 'events', suffix: m[3]! }
 }

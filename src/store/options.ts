@@ -9,6 +9,7 @@ import type { FileSystem } from './fsops.js'
 import type { RetentionWindows } from './retention.js'
 import type { SegmentOptions } from './segment.js'
 import type { SealStep } from './tiers.js'
+import type { RepriceStep } from './reprice.js'
 
 /** The optional options default to STORE_DEFAULTS (below). */
 export interface StoreOptions {
@@ -64,6 +65,8 @@ export interface StoreHooks {
   beforeRetireClose?: (segmentId: number) => Promise<void>
   /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
   beforeSealStep?: (step: SealStep, segmentId: number) => Promise<void>
+  /** Runs before each step of a segment's reprice; a throw stops it there, as a crash would (reprice.ts). */
+  beforeRepriceStep?: (step: RepriceStep, segmentId: number) => Promise<void>
   /** Runs just before a rollover asks for the gate (`reason`: size, age, admin, retention). */
   beforeRolloverGate?: (reason: string) => Promise<void>
   /** Runs inside the gate during a rollover's swap: lets a test park retention while it holds the gate. */

@@ -19,6 +19,7 @@ import { removeDurably, type FileSystem } from './fsops.js'
 import { detailsPath, LEGACY_ACTIVE_FILE, parseSegmentFileName, relativeSegmentPath, segmentPath, tierDir, TIERS } from './layout.js'
 import { segmentOptions, type StoreOptions } from './options.js'
 import { eventColumns, isCurrentEventsTable } from './schema.js'
+import { finishReprices } from './reprice.js'
 import { Segment } from './segment.js'
 import { computeStats } from './stats.js'
 import { moveToPending, newEntry, type SegmentEntry } from './tiers.js'
@@ -37,6 +38,8 @@ export async function recover(
   const log = opts.logger
   const dir = (tier: (typeof TIERS)[number]) => tierDir(opts.dataDir, tier)
   const segOpts = segmentOptions(opts)
+  // Reprices first: a committed one's copy becomes the archive, an uncommitted one's is removed.
+  await finishReprices(opts.dataDir, fs, catalog, log)
   const records = new Map((await catalog.list()).map((r) => [r.id, r]))
   let maxId = Math.max(0, ...records.keys())
   const idsIn = async (tier: 'active' | 'pending' | 'archive', kind: 'events' | 'details' = 'events'): Promise<number[]> => {

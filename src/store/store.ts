@@ -2,9 +2,13 @@
 // one job (ARCHITECTURE.md): admission (admission.ts), the commit queue and
 // group commit (commit.ts), dedupe across every tier (dedupe.ts), the write
 // gate (gate.ts), the tiers (tiers.ts), rollover (rollover.ts), the sealer
-// (sealer.ts), retention (retention-run.ts), read snapshots (snapshot.ts) and
-// start-up recovery (recover.ts). This file opens them, wires them together,
-// owns the lifecycle (draining, closed, failed) and the periodic tick.
+// (sealer.ts), retention (retention-run.ts), read snapshots (snapshot.ts),
+// re-pricing (reprice.ts) and start-up recovery (recover.ts). This file opens
+// them, wires them together, owns the lifecycle (draining, closed, failed) and
+// the periodic tick.
+//
+// Over 500 lines: it is the one place where the units meet; each wiring (a
+// host object of a few lines) is kept beside the method that uses it.
 //
 // Invariants:
 // - The write gate (one async-mutex Mutex) guards every mutation of the active
@@ -40,6 +44,9 @@ import { CATALOG_FILE, tierDir, TIERS } from './layout.js'
 import { STORE_DEFAULTS, type StoreOptions } from './options.js'
 import { outcomeOf, outcomesOf, type AppendOutcome, type AppendRequest } from './outcomes.js'
 import { recover } from './recover.js'
+import { reprice, type RepriceHost, type RepriceReport } from './reprice.js'
+import type { PriceTable } from '../pricing/table.js'
+import type { PricingMode } from '../pricing/apply.js'
 import type { BackupReport, RetentionReport, RetentionTrigger, RolloverReport, StoreObserver, StoreStats, VerifyReport } from './reports.js'
 import { cutoffsAt, DEFAULT_WINDOWS, type Cutoffs, type RetentionWindows } from './retention.js'
 import { RetentionRunner } from './retention-run.js'
@@ -69,6 +76,7 @@ export class Store {
   /** Shared (weight 1) by the sealer and retention, whole (weight 2) for a backup. */
   private readonly maintenance = new Semaphore(2)
   private backingUp: Promise<BackupReport> | null = null
+  private repricing: Promise<RepriceReport> | null = null
   private readonly rolloverAgeMs: number
   private readonly windows: RetentionWindows
   private readonly retentionIntervalMs: number
@@ -417,6 +425,29 @@ export class Store {
     return run
   }
 
+  /** Re-prices the retained events of [fromUs, toUs) from `table` (reprice.ts): archives only, under the maintenance lock, never the gate. One at a time. */
+  reprice(fromUs: number, toUs: number, table: PriceTable, mode: PricingMode): Promise<RepriceReport> {
+    if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
+    if (this.repricing) return Promise.reject(new Errors.RepriceRunning())
+    const overlaps = (e: SegmentEntry) => e.minTsUs !== null && e.maxTsUs !== null && e.minTsUs < toUs && e.maxTsUs >= fromUs
+    const host: RepriceHost = {
+      dataDir: this.opts.dataDir, fs: this.fs, files: this.files, catalog: this.catalog, clock: this.opts.clock, logger: this.opts.logger,
+      entries: () => this.tiers.sorted(),
+      exclusive: (fn) => this.maintenance.runExclusive(fn, 2),
+      prepare: async () => {
+        await this.rollover('reprice', true, overlaps)
+        this.kickSealer()
+        await this.sealer.idle()
+        const stuck = this.tiers.sorted().find((e) => e.state === 'pending' && overlaps(e))
+        if (stuck) throw new Errors.RepriceBlocked(stuck.id, stuck.seal.lastError ?? 'waiting for its seal retry')
+      },
+      ...(this.opts.hooks?.beforeRepriceStep ? { beforeStep: this.opts.hooks.beforeRepriceStep } : {}),
+    }
+    const run = reprice(host, fromUs, toUs, table, mode).finally(() => (this.repricing = null))
+    this.repricing = run
+    return run
+  }
+
   /** Periodic work: age rollover, due seal retries, scheduled retention. The timer calls it; tests call it with a manual clock. */
   async tick(): Promise<void> {
     if (this.closed || this.draining) return
@@ -463,6 +494,7 @@ export class Store {
     await this.roller.inFlight()?.catch(() => undefined)
     await this.verifier.inFlight()?.catch(() => undefined)
     await this.backingUp?.catch(() => undefined)
+    await this.repricing?.catch(() => undefined)
     await this.sealer.stop()
     await this.withGate(async () => {
       this.closed = true
