@@ -33,6 +33,10 @@
 // alone on one thread with no HTTP, as events/s and as ratios of the same parse-only
 // ceiling. Every acknowledged event goes through both, so they bound what the end-to-end
 // ratio can reach on this machine with one writer.
+// Each server target's CPU in the measured phase is also told per thread (/proc): the
+// event loop (main), each ingest worker (they name their threads tl-ingest-N) and the
+// rest together (DuckDB's threads, libuv's pool, V8's helpers), as % of a core and as
+// µs per event: where a door's cost lies, without a profiler's own cost.
 // Output: a human-readable report, and as the last line one JSON summary.
 // Exit:   0 ok, 1 a correctness mismatch in tokenledger, 2 bad flags or a server failed.
 import { randomBytes } from 'node:crypto'
@@ -41,7 +45,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { childEnv, startServer, type LogStats, type RunningServer, type StopReport } from './lib/child.js'
+import { childEnv, startServer, threadCpuDelta, type LogStats, type RunningServer, type StopReport } from './lib/child.js'
 import { scaled12ToString, toScaled12 } from './lib/decimal.js'
 import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
 import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
@@ -206,6 +210,8 @@ interface TargetReport {
   eventsPerS: number
   requestsPerS: number
   serverCpuPct: number | undefined
+  /** The server's CPU in the measured phase by thread (main, each ingest worker, the rest), as % of one core. */
+  serverThreads: Array<{ name: string; cpuPct: number }> | undefined
   generatorCpuPct: number
   buildUsPerRequest: number
   crashed: boolean
@@ -260,8 +266,10 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
       const commitsOf = async () => (name !== 'parse' ? (await getJson<ServerStatus>(`${server.url}/v1/status`)).ingest : undefined)
       const before = await commitsOf()
       const cpu0 = server.cpuSeconds()
+      const threads0 = server.threadCpuSeconds()
       const measured = await ledger.run(server.url, opts.connections, opts.durationS)
       const cpu1 = server.cpuSeconds()
+      const threads1 = server.threadCpuSeconds()
       printPhase(label, `measured ${opts.durationS} s`, measured, opts.batch)
       const after = await commitsOf()
       let meanCommitEvents: number | undefined
@@ -291,6 +299,10 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
         eventsPerS: (res['2xx'] * opts.batch) / res.duration,
         requestsPerS: res['2xx'] / res.duration,
         serverCpuPct: cpu0 === undefined || cpu1 === undefined ? undefined : ((cpu1 - cpu0) / res.duration) * 100,
+        serverThreads:
+          threads0 === undefined || threads1 === undefined
+            ? undefined
+            : threadCpuDelta(server.pid, threads0, threads1).map((t) => ({ name: t.name, cpuPct: (t.cpuS / res.duration) * 100 })),
         generatorCpuPct: (measured.generatorCpuS / res.duration) * 100,
         buildUsPerRequest: (measured.stats.buildMs * 1000) / builtN,
         crashed,
@@ -394,6 +406,8 @@ function summaryOf(r: TargetReport): Record<string, unknown> {
     accepted_mismatches: r.measured.stats.mismatches,
     ready_ms: Math.round(r.readyMs),
     server_cpu_pct: r.serverCpuPct === undefined ? null : Math.round(r.serverCpuPct),
+    server_cpu_us_per_event: r.serverCpuPct === undefined || r.eventsPerS <= 0 ? null : Number(fixed((r.serverCpuPct * 1e4) / r.eventsPerS, 1)),
+    server_threads_cpu_pct: r.serverThreads === undefined ? null : Object.fromEntries(r.serverThreads.map((t) => [t.name, Math.round(t.cpuPct)])),
     generator_cpu_pct: Math.round(r.generatorCpuPct),
     warn_log_lines: r.logs.warnLines,
     error_log_lines: r.logs.errorLines + r.logs.stderrLines,
@@ -443,6 +457,11 @@ async function main(): Promise<number> {
       if (l.warnLines + l.errorLines + l.stderrLines > 0) {
         log(`[${report.label}] server log: ${l.warnLines} warn, ${l.errorLines} error/fatal, ${l.stderrLines} stderr lines`)
         for (const s of l.samples) log(`[${report.label}]   ${s}`)
+      }
+      if (report.serverThreads !== undefined) {
+        const evps = Math.max(1, report.eventsPerS)
+        const parts = report.serverThreads.map((t) => `${t.name} ${fixed(t.cpuPct, 0)}% (${fixed((t.cpuPct * 1e4) / evps, 1)} µs/event)`)
+        log(`[${report.label}] server CPU by thread, measured phase: ${parts.join(', ')}`)
       }
       log(
         `[${report.label}] stopped in ${int(report.stop.stopMs)} ms (code ${report.stop.code}, signal ${report.stop.signal}` +

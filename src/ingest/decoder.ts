@@ -30,6 +30,12 @@ export interface DecodeJob {
   opts: DecodeOptions
 }
 
+/** What a worker is started with. */
+export interface WorkerData {
+  /** Its OS thread name (at most 15 bytes, Linux's bound). */
+  threadName: string
+}
+
 export type DecodeReply =
   | { ready: true }
   | { id: number; ok: true; value: DecodedRequest }
@@ -139,6 +145,7 @@ class WorkerDecoder implements Decoder {
   private spawn(i: number): Slot {
     const worker = startWorker(this.opts.workerModule ?? WORKER_MODULE, {
       name: `ingest-${i}`,
+      workerData: { threadName: `tl-ingest-${i}` } satisfies WorkerData,
       resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((32 * this.opts.maxBodyBytes) / MIB)) },
     })
     const slot: Slot = { worker, jobs: new Map(), ready: false }
