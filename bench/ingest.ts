@@ -19,14 +19,24 @@
 // POST /v1/traces, one GenAI span per event (bench/lib/otlp.ts), against a fresh
 // tokenledger in the same run, checked the same way (every export answered without
 // partial_success, then exact totals); its events/s are reported as a ratio of the
-// native route's (target ≥ 0.7).
+// native route's (target ≥ 0.7), and their server CPU per event as the same ratio
+// inverted (less sensitive to what else the machine runs meanwhile). The OTLP door
+// stores more per event than the native bench events carry (54-character
+// otel:<trace>:<span> ids, two tags from the mapping), and DuckDB's share grows with
+// it: target `otlp-content` posts to the native route events with exactly that stored
+// content (bench/lib/events.ts, StoredShape 'otlp'), so OTLP / otlp-content is the
+// door's own cost (decode, answer) on the same stored rows.
+//
+// The server runs from source under tsx unless BENCH_SERVER_ENTRY=dist (npm run
+// build first), which runs what ships: tsx's transform (esbuild's keepNames wrappers
+// on nested functions, among others) costs the OTLP reader's loops more than JSON's.
 //
 // Run:   npm run bench:ingest -- --duration 10
 // Flags (env in brackets): --duration S [BENCH_DURATION] measured seconds per target, 10
 //                          --warmup S [BENCH_WARMUP] uncounted seconds before it, 2
 //                          --connections N [BENCH_CONNECTIONS] 32
 //                          --batch B [BENCH_BATCH] events per request, 100
-//                          --order parse,tokenledger,otlp [BENCH_ORDER] which targets, in order
+//                          --order parse,tokenledger,otlp [BENCH_ORDER] which targets, in order (also otlp-content)
 //                          --floor S [BENCH_FLOOR] seconds per phase of the storage floor, 5 (0: skip)
 // Then the storage floor (bench/store-floor.ts, a child process): tokenledger's decode
 // (parse, validate, fingerprint, encode) and its group-commit append into DuckDB, each
@@ -68,8 +78,9 @@ const durationSMax = 3_600
 /** Server variables the bench sets itself; any other inherited TOKENLEDGER_* is reported. */
 const benchOwnedEnv = new Set<string>(BENCH_SERVER_ENV_KEYS)
 
-type TargetName = 'parse' | 'tokenledger' | 'otlp'
-const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger', otlp: 'tokenledger-otlp' }
+type TargetName = 'parse' | 'tokenledger' | 'otlp' | 'otlp-content'
+const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger', otlp: 'tokenledger-otlp', 'otlp-content': 'tokenledger-otlp-content' }
+const TARGETS = Object.keys(targetLabels) as TargetName[]
 
 interface Options {
   durationS: number
@@ -97,14 +108,14 @@ function readOptions(): Options {
     strict: true,
   })
   if (values.help === true) {
-    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger,otlp] [--floor S]\n')
+    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger,otlp,otlp-content] [--floor S]\n')
     process.exit(0)
   }
   const orderRaw = values.order ?? process.env['BENCH_ORDER'] ?? 'parse,tokenledger,otlp'
   const order: TargetName[] = []
   for (const part of orderRaw.split(',').map((s) => s.trim())) {
-    const name = part === 'parse-only' ? 'parse' : part
-    if (name !== 'parse' && name !== 'tokenledger' && name !== 'otlp') throw new UsageError(`--order: unknown target "${part}" (parse, tokenledger, otlp)`)
+    const name = TARGETS.find((t) => t === (part === 'parse-only' ? 'parse' : part))
+    if (name === undefined) throw new UsageError(`--order: unknown target "${part}" (${TARGETS.join(', ')})`)
     if (order.includes(name)) throw new UsageError(`--order: "${name}" given twice`)
     order.push(name)
   }
@@ -258,7 +269,7 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
     const server = await startServer(spec)
     log(`[${label}] pid ${server.pid} at ${server.url}: listening after ${int(server.listeningMs)} ms, /readyz 200 after ${int(server.readyMs)} ms`)
 
-    const events = new BatchFactory(`${runId}${name === 'parse' ? 'p' : name === 'otlp' ? 'o' : 't'}`, opts.batch)
+    const events = new BatchFactory(`${runId}${name === 'parse' ? 'p' : name === 'otlp' ? 'o' : name === 'otlp-content' ? 'c' : 't'}`, opts.batch, name === 'otlp-content' ? 'otlp' : 'native')
     const ledger = name === 'otlp' ? new IngestLedger(new OtlpBatchFactory(events, TEMPLATE_COUNT), TEMPLATE_COUNT, {}, OTLP_DOOR) : new IngestLedger(events, TEMPLATE_COUNT)
     let stop: StopReport | undefined
     try {
@@ -491,6 +502,19 @@ async function main(): Promise<number> {
   if (otlpRatio !== undefined) {
     log(`ratio OTLP protobuf / native events/s = ${fixed(otlpRatio, 3)}: target ≥ ${otlpRatioTarget} ${otlpRatio >= otlpRatioTarget ? 'MET' : 'BELOW TARGET'}`)
   }
+  const cpuPerEvent = (r: TargetReport | undefined): number | undefined => (r?.serverCpuPct === undefined || r.eventsPerS <= 0 ? undefined : (r.serverCpuPct * 1e4) / r.eventsPerS)
+  const otlpCpu = cpuPerEvent(otlp)
+  const otlpCpuRatio = otlpCpu !== undefined && cpuPerEvent(ledger) !== undefined ? cpuPerEvent(ledger)! / otlpCpu : undefined
+  if (otlpCpuRatio !== undefined) log(`ratio native / OTLP server CPU µs per event = ${fixed(otlpCpuRatio, 3)} (what the events/s ratio would be on a machine shared by nothing else)`)
+  const content = reports.find((r) => r.name === 'otlp-content')
+  const contentRatio = otlp !== undefined && content !== undefined && content.eventsPerS > 0 ? otlp.eventsPerS / content.eventsPerS : undefined
+  if (contentRatio !== undefined) {
+    const contentCpu = cpuPerEvent(content)
+    log(
+      `ratio OTLP protobuf / native with the OTLP door's stored content events/s = ${fixed(contentRatio, 3)}` +
+        `${contentCpu !== undefined && otlpCpu !== undefined ? `, server CPU ${fixed(contentCpu / otlpCpu, 3)}` : ''} (the door's own cost: decode and answer, same rows stored)`,
+    )
+  }
   let floor: FloorReport | undefined
   if (opts.floorS > 0) {
     try {
@@ -537,6 +561,8 @@ async function main(): Promise<number> {
   summary['otlp_ratio'] = otlpRatio === undefined ? null : Number(fixed(otlpRatio, 3))
   summary['otlp_target'] = otlpRatioTarget
   summary['otlp_target_met'] = otlpRatio === undefined ? null : otlpRatio >= otlpRatioTarget
+  summary['otlp_cpu_ratio'] = otlpCpuRatio === undefined ? null : Number(fixed(otlpCpuRatio, 3))
+  summary['otlp_content_ratio'] = contentRatio === undefined ? null : Number(fixed(contentRatio, 3))
   summary['long_term_target'] = ratioTargetLongTerm
   summary['correct'] = correct
   log(JSON.stringify(summary))
