@@ -19,20 +19,34 @@
 // POST /v1/traces, one GenAI span per event (bench/lib/otlp.ts), against a fresh
 // tokenledger in the same run, checked the same way (every export answered without
 // partial_success, then exact totals); its events/s are reported as a ratio of the
-// native route's (target ≥ 0.7).
+// native route's (target ≥ 0.7), and their server CPU per event as the same ratio
+// inverted (less sensitive to what else the machine runs meanwhile). The OTLP door
+// stores more per event than the native bench events carry (54-character
+// otel:<trace>:<span> ids, two tags from the mapping), and DuckDB's share grows with
+// it: target `otlp-content` posts to the native route events with exactly that stored
+// content (bench/lib/events.ts, StoredShape 'otlp'), so OTLP / otlp-content is the
+// door's own cost (decode, answer) on the same stored rows.
+//
+// The server runs from source under tsx unless BENCH_SERVER_ENTRY=dist (npm run
+// build first), which runs what ships: tsx's transform (esbuild's keepNames wrappers
+// on nested functions, among others) costs the OTLP reader's loops more than JSON's.
 //
 // Run:   npm run bench:ingest -- --duration 10
 // Flags (env in brackets): --duration S [BENCH_DURATION] measured seconds per target, 10
 //                          --warmup S [BENCH_WARMUP] uncounted seconds before it, 2
 //                          --connections N [BENCH_CONNECTIONS] 32
 //                          --batch B [BENCH_BATCH] events per request, 100
-//                          --order parse,tokenledger,otlp [BENCH_ORDER] which targets, in order
+//                          --order parse,tokenledger,otlp [BENCH_ORDER] which targets, in order (also otlp-content)
 //                          --floor S [BENCH_FLOOR] seconds per phase of the storage floor, 5 (0: skip)
 // Then the storage floor (bench/store-floor.ts, a child process): tokenledger's decode
 // (parse, validate, fingerprint, encode) and its group-commit append into DuckDB, each
 // alone on one thread with no HTTP, as events/s and as ratios of the same parse-only
 // ceiling. Every acknowledged event goes through both, so they bound what the end-to-end
 // ratio can reach on this machine with one writer.
+// Each server target's CPU in the measured phase is also told per thread (/proc): the
+// event loop (main), each ingest worker (they name their threads tl-ingest-N) and the
+// rest together (DuckDB's threads, libuv's pool, V8's helpers), as % of a core and as
+// µs per event: where a door's cost lies, without a profiler's own cost.
 // Output: a human-readable report, and as the last line one JSON summary.
 // Exit:   0 ok, 1 a correctness mismatch in tokenledger, 2 bad flags or a server failed.
 import { randomBytes } from 'node:crypto'
@@ -41,7 +55,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { childEnv, startServer, type LogStats, type RunningServer, type StopReport } from './lib/child.js'
+import { childEnv, startServer, threadCpuDelta, type LogStats, type RunningServer, type StopReport } from './lib/child.js'
 import { scaled12ToString, toScaled12 } from './lib/decimal.js'
 import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
 import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
@@ -64,8 +78,9 @@ const durationSMax = 3_600
 /** Server variables the bench sets itself; any other inherited TOKENLEDGER_* is reported. */
 const benchOwnedEnv = new Set<string>(BENCH_SERVER_ENV_KEYS)
 
-type TargetName = 'parse' | 'tokenledger' | 'otlp'
-const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger', otlp: 'tokenledger-otlp' }
+type TargetName = 'parse' | 'tokenledger' | 'otlp' | 'otlp-content'
+const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger', otlp: 'tokenledger-otlp', 'otlp-content': 'tokenledger-otlp-content' }
+const TARGETS = Object.keys(targetLabels) as TargetName[]
 
 interface Options {
   durationS: number
@@ -93,14 +108,14 @@ function readOptions(): Options {
     strict: true,
   })
   if (values.help === true) {
-    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger,otlp] [--floor S]\n')
+    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger,otlp,otlp-content] [--floor S]\n')
     process.exit(0)
   }
   const orderRaw = values.order ?? process.env['BENCH_ORDER'] ?? 'parse,tokenledger,otlp'
   const order: TargetName[] = []
   for (const part of orderRaw.split(',').map((s) => s.trim())) {
-    const name = part === 'parse-only' ? 'parse' : part
-    if (name !== 'parse' && name !== 'tokenledger' && name !== 'otlp') throw new UsageError(`--order: unknown target "${part}" (parse, tokenledger, otlp)`)
+    const name = TARGETS.find((t) => t === (part === 'parse-only' ? 'parse' : part))
+    if (name === undefined) throw new UsageError(`--order: unknown target "${part}" (${TARGETS.join(', ')})`)
     if (order.includes(name)) throw new UsageError(`--order: "${name}" given twice`)
     order.push(name)
   }
@@ -206,6 +221,8 @@ interface TargetReport {
   eventsPerS: number
   requestsPerS: number
   serverCpuPct: number | undefined
+  /** The server's CPU in the measured phase by thread (main, each ingest worker, the rest), as % of one core. */
+  serverThreads: Array<{ name: string; cpuPct: number }> | undefined
   generatorCpuPct: number
   buildUsPerRequest: number
   crashed: boolean
@@ -252,7 +269,7 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
     const server = await startServer(spec)
     log(`[${label}] pid ${server.pid} at ${server.url}: listening after ${int(server.listeningMs)} ms, /readyz 200 after ${int(server.readyMs)} ms`)
 
-    const events = new BatchFactory(`${runId}${name === 'parse' ? 'p' : name === 'otlp' ? 'o' : 't'}`, opts.batch)
+    const events = new BatchFactory(`${runId}${name === 'parse' ? 'p' : name === 'otlp' ? 'o' : name === 'otlp-content' ? 'c' : 't'}`, opts.batch, name === 'otlp-content' ? 'otlp' : 'native')
     const ledger = name === 'otlp' ? new IngestLedger(new OtlpBatchFactory(events, TEMPLATE_COUNT), TEMPLATE_COUNT, {}, OTLP_DOOR) : new IngestLedger(events, TEMPLATE_COUNT)
     let stop: StopReport | undefined
     try {
@@ -260,8 +277,10 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
       const commitsOf = async () => (name !== 'parse' ? (await getJson<ServerStatus>(`${server.url}/v1/status`)).ingest : undefined)
       const before = await commitsOf()
       const cpu0 = server.cpuSeconds()
+      const threads0 = server.threadCpuSeconds()
       const measured = await ledger.run(server.url, opts.connections, opts.durationS)
       const cpu1 = server.cpuSeconds()
+      const threads1 = server.threadCpuSeconds()
       printPhase(label, `measured ${opts.durationS} s`, measured, opts.batch)
       const after = await commitsOf()
       let meanCommitEvents: number | undefined
@@ -291,6 +310,10 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
         eventsPerS: (res['2xx'] * opts.batch) / res.duration,
         requestsPerS: res['2xx'] / res.duration,
         serverCpuPct: cpu0 === undefined || cpu1 === undefined ? undefined : ((cpu1 - cpu0) / res.duration) * 100,
+        serverThreads:
+          threads0 === undefined || threads1 === undefined
+            ? undefined
+            : threadCpuDelta(server.pid, threads0, threads1).map((t) => ({ name: t.name, cpuPct: (t.cpuS / res.duration) * 100 })),
         generatorCpuPct: (measured.generatorCpuS / res.duration) * 100,
         buildUsPerRequest: (measured.stats.buildMs * 1000) / builtN,
         crashed,
@@ -394,6 +417,8 @@ function summaryOf(r: TargetReport): Record<string, unknown> {
     accepted_mismatches: r.measured.stats.mismatches,
     ready_ms: Math.round(r.readyMs),
     server_cpu_pct: r.serverCpuPct === undefined ? null : Math.round(r.serverCpuPct),
+    server_cpu_us_per_event: r.serverCpuPct === undefined || r.eventsPerS <= 0 ? null : Number(fixed((r.serverCpuPct * 1e4) / r.eventsPerS, 1)),
+    server_threads_cpu_pct: r.serverThreads === undefined ? null : Object.fromEntries(r.serverThreads.map((t) => [t.name, Math.round(t.cpuPct)])),
     generator_cpu_pct: Math.round(r.generatorCpuPct),
     warn_log_lines: r.logs.warnLines,
     error_log_lines: r.logs.errorLines + r.logs.stderrLines,
@@ -444,6 +469,11 @@ async function main(): Promise<number> {
         log(`[${report.label}] server log: ${l.warnLines} warn, ${l.errorLines} error/fatal, ${l.stderrLines} stderr lines`)
         for (const s of l.samples) log(`[${report.label}]   ${s}`)
       }
+      if (report.serverThreads !== undefined) {
+        const evps = Math.max(1, report.eventsPerS)
+        const parts = report.serverThreads.map((t) => `${t.name} ${fixed(t.cpuPct, 0)}% (${fixed((t.cpuPct * 1e4) / evps, 1)} µs/event)`)
+        log(`[${report.label}] server CPU by thread, measured phase: ${parts.join(', ')}`)
+      }
       log(
         `[${report.label}] stopped in ${int(report.stop.stopMs)} ms (code ${report.stop.code}, signal ${report.stop.signal}` +
           `${report.stop.forced ? ', SIGKILL needed' : ''}); body build ${fixed(report.buildUsPerRequest, 1)} µs/request`,
@@ -471,6 +501,19 @@ async function main(): Promise<number> {
   const otlpRatio = otlp !== undefined && ledger !== undefined && ledger.eventsPerS > 0 ? otlp.eventsPerS / ledger.eventsPerS : undefined
   if (otlpRatio !== undefined) {
     log(`ratio OTLP protobuf / native events/s = ${fixed(otlpRatio, 3)}: target ≥ ${otlpRatioTarget} ${otlpRatio >= otlpRatioTarget ? 'MET' : 'BELOW TARGET'}`)
+  }
+  const cpuPerEvent = (r: TargetReport | undefined): number | undefined => (r?.serverCpuPct === undefined || r.eventsPerS <= 0 ? undefined : (r.serverCpuPct * 1e4) / r.eventsPerS)
+  const otlpCpu = cpuPerEvent(otlp)
+  const otlpCpuRatio = otlpCpu !== undefined && cpuPerEvent(ledger) !== undefined ? cpuPerEvent(ledger)! / otlpCpu : undefined
+  if (otlpCpuRatio !== undefined) log(`ratio native / OTLP server CPU µs per event = ${fixed(otlpCpuRatio, 3)} (what the events/s ratio would be on a machine shared by nothing else)`)
+  const content = reports.find((r) => r.name === 'otlp-content')
+  const contentRatio = otlp !== undefined && content !== undefined && content.eventsPerS > 0 ? otlp.eventsPerS / content.eventsPerS : undefined
+  if (contentRatio !== undefined) {
+    const contentCpu = cpuPerEvent(content)
+    log(
+      `ratio OTLP protobuf / native with the OTLP door's stored content events/s = ${fixed(contentRatio, 3)}` +
+        `${contentCpu !== undefined && otlpCpu !== undefined ? `, server CPU ${fixed(contentCpu / otlpCpu, 3)}` : ''} (the door's own cost: decode and answer, same rows stored)`,
+    )
   }
   let floor: FloorReport | undefined
   if (opts.floorS > 0) {
@@ -518,6 +561,8 @@ async function main(): Promise<number> {
   summary['otlp_ratio'] = otlpRatio === undefined ? null : Number(fixed(otlpRatio, 3))
   summary['otlp_target'] = otlpRatioTarget
   summary['otlp_target_met'] = otlpRatio === undefined ? null : otlpRatio >= otlpRatioTarget
+  summary['otlp_cpu_ratio'] = otlpCpuRatio === undefined ? null : Number(fixed(otlpCpuRatio, 3))
+  summary['otlp_content_ratio'] = contentRatio === undefined ? null : Number(fixed(contentRatio, 3))
   summary['long_term_target'] = ratioTargetLongTerm
   summary['correct'] = correct
   log(JSON.stringify(summary))

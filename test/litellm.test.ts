@@ -22,8 +22,8 @@ async function serve(t: TestContext) {
   await built.app.listen({ host: '127.0.0.1', port: 0 })
   const { port } = built.app.server.address() as AddressInfo
   // What the logger sends: GENERIC_LOGGER_ENDPOINT, GENERIC_LOGGER_HEADERS="Authorization=Bearer <token>", Content-Type application/json.
-  const post = async (body: string) => {
-    const res = await fetch(`http://127.0.0.1:${port}/v1/integrations/litellm`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${INGEST_TOKEN}` }, body })
+  const post = async (body: string, query = '') => {
+    const res = await fetch(`http://127.0.0.1:${port}/v1/integrations/litellm${query}`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${INGEST_TOKEN}` }, body })
     return { status: res.status, body: (await res.json()) as { accepted: number; duplicates: number; conflicts: number; rejected: number; results: Array<{ index: number; event_id: string | null; status: string; errors?: Array<{ field: string; message: string }> }> } }
   }
   const totals = async () => (await built.app.inject({ url: `/v1/usage?from=0&to=${T0 + 3_600_000}`, headers: ADMIN })).json() as { totals: Record<string, unknown> }
@@ -98,4 +98,39 @@ test('malformed payloads are rejected naming their field; the good ones are kept
   )
   assert.equal((await totals()).totals.requests, 1)
   assert.deepEqual(await outcomes(), { accepted: 1, duplicate: 0, conflict: 0, rejected: 6, refused: 0 })
+})
+
+test('?atomic=true: nothing of the request is stored unless every payload is acceptable (422 with the reasons)', async (t) => {
+  // Proves the LiteLLM door's atomic mode is the native route's: one bad or
+  // conflicting payload refuses the whole request (nothing stored, each
+  // outcome told), duplicates are acceptable, and the flag is checked.
+  const { post, totals, outcomes } = await serve(t)
+  const batch = JSON.parse(await fixture('batch.json')) as Array<Record<string, unknown>>
+  const atomic = (body: unknown) => post(JSON.stringify(body), '?atomic=true')
+
+  const bad = await atomic([batch[0], { ...batch[1], prompt_tokens: -3 }, batch[2]])
+  assert.equal(bad.status, 422)
+  assert.deepEqual([bad.body.accepted, bad.body.rejected], [0, 1])
+  assert.deepEqual(bad.body.results.map((r) => [r.index, r.status, r.errors?.map((e) => e.field)]), [[1, 'rejected', ['/prompt_tokens']]])
+  assert.equal((await totals()).totals.requests, 0, 'the good payloads of the refused request were not stored')
+
+  const stored = await atomic(batch.slice(0, 2))
+  assert.deepEqual([stored.status, stored.body.accepted], [200, 2])
+  const withConflict = await atomic([batch[2], { ...batch[0], completion_tokens: 999 }])
+  assert.equal(withConflict.status, 422)
+  assert.deepEqual([withConflict.body.accepted, withConflict.body.conflicts], [0, 1])
+  assert.deepEqual(withConflict.body.results.map((r) => [r.index, r.status]), [[1, 'conflict']])
+  assert.equal((await totals()).totals.requests, 2, 'the conflict refused the new payload too')
+
+  const withDuplicate = await atomic([batch[0], batch[2]])
+  assert.deepEqual([withDuplicate.status, withDuplicate.body.accepted, withDuplicate.body.duplicates], [200, 1, 1], 'duplicates are acceptable')
+  assert.equal((await totals()).totals.requests, 3)
+
+  const notAtomic = await post(JSON.stringify([{ ...batch[1], id: 'other', model: undefined }, batch[1]]), '?atomic=false')
+  assert.deepEqual([notAtomic.status, notAtomic.body.rejected, notAtomic.body.duplicates], [200, 1, 1])
+  const badFlag = await post(JSON.stringify(batch), '?atomic=maybe')
+  assert.equal(badFlag.status, 400)
+  assert.match(JSON.stringify(badFlag.body), /atomic/)
+  assert.equal((await totals()).totals.requests, 3)
+  assert.deepEqual(await outcomes(), { accepted: 3, duplicate: 2, conflict: 1, rejected: 2, refused: 3 })
 })

@@ -3,10 +3,11 @@
 // stdout and stderr for the child's whole life and stopping it are the shared launcher's
 // (test/support/launcher.ts: the tests' launcher too). This module adds what the benches
 // report: pino lines at warn or above, and stderr lines, are counted and sampled so the
-// report can say whether the server complained under load; the child's CPU from /proc;
+// report can say whether the server complained under load; the child's CPU from /proc
+// (in all and per thread);
 // the time to stop it. Every wait is bounded, and an interrupted bench (SIGINT/SIGTERM)
 // SIGKILLs its servers before it exits.
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { launchChild } from '../../test/support/launcher.js'
 
 /** The readiness poll, and short log tails (a report quotes them only when a server failed). */
@@ -56,6 +57,8 @@ export interface RunningServer {
   exited(): boolean
   /** User + system CPU seconds the child has used so far, if /proc is readable. */
   cpuSeconds(): number | undefined
+  /** The same per thread, by thread name (/proc/<pid>/task/<tid>/comm: `node` unless the thread named itself), if readable. */
+  threadCpuSeconds(): ThreadCpu[] | undefined
   /** Last lines of stdout and stderr, for failure messages. */
   tail(): string
   /** SIGTERM, bounded wait, then SIGKILL. */
@@ -72,9 +75,57 @@ function pinoLevel(line: string): number | undefined {
   return m?.[1] === undefined ? undefined : Number(m[1])
 }
 
-function readCpuSeconds(pid: number): number | undefined {
+/** One thread of a child and the CPU it has used. */
+export interface ThreadCpu {
+  tid: number
+  /** Its name: the process's for the main thread and every thread that did not name itself. */
+  name: string
+  cpuS: number
+}
+
+function readThreadCpu(pid: number): ThreadCpu[] | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const out: ThreadCpu[] = []
+    for (const entry of readdirSync(`/proc/${pid}/task`)) {
+      const tid = Number(entry)
+      const cpuS = readCpuSeconds(pid, tid)
+      if (cpuS === undefined) continue // the thread ended meanwhile
+      let name = ''
+      try {
+        name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+      } catch {
+        continue
+      }
+      out.push({ tid, name, cpuS })
+    }
+    return out
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * What each thread used between two readings: the main thread (its tid is
+ * the pid), every named thread by name (the ingest workers name themselves),
+ * and the rest together (DuckDB's threads, libuv's pool, V8's helpers), in
+ * CPU seconds. Threads that started or ended between the two count from 0.
+ */
+export function threadCpuDelta(pid: number, before: readonly ThreadCpu[], after: readonly ThreadCpu[]): Array<{ name: string; cpuS: number }> {
+  const was = new Map(before.map((t) => [t.tid, t.cpuS]))
+  const process = after.find((t) => t.tid === pid)?.name
+  const byName = new Map<string, number>()
+  for (const t of after) {
+    const d = t.cpuS - (was.get(t.tid) ?? 0)
+    const name = t.tid === pid ? 'main' : t.name === process ? 'other' : t.name
+    byName.set(name, (byName.get(name) ?? 0) + d)
+  }
+  const order = (n: string): number => (n === 'main' ? 0 : n === 'other' ? 2 : 1)
+  return [...byName].map(([name, cpuS]) => ({ name, cpuS })).sort((a, b) => order(a.name) - order(b.name) || a.name.localeCompare(b.name))
+}
+
+function readCpuSeconds(pid: number, tid?: number): number | undefined {
+  try {
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8')
     // Fields after "(comm)": state is field 3, utime 14, stime 15 (1-based).
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     const utime = Number(fields[11])
@@ -137,6 +188,7 @@ export async function startServer(spec: ServerSpec): Promise<RunningServer> {
     logs,
     exited: c.hasExited,
     cpuSeconds: () => readCpuSeconds(c.pid),
+    threadCpuSeconds: () => readThreadCpu(c.pid),
     tail: c.tail,
     stop,
   }

@@ -12,6 +12,8 @@
 // with 6 fractional digits. Each template knows its exact totals, so the bench can check
 // what the server sums against what it acknowledged.
 
+import { createHash } from 'node:crypto'
+
 /** Sums over one template's events, exact (bigint where a sum can grow large). */
 export interface BatchTotals {
   events: number
@@ -84,7 +86,18 @@ interface Template {
   totals: BatchTotals
 }
 
-function buildTemplate(seed: number, batchSize: number, idPrefix: string): Template {
+/**
+ * What the events are stored as: `native`, the bench's own short ids and no tags;
+ * `otlp`, what the OTLP door stores for the same events sent as GenAI spans
+ * (bench/lib/otlp.ts): ids of its length (`otel:` + 32 + `:` + 16 characters) and
+ * its two tags (gen_ai.operation.name, resource service.name), so the native route
+ * can be measured on the OTLP door's stored content.
+ */
+export type StoredShape = 'native' | 'otlp'
+/** The tags the OTLP door stores for bench/lib/otlp.ts's spans. */
+export const OTLP_DOOR_TAGS = { 'gen_ai.operation.name': 'chat', 'service.name': 'bench-gateway' } as const
+
+function buildTemplate(seed: number, batchSize: number, idPrefix: string, shape: StoredShape = 'native'): Template {
   const rnd = prng(seed)
   const tails: string[] = []
   const events: Array<Record<string, string | number>> = []
@@ -124,7 +137,7 @@ function buildTemplate(seed: number, batchSize: number, idPrefix: string): Templ
       latency_ms: intBetween(rnd(), 80, 20_000),
     }
     events.push(fields)
-    const rest = JSON.stringify(fields)
+    const rest = JSON.stringify(shape === 'otlp' ? { ...fields, tags: OTLP_DOOR_TAGS } : fields)
     // `{"key_id":…}` → `,"key_id":…}` so it follows the timestamp.
     const eventTail = `,${rest.slice(1)}`
     tails.push(j < batchSize - 1 ? `${eventTail},{"event_id":"${idPrefix}` : `${eventTail}]}`)
@@ -145,15 +158,20 @@ export class BatchFactory {
   private readonly head: string
   private readonly templates: Template[] = []
 
-  constructor(runId: string, batchSize: number) {
+  constructor(
+    runId: string,
+    batchSize: number,
+    private readonly shape: StoredShape = 'native',
+  ) {
     if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > BATCH_EVENTS_MAX) {
       throw new RangeError(`batch size must be an integer in 1..${BATCH_EVENTS_MAX}, got ${batchSize}`)
     }
     if (!/^[A-Za-z0-9_-]{1,40}$/.test(runId)) throw new RangeError(`bad run id: ${runId}`)
     this.batchSize = batchSize
-    const idPrefix = `bench-${runId}-`
+    // otlp: `otel:<16 hex of the run><n, 16 digits>:<n, 16 digits>`, written by build().
+    const idPrefix = shape === 'otlp' ? `otel:${createHash('sha256').update(runId).digest('hex').slice(0, 16)}` : `bench-${runId}-`
     this.head = `{"events":[{"event_id":"${idPrefix}`
-    for (let t = 0; t < TEMPLATE_COUNT; t++) this.templates.push(buildTemplate(0x5eed + t, batchSize, idPrefix))
+    for (let t = 0; t < TEMPLATE_COUNT; t++) this.templates.push(buildTemplate(0x5eed + t, batchSize, idPrefix, shape))
   }
 
   /** Which template batch `batchNo` uses. */
@@ -182,6 +200,13 @@ export class BatchFactory {
     const ts = String(timestampMs)
     const tails = t.tails
     let body = this.head
+    if (this.shape === 'otlp') {
+      for (let j = 0; j < tails.length; j++) {
+        const n = String(base + j).padStart(16, '0')
+        body += n + ':' + n + MID + ts + tails[j]
+      }
+      return body
+    }
     for (let j = 0; j < tails.length; j++) body += base + j + MID + ts + tails[j]
     return body
   }

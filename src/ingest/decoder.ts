@@ -38,6 +38,12 @@ export interface DecodeJob {
 /** What the event loop posts to a worker: a body to decode, or the price table to use from now on. */
 export type WorkerMessage = DecodeJob | { prices: string | null }
 
+/** What a worker is started with. */
+export interface WorkerData {
+  /** Its OS thread name (at most 15 bytes, Linux's bound). */
+  threadName: string
+}
+
 export type DecodeReply =
   | { ready: true }
   | { id: number; ok: true; value: DecodedRequest }
@@ -161,6 +167,7 @@ class WorkerDecoder implements Decoder {
   private spawn(i: number): Slot {
     const worker = startWorker(this.opts.workerModule ?? WORKER_MODULE, {
       name: `ingest-${i}`,
+      workerData: { threadName: `tl-ingest-${i}` } satisfies WorkerData,
       resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((32 * this.opts.maxBodyBytes) / MIB)) },
     })
     const slot: Slot = { worker, jobs: new Map(), ready: false }

@@ -60,6 +60,7 @@ const USAGE = {
 const PROVIDER = ['gen_ai.provider.name', 'gen_ai.system']
 const MODEL = ['gen_ai.response.model', 'gen_ai.request.model']
 const STATUS_CODE = 'http.response.status_code'
+const STATUS_CODES = [STATUS_CODE]
 const ERROR_TYPE = 'error.type'
 const OPERATION = 'gen_ai.operation.name'
 const SERVICE_NAME = 'service.name'
@@ -372,19 +373,19 @@ function mapSpan(span: SpanIn, resourceAttrs: Attributes, index: number, mapping
     }
   }
 
-  const span_: Taking = { attrs, resourceAttrs, event, origin, errors }
-  const take = <T>(field: string, names: readonly string[], read: (v: AnyValue) => Read<T>, resourceToo = false): boolean => takeAttribute(span_, field, names, read, resourceToo)
+  // No closure per span: one costs an allocation (and, under tsx, a keepNames wrapper) per span.
+  const take: Taking = { attrs, resourceAttrs, event, origin, errors }
 
-  if (!take('provider', PROVIDER, readString)) errors.push({ field: at(PROVIDER[0]!), message: `is required (or the older ${PROVIDER[1]})` })
-  if (!take('model', MODEL, readString)) errors.push({ field: at(MODEL[0]!), message: `is required (or ${MODEL[1]})` })
+  if (!takeAttribute(take, 'provider', PROVIDER, readString, false)) errors.push({ field: at(PROVIDER[0]!), message: `is required (or the older ${PROVIDER[1]})` })
+  if (!takeAttribute(take, 'model', MODEL, readString, false)) errors.push({ field: at(MODEL[0]!), message: `is required (or ${MODEL[1]})` })
   // One of the two is there (else the span was ignored); the other is 0 (an embeddings span has no output).
-  if (!take('input_tokens', USAGE.input, readInt)) event.input_tokens = 0
-  if (!take('output_tokens', USAGE.output, readInt)) event.output_tokens = 0
-  take('cache_read_tokens', USAGE.cacheRead, readInt)
-  take('cache_write_tokens', USAGE.cacheWrite, readInt)
-  take('reasoning_tokens', USAGE.reasoning, readInt)
+  if (!takeAttribute(take, 'input_tokens', USAGE.input, readInt, false)) event.input_tokens = 0
+  if (!takeAttribute(take, 'output_tokens', USAGE.output, readInt, false)) event.output_tokens = 0
+  takeAttribute(take, 'cache_read_tokens', USAGE.cacheRead, readInt, false)
+  takeAttribute(take, 'cache_write_tokens', USAGE.cacheWrite, readInt, false)
+  takeAttribute(take, 'reasoning_tokens', USAGE.reasoning, readInt, false)
 
-  if (!take('status_code', [STATUS_CODE], readInt)) {
+  if (!takeAttribute(take, 'status_code', STATUS_CODES, readInt, false)) {
     const errorType = attrs.get(ERROR_TYPE)
     if (errorType !== undefined) {
       const text = stringOf(errorType)
@@ -396,16 +397,16 @@ function mapSpan(span: SpanIn, resourceAttrs: Attributes, index: number, mapping
     }
   }
 
-  if (!take('key_id', mapping.keyAttributes, readString, true)) {
+  if (!takeAttribute(take, 'key_id', mapping.keyAttributes, readString, true)) {
     const name = stringOf(resourceAttrs.get(SERVICE_NAME))
     event.key_id = name !== null && name !== '' ? name : mapping.defaultKey
     origin.key_id = name !== null ? atResource(SERVICE_NAME) : at(mapping.keyAttributes[0] ?? 'key')
   }
-  take('team_id', mapping.teamAttributes, readString, true)
-  take('user_id', mapping.userAttributes, readString, true)
-  take('customer_id', mapping.customerAttributes, readString, true)
-  take('cost', mapping.costAttributes, readCost, true)
-  take('currency', mapping.currencyAttributes, readString, true)
+  takeAttribute(take, 'team_id', mapping.teamAttributes, readString, true)
+  takeAttribute(take, 'user_id', mapping.userAttributes, readString, true)
+  takeAttribute(take, 'customer_id', mapping.customerAttributes, readString, true)
+  takeAttribute(take, 'cost', mapping.costAttributes, readCost, true)
+  takeAttribute(take, 'currency', mapping.currencyAttributes, readString, true)
 
   const operation = stringOf(attrs.get(OPERATION))
   const service = stringOf(resourceAttrs.get(SERVICE_NAME))
@@ -448,9 +449,18 @@ export function partialSuccess(outcome: Pick<AppendOutcome, 'rejected' | 'confli
 
 /** ExportTraceServiceResponse in the request's encoding (JSON: int64 as a string, per the proto3 JSON mapping). */
 export function encodeTraceResponse(partial: PartialSuccess | null, encoding: OtlpEncoding): Buffer | string {
+  // The usual answer (every span stored) is the same bytes every time: encoded once.
+  if (partial === null) return encoding === 'json' ? '{}' : (emptyProtoResponse ??= encodeProtoResponse(null))
   if (encoding === 'json') {
     return JSON.stringify(partial === null ? {} : { partialSuccess: { rejectedSpans: String(partial.rejectedSpans), errorMessage: partial.errorMessage } })
   }
+  return encodeProtoResponse(partial)
+}
+
+/** The encoded empty ExportTraceServiceResponse (no partial_success: zero bytes), shared by every answer (nothing writes into a sent buffer). */
+let emptyProtoResponse: Buffer | undefined
+
+function encodeProtoResponse(partial: PartialSuccess | null): Buffer {
   const { response } = otlpSchema()
   return Buffer.from(response.encode(response.fromObject(partial === null ? {} : { partialSuccess: partial })).finish())
 }
