@@ -6,6 +6,7 @@
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import type { FileSystem } from './fsops.js'
+import type { IdHash } from './idruns.js'
 import type { RetentionWindows } from './retention.js'
 import type { SegmentOptions } from './segment.js'
 import type { SealStep } from './tiers.js'
@@ -62,6 +63,10 @@ export interface StoreHooks {
   faultOnWrite?: () => Promise<void>
   /** Runs under retireLock before a rolled-over segment is closed: lets a test park that close. */
   beforeRetireClose?: (segmentId: number) => Promise<void>
+  /** The dedupe id hash (default hashId64, idindex.ts); tests substitute a weak one to force collisions. */
+  idHash?: IdHash
+  /** Runs before a sealed segment's id run is written (dedupe.ts); a throw leaves it unwritten, as a crash would. */
+  beforeIndexPart?: (segmentId: number) => Promise<void>
   /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
   beforeSealStep?: (step: SealStep, segmentId: number) => Promise<void>
   /** Runs just before a rollover asks for the gate (`reason`: size, age, admin, retention). */

@@ -36,7 +36,7 @@ import { Dedupe } from './dedupe.js'
 import { FileTier } from './files.js'
 import { WriteGate, type GateHeld, type GateTask } from './gate.js'
 import { nodeFileSystem, type FileSystem } from './fsops.js'
-import { CATALOG_FILE, tierDir, TIERS } from './layout.js'
+import { CATALOG_FILE, indexDir, tierDir, TIERS } from './layout.js'
 import { STORE_DEFAULTS, type StoreOptions } from './options.js'
 import { outcomeOf, outcomesOf, type AppendOutcome, type AppendRequest } from './outcomes.js'
 import { recover } from './recover.js'
@@ -123,6 +123,7 @@ export class Store {
       detailsCutoffUs: () => this.cutoffs().detailsUs,
       exclusive: (fn) => this.maintenance.runExclusive(fn, 1),
       hooks: opts.hooks,
+      ...{ indexPart: (entry: SegmentEntry) => dedupe.indexPart(entry), retryIndexParts: () => dedupe.retryIndexParts() },
     })
     this.roller = new Roller({
       opts,
@@ -206,11 +207,8 @@ export class Store {
       const catalog = await DuckDBCatalog.open(files.catalogConn)
       const { entries, nextId } = await recover(opts, fs, files, catalog)
       const tiers = new Tiers(entries, nextId)
-      const dedupe = await Dedupe.build(tiers, files)
-      opts.logger.info(
-        { event: 'store_open', segments: entries.length, indexedEvents: dedupe.indexedEvents, indexBytes: dedupe.indexBytes, ms: opts.clock.nowMs() - started },
-        'store opened',
-      )
+      const dedupe = await Dedupe.build(tiers, files, { indexDir: indexDir(opts.dataDir), fs, logger: opts.logger, hooks: opts.hooks })
+      opts.logger.info({ event: 'store_open', segments: entries.length, indexedEvents: dedupe.indexedEvents, indexBytes: dedupe.indexBytes, index: dedupe.indexStats(), ms: opts.clock.nowMs() - started }, 'store opened')
       let store: Store | null = null
       const gate = new WriteGate<Segment>(tiers.active.live!, opts.gateWaitMs, {
         held: (g) => store?.notify((o) => o.gate?.(g)),
@@ -475,7 +473,7 @@ export class Store {
       .finally(async () => {
         await this.files.idle()
         await this.catalog.checkpoint().catch((err: unknown) => this.opts.logger.error({ err }, 'catalog checkpoint failed'))
-        this.files.close()
+        this.dedupe.close(), this.files.close()
       })
   }
 
