@@ -47,7 +47,10 @@ import { checkFingerprints, computeRows, EXACT_FINGERPRINT_STRIDE, rowsOfSegment
 import { f1, f2, fail, failures, int, integerFlags, loadFlags, loadOptions, log, percentile, phaseLine, type PhaseFigures } from './lib/report.js'
 import { getJson, httpTimeoutMs, settleLedger, startTokenledger, waitSealed, type ServerStatus } from './lib/server.js'
 import { plusAcked, sumsOfFiles, zero, type Sums } from './lib/sums.js'
-import { segmentPath, tierDir } from '../src/store/layout.js'
+import { indexDir, segmentPath, tierDir } from '../src/store/layout.js'
+import { nodeFileSystem, type FileSystem } from '../src/store/fsops.js'
+import { hashId64 } from '../src/store/idindex.js'
+import { IdRuns } from '../src/store/idruns.js'
 import { runMain } from './lib/cli.js'
 
 const parquetSampleSegments = 4
@@ -211,6 +214,35 @@ async function oldestReplayLatency(server: RunningServer, spec: BigStoreSpec, co
   return { replay: { p50: percentile(replayMs, 50), p99: percentile(replayMs, 99), max: Math.max(...replayMs) }, fresh: { p50: percentile(freshMs, 50), p99: percentile(freshMs, 99) } }
 }
 
+/**
+ * Loads the store's id runs (what a start-up loads of the sealed tier's dedupe index)
+ * in this process, with the server stopped or not (runs are read-only here), and
+ * measures the RSS it adds: the resident cost of the index, measured, not computed.
+ */
+async function sealedIndexResident(dataDir: string, retained: ReadonlySet<number>): Promise<{ runs: number; entries: number; bytes: number; rssBytes: number; ms: number }> {
+  const before = process.memoryUsage().rss
+  const t0 = performance.now()
+  const { runs } = await IdRuns.open(indexDir(dataDir), readOnlyFs, hashId64, retained)
+  const ms = performance.now() - t0
+  const rssBytes = process.memoryUsage().rss - before
+  const st = runs.stats()
+  runs.close()
+  return { runs: st.runs, entries: st.entries, bytes: st.bytes, rssBytes, ms }
+}
+
+/** The file-system seam with every change refused: the bench must not touch the server's runs. */
+const readOnlyFs: FileSystem = {
+  ...nodeFileSystem,
+  mkdirp: async () => undefined,
+  rename: async () => {
+    throw new Error('read-only')
+  },
+  remove: async (f) => {
+    throw new Error(`read-only: would remove ${f}`)
+  },
+  syncDir: async () => undefined,
+}
+
 async function archiveVsParquet(dataDir: string): Promise<{ archiveBytesPerEvent: number; parquetBytesPerEvent: number; segments: number }> {
   const dir = tierDir(dataDir, 'archive')
   const names = (await readdir(dir)).filter((n) => n.endsWith('.duckdb')).sort().slice(0, parquetSampleSegments)
@@ -356,6 +388,8 @@ async function main(): Promise<number> {
       const residentPerEvent = ((rss - emptyRssMiB) * 2 ** 20) / rows
       log(`  ready after ${f1(server.listeningMs / 1000)} s (${f1((server.listeningMs * 1000) / rows)} µs per retained event): ${st.tiers.archived} archived, ${int(rows)} rows`)
       log(`  dedupe index: ${int(st.ingest.indexed_events)} ids, ${f1(st.ingest.index_bytes / 2 ** 20)} MiB resident structures (${f2(st.ingest.index_bytes / rows)} B per retained event); process RSS ${f1(rss)} MiB, ${f2(residentPerEvent)} B per retained event above the empty server's (${f1(emptyRssMiB)} MiB): an upper bound, DuckDB's attached archives included`)
+      await checkUsage(server, want, 'after restart')
+      // After the totals check: the fresh events this sends are not in `want`.
       const old = await oldestReplayLatency(server, spec)
       log(`  replay check of ids in the oldest segment (one event a request, sequential): p50 ${f2(old.replay.p50)} ms, p99 ${f2(old.replay.p99)} ms, max ${f2(old.replay.max)} ms; a fresh event the same way: p50 ${f2(old.fresh.p50)} ms, p99 ${f2(old.fresh.p99)} ms`)
       Object.assign(summary, {
@@ -369,7 +403,9 @@ async function main(): Promise<number> {
         oldest_replay_p99_ms: Number(old.replay.p99.toFixed(3)),
         fresh_single_p50_ms: Number(old.fresh.p50.toFixed(3)),
       })
-      await checkUsage(server, want, 'after restart')
+      const sealed = await sealedIndexResident(bigDir, new Set(Array.from({ length: st.tiers.archived + st.tiers.active + st.tiers.pending + 64 }, (_, i) => i)))
+      log(`  sealed tier's id runs loaded in this (bench) process: ${sealed.runs} runs, ${int(sealed.entries)} ids in ${f1(sealed.ms)} ms; their structures ${f2(sealed.bytes / sealed.entries)} B an id, RSS growth ${f2(sealed.rssBytes / sealed.entries)} B an id`)
+      Object.assign(summary, { sealed_runs: sealed.runs, sealed_ids: sealed.entries, sealed_load_ms: Math.round(sealed.ms), sealed_bytes_per_id: Number((sealed.bytes / sealed.entries).toFixed(3)), sealed_rss_bytes_per_id: Number((sealed.rssBytes / sealed.entries).toFixed(3)) })
       const afterRestart = await replayPhase(server, { ...spec })
       log(`  replays after restart: ${int(afterRestart.duplicates)} duplicates`)
     } finally {
