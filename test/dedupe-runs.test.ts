@@ -15,10 +15,14 @@ import { readdir } from 'node:fs/promises'
 import path from 'node:path'
 import { test, type TestContext } from 'node:test'
 import fc from 'fast-check'
+import { pino } from 'pino'
+import { buildApp } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
 import { hashId64 } from '../src/store/idindex.js'
 import type { IdHash } from '../src/store/idruns.js'
 import type { StoreHooks } from '../src/store/options.js'
-import { build, event, post, rollover, segments } from './helper.js'
+import { build, event, latch, post, rollover, segments } from './helper.js'
+import { CALM_PRESSURE_ENV } from './support/calm.js'
 
 const RUNS = Math.max(2, Math.floor(Number(process.env.FUZZ_RUNS ?? 200) / 25))
 const HOUR = 3_600_000
@@ -126,6 +130,41 @@ test('a crash between a seal and its index part: replays stay duplicates, the se
   app = await built.restart()
   assert.ok(before >= 1)
   assert.equal((await post(app, [...first, ...second])).body.duplicates, 50)
+})
+
+test('while the dedupe index loads the app is up: /readyz 503 with the reason, ingest 503 with Retry-After, reads answer; once loaded every replay is a duplicate', async (t) => {
+  const built = await build(t)
+  const stored = Array.from({ length: 10 }, () => event())
+  await post(built.app, stored)
+  await rollover(built.app)
+  await built.app.store.settle()
+  await post(built.app, [event()]) // one in the active segment too
+  await built.app.close()
+  const park = latch()
+  const config = loadConfig({ TOKENLEDGER_DATA_DIR: built.dataDir, ...CALM_PRESSURE_ENV })
+  const hooks: StoreHooks = {
+    beforeIndexLoad: async () => {
+      park.reached()
+      await park.opened
+    },
+  }
+  const app = await buildApp({ config, clock: built.clock, storeHooks: hooks, openBeforeIndex: true }, pino({ level: 'silent' }))
+  built.app = app // build's clean-up closes it
+  await park.arrived
+  const ready = await app.inject({ url: '/readyz' })
+  assert.equal(ready.statusCode, 503)
+  assert.ok(ready.json().reasons.includes('the dedupe index is loading'), ready.body)
+  const refused = await post(app, [event()])
+  assert.equal(refused.status, 503)
+  assert.ok(refused.headers['retry-after'] !== undefined, 'Retry-After')
+  assert.match(JSON.stringify(refused.body), /dedupe index is loading/)
+  const one = await app.inject({ url: `/v1/events/${encodeURIComponent(String(stored[4]!.event_id))}` })
+  assert.equal(one.statusCode, 200, 'a read by id answers while loading (every segment is a candidate)')
+  park.open()
+  await app.store.indexLoaded()
+  assert.equal((await app.inject({ url: '/readyz' })).statusCode, 200)
+  assert.equal((await post(app, stored)).body.duplicates, 10)
+  assert.equal((await post(app, [event()])).body.accepted, 1)
 })
 
 type Op =

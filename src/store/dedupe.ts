@@ -39,7 +39,7 @@ import type { Logger } from '../log.js'
 import { lookupFingerprints, scanIds, type Segment } from './segment.js'
 import type { SegmentEntry, Tiers } from './tiers.js'
 
-export type DedupeHooks = Pick<StoreHooks, 'idHash' | 'beforeIndexPart'>
+export type DedupeHooks = Pick<StoreHooks, 'idHash' | 'beforeIndexPart' | 'beforeIndexLoad'>
 
 export interface DedupeOptions {
   /** Where the sealed tier's id runs live (layout.ts: indexDir). */
@@ -70,6 +70,8 @@ export class Dedupe {
 
   /** Sealed segments whose ids are not in a run yet (their index step failed or has not run): `live` still names them. */
   private readonly unindexed = new Set<number>()
+  private loadState: string | null = 'the dedupe index is loading'
+  private loadingPromise: Promise<void> | null = null
   /** One purge of the live index at a time: a second one could free a slot the first has not emptied. */
   private readonly purgeLock = new Mutex()
 
@@ -83,19 +85,51 @@ export class Dedupe {
   ) {}
 
   /**
+   * The dedupe of a store being opened, with nothing loaded yet: until `load`
+   * has finished, `loading` says so, the store refuses appends and every
+   * retained segment is a candidate of every id (exact, slow).
+   */
+  static create(tiers: Tiers, files: FileTier, o: DedupeOptions): Dedupe {
+    const hash = o.hooks?.idHash ?? hashId64
+    const liveRows = tiers.sorted().reduce((n, e) => (e.state === 'archived' ? n : n + e.rowCount), 0)
+    return new Dedupe(new IdIndex(liveRows * 1.2, hash), IdRuns.empty(o.indexDir, o.fs, hash), tiers, files, o.logger, o.hooks ?? {})
+  }
+
+  /**
    * Start-up: loads the sealed tier's persisted runs (their filters and
    * fences, not the entries), rebuilds the run of any archived segment no run
    * covers (a crash before its seal's index step) from its archive, and
    * builds the live index from the active and pending segments' ids. Never
-   * replays the sealed history.
+   * replays the sealed history. The store takes no append, seals nothing and
+   * runs no retention meanwhile; a rollover's retire waits (retireLock).
    */
-  static async build(tiers: Tiers, files: FileTier, o: DedupeOptions): Promise<Dedupe> {
-    const hash = o.hooks?.idHash ?? hashId64
+  load(): Promise<void> {
+    this.loadingPromise ??= this.retireLock
+      .runExclusive(() => this.loadAll())
+      .then(
+        () => {
+          this.loadState = null
+        },
+        (err: unknown) => {
+          this.loadState = `the dedupe index failed to load: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}`
+          this.logger.error({ event: 'dedupe_load_failed', err }, 'the dedupe index failed to load: appends are refused until a restart')
+          throw err
+        },
+      )
+    return this.loadingPromise
+  }
+
+  /** Why the index is not usable yet (loading, or failed to load), or null once it is. */
+  get loading(): string | null {
+    return this.loadState
+  }
+
+  private async loadAll(): Promise<void> {
+    const { tiers, files, index, runs } = this
     const archived = tiers.sorted().filter((e) => e.state === 'archived' && e.file !== null)
-    const { runs, uncovered } = await IdRuns.open(o.indexDir, o.fs, hash, new Set(archived.map((e) => e.id)))
-    const liveEntries = tiers.sorted().filter((e) => e.state !== 'archived')
-    const index = new IdIndex(liveEntries.reduce((n, e) => n + e.rowCount, 0) * 1.2, hash)
-    const queue = [...liveEntries]
+    await this.hooks.beforeIndexLoad?.()
+    const uncovered = await runs.load(new Set(archived.map((e) => e.id)))
+    const queue = tiers.sorted().filter((e) => e.state !== 'archived')
     const scanNext = async (conn: DuckDBConnection): Promise<void> => {
       for (let e = queue.shift(); e !== undefined; e = queue.shift()) {
         const ids = e.live ? e.live.scanIds() : scanIds(conn, e.file!.alias)
@@ -103,14 +137,12 @@ export class Dedupe {
       }
     }
     await Promise.all([scanNext(files.probeConn), scanNext(files.sealConn)])
-    const dedupe = new Dedupe(index, runs, tiers, files, o.logger, o.hooks ?? {})
     for (const id of uncovered) {
       const entry = tiers.segments.get(id)!
-      o.logger.warn({ event: 'dedupe_run_rebuilt', segment: id, rows: entry.rowCount }, 'an archived segment had no persisted id run (a crash before its index step): rebuilt from its archive')
-      await dedupe.writeRun(entry, files.probeConn)
+      this.logger.warn({ event: 'dedupe_run_rebuilt', segment: id, rows: entry.rowCount }, 'an archived segment had no persisted id run (a crash before its index step): rebuilt from its archive')
+      await this.writeRun(entry, files.probeConn)
     }
     await runs.compact()
-    return dedupe
   }
 
   /** Ids indexed: the live index's entries plus the sealed runs' (dropped segments' included until purged). */
@@ -129,8 +161,9 @@ export class Dedupe {
     return { liveEntries: this.index.size, liveBytes: this.index.bytes, runs: r.runs, runEntries: r.entries, runBytes: r.bytes, runPageReads: this.runs.pageReads }
   }
 
-  /** Segments that may hold `eventId` (from the indexes; confirm with a probe). */
+  /** Segments that may hold `eventId` (from the indexes; confirm with a probe); every retained one while loading. */
   candidates(eventId: string): number[] {
+    if (this.loadState !== null) return [...this.tiers.segments.keys()]
     const out = this.index.candidates(eventId)
     this.runs.candidates(eventId, out)
     return out
@@ -145,6 +178,7 @@ export class Dedupe {
   async indexPart(entry: SegmentEntry): Promise<void> {
     if (entry.state !== 'archived' || entry.file === null) throw new Error(`invariant: segment ${entry.id} is not archived`)
     this.unindexed.add(entry.id)
+    await this.load()
     await this.hooks.beforeIndexPart?.(entry.id)
     await this.writeRun(entry, this.files.sealConn)
     await this.runs.compact()

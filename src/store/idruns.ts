@@ -1,3 +1,6 @@
+// Over 500 lines: the run file's format is written (add, merge), read (load) and
+// probed here, and the three must agree byte for byte; the filter is apart (idfilter.ts).
+//
 // The dedupe index of the sealed tier: sorted runs of 64-bit id hashes on disk,
 // each with a small resident filter and fence pointers, merged into a few
 // larger runs as segments are sealed (an LSM of ids), so that what stays in
@@ -149,50 +152,63 @@ export class IdRuns {
 
   /**
    * Loads the runs in `dir`: removes temp files and runs superseded by a newer
-   * run, masks segments that are no longer `retained`. Returns the runs and the
-   * retained segments no run covers (to be rebuilt by the caller).
+   * run (or unreadable), masks segments that are no longer `retained`. Returns
+   * the runs and the retained segments no run covers (to be rebuilt by the caller).
    */
   static async open(dir: string, fs: FileSystem, hash: IdHash, retained: ReadonlySet<number>): Promise<{ runs: IdRuns; uncovered: number[] }> {
-    await fs.mkdirp(dir)
-    const runs = new IdRuns(dir, fs, hash)
-    const names = await fs.list(dir)
-    const found: number[] = []
-    for (const name of names) {
-      const p = parseRunName(name)
-      if (!p) continue
-      runs.nextSeq = Math.max(runs.nextSeq, p.seq + 1)
-      if (p.tmp) await fs.remove(path.join(dir, name))
-      else found.push(p.seq)
-    }
-    // Newest first: a run whose retained segments a newer run already covers is a merge input left behind.
-    found.sort((a, b) => b - a)
-    const covered = new Set<number>()
-    const kept: Run[] = []
-    for (const seq of found) {
-      const file = path.join(dir, runName(seq))
-      let run: Run
-      try {
-        run = await loadRun(seq, file)
-      } catch (err) {
-        // Unreadable: its segments are rebuilt from their archives.
-        await fs.remove(file)
-        continue
+    const runs = IdRuns.empty(dir, fs, hash)
+    return { runs, uncovered: await runs.load(retained) }
+  }
+
+  /** No runs loaded yet (`load` loads them; until then no id is a candidate). */
+  static empty(dir: string, fs: FileSystem, hash: IdHash): IdRuns {
+    return new IdRuns(dir, fs, hash)
+  }
+
+  /** Loads the runs in `dir` as `open` says; returns the retained segments no run covers. */
+  async load(retained: ReadonlySet<number>): Promise<number[]> {
+    return this.lock.runExclusive(async () => {
+      const { dir, fs } = this
+      await fs.mkdirp(dir)
+      const names = await fs.list(dir)
+      const found: number[] = []
+      for (const name of names) {
+        const p = parseRunName(name)
+        if (!p) continue
+        this.nextSeq = Math.max(this.nextSeq, p.seq + 1)
+        if (p.tmp) await fs.remove(path.join(dir, name))
+        else found.push(p.seq)
       }
-      const live = [...run.segments.keys()].filter((s) => retained.has(s))
-      if (live.length === 0 || live.every((s) => covered.has(s))) {
-        closeSync(run.fd)
-        await fs.remove(file)
-        continue
+      // Newest first: a run whose retained segments a newer run already covers is a merge input left behind.
+      found.sort((a, b) => b - a)
+      const covered = new Set<number>()
+      const kept: Run[] = []
+      for (const seq of found) {
+        const file = path.join(dir, runName(seq))
+        let run: Run
+        try {
+          run = await loadRun(seq, file)
+        } catch {
+          // Unreadable: its segments are rebuilt from their archives.
+          await fs.remove(file)
+          continue
+        }
+        const live = [...run.segments.keys()].filter((s) => retained.has(s))
+        if (live.length === 0 || live.every((s) => covered.has(s))) {
+          closeSync(run.fd)
+          await fs.remove(file)
+          continue
+        }
+        for (const s of run.segments.keys()) {
+          if (retained.has(s)) covered.add(s)
+          else this.dropped.add(s)
+        }
+        kept.push(run)
       }
-      for (const s of run.segments.keys()) {
-        if (retained.has(s)) covered.add(s)
-        else runs.dropped.add(s)
-      }
-      kept.push(run)
-    }
-    await fs.syncDir(dir)
-    runs.runs = kept.sort((a, b) => a.seq - b.seq)
-    return { runs, uncovered: [...retained].filter((s) => !covered.has(s)).sort((a, b) => a - b) }
+      await fs.syncDir(dir)
+      this.runs = [...this.runs, ...kept].sort((a, b) => a.seq - b.seq)
+      return [...retained].filter((s) => !covered.has(s)).sort((a, b) => a - b)
+    })
   }
 
   stats(): RunStats {

@@ -54,6 +54,8 @@ export interface StoreOptions {
   verifyWindowMs?: number
   /** Test seams; never set in production. */
   hooks?: StoreHooks
+  /** Whether `Store.open` resolves only once the dedupe index has loaded (default true); the server opens its port first and tells /readyz. */
+  waitForIndex?: boolean
 }
 
 export interface StoreHooks {
@@ -67,6 +69,8 @@ export interface StoreHooks {
   idHash?: IdHash
   /** Runs before a sealed segment's id run is written (dedupe.ts); a throw leaves it unwritten, as a crash would. */
   beforeIndexPart?: (segmentId: number) => Promise<void>
+  /** Runs when the dedupe index starts loading at start-up (dedupe.ts): lets a test park the load. */
+  beforeIndexLoad?: () => Promise<void>
   /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
   beforeSealStep?: (step: SealStep, segmentId: number) => Promise<void>
   /** Runs just before a rollover asks for the gate (`reason`: size, age, admin, retention). */

@@ -1,3 +1,6 @@
+// Over 500 lines: the store's wiring of its units and its lifecycle are one
+// class (ARCHITECTURE.md, "The store's units"); each job lives in its unit.
+//
 // The store: one object the service holds, composed of units that each keep
 // one job (ARCHITECTURE.md): admission (admission.ts), the commit queue and
 // group commit (commit.ts), dedupe across every tier (dedupe.ts), the write
@@ -207,8 +210,7 @@ export class Store {
       const catalog = await DuckDBCatalog.open(files.catalogConn)
       const { entries, nextId } = await recover(opts, fs, files, catalog)
       const tiers = new Tiers(entries, nextId)
-      const dedupe = await Dedupe.build(tiers, files, { indexDir: indexDir(opts.dataDir), fs, logger: opts.logger, hooks: opts.hooks })
-      opts.logger.info({ event: 'store_open', segments: entries.length, indexedEvents: dedupe.indexedEvents, indexBytes: dedupe.indexBytes, index: dedupe.indexStats(), ms: opts.clock.nowMs() - started }, 'store opened')
+      const dedupe = Dedupe.create(tiers, files, { indexDir: indexDir(opts.dataDir), fs, logger: opts.logger, hooks: opts.hooks })
       let store: Store | null = null
       const gate = new WriteGate<Segment>(tiers.active.live!, opts.gateWaitMs, {
         held: (g) => store?.notify((o) => o.gate?.(g)),
@@ -217,7 +219,13 @@ export class Store {
       store = new Store(opts, fs, files, catalog, tiers, gate, dedupe)
       await store.admission.sample()
       store.startTimers()
-      store.kickSealer()
+      // Until the index has loaded, appends are refused (503) and /readyz says why; then sealing starts.
+      const loaded = dedupe.load().then(() => {
+        opts.logger.info({ event: 'store_open', segments: entries.length, indexedEvents: dedupe.indexedEvents, indexBytes: dedupe.indexBytes, index: dedupe.indexStats(), ms: opts.clock.nowMs() - started }, 'store opened')
+        store.kickSealer()
+      })
+      if (opts.waitForIndex ?? true) await loaded
+      else loaded.catch(() => undefined)
       // A reopened active segment's events may be newer than its live rollups.
       store.refreshLiveRollups(1)
       return store
@@ -246,6 +254,7 @@ export class Store {
     if (req.atomic && req.rejected.length > 0) return Promise.resolve(outcomeOf(req, [], 0, false))
     const refusal = this.writeRefusal()
     if (refusal) return Promise.reject(refusal)
+    if (this.dedupe.loading !== null) return Promise.reject(new Errors.Overloaded(this.dedupe.loading))
     if (req.events.ids.length === 0) return Promise.resolve(outcomeOf(req, [], 0, true))
     const refusing = this.admission.refusing()
     if (refusing.length > 0) return Promise.reject(new Errors.Overloaded(refusing.join('; ')))
@@ -305,6 +314,11 @@ export class Store {
     return cutoffsAt(nowMs, this.windows)
   }
 
+  /** Resolves once the dedupe index has loaded (appends are refused until then); rejects if it failed to. */
+  indexLoaded(): Promise<void> {
+    return this.dedupe.load()
+  }
+
   /** Segments that may hold `eventId` (from the dedupe index; confirm with a probe). */
   candidates(eventId: string): number[] {
     return this.dedupe.candidates(eventId)
@@ -316,6 +330,7 @@ export class Store {
     if (this.draining) reasons.push('draining')
     if (this.admission.failure !== null) reasons.push(`store failed: ${this.admission.failure}`)
     if (this.commits.full()) reasons.push('ingest queue full')
+    if (this.dedupe.loading !== null) reasons.push(this.dedupe.loading)
     reasons.push(...this.admission.refusing())
     return { ready: reasons.length === 0, reasons }
   }
@@ -391,7 +406,8 @@ export class Store {
    * Runs retention now (the scheduler calls it every retentionIntervalMs; the
    * admin route on demand). A run already in flight is shared, never doubled.
    */
-  retention(trigger: RetentionTrigger = 'admin'): Promise<RetentionReport> {
+  async retention(trigger: RetentionTrigger = 'admin'): Promise<RetentionReport> {
+    await this.dedupe.load() // it drops deleted segments from the index
     return this.retentionRunner.run(trigger)
   }
 
@@ -478,7 +494,7 @@ export class Store {
   }
 
   private kickSealer(): void {
-    this.sealer.kick(this.tiers.pendingFiles())
+    if (this.dedupe.loading === null) this.sealer.kick(this.tiers.pendingFiles())
   }
 
   private startTimers(): void {
