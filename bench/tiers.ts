@@ -18,7 +18,11 @@
 //   6. GET /v1/usage over everything equals the generated sums (read back from the files
 //      by a separate DuckDB) plus what was acknowledged (requests, errors, tokens, exact
 //      cost); over sealed segments it is answered from the catalog's rollups.
-//   7. restart: start-up time with every segment archived (the index rebuild alone).
+//   7. restart with every segment archived: time to ready (the dedupe index loads its
+//      persisted id runs, it replays no history), the dedupe index's resident bytes per
+//      retained event, the process RSS above the empty server's per retained event (an
+//      upper bound of the index's resident cost), and the replay check's latency for ids
+//      of the oldest segment (one event a request) against a fresh event's.
 //   8. archive bytes per event against the same rows as zstd Parquet (DuckDB COPY).
 //
 // Run:   npm run bench:tiers                       (20 M events; ~10 min on 2 cores)
@@ -39,11 +43,14 @@ import type { RunningServer } from './lib/child.js'
 import { toScaled12 } from './lib/decimal.js'
 import { BatchFactory, TEMPLATE_COUNT } from './lib/events.js'
 import { IngestLedger } from './lib/load.js'
-import { checkFingerprints, computeRows, EXACT_FINGERPRINT_STRIDE, writePendingSegments, type BigStoreSpec } from './lib/bigstore.js'
-import { f1, fail, failures, int, integerFlags, loadFlags, loadOptions, log, percentile, phaseLine, type PhaseFigures } from './lib/report.js'
+import { checkFingerprints, computeRows, EXACT_FINGERPRINT_STRIDE, rowsOfSegment, writePendingSegments, type BigStoreSpec } from './lib/bigstore.js'
+import { f1, f2, fail, failures, int, integerFlags, loadFlags, loadOptions, log, percentile, phaseLine, type PhaseFigures } from './lib/report.js'
 import { getJson, httpTimeoutMs, settleLedger, startTokenledger, waitSealed, type ServerStatus } from './lib/server.js'
 import { plusAcked, sumsOfFiles, zero, type Sums } from './lib/sums.js'
-import { segmentPath, tierDir } from '../src/store/layout.js'
+import { indexDir, segmentPath, tierDir } from '../src/store/layout.js'
+import { nodeFileSystem, type FileSystem } from '../src/store/fsops.js'
+import { hashId64 } from '../src/store/idindex.js'
+import { IdRuns } from '../src/store/idruns.js'
 import { runMain } from './lib/cli.js'
 
 const parquetSampleSegments = 4
@@ -179,6 +186,63 @@ async function replayPhase(server: RunningServer, spec: BigStoreSpec, workers = 
   return { eventsPerS: duplicates / s, p50: percentile(latencies, 50), p99: percentile(latencies, 99), duplicates }
 }
 
+/**
+ * The replay check's latency for ids of the oldest segment (segment 1): one stored
+ * event a request, one request at a time, each of which must come back `duplicate`;
+ * and, interleaved, one fresh event a request (accepted) as the baseline.
+ */
+async function oldestReplayLatency(server: RunningServer, spec: BigStoreSpec, count = 500): Promise<{ replay: { p50: number; p99: number; max: number }; fresh: { p50: number; p99: number } }> {
+  const [lo, hi] = rowsOfSegment(spec, 1)
+  const stride = EXACT_FINGERPRINT_STRIDE
+  const exact = Math.floor((hi - lo) / stride)
+  const ns = Array.from({ length: Math.min(count, exact) }, (_, i) => lo + Math.floor((i * exact) / Math.min(count, exact)) * stride)
+  const { events } = await computeRows(spec, ns)
+  const fresh = await computeRows(spec, ns.map((_, i) => spec.events + 10_000_000 + i))
+  const replayMs: number[] = []
+  const freshMs: number[] = []
+  const send = async (e: unknown, want: 'duplicates' | 'accepted', into: number[]): Promise<void> => {
+    const t0 = performance.now()
+    const res = await fetch(`${server.url}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ events: [e] }), signal: AbortSignal.timeout(httpTimeoutMs) })
+    const text = await res.text()
+    into.push(performance.now() - t0)
+    if (res.status !== 200 || (JSON.parse(text) as Record<string, number>)[want] !== 1) fail(`oldest-segment check: expected ${want}, got ${res.status} ${text.slice(0, 300)}`)
+  }
+  for (let i = 0; i < events.length; i++) {
+    await send(events[i], 'duplicates', replayMs)
+    await send(fresh.events[i], 'accepted', freshMs)
+  }
+  return { replay: { p50: percentile(replayMs, 50), p99: percentile(replayMs, 99), max: Math.max(...replayMs) }, fresh: { p50: percentile(freshMs, 50), p99: percentile(freshMs, 99) } }
+}
+
+/**
+ * Loads the store's id runs (what a start-up loads of the sealed tier's dedupe index)
+ * in this process, with the server stopped or not (runs are read-only here), and
+ * measures the RSS it adds: the resident cost of the index, measured, not computed.
+ */
+async function sealedIndexResident(dataDir: string, retained: ReadonlySet<number>): Promise<{ runs: number; entries: number; bytes: number; rssBytes: number; ms: number }> {
+  const before = process.memoryUsage().rss
+  const t0 = performance.now()
+  const { runs } = await IdRuns.open(indexDir(dataDir), readOnlyFs, hashId64, retained)
+  const ms = performance.now() - t0
+  const rssBytes = process.memoryUsage().rss - before
+  const st = runs.stats()
+  runs.close()
+  return { runs: st.runs, entries: st.entries, bytes: st.bytes, rssBytes, ms }
+}
+
+/** The file-system seam with every change refused: the bench must not touch the server's runs. */
+const readOnlyFs: FileSystem = {
+  ...nodeFileSystem,
+  mkdirp: async () => undefined,
+  rename: async () => {
+    throw new Error('read-only')
+  },
+  remove: async (f) => {
+    throw new Error(`read-only: would remove ${f}`)
+  },
+  syncDir: async () => undefined,
+}
+
 async function archiveVsParquet(dataDir: string): Promise<{ archiveBytesPerEvent: number; parquetBytesPerEvent: number; segments: number }> {
   const dir = tierDir(dataDir, 'archive')
   const names = (await readdir(dir)).filter((n) => n.endsWith('.duckdb')).sort().slice(0, parquetSampleSegments)
@@ -216,12 +280,14 @@ async function main(): Promise<number> {
   const summary: Record<string, unknown> = { events: opts.events, segments }
 
   // 1-2. Empty store.
+  let emptyRssMiB = NaN
   const emptyDir = await mkdtemp(join(os.tmpdir(), 'tokenledger-tiers-empty-'))
   let base: PhaseFigures
   {
     log('\n[1] empty store')
     const server = await startTokenledger('empty', emptyDir)
-    log(`  start-up: listening after ${int(server.listeningMs)} ms`)
+    emptyRssMiB = rssMiB(server.pid) ?? NaN
+    log(`  start-up: listening after ${int(server.listeningMs)} ms; idle RSS ${f1(emptyRssMiB)} MiB (the baseline of the resident bytes per event below)`)
     const ledger = new IngestLedger(new BatchFactory(`${runId}e`, opts.batch), TEMPLATE_COUNT)
     try {
       if (opts.warmupS > 0) await ledger.run(server.url, opts.connections, opts.warmupS)
@@ -317,9 +383,30 @@ async function main(): Promise<number> {
       await server.stop()
       server = await startTokenledger('large-restart', bigDir)
       st = await getJson<ServerStatus>(`${server.url}/v1/status`)
-      log(`  listening after ${f1(server.listeningMs / 1000)} s (${f1((server.listeningMs * 1000) / st.ingest.indexed_events)} µs per retained event): ${st.tiers.archived} archived, index ${int(st.ingest.indexed_events)} ids; RSS ${f1(rssMiB(server.pid) ?? NaN)} MiB`)
-      summary.restart_s = server.listeningMs / 1000
+      const rows = st.tiers.rows
+      const rss = rssMiB(server.pid) ?? NaN
+      const residentPerEvent = ((rss - emptyRssMiB) * 2 ** 20) / rows
+      log(`  listening after ${f1(server.listeningMs / 1000)} s, ready (/readyz 200: the dedupe index loaded) after ${f1(server.readyMs / 1000)} s (${f1((server.readyMs * 1000) / rows)} µs per retained event): ${st.tiers.archived} archived, ${int(rows)} rows`)
+      log(`  dedupe index: ${int(st.ingest.indexed_events)} ids, ${f1(st.ingest.index_bytes / 2 ** 20)} MiB resident structures (${f2(st.ingest.index_bytes / rows)} B per retained event); process RSS ${f1(rss)} MiB, ${f2(residentPerEvent)} B per retained event above the empty server's (${f1(emptyRssMiB)} MiB): an upper bound, DuckDB's attached archives included`)
       await checkUsage(server, want, 'after restart')
+      // After the totals check: the fresh events this sends are not in `want`.
+      const old = await oldestReplayLatency(server, spec)
+      log(`  replay check of ids in the oldest segment (one event a request, sequential): p50 ${f2(old.replay.p50)} ms, p99 ${f2(old.replay.p99)} ms, max ${f2(old.replay.max)} ms; a fresh event the same way: p50 ${f2(old.fresh.p50)} ms, p99 ${f2(old.fresh.p99)} ms`)
+      Object.assign(summary, {
+        restart_s: server.readyMs / 1000,
+        restart_listening_s: server.listeningMs / 1000,
+        restart_rows: rows,
+        index_bytes_per_event: Number((st.ingest.index_bytes / rows).toFixed(3)),
+        rss_mib: Math.round(rss),
+        empty_rss_mib: Math.round(emptyRssMiB),
+        rss_bytes_per_event_over_empty: Number(residentPerEvent.toFixed(3)),
+        oldest_replay_p50_ms: Number(old.replay.p50.toFixed(3)),
+        oldest_replay_p99_ms: Number(old.replay.p99.toFixed(3)),
+        fresh_single_p50_ms: Number(old.fresh.p50.toFixed(3)),
+      })
+      const sealed = await sealedIndexResident(bigDir, new Set(Array.from({ length: st.tiers.archived + st.tiers.active + st.tiers.pending + 64 }, (_, i) => i)))
+      log(`  sealed tier's id runs loaded in this (bench) process: ${sealed.runs} runs, ${int(sealed.entries)} ids in ${f1(sealed.ms)} ms; their structures ${f2(sealed.bytes / sealed.entries)} B an id, RSS growth ${f2(sealed.rssBytes / sealed.entries)} B an id`)
+      Object.assign(summary, { sealed_runs: sealed.runs, sealed_ids: sealed.entries, sealed_load_ms: Math.round(sealed.ms), sealed_bytes_per_id: Number((sealed.bytes / sealed.entries).toFixed(3)), sealed_rss_bytes_per_id: Number((sealed.rssBytes / sealed.entries).toFixed(3)) })
       const afterRestart = await replayPhase(server, { ...spec })
       log(`  replays after restart: ${int(afterRestart.duplicates)} duplicates`)
     } finally {

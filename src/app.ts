@@ -44,6 +44,8 @@ export interface AppOptions {
   storeHooks?: StoreHooks
   /** The store's file-system seam (tests inject faults and free-space readings); default: the real one. */
   fs?: FileSystem
+  /** Resolve before the store's dedupe index has loaded (the server does: its port opens meanwhile, /readyz says it is loading and ingest answers 503). */
+  openBeforeIndex?: boolean
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -171,7 +173,7 @@ export const app = fp<AppOptions>(
     await instance.register(authPlugin)
     await instance.register(pressurePlugin)
     await instance.register(uploadsPlugin)
-    await instance.register(storePlugin, { hooks: opts.storeHooks, fs: opts.fs })
+    await instance.register(storePlugin, { hooks: opts.storeHooks, fs: opts.fs, openBeforeIndex: opts.openBeforeIndex === true })
     instance.decorate('readiness', () => {
       const reasons = [...instance.store.ready().reasons, ...instance.ingestPressure()]
       return { ready: reasons.length === 0, reasons }

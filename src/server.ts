@@ -26,7 +26,7 @@ const lifecycle = pino({ level: 'info', base: { service: 'tokenledger' } })
 // A TOKENLEDGER_* variable that is no setting (a typo) is ignored, but said so at start.
 for (const w of warnings) logger.warn({ event: 'unknown_variable', variable: w.variable, closest: w.closest }, w.message)
 
-const app = await buildApp({ config }, logger).catch((err: unknown) => {
+const app = await buildApp({ config, openBeforeIndex: true }, logger).catch((err: unknown) => {
   lifecycle.fatal({ err }, 'failed to start')
   process.exit(1)
 })

@@ -156,8 +156,8 @@ export default fp(
       ['tokenledger_ingest_queued_requests', 'Requests waiting for a group commit.', () => stats().queuedRequests],
       ['tokenledger_ingest_queue_max_events', 'The queue bound on events (TOKENLEDGER_MAX_QUEUE_EVENTS): past it ingest answers 503.', () => config.maxQueueEvents],
       ['tokenledger_ingest_queue_max_bytes', 'The queue bound on bytes (TOKENLEDGER_MAX_QUEUE_BYTES): past it ingest answers 503.', () => config.maxQueueBytes],
-      ['tokenledger_dedupe_index_events', 'Event ids in the in-memory dedupe index (every retained event).', () => stats().indexedEvents],
-      ['tokenledger_dedupe_index_bytes', 'Approximate memory of the dedupe index.', () => stats().indexBytes],
+      ['tokenledger_dedupe_index_events', 'Event ids the dedupe index names: the live tiers\' in-memory index and the sealed tier\'s id runs (a deleted segment\'s until purged).', () => stats().indexedEvents],
+      ['tokenledger_dedupe_index_bytes', 'Resident bytes of the dedupe index: the live hash table, the id runs\' filters and fences.', () => stats().indexBytes],
     ]
     for (const [name, help, read] of queue) {
       new Gauge({

@@ -10,6 +10,8 @@ import { Store } from '../store/store.js'
 export interface StorePluginOptions {
   hooks?: StoreHooks
   fs?: FileSystem
+  /** Register before the dedupe index has loaded (the server: its port opens, /readyz and ingest say it is loading). */
+  openBeforeIndex?: boolean
 }
 
 export default fp<StorePluginOptions>(
@@ -44,6 +46,7 @@ export default fp<StorePluginOptions>(
       maxPendingSegments: config.maxPendingSegments,
       maxActiveBytes: config.maxActiveBytes,
       hooks: opts.hooks,
+      waitForIndex: opts.openBeforeIndex !== true,
       ...(opts.fs ? { fs: opts.fs } : {}),
     })
     app.decorate('store', store)

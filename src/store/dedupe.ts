@@ -1,13 +1,19 @@
-// Dedupe across every tier: the in-memory index of stored ids (idindex.ts) and
-// the exact probes that confirm its candidates, before the gate for closed
-// segments and under it for the rest.
+// Dedupe across every tier: the id index of the live tiers (idindex.ts, in
+// memory), the persisted id runs of the sealed tier (idruns.ts: sorted 64-bit
+// hashes on disk, a filter and fences in memory), and the exact probes that
+// confirm their candidates, before the gate for closed segments and under it
+// for the rest.
 //
 // Invariants:
-// - `index` names, for every id committed in a retained segment, the segment
-//   holding it. It changes only under the gate, after COMMIT succeeds
-//   (`committed`), and a hit is always confirmed by an exact probe of that
-//   segment (event_id and fingerprint): a hash collision costs a probe, never a
-//   wrong answer.
+// - Every id committed in a retained segment is named, with its segment, by
+//   `live` or by `runs` (or both, for a moment): `live` learns ids under the
+//   gate after COMMIT (`committed`); a sealed segment's ids move to `runs` at
+//   the seal's index step (`indexPart`), and leave `live` only once their run
+//   is durable. A sealed segment without a run (a crash before its index step)
+//   stays in `live`, and start-up rebuilds its run from the archive.
+// - A hit is always confirmed by an exact probe of the named segment (event_id
+//   and fingerprint): a hash collision or a filter false positive costs a
+//   probe, never a wrong answer. A miss is exact.
 // - Hits in closed segments (pending files, archives) may be probed before the
 //   request takes the gate (`beforeGate`): they never gain rows, so the answer
 //   holds. Under the gate (`underGate`) only the live segments and segments
@@ -17,15 +23,31 @@
 //   probes until it is closed and attached as a pending file: `retireLock`
 //   serialises the two (rollover's retire runs its close under it). Lock
 //   order: the gate first, then retireLock.
+// - A segment retention deletes leaves both indexes at once (`dropSegment`,
+//   masked), its entries later (`purgeDropped`).
 // - Every probe of an attached file pins it while it runs (pins.ts).
 
 import { Mutex } from 'async-mutex'
 import type { DuckDBConnection } from '@duckdb/node-api'
 import type { AttachedFile, FileTier } from './files.js'
 import { grants, type GateHeld } from './gate.js'
-import { IdIndex } from './idindex.js'
+import { hashId64, IdIndex } from './idindex.js'
+import { IdRuns } from './idruns.js'
+import type { StoreHooks } from './options.js'
+import type { FileSystem } from './fsops.js'
+import type { Logger } from '../log.js'
 import { lookupFingerprints, scanIds, type Segment } from './segment.js'
 import type { SegmentEntry, Tiers } from './tiers.js'
+
+export type DedupeHooks = Pick<StoreHooks, 'idHash' | 'beforeIndexPart' | 'beforeIndexLoad'>
+
+export interface DedupeOptions {
+  /** Where the sealed tier's id runs live (layout.ts: indexDir). */
+  indexDir: string
+  fs: FileSystem
+  logger: Logger
+  hooks?: DedupeHooks
+}
 
 /** Per event id: the closed segments already probed for it, and the fingerprint found there (if any). */
 export type KnownIds = Map<string, { segments: Set<number>; fingerprint: string | null }>
@@ -46,19 +68,68 @@ export class Dedupe {
   private readonly probeQueue: ProbeRequest[] = []
   private probing = false
 
+  /** Sealed segments whose ids are not in a run yet (their index step failed or has not run): `live` still names them. */
+  private readonly unindexed = new Set<number>()
+  private loadState: string | null = 'the dedupe index is loading'
+  private loadingPromise: Promise<void> | null = null
+  /** One purge of the live index at a time: a second one could free a slot the first has not emptied. */
+  private readonly purgeLock = new Mutex()
+
   private constructor(
     private readonly index: IdIndex,
+    private readonly runs: IdRuns,
     private readonly tiers: Tiers,
     private readonly files: FileTier,
+    private readonly logger: Logger,
+    private readonly hooks: DedupeHooks,
   ) {}
 
   /**
-   * Builds the index from every retained segment's ids, two segments at a
-   * time: DuckDB joins one segment's ids while JS hashes the other's.
+   * The dedupe of a store being opened, with nothing loaded yet: until `load`
+   * has finished, `loading` says so, the store refuses appends and every
+   * retained segment is a candidate of every id (exact, slow).
    */
-  static async build(tiers: Tiers, files: FileTier): Promise<Dedupe> {
-    const index = new IdIndex(tiers.rowCount() * 1.2)
-    const queue = tiers.sorted()
+  static create(tiers: Tiers, files: FileTier, o: DedupeOptions): Dedupe {
+    const hash = o.hooks?.idHash ?? hashId64
+    const liveRows = tiers.sorted().reduce((n, e) => (e.state === 'archived' ? n : n + e.rowCount), 0)
+    return new Dedupe(new IdIndex(liveRows * 1.2, hash), IdRuns.empty(o.indexDir, o.fs, hash), tiers, files, o.logger, o.hooks ?? {})
+  }
+
+  /**
+   * Start-up: loads the sealed tier's persisted runs (their filters and
+   * fences, not the entries), rebuilds the run of any archived segment no run
+   * covers (a crash before its seal's index step) from its archive, and
+   * builds the live index from the active and pending segments' ids. Never
+   * replays the sealed history. The store takes no append, seals nothing and
+   * runs no retention meanwhile; a rollover's retire waits (retireLock).
+   */
+  load(): Promise<void> {
+    this.loadingPromise ??= this.retireLock
+      .runExclusive(() => this.loadAll())
+      .then(
+        () => {
+          this.loadState = null
+        },
+        (err: unknown) => {
+          this.loadState = `the dedupe index failed to load: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}`
+          this.logger.error({ event: 'dedupe_load_failed', err }, 'the dedupe index failed to load: appends are refused until a restart')
+          throw err
+        },
+      )
+    return this.loadingPromise
+  }
+
+  /** Why the index is not usable yet (loading, or failed to load), or null once it is. */
+  get loading(): string | null {
+    return this.loadState
+  }
+
+  private async loadAll(): Promise<void> {
+    const { tiers, files, index, runs } = this
+    const archived = tiers.sorted().filter((e) => e.state === 'archived' && e.file !== null)
+    await this.hooks.beforeIndexLoad?.()
+    const uncovered = await runs.load(new Set(archived.map((e) => e.id)))
+    const queue = tiers.sorted().filter((e) => e.state !== 'archived')
     const scanNext = async (conn: DuckDBConnection): Promise<void> => {
       for (let e = queue.shift(); e !== undefined; e = queue.shift()) {
         const ids = e.live ? e.live.scanIds() : scanIds(conn, e.file!.alias)
@@ -66,20 +137,100 @@ export class Dedupe {
       }
     }
     await Promise.all([scanNext(files.probeConn), scanNext(files.sealConn)])
-    return new Dedupe(index, tiers, files)
+    for (const id of uncovered) {
+      const entry = tiers.segments.get(id)!
+      this.logger.warn({ event: 'dedupe_run_rebuilt', segment: id, rows: entry.rowCount }, 'an archived segment had no persisted id run (a crash before its index step): rebuilt from its archive')
+      await this.writeRun(entry, files.probeConn)
+    }
+    await runs.compact()
   }
 
+  /** Ids indexed: the live index's entries plus the sealed runs' (dropped segments' included until purged). */
   get indexedEvents(): number {
-    return this.index.size
+    return this.index.size + this.runs.stats().entries
   }
 
+  /** Resident bytes of both indexes: the live table, the runs' filters and fences. */
   get indexBytes(): number {
-    return this.index.bytes
+    return this.index.bytes + this.runs.stats().bytes
   }
 
-  /** Segments that may hold `eventId` (from the index; confirm with a probe). */
+  /** Figures of the two indexes (status, benches). */
+  indexStats(): { liveEntries: number; liveBytes: number; runs: number; runEntries: number; runBytes: number; runPageReads: number } {
+    const r = this.runs.stats()
+    return { liveEntries: this.index.size, liveBytes: this.index.bytes, runs: r.runs, runEntries: r.entries, runBytes: r.bytes, runPageReads: this.runs.pageReads }
+  }
+
+  /** Segments that may hold `eventId` (from the indexes; confirm with a probe); every retained one while loading. */
   candidates(eventId: string): number[] {
-    return this.index.candidates(eventId)
+    if (this.loadState !== null) return [...this.tiers.segments.keys()]
+    const out = this.index.candidates(eventId)
+    this.runs.candidates(eventId, out)
+    return out
+  }
+
+  /**
+   * The seal's index step, after its swap: the archived segment's ids become a
+   * durable run, then leave the live index; runs are merged while due. A
+   * failure leaves the ids in the live index (still exact) and is retried by
+   * `retryIndexParts`; a crash is repaired at start-up.
+   */
+  async indexPart(entry: SegmentEntry): Promise<void> {
+    if (entry.state !== 'archived' || entry.file === null) throw new Error(`invariant: segment ${entry.id} is not archived`)
+    this.unindexed.add(entry.id)
+    await this.load()
+    await this.hooks.beforeIndexPart?.(entry.id)
+    await this.writeRun(entry, this.files.sealConn)
+    await this.runs.compact()
+  }
+
+  /** Indexes the sealed segments whose index step failed (the sealer calls it after each run). */
+  async retryIndexParts(): Promise<void> {
+    for (const id of [...this.unindexed]) {
+      const entry = this.tiers.segments.get(id)
+      if (!entry || entry.state !== 'archived' || entry.file === null) {
+        this.unindexed.delete(id)
+        continue
+      }
+      try {
+        await this.indexPart(entry)
+      } catch (err) {
+        this.logger.warn({ event: 'dedupe_index_part_failed', segment: id, err }, 'writing the id run of a sealed segment failed; its ids stay in the live index, retried later')
+      }
+    }
+  }
+
+  /** Writes `entry`'s run from its archive (pinned, on `conn`), then drops its ids from the live index. */
+  private async writeRun(entry: SegmentEntry, conn: DuckDBConnection): Promise<void> {
+    const file = entry.file!
+    this.files.pin(file)
+    const chunks: string[][] = []
+    let scanned = 0
+    try {
+      for await (const chunk of scanIds(conn, file.alias)) {
+        chunks.push(chunk)
+        scanned += chunk.length
+      }
+    } finally {
+      await this.files.unpin(file)
+    }
+    if (scanned !== entry.rowCount) throw new Error(`invariant: segment ${entry.id} holds ${entry.rowCount} rows but ${scanned} ids were scanned`)
+    await this.runs.addSegment(entry.id, chunks.flat())
+    // Retention may have deleted it meanwhile: then it leaves the run too.
+    if (!this.tiers.segments.has(entry.id)) this.runs.drop(entry.id)
+    this.index.dropSegment(entry.id)
+    this.unindexed.delete(entry.id)
+    void this.purgeLive().catch((err: unknown) => this.logger.warn({ err }, 'purging the live dedupe index failed'))
+  }
+
+  /** Removes dropped segments' entries from the live index, one purge at a time (idindex.ts). */
+  private purgeLive(): Promise<number> {
+    return this.purgeLock.runExclusive(() => this.index.purgeDropped())
+  }
+
+  /** Closes the runs' files (store close). */
+  close(): void {
+    this.runs.close()
   }
 
   /** Records committed ids (under the gate, after COMMIT). */
@@ -91,11 +242,12 @@ export class Dedupe {
   /** Forgets a dropped segment's ids at once (retention). */
   dropSegment(segmentId: number): void {
     this.index.dropSegment(segmentId)
+    this.runs.drop(segmentId)
   }
 
-  /** Removes the entries of dropped segments; resolves to how many (idindex.ts). */
-  purgeDropped(): Promise<number> {
-    return this.index.purgeDropped()
+  /** Removes the entries of dropped segments from both indexes; resolves to how many. */
+  async purgeDropped(): Promise<number> {
+    return (await this.purgeLive()) + (await this.runs.purge())
   }
 
   /** Throws unless `held` is the live capability of the gate guarding the active segment. */
@@ -111,7 +263,7 @@ export class Dedupe {
   closedCandidates(ids: readonly string[]): Map<number, string[]> {
     const out = new Map<number, string[]>()
     for (const id of ids) {
-      for (const seg of this.index.candidates(id)) {
+      for (const seg of this.candidates(id)) {
         const entry = this.tiers.segments.get(seg)
         if (!entry || entry.live !== null || entry.file === null) continue
         let list = out.get(seg)
@@ -150,7 +302,7 @@ export class Dedupe {
         found.set(id, k.fingerprint)
         continue
       }
-      for (const seg of this.index.candidates(id)) {
+      for (const seg of this.candidates(id)) {
         if (k?.segments.has(seg)) continue
         let list = bySegment.get(seg)
         if (!list) bySegment.set(seg, (list = []))

@@ -1,10 +1,11 @@
-// The dedupe index across every tier: a compact in-memory hash set of
-// event ids, each entry remembering which segment holds the id.
+// The dedupe index of the live tiers (the active segment, rolled-over and
+// pending segments, and sealed ones until their ids are in a persisted run,
+// idruns.ts): a compact in-memory hash set of event ids, each entry
+// remembering which segment holds the id.
 //
 // Invariants:
-// - One entry per stored event: 8 bytes a slot (two Uint32Array words), so
-//   100 million retained events fit in about 1-2 GiB, against ~170 bytes an
-//   event for a Map of strings.
+// - One entry per event of those segments: 8 bytes a slot (two Uint32Array
+//   words), against ~170 bytes an event for a Map of strings.
 // - An entry keeps 48 bits of the id's hash, not the id. A miss is exact (the
 //   id was never stored); a hit is only a *candidate*: the store confirms it
 //   with an exact probe of the named segment (event_id and fingerprint), so a
@@ -19,6 +20,8 @@
 //   yields between chunks, and gives up when a resize (which drops dead entries
 //   itself) replaced the table under it.
 
+import type { IdHash } from './idruns.js'
+
 const MAX_SLOTS = 0xffff
 const MAX_LOAD = 0.75
 
@@ -32,7 +35,10 @@ export class IdIndex {
   private readonly slotOfSegment = new Map<number, number>()
   private readonly dead = new Set<number>()
 
-  constructor(expectedEntries = 1 << 16) {
+  constructor(
+    expectedEntries = 1 << 16,
+    private readonly hash: IdHash = hashId64,
+  ) {
     let capacity = 1 << 16
     while (capacity * MAX_LOAD < expectedEntries) capacity *= 2
     this.keys = new Uint32Array(capacity)
@@ -51,14 +57,18 @@ export class IdIndex {
   /** Adds an id stored in `segmentId`. Duplicate ids are the caller's business (it probes first). */
   add(eventId: string, segmentId: number): void {
     const slot = this.slotFor(segmentId)
-    if (this.count + 1 > (this.mask + 1) * MAX_LOAD) this.resize((this.mask + 1) * 2)
-    hashId(eventId)
+    if (this.count + 1 > (this.mask + 1) * MAX_LOAD) {
+      // Dropped segments' entries go first (sealed segments leave this index): grow only when that is not enough.
+      if (this.dead.size > 0) this.purgeDead()
+      if (this.count + 1 > (this.mask + 1) * MAX_LOAD * 0.5) this.resize((this.mask + 1) * 2)
+    }
+    this.hashOf(eventId)
     this.insert(H1, ((H2 & 0xffff0000) | slot) >>> 0)
   }
 
   /** Segments that may hold `eventId` (empty: certainly none). */
   candidates(eventId: string): number[] {
-    hashId(eventId)
+    this.hashOf(eventId)
     const check = H2 & 0xffff0000
     const out: number[] = []
     for (let i = H1 & this.mask; ; i = (i + 1) & this.mask) {
@@ -135,6 +145,12 @@ export class IdIndex {
     this.count--
   }
 
+  private hashOf(eventId: string): void {
+    this.hash(eventId, HASH)
+    H1 = HASH[0]!
+    H2 = HASH[1]!
+  }
+
   private slotFor(segmentId: number): number {
     const known = this.slotOfSegment.get(segmentId)
     if (known !== undefined) return known
@@ -185,12 +201,18 @@ export class IdIndex {
   }
 }
 
-// Two independent 32-bit lanes of a multiply-xorshift string hash (cyrb53's
-// mixing), returned through module variables to avoid an allocation per call.
+// The hash of the id being looked at, in module variables to avoid an allocation per call.
 let H1 = 0
 let H2 = 0
+const HASH = new Uint32Array(2)
 
-function hashId(s: string): void {
+/**
+ * The store's id hash: two independent 32-bit lanes of a multiply-xorshift
+ * string hash (cyrb53's mixing), hi in out[0], lo in out[1]. The live index
+ * keys by hi and 16 bits of lo; the sealed runs (idruns.ts) by all 64 bits.
+ * Persisted runs depend on it: changing it means a new run version.
+ */
+export const hashId64: IdHash = (s, out) => {
   let h1 = 0xdeadbeef
   let h2 = 0x41c6ce57
   for (let i = 0; i < s.length; i++) {
@@ -202,6 +224,6 @@ function hashId(s: string): void {
   h1 ^= Math.imul(h2 ^ (h2 >>> 13), 3266489909)
   h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507)
   h2 ^= Math.imul(h1 ^ (h1 >>> 13), 3266489909)
-  H1 = h1 >>> 0
-  H2 = h2 >>> 0
+  out[0] = h1 >>> 0
+  out[1] = h2 >>> 0
 }

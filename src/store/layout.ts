@@ -11,6 +11,7 @@
 //                              apart so that they expire (as a whole file) long
 //                              before the events do
 //   orphaned/                  files no state explains, kept for an operator
+//   index/run-<seq>.ids         the sealed tier's dedupe id runs (idruns.ts)
 //   catalog.duckdb             the catalog (segments, per-segment dims, rollups)
 //
 // Segment ids grow monotonically and are never reused; a zero-padded id keeps
@@ -42,6 +43,11 @@ export function detailsFileName(id: number): string {
 /** The sealed segment's detail file (archive tier only). */
 export function detailsPath(dataDir: string, id: number): string {
   return path.join(dataDir, 'archive', detailsFileName(id))
+}
+
+/** The sealed tier's dedupe id runs (idruns.ts). */
+export function indexDir(dataDir: string): string {
+  return path.join(dataDir, 'index')
 }
 
 export function tierDir(dataDir: string, tier: Tier): string {

@@ -6,6 +6,7 @@
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
 import type { FileSystem } from './fsops.js'
+import type { IdHash } from './idruns.js'
 import type { RetentionWindows } from './retention.js'
 import type { SegmentOptions } from './segment.js'
 import type { SealStep } from './tiers.js'
@@ -54,6 +55,8 @@ export interface StoreOptions {
   verifyWindowMs?: number
   /** Test seams; never set in production. */
   hooks?: StoreHooks
+  /** Whether `Store.open` resolves only once the dedupe index has loaded (default true); the server opens its port first and tells /readyz. */
+  waitForIndex?: boolean
 }
 
 export interface StoreHooks {
@@ -63,6 +66,12 @@ export interface StoreHooks {
   faultOnWrite?: () => Promise<void>
   /** Runs under retireLock before a rolled-over segment is closed: lets a test park that close. */
   beforeRetireClose?: (segmentId: number) => Promise<void>
+  /** The dedupe id hash (default hashId64, idindex.ts); tests substitute a weak one to force collisions. */
+  idHash?: IdHash
+  /** Runs before a sealed segment's id run is written (dedupe.ts); a throw leaves it unwritten, as a crash would. */
+  beforeIndexPart?: (segmentId: number) => Promise<void>
+  /** Runs when the dedupe index starts loading at start-up (dedupe.ts): lets a test park the load. */
+  beforeIndexLoad?: () => Promise<void>
   /** Runs before each sealing step; a throw aborts the seal there, as a crash would. */
   beforeSealStep?: (step: SealStep, segmentId: number) => Promise<void>
   /** Runs before each step of a segment's reprice; a throw stops it there, as a crash would (reprice.ts). */

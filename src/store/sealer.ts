@@ -10,6 +10,9 @@
 //   publish   rename the temp files (details first), fsync the directory
 //   record    catalog.archive: the segment's row, dims and rollups, one transaction
 //   swap      readers move to the archive; the pending file is retired
+//   index     the archive's ids become a durable id run (dedupe.ts, idruns.ts)
+//             and leave the live dedupe index; a failure (or crash) leaves them
+//             there, and the run is written later (or at start-up)
 //   cleanup   once no reader pins it: DETACH and delete the pending file
 //
 // Invariants:
@@ -49,6 +52,10 @@ export interface SealerOptions {
   /** Runs one seal holding the store's maintenance lock, shared (a backup takes it whole to see the closed files and the catalog still). */
   exclusive<T>(fn: () => Promise<T>): Promise<T>
   hooks?: StoreHooks
+  /** The seal's index step, after its swap (dedupe.ts): the archived segment's ids become a durable id run. */
+  indexPart?: (entry: SegmentEntry) => Promise<void>
+  /** Retries the index steps that failed (called after each run). */
+  retryIndexParts?: () => Promise<void>
 }
 
 class Stopping extends Error {}
@@ -105,6 +112,7 @@ export class Sealer {
         this.o.logger.error({ event: 'seal_failed', segment: entry.id, attempts, retryInMs: delayMs, err }, 'sealing failed; will retry')
       }
     }
+    if (!this.stopping) await this.o.exclusive(async () => this.o.retryIndexParts?.())
   }
 
   private async step(step: SealStep, id: number): Promise<void> {
@@ -208,7 +216,12 @@ export class Sealer {
     }
 
     // From here on the archive is the truth: a failure only leaves a pending
-    // file that start-up removes.
+    // file that start-up removes, or ids still in the live dedupe index.
+    try {
+      await this.o.indexPart?.(entry)
+    } catch (err) {
+      this.o.logger.warn({ event: 'seal_index_deferred', segment: id, err }, 'the id run of the sealed segment is not written yet; its ids stay in the live dedupe index')
+    }
     const pendingFile = segmentPath(dataDir, 'pending', id)
     try {
       await this.step('cleanup', id)

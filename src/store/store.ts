@@ -1,3 +1,6 @@
+// Over 500 lines: the store's wiring of its units and its lifecycle are one
+// class (ARCHITECTURE.md, "The store's units"); each job lives in its unit.
+//
 // The store: one object the service holds, composed of units that each keep
 // one job (ARCHITECTURE.md): admission (admission.ts), the commit queue and
 // group commit (commit.ts), dedupe across every tier (dedupe.ts), the write
@@ -6,9 +9,6 @@
 // re-pricing (reprice.ts) and start-up recovery (recover.ts). This file opens
 // them, wires them together, owns the lifecycle (draining, closed, failed) and
 // the periodic tick.
-//
-// Over 500 lines: it is the one place where the units meet; each wiring (a
-// host object of a few lines) is kept beside the method that uses it.
 //
 // Invariants:
 // - The write gate (one async-mutex Mutex) guards every mutation of the active
@@ -40,7 +40,7 @@ import { Dedupe } from './dedupe.js'
 import { FileTier } from './files.js'
 import { WriteGate, type GateHeld, type GateTask } from './gate.js'
 import { nodeFileSystem, type FileSystem } from './fsops.js'
-import { CATALOG_FILE, tierDir, TIERS } from './layout.js'
+import { CATALOG_FILE, indexDir, tierDir, TIERS } from './layout.js'
 import { STORE_DEFAULTS, type StoreOptions } from './options.js'
 import { outcomeOf, outcomesOf, type AppendOutcome, type AppendRequest } from './outcomes.js'
 import { recover } from './recover.js'
@@ -131,6 +131,7 @@ export class Store {
       detailsCutoffUs: () => this.cutoffs().detailsUs,
       exclusive: (fn) => this.maintenance.runExclusive(fn, 1),
       hooks: opts.hooks,
+      ...{ indexPart: (entry: SegmentEntry) => dedupe.indexPart(entry), retryIndexParts: () => dedupe.retryIndexParts() },
     })
     this.roller = new Roller({
       opts,
@@ -214,11 +215,7 @@ export class Store {
       const catalog = await DuckDBCatalog.open(files.catalogConn)
       const { entries, nextId } = await recover(opts, fs, files, catalog)
       const tiers = new Tiers(entries, nextId)
-      const dedupe = await Dedupe.build(tiers, files)
-      opts.logger.info(
-        { event: 'store_open', segments: entries.length, indexedEvents: dedupe.indexedEvents, indexBytes: dedupe.indexBytes, ms: opts.clock.nowMs() - started },
-        'store opened',
-      )
+      const dedupe = Dedupe.create(tiers, files, { indexDir: indexDir(opts.dataDir), fs, logger: opts.logger, hooks: opts.hooks })
       let store: Store | null = null
       const gate = new WriteGate<Segment>(tiers.active.live!, opts.gateWaitMs, {
         held: (g) => store?.notify((o) => o.gate?.(g)),
@@ -227,7 +224,13 @@ export class Store {
       store = new Store(opts, fs, files, catalog, tiers, gate, dedupe)
       await store.admission.sample()
       store.startTimers()
-      store.kickSealer()
+      // Until the index has loaded, appends are refused (503) and /readyz says why; then sealing starts.
+      const loaded = dedupe.load().then(() => {
+        opts.logger.info({ event: 'store_open', segments: entries.length, indexedEvents: dedupe.indexedEvents, indexBytes: dedupe.indexBytes, index: dedupe.indexStats(), ms: opts.clock.nowMs() - started }, 'store opened')
+        store.kickSealer()
+      })
+      if (opts.waitForIndex ?? true) await loaded
+      else loaded.catch(() => undefined)
       // A reopened active segment's events may be newer than its live rollups.
       store.refreshLiveRollups(1)
       return store
@@ -256,6 +259,7 @@ export class Store {
     if (req.atomic && req.rejected.length > 0) return Promise.resolve(outcomeOf(req, [], 0, false))
     const refusal = this.writeRefusal()
     if (refusal) return Promise.reject(refusal)
+    if (this.dedupe.loading !== null) return Promise.reject(new Errors.Overloaded(this.dedupe.loading))
     if (req.events.ids.length === 0) return Promise.resolve(outcomeOf(req, [], 0, true))
     const refusing = this.admission.refusing()
     if (refusing.length > 0) return Promise.reject(new Errors.Overloaded(refusing.join('; ')))
@@ -315,6 +319,11 @@ export class Store {
     return cutoffsAt(nowMs, this.windows)
   }
 
+  /** Resolves once the dedupe index has loaded (appends are refused until then); rejects if it failed to. */
+  indexLoaded(): Promise<void> {
+    return this.dedupe.load()
+  }
+
   /** Segments that may hold `eventId` (from the dedupe index; confirm with a probe). */
   candidates(eventId: string): number[] {
     return this.dedupe.candidates(eventId)
@@ -326,6 +335,7 @@ export class Store {
     if (this.draining) reasons.push('draining')
     if (this.admission.failure !== null) reasons.push(`store failed: ${this.admission.failure}`)
     if (this.commits.full()) reasons.push('ingest queue full')
+    if (this.dedupe.loading !== null) reasons.push(this.dedupe.loading)
     reasons.push(...this.admission.refusing())
     return { ready: reasons.length === 0, reasons }
   }
@@ -401,7 +411,8 @@ export class Store {
    * Runs retention now (the scheduler calls it every retentionIntervalMs; the
    * admin route on demand). A run already in flight is shared, never doubled.
    */
-  retention(trigger: RetentionTrigger = 'admin'): Promise<RetentionReport> {
+  async retention(trigger: RetentionTrigger = 'admin'): Promise<RetentionReport> {
+    await this.dedupe.load() // it drops deleted segments from the index
     return this.retentionRunner.run(trigger)
   }
 
@@ -507,12 +518,12 @@ export class Store {
       .finally(async () => {
         await this.files.idle()
         await this.catalog.checkpoint().catch((err: unknown) => this.opts.logger.error({ err }, 'catalog checkpoint failed'))
-        this.files.close()
+        this.dedupe.close(), this.files.close()
       })
   }
 
   private kickSealer(): void {
-    this.sealer.kick(this.tiers.pendingFiles())
+    if (this.dedupe.loading === null) this.sealer.kick(this.tiers.pendingFiles())
   }
 
   private startTimers(): void {
