@@ -23,7 +23,7 @@ export const Errors = {
   RateLimited: createError<[string]>('TL_RATE_LIMITED', 'rate limit exceeded for this token; retry in %s', 429),
   Overloaded: createError<[string]>('TL_OVERLOADED', 'the service is overloaded (%s); retry after the Retry-After delay', 503),
   BackupRunning: createError('TL_BACKUP_RUNNING', 'a backup is already running; wait for its answer before starting another', 409),
-  ClientBusy: createError<[number, number]>('TL_CLIENT_BUSY', 'this client has %d ingest requests in flight, at most %d (TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT); retry after the Retry-After delay', 429),
+  ClientBusy: createError<[string]>('TL_CLIENT_BUSY', 'this client has %s; retry after the Retry-After delay', 429),
   SlowBody: createError<[number, number]>('TL_SLOW_BODY', 'the body arrived at %d bytes/s, below the minimum of %d (TOKENLEDGER_MIN_BODY_RATE); nothing of it was stored', 408),
   QueryTimeout: createError<[number]>('TL_QUERY_TIMEOUT', 'the query was stopped after its time limit of %d ms; narrow the window or the filters', 503),
 } as const

@@ -19,6 +19,7 @@ import { once } from 'node:events'
 import { test } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
+import { chargedBytes } from '../src/plugins/pressure.js'
 import { describeError, Errors } from '../src/errors.js'
 import { readFailure } from '../src/store/failstop.js'
 import { nodeFileSystem, type FileSystem } from '../src/store/fsops.js'
@@ -260,6 +261,43 @@ test('connections past TOKENLEDGER_MAX_CONNECTIONS are closed at once; held ones
   held[0]!.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n')
   const [answer] = (await once(held[0]!, 'data')) as [Buffer]
   assert.match(answer.toString(), /^HTTP\/1\.1 200/)
+})
+
+test('ingest admission by bytes: requests are charged their Content-Length (the largest body when compressed or unsized); past TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES 503, past the per-client bytes 429; the bytes return to 0', async (t) => {
+  assert.equal(chargedBytes({ 'content-length': '1234' }, 16_384), 1234)
+  assert.equal(chargedBytes({ 'content-length': '99999999' }, 16_384), 16_384, 'never more than the largest body')
+  assert.equal(chargedBytes({}, 16_384), 16_384, 'no length (chunked): the largest body')
+  assert.equal(chargedBytes({ 'content-length': '100', 'content-encoding': 'gzip' }, 16_384), 16_384, 'compressed: it may inflate to the limit')
+  let release!: () => void
+  let parked = new Promise<void>((resolve) => (release = resolve))
+  const env = { TOKENLEDGER_MAX_BODY_BYTES: '16KiB', TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES: '40KiB', TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES_PER_CLIENT: '24KiB' }
+  const { app } = await build(t, env, { onCommitHoldingGate: () => parked })
+  const sized = (n: number, id: string) => JSON.stringify({ events: [event({ event_id: id, detail: { pad: 'x'.repeat(n) } })] })
+  const big = sized(12_000, 'big-a')
+  const first = app.inject({ method: 'POST', url: '/v1/events', payload: big, headers: { 'content-type': 'application/json' } })
+  for (let i = 0; i < 100 && app.ingestInflightBytes() === 0; i++) await delay(5)
+  assert.equal(app.ingestInflightBytes(), Buffer.byteLength(big))
+  // The same client again: 2 × 12 KB is past its 24 KiB.
+  const mine = await app.inject({ method: 'POST', url: '/v1/events', payload: sized(12_000, 'big-b'), headers: { 'content-type': 'application/json' } })
+  assert.equal(mine.statusCode, 429, mine.body)
+  assert.match(mine.json().message, /body bytes in flight and \d+ more asked, at most 24576 \(TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES_PER_CLIENT\)/)
+  // Another client fits once (24 KB of 40 KiB), a third 12 KB does not.
+  const second = app.inject({ method: 'POST', url: '/v1/events', remoteAddress: '127.0.0.7', payload: sized(12_000, 'big-c'), headers: { 'content-type': 'application/json' } })
+  for (let i = 0; i < 100 && app.ingestInflight() < 2; i++) await delay(5)
+  const third = await app.inject({ method: 'POST', url: '/v1/events', remoteAddress: '127.0.0.8', payload: sized(12_000, 'big-d'), headers: { 'content-type': 'application/json' } })
+  assert.equal(third.statusCode, 503, third.body)
+  assert.equal(third.headers['retry-after'], '1')
+  assert.match(third.json().message, /body bytes in flight and \d+ more asked, at most 40960 \(TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES\)/)
+  // A small batch still fits beside them: the count of requests is not what bounds memory.
+  const small = app.inject({ method: 'POST', url: '/v1/events', remoteAddress: '127.0.0.8', payload: sized(10, 'small'), headers: { 'content-type': 'application/json' } })
+  for (let i = 0; i < 100 && app.ingestInflight() < 3; i++) await delay(5)
+  assert.equal(app.ingestInflight(), 3)
+  release()
+  parked = Promise.resolve()
+  for (const r of [first, second, small]) assert.equal((await r).json().accepted, 1)
+  for (let i = 0; i < 100 && app.ingestInflightBytes() > 0; i++) await delay(5)
+  assert.equal(app.ingestInflightBytes(), 0)
+  assert.equal(app.ingestInflight(), 0)
 })
 
 test('ingest admission: past TOKENLEDGER_MAX_INGEST_INFLIGHT a request is refused 503 before its body is read; the count returns to 0', async (t) => {
