@@ -126,7 +126,7 @@ async function sample(minute: number): Promise<Row> {
   return {
     minute,
     rssMiB: rssKiB / 1024,
-    heapMiB: metric(/^tokenledger_nodejs_heap_size_used_bytes (\S+)$/gm) / 2 ** 20,
+    heapMiB: metric(/^nodejs_heap_size_used_bytes (\S+)$/gm) / 2 ** 20,
     fds,
     duckdbMiB: metric(/^tokenledger_duckdb_memory_bytes\{[^}]*\} (\S+)$/gm) / 2 ** 20,
     active: st.tiers.active,

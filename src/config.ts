@@ -86,8 +86,16 @@ export interface Config {
   minFreeDiskBytes: number
   /** Ingest requests being read, validated, queued or committed at once; past it 503 before the body is read. */
   maxIngestInflight: number
-  /** Of those, from one client (its token and address; its address alone without auth); past it 429. Default: half of maxIngestInflight. */
+  /**
+   * Body bytes those requests may hold at once, each charged its Content-Length
+   * (maxBodyBytes when it has none or is compressed); past it 503 before the body
+   * is read. Default: maxQueueBytes.
+   */
+  maxIngestInflightBytes: number
+  /** Of those requests, from one client (its token and address; its address alone without auth); past it 429. Default: all but an eighth of maxIngestInflight. */
   maxIngestInflightPerClient: number
+  /** Of those bytes, from one client; past it 429. Default: all but an eighth of maxIngestInflightBytes. */
+  maxIngestInflightBytesPerClient: number
   /** Slowest an ingest body may arrive once bodyGraceMs have passed, in bytes per second on the wire; slower is cut off with 408. 0: no minimum. */
   minBodyBytesPerSec: number
   /** How long an ingest body may take before its rate is judged. */
@@ -420,8 +428,10 @@ function readSettings(r: Reader): Config {
     maxConnections: r.int('MAX_CONNECTIONS', 4096, 1, 1_000_000),
     minFreeDiskBytes: r.size('MIN_FREE_DISK', sizeText(D.minFreeDiskBytes), 0, 1024 * 1024 * MiB),
     maxPendingSegments: r.int('MAX_PENDING_SEGMENTS', D.maxPendingSegments, 1, 100_000),
-    maxIngestInflight: r.int('MAX_INGEST_INFLIGHT', 32, 1, 100_000),
-    maxIngestInflightPerClient: 0, // set below: half of maxIngestInflight unless given
+    maxIngestInflight: r.int('MAX_INGEST_INFLIGHT', 512, 1, 100_000),
+    maxIngestInflightBytes: 0, // set below: maxQueueBytes unless given
+    maxIngestInflightPerClient: 0, // set below: all but an eighth of maxIngestInflight unless given
+    maxIngestInflightBytesPerClient: 0, // set below: all but an eighth of maxIngestInflightBytes unless given
     minBodyBytesPerSec: r.size('MIN_BODY_RATE', '16KiB', 0, 1024 * MiB),
     bodyGraceMs: r.duration('BODY_RATE_GRACE', '2s', 100, 3_600_000),
     maxActiveBytes: 0,
@@ -440,7 +450,11 @@ function readSettings(r: Reader): Config {
     pricesFile: '',
   }
   config.pricesFile = path.resolve(config.dataDir, r.string('PRICES_FILE', path.join(config.dataDir, 'prices.json')))
-  config.maxIngestInflightPerClient = r.int('MAX_INGEST_INFLIGHT_PER_CLIENT', Math.ceil(config.maxIngestInflight / 2), 1, 100_000)
+  // One client (a gateway fleet sharing a token behind one NAT is one client) may
+  // use all but an eighth of the node, so the other clients are never locked out.
+  config.maxIngestInflightPerClient = r.int('MAX_INGEST_INFLIGHT_PER_CLIENT', Math.max(1, config.maxIngestInflight - Math.ceil(config.maxIngestInflight / 8)), 1, 100_000)
+  config.maxIngestInflightBytes = r.size('MAX_INGEST_INFLIGHT_BYTES', sizeText(config.maxQueueBytes), 1024, 16 * 1024 * MiB)
+  config.maxIngestInflightBytesPerClient = r.size('MAX_INGEST_INFLIGHT_BYTES_PER_CLIENT', sizeText(config.maxIngestInflightBytes - Math.ceil(config.maxIngestInflightBytes / 8)), 1024, 16 * 1024 * MiB)
   if (!/^[\x21-\x7e]{1,128}$/.test(config.otlp.defaultKey)) {
     throw new ConfigError('TOKENLEDGER_OTLP_DEFAULT_KEY', 'must be 1-128 printable ASCII characters without spaces')
   }
@@ -469,6 +483,9 @@ function readSettings(r: Reader): Config {
   }
   if (config.maxBatchEvents > config.maxQueueEvents) {
     throw new ConfigError('TOKENLEDGER_MAX_QUEUE_EVENTS', `must be at least TOKENLEDGER_MAX_BATCH_EVENTS (${config.maxBatchEvents})`)
+  }
+  if (config.maxIngestInflightBytesPerClient < config.maxBodyBytes) {
+    throw new ConfigError('TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES_PER_CLIENT', `must leave one client room for a body of TOKENLEDGER_MAX_BODY_BYTES (${config.maxBodyBytes} bytes)`)
   }
   if (config.maxBodyBytes > config.maxQueueBytes) {
     throw new ConfigError('TOKENLEDGER_MAX_QUEUE_BYTES', `must be at least TOKENLEDGER_MAX_BODY_BYTES (${config.maxBodyBytes} bytes)`)

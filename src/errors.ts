@@ -26,7 +26,7 @@ export const Errors = {
   RepriceRunning: createError('TL_REPRICE_RUNNING', 'a reprice is already running; wait for its answer before starting another', 409),
   RepriceBlocked: createError<[number, string]>('TL_REPRICE_BLOCKED', 'segment %d of the window is not sealed yet (%s); nothing was re-priced from it on: retry once it is sealed', 409),
   NoPrices: createError('TL_NO_PRICES', 'no price table is installed (PUT /v1/admin/prices), or TOKENLEDGER_PRICING is off: there is nothing to price from', 409),
-  ClientBusy: createError<[number, number]>('TL_CLIENT_BUSY', 'this client has %d ingest requests in flight, at most %d (TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT); retry after the Retry-After delay', 429),
+  ClientBusy: createError<[string]>('TL_CLIENT_BUSY', 'this client has %s; retry after the Retry-After delay', 429),
   SlowBody: createError<[number, number]>('TL_SLOW_BODY', 'the body arrived at %d bytes/s, below the minimum of %d (TOKENLEDGER_MIN_BODY_RATE); nothing of it was stored', 408),
   QueryTimeout: createError<[number]>('TL_QUERY_TIMEOUT', 'the query was stopped after its time limit of %d ms; narrow the window or the filters', 503),
 } as const

@@ -144,7 +144,7 @@ test('deep nesting is refused while parsing: concurrent 7 MB bodies cost nothing
   const legit = JSON.stringify({ events: [event({ event_id: 'legit-under-attack' })] })
   const rssBefore = process.memoryUsage().rss
   const t0 = performance.now()
-  // From one attacker (its 8 bodies are within TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT, 16), the legitimate event from another client.
+  // From one attacker (its 8 bodies are within the per-client bounds: 8 requests of 7 MiB), the legitimate event from another client.
   const attacks = Array.from({ length: 8 }, () => app.inject({ method: 'POST', url: '/v1/events', remoteAddress: '127.0.0.9', headers: { 'content-type': 'application/json' }, payload: deep }))
   const ok = await app.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/json' }, payload: legit })
   const legitMs = performance.now() - t0

@@ -18,7 +18,8 @@ import { connect } from 'node:net'
 import { once } from 'node:events'
 import { test } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, InjectOptions } from 'fastify'
+import { chargedBytes } from '../src/plugins/pressure.js'
 import { describeError, Errors } from '../src/errors.js'
 import { readFailure } from '../src/store/failstop.js'
 import { nodeFileSystem, type FileSystem } from '../src/store/fsops.js'
@@ -261,6 +262,53 @@ test('connections past TOKENLEDGER_MAX_CONNECTIONS are closed at once; held ones
   const [answer] = (await once(held[0]!, 'data')) as [Buffer]
   assert.match(answer.toString(), /^HTTP\/1\.1 200/)
 })
+
+test('ingest admission by bytes: requests are charged their Content-Length (the largest body when compressed or unsized); past TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES 503, past the per-client bytes 429; the bytes return to 0', async (t) => {
+  assert.equal(chargedBytes({ 'content-length': '1234' }, 16_384), 1234)
+  assert.equal(chargedBytes({ 'content-length': '99999999' }, 16_384), 16_384, 'never more than the largest body')
+  assert.equal(chargedBytes({}, 16_384), 16_384, 'no length (chunked): the largest body')
+  assert.equal(chargedBytes({ 'content-length': '100', 'content-encoding': 'gzip' }, 16_384), 16_384, 'compressed: it may inflate to the limit')
+  let release!: () => void
+  const parked = new Promise<void>((resolve) => (release = resolve))
+  const env = { TOKENLEDGER_MAX_BODY_BYTES: '16KiB', TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES: '36KiB', TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES_PER_CLIENT: '24KiB' }
+  const { app } = await build(t, env, { onCommitHoldingGate: () => parked })
+  // A failed assertion must not leave commits parked (the app's close would wait for them).
+  try {
+    await bytesAdmission(app, release)
+  } finally {
+    release()
+  }
+})
+
+async function bytesAdmission(app: FastifyInstance, release: () => void): Promise<void> {
+  // inject() starts a request only once it is awaited or then'd: these run in the background.
+  const send = (o: InjectOptions) => app.inject(o).then((r) => r)
+  const sized = (n: number, id: string) => JSON.stringify({ events: [event({ event_id: id, detail: { pad: 'x'.repeat(n) } })] })
+  const big = sized(13_000, 'big-a')
+  const first = send({ method: 'POST', url: '/v1/events', payload: big, headers: { 'content-type': 'application/json' } })
+  for (let i = 0; i < 100 && app.ingestInflightBytes() === 0; i++) await delay(5)
+  assert.equal(app.ingestInflightBytes(), Buffer.byteLength(big))
+  // The same client again: 2 × 13 KB is past its 24 KiB.
+  const mine = await app.inject({ method: 'POST', url: '/v1/events', payload: sized(13_000, 'big-b'), headers: { 'content-type': 'application/json' } })
+  assert.equal(mine.statusCode, 429, mine.body)
+  assert.match(mine.json().message, /body bytes in flight and \d+ more asked, at most 24576 \(TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES_PER_CLIENT\)/)
+  // Another client fits once (26 KB of 36 KiB), a third 13 KB does not.
+  const second = send({ method: 'POST', url: '/v1/events', remoteAddress: '127.0.0.7', payload: sized(13_000, 'big-c'), headers: { 'content-type': 'application/json' } })
+  for (let i = 0; i < 100 && app.ingestInflight() < 2; i++) await delay(5)
+  const third = await app.inject({ method: 'POST', url: '/v1/events', remoteAddress: '127.0.0.8', payload: sized(13_000, 'big-d'), headers: { 'content-type': 'application/json' } })
+  assert.equal(third.statusCode, 503, third.body)
+  assert.equal(third.headers['retry-after'], '1')
+  assert.match(third.json().message, /body bytes in flight and \d+ more asked, at most 36864 \(TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES\)/)
+  // A small batch still fits beside them: the count of requests is not what bounds memory.
+  const small = send({ method: 'POST', url: '/v1/events', remoteAddress: '127.0.0.8', payload: sized(10, 'small'), headers: { 'content-type': 'application/json' } })
+  for (let i = 0; i < 100 && app.ingestInflight() < 3; i++) await delay(5)
+  assert.equal(app.ingestInflight(), 3)
+  release()
+  for (const r of [first, second, small]) assert.equal((await r).json().accepted, 1)
+  for (let i = 0; i < 100 && app.ingestInflightBytes() > 0; i++) await delay(5)
+  assert.equal(app.ingestInflightBytes(), 0)
+  assert.equal(app.ingestInflight(), 0)
+}
 
 test('ingest admission: past TOKENLEDGER_MAX_INGEST_INFLIGHT a request is refused 503 before its body is read; the count returns to 0', async (t) => {
   let release!: () => void

@@ -297,6 +297,14 @@ export default fp(
       },
     })
     new Gauge({
+      name: 'tokenledger_ingest_inflight_bytes',
+      help: 'Body bytes those requests are charged, Content-Length or the largest body (503 at once past TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES).',
+      registers: [registry],
+      collect() {
+        this.set(app.ingestInflightBytes())
+      },
+    })
+    new Gauge({
       name: 'tokenledger_store_failed',
       help: '1 once the store has entered fail-stop after a write that may have invalidated DuckDB: no writes until restart.',
       registers: [registry],

@@ -13,13 +13,18 @@
 // under-pressure samples once a second and calls the pressure handler with
 // only the first threshold crossed, so the ingest check reads every figure.
 //
-// Ingest admission: at most maxIngestInflight ingest requests are between
-// their headers and their answer; one more is answered 503 at once, before its
-// body is read, parsed or validated. Under overload that turns what would be
-// a client timeout (work queued on the event loop, then the accept backlog)
-// into a fast, cheap, retryable refusal. One client (token and address) may
-// hold at most maxIngestInflightPerClient of them (429 TL_CLIENT_BUSY past
-// it); uploads.ts cuts off bodies that arrive too slowly.
+// Ingest admission: at most maxIngestInflight ingest requests, holding at most
+// maxIngestInflightBytes of body, are between their headers and their answer;
+// one more is answered 503 at once, before its body is read, parsed or
+// validated. Under overload that turns what would be a client timeout (work
+// queued on the event loop, then the accept backlog) into a fast, cheap,
+// retryable refusal. Each request is charged its Content-Length, or the
+// largest body (maxBodyBytes) when it has none or is compressed: memory is
+// bounded by bytes, not by a count sized for the largest body, so the bursts
+// of a client at half capacity (queued behind a commit that runs DuckDB's WAL
+// checkpoint, hundreds of ms every few seconds) are not shed. One client
+// (token and address) may hold all but an eighth of each (429 TL_CLIENT_BUSY
+// past it); uploads.ts cuts off bodies that arrive too slowly.
 
 import fp from 'fastify-plugin'
 import underPressure from '@fastify/under-pressure'
@@ -33,6 +38,8 @@ declare module 'fastify' {
     ingestPressure(): string[]
     /** Ingest requests between their headers and their answer. */
     ingestInflight(): number
+    /** The body bytes those requests are charged (Content-Length, or the largest body). */
+    ingestInflightBytes(): number
   }
 }
 
@@ -43,6 +50,19 @@ interface Sample {
 }
 
 const MiB = 1024 * 1024
+
+/**
+ * What an ingest request is charged against the in-flight byte bounds: its
+ * Content-Length when the body is sent as is, else (no length, chunked, or
+ * compressed: it may inflate up to the limit) the largest body allowed.
+ */
+export function chargedBytes(headers: { 'content-length'?: string; 'content-encoding'?: string }, maxBodyBytes: number): number {
+  const encoding = headers['content-encoding']?.trim().toLowerCase()
+  if (encoding !== undefined && encoding !== '' && encoding !== 'identity') return maxBodyBytes
+  const length = headers['content-length']
+  if (length === undefined || !/^\d{1,15}$/.test(length)) return maxBodyBytes
+  return Math.min(Number(length), maxBodyBytes)
+}
 
 /** The thresholds of `limits` that `sample` is past, as readable reasons. */
 export function pressureReasons(sample: Sample, limits: PressureLimits): string[] {
@@ -83,31 +103,46 @@ export default fp(
     app.decorate('ingestPressure', () => pressureReasons(app.memoryUsage(), config.ingestPressure))
 
     let inflight = 0
+    let inflightBytes = 0
     // Per client: its token (when auth is on) and its address, so that one
     // client cannot hold every slot; entries leave the map at zero.
-    const perClient = new Map<string, number>()
+    const perClient = new Map<string, { requests: number; bytes: number }>()
     app.decorate('ingestInflight', () => inflight)
+    app.decorate('ingestInflightBytes', () => inflightBytes)
     app.addHook('onRequest', async (request, reply) => {
       if (request.routeOptions.config.scope !== 'ingest') return
+      const charge = chargedBytes(request.headers, config.maxBodyBytes)
       // A refusal before the body is read closes the connection: the unread body is not drained.
       if (inflight >= config.maxIngestInflight) {
         reply.header('connection', 'close')
         throw new Errors.Overloaded(`${inflight} ingest requests in flight, at most ${config.maxIngestInflight} (TOKENLEDGER_MAX_INGEST_INFLIGHT)`)
       }
-      const client = `${request.principal?.id ?? '-'} ${request.ip}`
-      const mine = perClient.get(client) ?? 0
-      if (mine >= config.maxIngestInflightPerClient) {
+      if (inflightBytes + charge > config.maxIngestInflightBytes) {
         reply.header('connection', 'close')
-        throw new Errors.ClientBusy(mine, config.maxIngestInflightPerClient)
+        throw new Errors.Overloaded(`${inflightBytes} body bytes in flight and ${charge} more asked, at most ${config.maxIngestInflightBytes} (TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES)`)
+      }
+      const client = `${request.principal?.id ?? '-'} ${request.ip}`
+      const mine = perClient.get(client) ?? { requests: 0, bytes: 0 }
+      if (mine.requests >= config.maxIngestInflightPerClient) {
+        reply.header('connection', 'close')
+        throw new Errors.ClientBusy(`${mine.requests} ingest requests in flight, at most ${config.maxIngestInflightPerClient} (TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT)`)
+      }
+      if (mine.bytes + charge > config.maxIngestInflightBytesPerClient) {
+        reply.header('connection', 'close')
+        throw new Errors.ClientBusy(`${mine.bytes} body bytes in flight and ${charge} more asked, at most ${config.maxIngestInflightBytesPerClient} (TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES_PER_CLIENT)`)
       }
       inflight++
-      perClient.set(client, mine + 1)
+      inflightBytes += charge
+      mine.requests++
+      mine.bytes += charge
+      perClient.set(client, mine)
       // 'close' comes once for every response, answered or aborted.
       reply.raw.once('close', () => {
         inflight--
-        const left = (perClient.get(client) ?? 1) - 1
-        if (left === 0) perClient.delete(client)
-        else perClient.set(client, left)
+        inflightBytes -= charge
+        mine.requests--
+        mine.bytes -= charge
+        if (mine.requests === 0) perClient.delete(client)
       })
     })
 
