@@ -109,7 +109,7 @@ export const UsageEventOut = Type.Object(
     cost: Type.Union([Type.String(), Type.Null()], { description: 'Exact decimal string (what totals count); null when unknown.' }),
     cost_origin: Type.Union([Type.Literal('reported'), Type.Literal('priced'), Type.Null()], { description: 'Where `cost` comes from: the gateway, or the price table; null when unknown.' }),
     reported_cost: Type.Union([Type.String(), Type.Null()], { description: 'The cost the gateway sent (kept when TOKENLEDGER_PRICING=always prices over it); null when it sent none.' }),
-    price_ref: Type.Union([Type.String(), Type.Null()], { description: 'The price table version and entry that priced it: "<version>:<provider>/<model>@<effective_from>" (see GET /v1/admin/prices?version=); null unless priced.' }),
+    price_ref: Type.Union([Type.String(), Type.Null()], { description: 'The version of the price table that priced it (16 hex digits; see GET /v1/admin/prices?version=): its entry is the one the lookup rule picks for the event\'s provider, model and timestamp. Null unless priced.' }),
     currency: Type.String(),
     team_id: Type.Union([Type.String(), Type.Null()]),
     user_id: Type.Union([Type.String(), Type.Null()]),

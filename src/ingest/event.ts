@@ -39,7 +39,7 @@ export interface UsageEvent {
   reported_cost: bigint | null
   /** Where `cost` comes from: the gateway ('reported'), the price table ('priced'), or nowhere (null). */
   cost_origin: 'reported' | 'priced' | null
-  /** The price table version and entry that priced it ("<version>:<provider>/<model>@<effective_from>"), null unless priced. */
+  /** The version of the price table that priced it (16 hex digits; its entry is the one the lookup rule picks for the event's provider, model and timestamp), null unless priced. */
   price_ref: string | null
   currency: string
   team_id: string | null
