@@ -35,7 +35,7 @@ const AUTH_ENV = {
 
 type Scope = 'open' | keyof typeof TOKENS
 interface RouteCase {
-  method: 'GET' | 'POST'
+  method: 'GET' | 'POST' | 'PUT'
   url: string
   scope: Scope
   /** A body the route takes (the other doors in), with its content type. */
@@ -72,6 +72,9 @@ const ROUTES: RouteCase[] = [
   { method: 'POST', url: '/v1/admin/retention', scope: 'admin' },
   { method: 'GET', url: '/v1/admin/verify', scope: 'admin' },
   { method: 'POST', url: '/v1/admin/backup', scope: 'admin', body: { type: 'application/json', payload: JSON.stringify({ dir: BACKUP_DIR }) } },
+  { method: 'GET', url: '/v1/admin/prices', scope: 'admin' },
+  { method: 'PUT', url: '/v1/admin/prices', scope: 'admin', body: { type: 'application/json', payload: JSON.stringify({ prices: [] }) } },
+  { method: 'POST', url: `/v1/admin/reprice?from=${T0 - 86_400_000}`, scope: 'admin' },
   { method: 'GET', url: '/v1/status', scope: 'admin' },
   { method: 'GET', url: '/metrics', scope: 'metrics' },
 ]

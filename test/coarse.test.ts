@@ -465,7 +465,7 @@ test('a catalog from before the coarse rollups gets them built from its rollups 
     await conn.run(`INSERT INTO rollups
       SELECT i % 2, make_timestamp(1795000000000000 + (i // 4) * ${Q}), 'k' || (i % 3), NULL, 'u' || (i % 5), NULL, 'p', 'm', 200, CASE WHEN i % 7 = 0 THEN 'EUR' ELSE 'USD' END,
              1, i % 2, i, 4294967295, 0, 0, 0, 0, 0, 0, 0, 0,
-             CASE i % 4 WHEN 0 THEN NULL WHEN 1 THEN 0.000000000001 WHEN 2 THEN (i * 0.001)::DECIMAL(38,12) ELSE 99999999999999.999999999999 - i END, (i % 4 = 0)::INT
+             CASE i % 4 WHEN 0 THEN NULL WHEN 1 THEN 0.000000000001 WHEN 2 THEN (i * 0.001)::DECIMAL(38,12) ELSE 99999999999999.999999999999 - i END, (i % 4 = 0)::INT, NULL
         FROM range(600) t(i)`)
     await DuckDBCatalog.open(conn)
     const measures = `currency, sum(requests)::VARCHAR, sum(errors)::VARCHAR, sum(input_tokens_hi)::VARCHAR, sum(input_tokens_lo)::VARCHAR, sum(cost)::VARCHAR`
