@@ -55,6 +55,14 @@ function parseCostText(text: string): ParsedCost {
   return { ok: true, scaled: BigInt(whole) * SCALE_FACTOR + BigInt(frac.padEnd(COST_SCALE, '0') || '0') }
 }
 
+/** The scaled integer of a decimal text formatCost (or DuckDB's DECIMAL) wrote, sign included; no bounds (sums may pass a single cost's). */
+export function scaledDecimal(text: string): bigint {
+  const neg = text.startsWith('-')
+  const [int, frac = ''] = (neg ? text.slice(1) : text).split('.')
+  const v = BigInt(int!) * SCALE_FACTOR + BigInt((frac + '0'.repeat(COST_SCALE)).slice(0, COST_SCALE))
+  return neg ? -v : v
+}
+
 /** Formats a scaled integer as the shortest exact decimal string: "0.3", "12", "0". */
 export function formatCost(scaled: bigint): string {
   const fixed = formatCostFixed(scaled)

@@ -15,10 +15,9 @@ import { test } from 'node:test'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { Decimal } from 'decimal.js'
-import { applyPrice, costOf } from '../src/pricing/apply.js'
+import { applyPrice, costOf, type Priceable } from '../src/pricing/apply.js'
 import { parsePriceTable, type PriceTable } from '../src/pricing/table.js'
 import { formatCost } from '../src/money.js'
-import type { UsageEvent } from '../src/ingest/event.js'
 import { build, event, post, rollover, T0 } from './helper.js'
 
 const US = 1000
@@ -40,11 +39,9 @@ const CLASSES = {
   ],
 }
 
-function usage(over: Partial<UsageEvent> = {}): UsageEvent {
+function usage(over: Partial<Priceable> = {}): Priceable {
   return {
-    event_id: 'e',
     ts_us: T0 * US,
-    key_id: 'k',
     provider: 'p',
     model: 'm',
     status_code: 200,
@@ -58,26 +55,16 @@ function usage(over: Partial<UsageEvent> = {}): UsageEvent {
     cost_origin: null,
     price_ref: null,
     currency: 'USD',
-    team_id: null,
-    user_id: null,
-    customer_id: null,
-    endpoint: null,
-    latency_ms: null,
-    ttft_ms: null,
-    stream: null,
-    tags: null,
-    detail: null,
-    fingerprint: 'f',
     ...over,
   }
 }
 
-function priced(t: PriceTable, over: Partial<UsageEvent>, mode: 'missing' | 'always' = 'missing'): UsageEvent {
+function priced(t: PriceTable, over: Partial<Priceable>, mode: 'missing' | 'always' = 'missing'): Priceable {
   const e = usage(over)
   applyPrice(e, t, mode)
   return e
 }
-const cost = (e: UsageEvent): string | null => (e.cost === null ? null : formatCost(e.cost))
+const cost = (e: Priceable): string | null => (e.cost === null ? null : formatCost(e.cost))
 
 test('each token class is priced at its own price; cached tokens are part of input, reasoning part of output', () => {
   const t = table(CLASSES)
@@ -144,7 +131,7 @@ test('the reported cost wins unless pricing is always; a reported cost in anothe
 test('rounding is half to even, once, at the twelfth decimal', () => {
   // 0.0000005 per million tokens is 5 x 10^-13 per token: one token is exactly half a unit of the 12th digit.
   const t = table({ prices: [{ provider: 'p', model: 'm', per_million: { input: '0.0000005', output: '0.0000015' } }] })
-  const units = (e: UsageEvent) => e.cost
+  const units = (e: Priceable) => e.cost
   assert.equal(units(priced(t, { input_tokens: 1 })), 0n, '0.5 rounds to even 0')
   assert.equal(units(priced(t, { input_tokens: 3 })), 2n, '1.5 rounds to even 2')
   assert.equal(units(priced(t, { input_tokens: 5 })), 2n, '2.5 rounds to even 2')

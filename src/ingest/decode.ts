@@ -46,8 +46,6 @@ export interface DecodedRequest {
   records: number
   /** Records that are not usage and were skipped on purpose (OTLP spans without gen_ai.usage.*). */
   ignored: number
-  /** Valid events whose cost came from the price table. */
-  priced: number
 }
 
 /** Decodes one body; valid events are priced from `prices` as `opts.pricing` says (after their fingerprint: see pricing/apply.ts). */
@@ -77,12 +75,11 @@ export function decodeRequest(raw: Uint8Array | string, format: BodyFormat, opts
     else if (res.ok) rejected.push({ index, event_id: res.event.event_id, status: 'rejected', errors: [priceError!] })
     else rejected.push({ index, event_id: res.eventId, status: 'rejected', errors: res.errors })
   }
-  return { batch: encodeEvents(valid), rejected, records: events.length, ignored: 0, priced: pricer.priced }
+  return { batch: encodeEvents(valid), rejected, records: events.length, ignored: 0 }
 }
 
-/** Prices the valid events of one body and counts them. */
+/** Prices the valid events of one body. */
 class Pricer {
-  priced = 0
   constructor(
     private readonly table: PriceTable | null,
     private readonly mode: PricingMode,
@@ -91,9 +88,7 @@ class Pricer {
   /** Prices `event` in place; the error that rejects it when its priced cost is out of range. */
   price(event: UsageEvent): FieldError | null {
     if (this.table === null || this.mode === 'off') return null
-    const res = applyPrice(event, this.table, this.mode)
-    if (res === 'priced') this.priced++
-    if (res !== 'too_large') return null
+    if (applyPrice(event, this.table, this.mode) !== 'too_large') return null
     return { field: '/cost', message: `priced from the price table at ${event.provider}/${event.model}, it is not below 10^15: check the token counts and the price entry` }
   }
 }
@@ -114,7 +109,7 @@ function validateMapped(body: MappedBody, opts: DecodeOptions, pricer: Pricer): 
     else if (res.ok) rejected.push({ index: record.index, event_id: res.event.event_id, status: 'rejected', errors: [priceError!] })
     else rejected.push({ index: record.index, event_id: record.eventId, status: 'rejected', errors: distinct(res.errors.map((e) => renamed(e, record.origin))) })
   }
-  return { batch: encodeEvents(valid), rejected, records: body.count, ignored: body.ignored, priced: pricer.priced }
+  return { batch: encodeEvents(valid), rejected, records: body.count, ignored: body.ignored }
 }
 
 /** validateEvent's "/tags/route", for tags that came from "/data": "/data/route". */

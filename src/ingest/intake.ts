@@ -22,8 +22,6 @@ export interface IntakeResult {
   records: number
   /** Records skipped on purpose: OTLP spans without gen_ai usage. */
   ignored: number
-  /** Valid events priced from the price table. */
-  priced: number
 }
 
 export interface IntakeDeps {
@@ -45,8 +43,8 @@ export class Intake {
     const { decoder, store, config, clock } = this.deps
     const limits = { nowMs: clock.nowMs(), eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs }
     const decoded = await decoder.decode(raw, format, { limits, maxEvents: config.maxBatchEvents, otlp: config.otlp, pricing: config.pricing })
-    const { batch, rejected, records, ignored, priced } = decoded
+    const { batch, rejected, records, ignored } = decoded
     const outcome = await store.append({ events: batch, rejected, atomic, bytes: batch.bytes, source })
-    return { outcome, records, ignored, priced }
+    return { outcome, records, ignored }
   }
 }

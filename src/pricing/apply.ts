@@ -52,6 +52,12 @@ export function costOf(e: Pick<UsageEvent, 'input_tokens' | 'cache_read_tokens' 
   return q < MAX_COST_SCALED ? q : null
 }
 
+/** What pricing reads of an event and sets on it. */
+export type Priceable = Pick<
+  UsageEvent,
+  'provider' | 'model' | 'ts_us' | 'status_code' | 'input_tokens' | 'output_tokens' | 'cache_read_tokens' | 'cache_write_tokens' | 'reasoning_tokens' | 'currency' | 'cost' | 'reported_cost' | 'cost_origin' | 'price_ref'
+>
+
 /** What pricing did to one event. */
 export type PriceResult = 'priced' | 'kept' | 'unpriced' | 'too_large'
 
@@ -60,7 +66,7 @@ export type PriceResult = 'priced' | 'kept' | 'unpriced' | 'too_large'
  * the table prices it (currency too, for an event that carried no cost).
  * 'too_large': the priced cost is not below 10^15, the event is left as it was.
  */
-export function applyPrice(e: UsageEvent, table: PriceTable | null, mode: PricingMode): PriceResult {
+export function applyPrice(e: Priceable, table: PriceTable | null, mode: PricingMode): PriceResult {
   if (table === null || mode === 'off') return e.cost === null ? 'unpriced' : 'kept'
   if (e.reported_cost !== null && mode === 'missing') return 'kept'
   const entry = table.lookup(e.provider, e.model, e.ts_us)

@@ -34,10 +34,9 @@ import path from 'node:path'
 import { DuckDBDecimalValue, listValue } from '@duckdb/node-api'
 import type { Clock } from '../clock.js'
 import type { Logger } from '../log.js'
-import { COST_SCALE, COST_WIDTH, formatCost, formatCostFixed } from '../money.js'
-import { applyPrice, type PricingMode } from '../pricing/apply.js'
+import { COST_SCALE, COST_WIDTH, formatCost, formatCostFixed, scaledDecimal } from '../money.js'
+import { applyPrice, type Priceable, type PricingMode } from '../pricing/apply.js'
 import type { PriceTable } from '../pricing/table.js'
-import type { UsageEvent } from '../ingest/event.js'
 import type { Catalog } from './catalog.js'
 import type { FileTier, AttachedFile } from './files.js'
 import { removeDurably, type FileSystem } from './fsops.js'
@@ -92,6 +91,8 @@ export interface RepriceHost {
 
 interface Change {
   id: string
+  /** The stored cost and currency, before. */
+  was: { cost: bigint | null; currency: string }
   cost: bigint | null
   origin: 'reported' | 'priced' | null
   ref: string | null
@@ -99,12 +100,10 @@ interface Change {
 }
 
 /** What a stored row is priced from: the client's fields, with its reported cost as the cost. */
-function storedEvent(r: unknown[]): UsageEvent {
+function storedEvent(r: unknown[]): Priceable {
   const reported = r[12] instanceof DuckDBDecimalValue ? r[12].value : null
   return {
-    event_id: String(r[0]),
     ts_us: Number(r[1]),
-    key_id: '',
     provider: String(r[2]),
     model: String(r[3]),
     status_code: Number(r[4]),
@@ -118,16 +117,6 @@ function storedEvent(r: unknown[]): UsageEvent {
     reported_cost: reported,
     cost_origin: reported === null ? null : 'reported',
     price_ref: null,
-    team_id: null,
-    user_id: null,
-    customer_id: null,
-    endpoint: null,
-    latency_ms: null,
-    ttft_ms: null,
-    stream: null,
-    tags: null,
-    detail: null,
-    fingerprint: '',
   }
 }
 
@@ -223,7 +212,7 @@ async function readChanges(
         const oldRef = r[14] === null ? null : String(r[14])
         const oldCurrency = String(r[10])
         if (e.cost === oldCost && e.cost_origin === oldOrigin && e.price_ref === oldRef && e.currency === oldCurrency) continue
-        changes.push({ id: e.event_id, cost: e.cost, origin: e.cost_origin, ref: e.price_ref, currency: e.currency })
+        changes.push({ id: String(r[0]), was: { cost: oldCost, currency: oldCurrency }, cost: e.cost, origin: e.cost_origin, ref: e.price_ref, currency: e.currency })
         report.events_changed++
         if (oldCost === null && e.cost !== null) report.became_priced++
         if (oldOrigin === 'priced' && e.cost === null) report.became_unknown++
@@ -241,21 +230,14 @@ async function readChanges(
 }
 
 /** The archive's figures with `changes` applied to its costs: what the copy must show. */
-async function expectedStats(host: RepriceHost, file: AttachedFile, changes: readonly Change[], old: SegmentStats): Promise<SegmentStats> {
-  const conn = host.files.sealConn
-  const byCurrency = new Map(Object.entries(old.costByCurrency).map(([c, v]) => [c, scaledOf(v)]))
+function expectedStats(changes: readonly Change[], old: SegmentStats): SegmentStats {
+  const byCurrency = new Map(Object.entries(old.costByCurrency).map(([c, v]) => [c, scaledDecimal(v)]))
   let missing = old.costMissing
-  for (let i = 0; i < changes.length; i += UPDATE_BATCH_ROWS) {
-    const batch = changes.slice(i, i + UPDATE_BATCH_ROWS)
-    const res = await conn.runAndReadAll(`SELECT event_id, cost, currency FROM ${tableOf(file.alias, 'events')} WHERE event_id IN (SELECT unnest($1::VARCHAR[]))`, [listValue(batch.map((c) => c.id))])
-    const was = new Map(res.getRows().map((r) => [String(r[0]), [r[1] instanceof DuckDBDecimalValue ? r[1].value : null, String(r[2])] as const]))
-    for (const c of batch) {
-      const [cost, currency] = was.get(c.id) ?? [null, c.currency]
-      if (cost === null) missing--
-      else add(byCurrency, currency, -cost)
-      if (c.cost === null) missing++
-      else add(byCurrency, c.currency, c.cost)
-    }
+  for (const c of changes) {
+    if (c.was.cost === null) missing--
+    else add(byCurrency, c.was.currency, -c.was.cost)
+    if (c.cost === null) missing++
+    else add(byCurrency, c.currency, c.cost)
   }
   const costByCurrency: Record<string, string> = {}
   for (const c of [...byCurrency.keys()].sort()) costByCurrency[c] = formatCost(byCurrency.get(c)!)
@@ -271,10 +253,6 @@ function withoutZeroSums(s: SegmentStats): SegmentStats {
   return { ...s, costByCurrency: Object.fromEntries(Object.entries(s.costByCurrency).filter(([, v]) => v !== '0')) }
 }
 
-function scaledOf(text: string): bigint {
-  const [whole, frac = ''] = text.split('.')
-  return BigInt(whole!) * 10n ** BigInt(COST_SCALE) + BigInt(frac.padEnd(COST_SCALE, '0'))
-}
 
 /** The changes of one batch as rows (id, cost, origin, ref, currency), from changeParams' five lists. */
 const changeRows = `(SELECT unnest($1::VARCHAR[]) AS id, nullif(unnest($2::VARCHAR[]), '')::DECIMAL(${COST_WIDTH},${COST_SCALE}) AS cost,
@@ -304,7 +282,7 @@ async function rewrite(host: RepriceHost, entry: SegmentEntry, changes: readonly
   try {
     await host.beforeStep?.('copy', id)
     const oldStats = await computeStats(conn, old.alias, false)
-    const expected = await expectedStats(host, old, changes, oldStats)
+    const expected = expectedStats(changes, oldStats)
     await files.detachAlias(out)
     await fs.remove(copy)
     await fs.remove(`${copy}.wal`)

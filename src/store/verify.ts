@@ -23,7 +23,7 @@
 // - Nothing is written, and no answer cache is read.
 
 import { DuckDBTimestampValue, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api'
-import { formatCost } from '../money.js'
+import { formatCost, scaledDecimal } from '../money.js'
 import type { Catalog } from './catalog.js'
 import { BUCKET_OF_TS, BUCKET_US, COARSE_KEY, COARSE_LEVELS, rollupTokenSum, USERS_DAILY } from './catalog.js'
 import { tableOf } from './relations.js'
@@ -127,15 +127,9 @@ function plain(v: DuckDBValue | undefined): string | number | null {
 function delta(measure: string, expected: string | null, found: string | null): string | null {
   if (expected === null || found === null) return null
   if (measure !== 'cost' && measure !== 'cost_priced') return String(BigInt(found) - BigInt(expected))
-  return formatCost(scaled(found) - scaled(expected))
+  return formatCost(scaledDecimal(found) - scaledDecimal(expected))
 }
 
-function scaled(text: string): bigint {
-  const neg = text.startsWith('-')
-  const [int, frac = ''] = (neg ? text.slice(1) : text).split('.')
-  const v = BigInt(int!) * 10n ** 12n + BigInt((frac + '000000000000').slice(0, 12))
-  return neg ? -v : v
-}
 
 /** The window a verify covers: whole 15-minute cells (from floored, to ceiled), and not before the rollup cutoff. */
 export function verifyWindow(fromUs: number, toUs: number, cutoffs: Cutoffs): { fromUs: number; toUs: number } {
