@@ -15,8 +15,9 @@ import { test } from 'node:test'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { Decimal } from 'decimal.js'
-import { applyPrice, costOf, type Priceable } from '../src/pricing/apply.js'
-import { parsePriceTable, type PriceTable } from '../src/pricing/table.js'
+import fc from 'fast-check'
+import { applyPrice, costAsBigint, costAsNumber, costOf, type Priceable } from '../src/pricing/apply.js'
+import { parsePriceTable, perToken, type PriceTable } from '../src/pricing/table.js'
 import { formatCost } from '../src/money.js'
 import { build, event, post, rollover, T0 } from './helper.js'
 
@@ -160,6 +161,7 @@ test('a million random events priced exactly: equal to decimal.js computing the 
   }))
   const t = table({ prices: entries })
   const tokens = () => (rand() < 0.05 ? Math.floor(rand() * 2 ** 40) : Math.floor(rand() * 200_000))
+  let fast = 0
   for (let i = 0; i < 1_000_000; i++) {
     const k = Math.floor(rand() * entries.length)
     const input = tokens()
@@ -169,7 +171,9 @@ test('a million random events priced exactly: equal to decimal.js computing the 
     const reasoning = Math.floor(rand() * (output + 1))
     const status = rand() < 0.1 ? 429 : 200
     const e = { input_tokens: input, cache_read_tokens: read, cache_write_tokens: write, output_tokens: output, reasoning_tokens: reasoning, status_code: status }
-    const got = costOf(e, t.lookup('p', `m${k}`, 0)!)
+    const entry = t.lookup('p', `m${k}`, 0)!
+    const got = costOf(e, entry)
+    if (entry.perToken !== null && costAsNumber(e, entry.perToken) !== null) fast++
     const p = entries[k]!.per_million
     const exact = new D(input - read - write)
       .mul(p.input)
@@ -186,6 +190,52 @@ test('a million random events priced exactly: equal to decimal.js computing the 
     }
     if (formatCost(got) !== exact.toFixed()) assert.fail(`event ${i} (${JSON.stringify(e)}, entry ${k}): ${formatCost(got)} != ${exact.toFixed()}`)
   }
+  // Both arithmetic paths were checked: the Number one, and the bigint one it falls back to.
+  assert.ok(fast > 500_000 && fast < 990_000, `${fast} of 1,000,000 events took the Number path`)
+})
+
+test('the Number path equals the bigint path wherever it answers, also at 2^53, and answers for realistic events', () => {
+  // Prices up to $100 per million (most), any size, and the split's edges (rest 0, 500000, 999999).
+  const price = fc.oneof(
+    { arbitrary: fc.bigInt({ min: 0n, max: 10n ** 14n }), weight: 4 },
+    { arbitrary: fc.bigInt({ min: 0n, max: 10n ** 19n }), weight: 1 },
+    { arbitrary: fc.constantFrom(0n, 500_000n, 999_999n, 1_000_000n, 1_500_000n), weight: 1 },
+  )
+  const entryOf = (pm: bigint[], perRequest: bigint) => {
+    const perMillion = pm as unknown as readonly [bigint, bigint, bigint, bigint, bigint]
+    return { name: 'p/m', provider: 'p', model: 'm', pattern: null, effectiveFromUs: 0, currency: 'USD', perMillion, perRequest, perToken: perToken(perMillion, perRequest) }
+  }
+  // Token counts near the edges: small, around 2^53 / price, and large.
+  const count = fc.oneof(
+    { arbitrary: fc.integer({ min: 0, max: 300_000 }), weight: 6 },
+    { arbitrary: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), weight: 1 },
+    { arbitrary: fc.constantFrom(0, 1, 2 ** 26, 2 ** 40, 2 ** 53 - 1), weight: 1 },
+  )
+  let answered = 0
+  fc.assert(
+    fc.property(fc.array(price, { minLength: 5, maxLength: 5 }), price, count, count, count, count, count, fc.constantFrom(200, 500), (pm, perRequest, a, b, c, d, f, status) => {
+      const entry = entryOf(pm, perRequest)
+      const e = { input_tokens: a + b + c, cache_read_tokens: b, cache_write_tokens: c, output_tokens: d + f, reasoning_tokens: f, status_code: status }
+      if (!Number.isSafeInteger(e.input_tokens) || !Number.isSafeInteger(e.output_tokens)) return
+      const slow = costAsBigint(e, entry)
+      const quick = entry.perToken === null ? null : costAsNumber(e, entry.perToken)
+      if (quick !== null) {
+        answered++
+        assert.equal(BigInt(quick), slow, JSON.stringify({ pm: pm.map(String), e }))
+      }
+      assert.equal(costOf(e, entry), slow)
+    }),
+    { numRuns: 20_000 },
+  )
+  assert.ok(answered > 2_000, `the Number path answered ${answered} of 20,000 times`)
+  // Exactly at the boundary: a whole-unit sum of 2^53 - 1 answers, 2^53 does not.
+  const one = entryOf([1_000_000n, 0n, 0n, 0n, 0n], 0n)
+  const at = (n: number) => costAsNumber({ input_tokens: n, cache_read_tokens: 0, cache_write_tokens: 0, output_tokens: 0, reasoning_tokens: 0, status_code: 500 }, one.perToken!)
+  assert.equal(at(2 ** 53 - 1), 2 ** 53 - 1)
+  assert.equal(at(2 ** 53), null)
+  // A realistic event (GPT-4o-like prices, 200k tokens) takes the Number path.
+  const gpt = entryOf([2_500_000_000_000n, 1_250_000_000_000n, 2_500_000_000_000n, 10_000_000_000_000n, 10_000_000_000_000n], 0n)
+  assert.notEqual(costAsNumber({ input_tokens: 200_000, cache_read_tokens: 50_000, cache_write_tokens: 0, output_tokens: 8_000, reasoning_tokens: 2_000, status_code: 200 }, gpt.perToken!), null)
 })
 
 test('a bad table is refused with every entry and field named', () => {
@@ -371,6 +421,35 @@ test('reprice prices history once a table is installed, follows a change, and ma
   assert.deepEqual([again.events_changed, again.segments_rewritten], [0, 0], 'a second run changes nothing')
   const one = (await app.inject({ url: `/v1/events/${events[1]!.event_id}` })).json()
   assert.equal(one.price_ref, (await app.inject({ url: '/v1/admin/prices' })).json().version)
+})
+
+test('reprice under always: a reported cost priced over is kept, and comes back when the model leaves the table', async (t) => {
+  const { app } = await build(t, { TOKENLEDGER_PRICING: 'always' })
+  const put = (text: string) => app.inject({ method: 'PUT', url: '/v1/admin/prices', headers: { 'content-type': 'application/json' }, payload: text })
+  const reprice = async () => {
+    const res = await app.inject({ method: 'POST', url: `/v1/admin/reprice?from=${T0 - 3 * 3_600_000}&to=${T0}` })
+    assert.equal(res.statusCode, 200, res.body)
+    return res.json()
+  }
+  const reported = event({ cost: '0.5', model: 'gpt-4o', input_tokens: 1000, output_tokens: 0, timestamp: T0 - 3_600_000 })
+  assert.equal((await post(app, [reported])).body.accepted, 1)
+  await rollover(app)
+  await app.store.settle()
+  const read = async () => {
+    const e = (await app.inject({ url: `/v1/events/${reported.event_id}` })).json()
+    return [e.cost, e.cost_origin, e.reported_cost, e.price_ref === null ? null : 'v']
+  }
+  assert.deepEqual(await read(), ['0.5', 'reported', '0.5', null])
+  assert.equal((await put(repriceTable('0.15'))).statusCode, 200)
+  assert.equal((await reprice()).events_changed, 1)
+  // gpt-4o at 10 per million: 1000 x 10 / 10^6 = 0.01, the gateway's 0.5 kept beside it.
+  assert.deepEqual(await read(), ['0.01', 'priced', '0.5', 'v'])
+  assert.deepEqual(await windowTotals(app), { cost: '0.01', priced: '0.01', missing: 0 })
+  assert.equal((await put(repriceTable('0.15', false))).statusCode, 200)
+  const back = await reprice()
+  assert.deepEqual([back.events_changed, back.became_unknown], [1, 0], JSON.stringify(back))
+  assert.deepEqual(await read(), ['0.5', 'reported', '0.5', null], 'out of the table: the reported cost again')
+  assert.deepEqual(await windowTotals(app), { cost: '0.5', priced: '0', missing: 0 })
 })
 
 for (const step of ['copy', 'validate', 'record', 'swap', 'publish'] as const) {

@@ -134,3 +134,77 @@ test('an active segment of the previous schema (an upgrade restart) is moved to 
   assert.equal(((await app.inject({ url: `/v1/events/${String(fresh.event_id)}` })).json() as { reasoning_tokens: number }).reasoning_tokens, 5)
   assert.equal((await app.inject({ url: `/v1/usage?from=${T0 - 3_600_000}&to=${T0}` })).json().totals.requests, 2)
 })
+
+test('segments of schema 2 (a stored cost_origin, reported_cost on every reported row) read as schema 3 does: same events, origins and totals', async (t) => {
+  const built = await build(t, { TOKENLEDGER_PRICING: 'always' })
+  let app = built.app
+  const table = { prices: [{ provider: 'openai', model: 'gpt-4o-mini', per_million: { input: '0.15', output: '0.6' } }] }
+  const put = await app.inject({ method: 'PUT', url: '/v1/admin/prices', headers: { 'content-type': 'application/json' }, payload: JSON.stringify(table) })
+  assert.equal(put.statusCode, 200, put.body)
+  const at = (i: number) => T0 - (50 - i) * 60_000
+  const events = [
+    event({ cost: undefined, model: 'gpt-4o-mini', input_tokens: 1_000_000, output_tokens: 100_000, timestamp: at(0) }), // priced from nothing
+    event({ cost: '0.5', model: 'gpt-4o-mini', input_tokens: 1_000_000, output_tokens: 0, timestamp: at(1) }), // priced over a reported cost
+    event({ cost: '0.25', model: 'llama-3', timestamp: at(2) }), // reported, no price
+    event({ cost: undefined, model: 'llama-3', timestamp: at(3) }), // unknown
+  ]
+  assert.equal((await post(app, events)).body.accepted, 4)
+  await rollover(app)
+  await app.store.settle()
+  const read = async (a: typeof app, prefix = '') => {
+    const out: unknown[] = []
+    for (const e of events) {
+      const res = await a.inject({ url: `/v1/events/${prefix}${String(e.event_id)}` })
+      assert.equal(res.statusCode, 200, res.body)
+      const got = res.json() as Record<string, unknown>
+      out.push([got.cost, got.cost_origin, got.reported_cost, got.price_ref === null ? null : 'v'])
+    }
+    return out
+  }
+  const expected = [
+    ['0.21', 'priced', null, 'v'],
+    ['0.15', 'priced', '0.5', 'v'],
+    ['0.25', 'reported', '0.25', null],
+    [null, null, null, null],
+  ]
+  assert.deepEqual(await read(app), expected)
+  const usage = async (a: typeof app) => {
+    const res = await a.inject({ url: `/v1/usage?from=${T0 - 3_600_000}&to=${T0}` })
+    assert.equal(res.statusCode, 200, res.body)
+    const { cost, cost_priced, cost_missing } = (res.json() as { totals: Record<string, unknown> }).totals
+    return { cost, cost_priced, cost_missing }
+  }
+  const totals = await usage(app)
+  assert.deepEqual(totals, { cost: '0.61', cost_priced: '0.36', cost_missing: 1 })
+  await app.close()
+
+  // Make the archive what schema 2 wrote: cost_origin stored, reported_cost = cost on every unpriced row; a pending copy of it with other ids.
+  const archive = path.join(built.dataDir, 'archive', (await readdir(path.join(built.dataDir, 'archive'))).find((f) => /^seg-\d+\.duckdb$/.test(f))!)
+  const schema2 = async (run: (sql: string) => Promise<void>) => {
+    await run(`ALTER TABLE events ADD COLUMN cost_origin VARCHAR`)
+    await run(`UPDATE events SET cost_origin = CASE WHEN price_ref IS NOT NULL THEN 'priced' WHEN cost IS NOT NULL THEN 'reported' END`)
+    await run(`UPDATE events SET reported_cost = cost WHERE price_ref IS NULL`)
+    await run(`UPDATE segment_meta SET value = '2' WHERE key = 'schema_version'`)
+  }
+  await withDb(archive, schema2)
+  const pending = path.join(built.dataDir, 'pending', 'seg-000000001000.duckdb')
+  await copyFile(archive, pending)
+  await withDb(pending, async (run) => {
+    await run(`UPDATE events SET event_id = 'old-' || event_id, ts = ts + INTERVAL 1 MINUTE`)
+    await run(`CREATE TABLE IF NOT EXISTS event_details (event_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, detail VARCHAR NOT NULL)`)
+  })
+  app = await built.restart()
+  await app.store.settle() // the schema-2 pending file is sealed through the projection into a schema-3 archive
+  assert.deepEqual(await read(app), expected, 'the schema-2 archive')
+  assert.deepEqual(await read(app, 'old-'), expected, 'the schema-2 pending file, sealed into schema 3')
+  assert.deepEqual(await usage(app), { cost: '1.22', cost_priced: '0.72', cost_missing: 2 })
+  const verify = await app.inject({ url: `/v1/admin/verify?from=${T0 - 3_600_000}&to=${T0}` })
+  assert.equal(verify.statusCode, 200, verify.body)
+  assert.equal((verify.json() as { mismatch_count: number }).mismatch_count, 0, verify.body)
+  const csv = await app.inject({ url: `/v1/export?from=${T0 - 3_600_000}&to=${T0}&format=ndjson` })
+  const rows = csv.body.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+  assert.equal(rows.length, 8)
+  assert.deepEqual(rows.filter((r) => r.cost_origin === 'priced').length, 4)
+  const parquet = await app.inject({ url: `/v1/export?from=${T0 - 3_600_000}&to=${T0}&format=parquet` })
+  assert.equal(parquet.statusCode, 200, parquet.body)
+})

@@ -96,6 +96,9 @@ function rowsSql(spec: BigStoreSpec, source: string): string {
     stream: 'stream',
     tags: 'NULL::VARCHAR',
     has_detail: 'false',
+    // Reported costs, nothing priced (schema.ts: both follow from price_ref).
+    reported_cost: 'NULL::DECIMAL(38,12)',
+    price_ref: 'NULL::VARCHAR',
     // Exact only on every EXACT_FINGERPRINT_STRIDE-th row (the rows replays are drawn
     // from): the text src/ingest/event.ts hashes, fields joined by U+001F, null as
     // U+001E, the cost as its 10^-12-scaled integer. Building that text costs ~4 µs a row,

@@ -25,7 +25,7 @@
 
 import { COST_SCALE, MAX_COST_INTEGER_DIGITS } from '../money.js'
 import type { UsageEvent } from '../ingest/event.js'
-import type { PriceEntry, PriceTable } from './table.js'
+import type { PerToken, PriceEntry, PriceTable } from './table.js'
 
 export type PricingMode = 'off' | 'missing' | 'always'
 export const PRICING_MODES: readonly PricingMode[] = ['off', 'missing', 'always']
@@ -34,8 +34,42 @@ const MILLION = 1_000_000n
 const HALF_MILLION = 500_000n
 const MAX_COST_SCALED = 10n ** BigInt(MAX_COST_INTEGER_DIGITS + COST_SCALE)
 
+type Tokens = Pick<UsageEvent, 'input_tokens' | 'cache_read_tokens' | 'cache_write_tokens' | 'output_tokens' | 'reasoning_tokens' | 'status_code'>
+
 /** The cost of `e`'s tokens under `entry`, scaled by 10^12 (half-even), or null when it is not below 10^15. */
-export function costOf(e: Pick<UsageEvent, 'input_tokens' | 'cache_read_tokens' | 'cache_write_tokens' | 'output_tokens' | 'reasoning_tokens' | 'status_code'>, entry: PriceEntry): bigint | null {
+export function costOf(e: Tokens, entry: PriceEntry): bigint | null {
+  const fast = entry.perToken === null ? null : costAsNumber(e, entry.perToken)
+  return fast === null ? costAsBigint(e, entry) : BigInt(fast)
+}
+
+/**
+ * The rule of costOf in Number arithmetic, exact or null (then costAsBigint
+ * answers). Every term is a product of two non-negative safe integers and
+ * every sum is of non-negative terms, so each intermediate is at most its
+ * final sum: when the sums are safe integers (checked), every step was exact
+ * (doubles hold every integer up to 2^53, and rounding is monotonic, so an
+ * exact sum past it never reads as one below). The cost bound (10^15, so
+ * 10^27 scaled) is far above 2^53: a safe result is always below it.
+ */
+export function costAsNumber(e: Tokens, p: PerToken): number | null {
+  const uncached = e.input_tokens - e.cache_read_tokens - e.cache_write_tokens
+  const plain = e.output_tokens - e.reasoning_tokens
+  if (uncached < 0 || plain < 0 || e.cache_read_tokens < 0 || e.cache_write_tokens < 0 || e.reasoning_tokens < 0) return null
+  const w = p.whole
+  const r = p.rest
+  const whole = uncached * w[0] + e.cache_read_tokens * w[1] + e.cache_write_tokens * w[2] + plain * w[3] + e.reasoning_tokens * w[4]
+  const rest = uncached * r[0] + e.cache_read_tokens * r[1] + e.cache_write_tokens * r[2] + plain * r[3] + e.reasoning_tokens * r[4]
+  if (whole > Number.MAX_SAFE_INTEGER || rest > Number.MAX_SAFE_INTEGER) return null
+  // % of safe integers is exact, and so is dividing an exact multiple of 10^6 by it.
+  const remainder = rest % 1_000_000
+  let q = whole + (rest - remainder) / 1_000_000
+  if (remainder > 500_000 || (remainder === 500_000 && q % 2 === 1)) q += 1
+  if (e.status_code < 400) q += p.perRequest
+  return q <= Number.MAX_SAFE_INTEGER ? q : null
+}
+
+/** The rule of costOf in bigint arithmetic: any size. */
+export function costAsBigint(e: Tokens, entry: PriceEntry): bigint | null {
   const [pIn, pRead, pWrite, pOut, pReason] = entry.perMillion
   let sum = 0n
   const uncached = e.input_tokens - e.cache_read_tokens - e.cache_write_tokens

@@ -70,6 +70,30 @@ export interface PriceEntry {
   perMillion: readonly [bigint, bigint, bigint, bigint, bigint]
   /** Per successful request (status < 400), scaled by 10^PRICE_SCALE. */
   perRequest: bigint
+  /** The same prices as safe-integer Numbers, for apply.ts's fast path (null: some price is too large for it). */
+  perToken: PerToken | null
+}
+
+/**
+ * Each per-million price p split as p = whole x 10^6 + rest: `whole` is the
+ * price of one token in units of the cost's 10^-12, `rest` (< 10^6) what is
+ * left per million tokens. Numbers, every one a safe integer.
+ */
+export interface PerToken {
+  whole: readonly [number, number, number, number, number]
+  rest: readonly [number, number, number, number, number]
+  perRequest: number
+}
+
+const MILLION = 1_000_000n
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER)
+
+/** `perMillion` and `perRequest` as PerToken, or null when a part is not a safe integer. */
+export function perToken(perMillion: readonly [bigint, bigint, bigint, bigint, bigint], perRequest: bigint): PerToken | null {
+  if (perRequest > SAFE || perMillion.some((p) => p / MILLION > SAFE)) return null
+  const [w0, w1, w2, w3, w4] = perMillion.map((p) => Number(p / MILLION)) as [number, number, number, number, number]
+  const [r0, r1, r2, r3, r4] = perMillion.map((p) => Number(p % MILLION)) as [number, number, number, number, number]
+  return { whole: [w0, w1, w2, w3, w4], rest: [r0, r1, r2, r3, r4], perRequest: Number(perRequest) }
 }
 
 export interface PriceFieldError {
@@ -285,6 +309,7 @@ export function parsePriceTable(input: unknown): ParsedTable {
     seen.set(key, i)
     const [input, cacheRead, cacheWrite, output, reasoning] = prices
     const from = new Date(Math.floor(effectiveFromUs / 1000)).toISOString()
+    const perMillion = [input!, cacheRead ?? input!, cacheWrite ?? input!, output!, reasoning ?? output!] as const
     entries.push({
       name: `${provider}/${model}@${from}`,
       provider,
@@ -292,8 +317,9 @@ export function parsePriceTable(input: unknown): ParsedTable {
       pattern: glob,
       effectiveFromUs,
       currency,
-      perMillion: [input!, cacheRead ?? input!, cacheWrite ?? input!, output!, reasoning ?? output!],
+      perMillion,
       perRequest,
+      perToken: perToken(perMillion, perRequest),
     })
     canonical.push({
       provider,

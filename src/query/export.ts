@@ -20,7 +20,7 @@ import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import type { DuckDBConnection } from '@duckdb/node-api'
 import { Errors } from '../errors.js'
-import { EVENT_COLUMNS } from '../store/schema.js'
+import { COST_ORIGIN_SQL, EVENT_COLUMNS, REPORTED_COST_SQL } from '../store/schema.js'
 import { sqlString, tableOf } from '../store/relations.js'
 import type { Snapshot, SnapshotPart } from '../store/snapshot.js'
 import type { Store } from '../store/store.js'
@@ -136,7 +136,12 @@ export function ndjsonRows(events: readonly StoredEvent[]): string {
 }
 
 /** DuckDB expressions of the export columns over an `events` table (timestamps as UTC TIMESTAMPTZ). */
-const PARQUET_SELECT = EXPORT_COLUMNS.map((c) => (c === 'timestamp' ? `timezone('UTC', ts) AS "timestamp"` : c)).join(', ')
+const DERIVED: Partial<Record<(typeof EXPORT_COLUMNS)[number], string>> = {
+  timestamp: `timezone('UTC', ts) AS "timestamp"`,
+  cost_origin: `${COST_ORIGIN_SQL} AS cost_origin`,
+  reported_cost: `${REPORTED_COST_SQL} AS reported_cost`,
+}
+const PARQUET_SELECT = EXPORT_COLUMNS.map((c) => DERIVED[c] ?? c).join(', ')
 
 /**
  * Writes the matching events as one Parquet file (zstd), oldest first, with

@@ -20,7 +20,7 @@ import { formatCost } from '../money.js'
 import { formatTimestampUs } from '../ingest/timestamp.js'
 import { BUCKET_US, COUNT_MEASURES } from '../store/catalog.js'
 import { tableOf } from '../store/relations.js'
-import { TOKEN_COLUMNS } from '../store/schema.js'
+import { COST_ORIGIN_SQL, REPORTED_COST_SQL, TOKEN_COLUMNS } from '../store/schema.js'
 import { inTransaction } from '../store/transaction.js'
 import type { Row } from '../store/answers.js'
 import type { Cutoffs } from '../store/retention.js'
@@ -81,7 +81,7 @@ export type Totals = Record<Measure, Count> & {
 }
 
 export const SUMMARY_COLUMNS =
-  'event_id, ts, key_id, provider, model, status_code, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, cost_origin, reported_cost, price_ref, currency, team_id, user_id, customer_id, endpoint, latency_ms, ttft_ms, stream, tags, has_detail'
+  `event_id, ts, key_id, provider, model, status_code, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, ${COST_ORIGIN_SQL} AS cost_origin, ${REPORTED_COST_SQL} AS reported_cost, price_ref, currency, team_id, user_id, customer_id, endpoint, latency_ms, ttft_ms, stream, tags, has_detail`
 
 /** The event with its detail (null once expired), or null when no retained segment holds it or it has expired. */
 export async function getEvent(store: Store, eventId: string): Promise<StoredEvent | null> {

@@ -14,7 +14,7 @@ import { Errors } from '../errors.js'
 import type { Row } from '../store/answers.js'
 import { COUNT_MEASURES, rollupTokenSum } from '../store/catalog.js'
 import { tableOf } from '../store/relations.js'
-import { TOKEN_COLUMNS } from '../store/schema.js'
+import { PRICED_ROW_SQL, TOKEN_COLUMNS } from '../store/schema.js'
 import { DIMENSIONS, whereClause, type Dimension, type EventFilter } from './filters.js'
 import type { Range } from './window.js'
 
@@ -30,7 +30,7 @@ export const RAW_MEASURES = `count(*) AS requests,
               coalesce(sum(reasoning_tokens), 0) AS reasoning_tokens,
               sum(cost) AS cost,
               count(*) FILTER (WHERE cost IS NULL) AS cost_missing,
-              sum(cost) FILTER (WHERE cost_origin = 'priced') AS cost_priced`
+              sum(cost) FILTER (WHERE ${PRICED_ROW_SQL}) AS cost_priced`
 
 export const ROLLUP_MEASURES = `sum(requests) AS requests, sum(errors) AS errors,
               ${TOKEN_COLUMNS.map((c) => `${rollupTokenSum(c)} AS ${c}`).join(', ')},

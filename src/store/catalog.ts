@@ -35,7 +35,7 @@ import { listValue, type DuckDBConnection } from '@duckdb/node-api'
 import { COST_SCALE, COST_WIDTH } from '../money.js'
 import { tableOf } from './relations.js'
 import { inTransaction } from './transaction.js'
-import { TOKEN_COLUMNS, type TokenColumn } from './schema.js'
+import { PRICED_ROW_SQL, TOKEN_COLUMNS, type TokenColumn } from './schema.js'
 import type { SegmentStats } from './stats.js'
 
 export type SegmentState = 'active' | 'pending' | 'archived' | 'deleted'
@@ -158,7 +158,7 @@ const DDL = [
 ]
 
 /** The part of `cost` the price table priced (null: none was): rows of catalogs from before prices have none. */
-const PRICED_SUM = `sum(cost) FILTER (WHERE cost_origin = 'priced')`
+const PRICED_SUM = `sum(cost) FILTER (WHERE ${PRICED_ROW_SQL})`
 
 
 /**

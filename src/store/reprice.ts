@@ -42,7 +42,7 @@ import type { FileTier, AttachedFile } from './files.js'
 import { removeDurably, type FileSystem } from './fsops.js'
 import { parseSegmentFileName, segmentPath, tierDir } from './layout.js'
 import { ident, tableOf } from './relations.js'
-import { SEGMENT_DDL } from './schema.js'
+import { COST_ORIGIN_SQL, REPORTED_COST_SQL, SEGMENT_DDL } from './schema.js'
 import { computeStats, statsDifference, type SegmentStats } from './stats.js'
 import type { SegmentEntry } from './tiers.js'
 
@@ -94,7 +94,8 @@ interface Change {
   /** The stored cost and currency, before. */
   was: { cost: bigint | null; currency: string }
   cost: bigint | null
-  origin: 'reported' | 'priced' | null
+  /** The reported_cost column's new value: the gateway's figure where the table priced over it, else null (schema.ts). */
+  reported: bigint | null
   ref: string | null
   currency: string
 }
@@ -193,7 +194,7 @@ async function readChanges(
       }
       const res = await conn.runAndReadAll(
         `SELECT event_id, epoch_us(ts), provider, model, status_code, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
-                currency, cost, reported_cost, cost_origin, price_ref
+                currency, cost, ${REPORTED_COST_SQL} AS reported_cost, ${COST_ORIGIN_SQL} AS cost_origin, price_ref
            FROM ${events} WHERE ts >= make_timestamp($1::BIGINT) AND ts < make_timestamp($2::BIGINT)${after_}
           ORDER BY epoch_us(ts), event_id LIMIT ${READ_PAGE_ROWS}`,
         params,
@@ -212,7 +213,7 @@ async function readChanges(
         const oldRef = r[14] === null ? null : String(r[14])
         const oldCurrency = String(r[10])
         if (e.cost === oldCost && e.cost_origin === oldOrigin && e.price_ref === oldRef && e.currency === oldCurrency) continue
-        changes.push({ id: String(r[0]), was: { cost: oldCost, currency: oldCurrency }, cost: e.cost, origin: e.cost_origin, ref: e.price_ref, currency: e.currency })
+        changes.push({ id: String(r[0]), was: { cost: oldCost, currency: oldCurrency }, cost: e.cost, reported: e.price_ref === null ? null : e.reported_cost, ref: e.price_ref, currency: e.currency })
         report.events_changed++
         if (oldCost === null && e.cost !== null) report.became_priced++
         if (oldOrigin === 'priced' && e.cost === null) report.became_unknown++
@@ -254,16 +255,16 @@ function withoutZeroSums(s: SegmentStats): SegmentStats {
 }
 
 
-/** The changes of one batch as rows (id, cost, origin, ref, currency), from changeParams' five lists. */
+/** The changes of one batch as rows (id, cost, reported, ref, currency), from changeParams' five lists. */
 const changeRows = `(SELECT unnest($1::VARCHAR[]) AS id, nullif(unnest($2::VARCHAR[]), '')::DECIMAL(${COST_WIDTH},${COST_SCALE}) AS cost,
-    nullif(unnest($3::VARCHAR[]), '') AS origin, nullif(unnest($4::VARCHAR[]), '') AS ref, unnest($5::VARCHAR[]) AS currency)`
+    nullif(unnest($3::VARCHAR[]), '')::DECIMAL(${COST_WIDTH},${COST_SCALE}) AS reported, nullif(unnest($4::VARCHAR[]), '') AS ref, unnest($5::VARCHAR[]) AS currency)`
 
 /** Nulls travel as '' (never a stored value): a list whose first element is null would be typed NULL[], and every element read as null. */
 function changeParams(batch: readonly Change[]) {
   return [
     listValue(batch.map((c) => c.id)),
     listValue(batch.map((c) => (c.cost === null ? '' : formatCostFixed(c.cost)))),
-    listValue(batch.map((c) => c.origin ?? '')),
+    listValue(batch.map((c) => (c.reported === null ? '' : formatCostFixed(c.reported)))),
     listValue(batch.map((c) => c.ref ?? '')),
     listValue(batch.map((c) => c.currency)),
   ]
@@ -298,7 +299,7 @@ async function rewrite(host: RepriceHost, entry: SegmentEntry, changes: readonly
       await conn.run(`INSERT INTO ${o}.segment_meta VALUES ('repriced_ms', '${host.clock.nowMs()}')`)
       for (let i = 0; i < changes.length; i += UPDATE_BATCH_ROWS) {
         const batch = changes.slice(i, i + UPDATE_BATCH_ROWS)
-        await conn.run(`UPDATE ${o}.events AS t SET cost = c.cost, cost_origin = c.origin, price_ref = c.ref, currency = c.currency FROM ${changeRows} c WHERE t.event_id = c.id`, changeParams(batch))
+        await conn.run(`UPDATE ${o}.events AS t SET cost = c.cost, reported_cost = c.reported, price_ref = c.ref, currency = c.currency FROM ${changeRows} c WHERE t.event_id = c.id`, changeParams(batch))
       }
       await conn.run(`CHECKPOINT ${o}`)
     } finally {
@@ -315,11 +316,11 @@ async function rewrite(host: RepriceHost, entry: SegmentEntry, changes: readonly
       const batch = changes.slice(i, i + UPDATE_BATCH_ROWS)
       const res = await conn.runAndReadAll(
         `SELECT count(*) FROM ${tableOf(attachedCopy.alias, 'events')} t JOIN ${changeRows} c ON t.event_id = c.id
-          WHERE t.cost IS NOT DISTINCT FROM c.cost AND t.cost_origin IS NOT DISTINCT FROM c.origin AND t.price_ref IS NOT DISTINCT FROM c.ref AND t.currency = c.currency`,
+          WHERE t.cost IS NOT DISTINCT FROM c.cost AND t.reported_cost IS NOT DISTINCT FROM c.reported AND t.price_ref IS NOT DISTINCT FROM c.ref AND t.currency = c.currency`,
         changeParams(batch),
       )
       const same = Number(res.getRows()[0]![0])
-      if (same !== batch.length) throw new Error(`re-priced copy of segment ${id}: ${batch.length - same} of ${batch.length} changed events do not hold their new cost, origin and price`)
+      if (same !== batch.length) throw new Error(`re-priced copy of segment ${id}: ${batch.length - same} of ${batch.length} changed events do not hold their new cost, reported cost and price`)
     }
 
     await host.beforeStep?.('record', id)

@@ -29,7 +29,7 @@ import { BUCKET_OF_TS, BUCKET_US, COARSE_KEY, COARSE_LEVELS, rollupTokenSum, USE
 import { tableOf } from './relations.js'
 import type { Mismatch, VerifyCheck, VerifyReport } from './reports.js'
 import type { Cutoffs } from './retention.js'
-import { TOKEN_COLUMNS } from './schema.js'
+import { PRICED_ROW_SQL, TOKEN_COLUMNS } from './schema.js'
 import type { Snapshot, SnapshotPart } from './snapshot.js'
 import { computeStats, type SegmentStats } from './stats.js'
 import { inTransaction } from './transaction.js'
@@ -57,7 +57,7 @@ const RAW_SUMS = [
   ...TOKEN_COLUMNS.map((c) => `sum(${c})::HUGEINT AS ${c}`),
   'sum(cost) AS cost',
   'count(*) FILTER (WHERE cost IS NULL)::BIGINT AS cost_missing',
-  "coalesce(sum(cost) FILTER (WHERE cost_origin = 'priced'), 0) AS cost_priced",
+  `coalesce(sum(cost) FILTER (WHERE ${PRICED_ROW_SQL}), 0) AS cost_priced`,
 ].join(', ')
 
 /** Measures over rollup rows (per-segment, coarse or live: hi/lo token columns). */
