@@ -15,24 +15,35 @@
 //
 // Prints one JSON line: {"event":"floor","decode_events_per_s",…,"append_events_per_s",…}.
 // Environment: BENCH_FLOOR_DURATION (s, default 5), BENCH_FLOOR_GROUP (events, default
-// 1000), BENCH_FLOOR_BATCH (events per body, default 100).
+// 1000), BENCH_FLOOR_BATCH (events per body, default 100), BENCH_FLOOR_COST (what the
+// events' cost is: `reported`, the default, as bench/ingest sends them; `none`, the cost
+// left out and nothing priced; `priced`, the cost left out and every event priced from
+// bench/lib/prices.ts's table: bench/pricing.ts's three arms, without HTTP).
 import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
 import { BatchFactory } from './lib/events.js'
+import { BENCH_PRICES, CostlessFactory } from './lib/prices.js'
+import { parsePriceTable } from '../src/pricing/table.js'
 import { decodeRequest, type DecodeOptions } from '../src/ingest/decode.js'
 import type { EventBatch } from '../src/ingest/batch.js'
 import { loadConfig } from '../src/config.js'
 import { WriteGate } from '../src/store/gate.js'
 import { Segment } from '../src/store/segment.js'
+import { EVENT_COLUMNS } from '../src/store/schema.js'
 
 const durationS = Number(process.env['BENCH_FLOOR_DURATION'] ?? '5')
 const groupEvents = Number(process.env['BENCH_FLOOR_GROUP'] ?? '1000')
 const batch = Number(process.env['BENCH_FLOOR_BATCH'] ?? '100')
+const costMode = process.env['BENCH_FLOOR_COST'] ?? 'reported'
 const warmupS = 1
 /** Distinct bodies built up front; their decoded batches are what the append phase writes, round and round. */
 const bodyPool = 2_000
 
+if (!['reported', 'none', 'priced'].includes(costMode)) {
+  process.stderr.write('store-floor: BENCH_FLOOR_COST is one of reported, none, priced\n')
+  process.exit(2)
+}
 if (!(durationS > 0 && durationS <= 600) || !(groupEvents >= batch && groupEvents <= 100_000) || !(batch >= 1 && batch <= 10_000)) {
   process.stderr.write('store-floor: BENCH_FLOOR_DURATION in (0, 600], BENCH_FLOOR_BATCH in 1..10000, BENCH_FLOOR_GROUP in BATCH..100000\n')
   process.exit(2)
@@ -44,8 +55,14 @@ const nowMs = Date.now()
 const decodeOpts: DecodeOptions = {
   limits: { nowMs, eventRetentionMs: config.eventRetentionMs, maxFutureSkewMs: config.maxFutureSkewMs },
   maxEvents: config.maxBatchEvents,
+  pricing: costMode === 'priced' ? 'missing' : 'off',
 }
-const factory = new BatchFactory(`floor${process.pid}`, batch)
+const parsedPrices = parsePriceTable(BENCH_PRICES)
+if (!parsedPrices.ok) throw new Error('store-floor: the bench price table is refused')
+const prices = costMode === 'priced' ? parsedPrices.table : null
+/** The encoded price_ref column: a null is U+001E (schema.ts). */
+const priceRefColumn = EVENT_COLUMNS.findIndex((c) => c.name === 'price_ref')
+const factory = costMode === 'reported' ? new BatchFactory(`floor${process.pid}`, batch) : new CostlessFactory(new BatchFactory(`floor${process.pid}`, batch))
 let nextBatchNo = 0
 
 const cpuUs = (): number => {
@@ -73,7 +90,8 @@ const bodies = Array.from({ length: bodyPool }, () => factory.build(nextBatchNo+
 const decoded: EventBatch[] = []
 let bodyNo = 0
 const decode = await measure(() => {
-  const out = decodeRequest(bodies[bodyNo++ % bodies.length]!, 'json', decodeOpts)
+  const out = decodeRequest(bodies[bodyNo++ % bodies.length]!, 'json', decodeOpts, prices)
+  if (costMode === 'priced' && out.batch.columns[priceRefColumn]!.includes('\x1e')) throw new Error('store-floor: an event was not priced')
   if (out.rejected.length > 0) throw new Error(`store-floor: the bench's events were rejected: ${JSON.stringify(out.rejected[0])}`)
   if (decoded.length < bodies.length) decoded.push(out.batch)
   return out.batch.ids.length
@@ -113,6 +131,7 @@ process.stdout.write(
     event: 'floor',
     duration_s: durationS,
     group_events: groupEvents,
+    cost: costMode,
     decode_events_per_s: Math.round(decode.eventsPerS),
     decode_cpu_us_per_event: Number(decode.cpuUsPerEvent.toFixed(2)),
     append_events_per_s: Math.round(append.eventsPerS),

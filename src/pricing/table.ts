@@ -119,8 +119,13 @@ export class PriceTable {
   /** Exact (provider, model) → timeline. */
   private readonly exact = new Map<string, Timeline>()
   private readonly patterns: PatternLine[] = []
-  /** (provider, model) → the timeline that prices it (null: none), filled on first lookup. */
-  private readonly resolved = new Map<string, Timeline | null>()
+  /**
+   * provider → model → the timeline that prices it (null: none), filled on
+   * first lookup. Two levels, so a lookup hashes the event's own strings (V8
+   * keeps a string's hash) instead of building a key per event.
+   */
+  private readonly resolved = new Map<string, Map<string, Timeline | null>>()
+  private resolvedCount = 0
 
   constructor(
     /** sha-256 of the canonical table, first 16 hex digits. */
@@ -149,11 +154,15 @@ export class PriceTable {
 
   /** The entry pricing `model` of `provider` at `tsUs`, or null. */
   lookup(provider: string, model: string, tsUs: number): PriceEntry | null {
-    const key = `${provider}\x1f${model}`
-    let line = this.resolved.get(key)
+    let models = this.resolved.get(provider)
+    let line = models?.get(model)
     if (line === undefined) {
-      line = this.exact.get(key) ?? this.patterns.find((p) => p.provider === provider && globMatch(p.glob, model)) ?? null
-      if (this.resolved.size < MAX_CACHED_LOOKUPS) this.resolved.set(key, line)
+      line = this.exact.get(`${provider}\x1f${model}`) ?? this.patterns.find((p) => p.provider === provider && globMatch(p.glob, model)) ?? null
+      if (this.resolvedCount < MAX_CACHED_LOOKUPS) {
+        if (models === undefined) this.resolved.set(provider, (models = new Map()))
+        models.set(model, line)
+        this.resolvedCount++
+      }
     }
     if (line === null) return null
     for (const e of line.entries) if (e.effectiveFromUs <= tsUs) return e
