@@ -18,7 +18,9 @@
 // 1000), BENCH_FLOOR_BATCH (events per body, default 100), BENCH_FLOOR_COST (what the
 // events' cost is: `reported`, the default, as bench/ingest sends them; `none`, the cost
 // left out and nothing priced; `priced`, the cost left out and every event priced from
-// bench/lib/prices.ts's table: bench/pricing.ts's three arms, without HTTP).
+// bench/lib/prices.ts's table: bench/pricing.ts's three arms, without HTTP), and
+// BENCH_FLOOR_SHAPE (`native`, the default, or `otlp`: the events with what the OTLP door
+// stores, 54-character ids and its two tags; bench/ingest's otlp-content).
 import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -36,10 +38,15 @@ const durationS = Number(process.env['BENCH_FLOOR_DURATION'] ?? '5')
 const groupEvents = Number(process.env['BENCH_FLOOR_GROUP'] ?? '1000')
 const batch = Number(process.env['BENCH_FLOOR_BATCH'] ?? '100')
 const costMode = process.env['BENCH_FLOOR_COST'] ?? 'reported'
+const shape = process.env['BENCH_FLOOR_SHAPE'] ?? 'native'
 const warmupS = 1
 /** Distinct bodies built up front; their decoded batches are what the append phase writes, round and round. */
 const bodyPool = 2_000
 
+if (shape !== 'native' && shape !== 'otlp') {
+  process.stderr.write('store-floor: BENCH_FLOOR_SHAPE is native or otlp\n')
+  process.exit(2)
+}
 if (!['reported', 'none', 'priced'].includes(costMode)) {
   process.stderr.write('store-floor: BENCH_FLOOR_COST is one of reported, none, priced\n')
   process.exit(2)
@@ -62,7 +69,8 @@ if (!parsedPrices.ok) throw new Error('store-floor: the bench price table is ref
 const prices = costMode === 'priced' ? parsedPrices.table : null
 /** The encoded price_ref column: a null is U+001E (schema.ts). */
 const priceRefColumn = EVENT_COLUMNS.findIndex((c) => c.name === 'price_ref')
-const factory = costMode === 'reported' ? new BatchFactory(`floor${process.pid}`, batch) : new CostlessFactory(new BatchFactory(`floor${process.pid}`, batch))
+const events = new BatchFactory(`floor${process.pid}`, batch, shape)
+const factory = costMode === 'reported' ? events : new CostlessFactory(events)
 let nextBatchNo = 0
 
 const cpuUs = (): number => {
@@ -132,6 +140,7 @@ process.stdout.write(
     duration_s: durationS,
     group_events: groupEvents,
     cost: costMode,
+    shape,
     decode_events_per_s: Math.round(decode.eventsPerS),
     decode_cpu_us_per_event: Number(decode.cpuUsPerEvent.toFixed(2)),
     append_events_per_s: Math.round(append.eventsPerS),
