@@ -13,6 +13,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY routes ./routes
 COPY proto ./proto
+COPY ui ./ui
 RUN npm run build && npm prune --omit=dev
 
 FROM ${NODE_IMAGE} AS runtime
@@ -29,6 +30,9 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 # The OTLP .proto schemas, read at start-up by dist/src/ingest/otlp.js (../../../proto).
 COPY --from=build /app/proto ./proto
+# The dashboard's own files, read at start-up by dist/routes/ui.js (../../ui); uPlot comes from node_modules.
+# test/image.test.ts starts the server from exactly what this stage copies.
+COPY --from=build /app/ui ./ui
 RUN mkdir -p /data && chown node:node /data
 USER node
 VOLUME ["/data"]

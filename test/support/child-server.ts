@@ -29,6 +29,9 @@ export interface ChildServerOptions {
   env?: Record<string, string | undefined>
   startTimeoutMs?: number
   readyTimeoutMs?: number
+  /** Where the server runs and what node is given (default: the repository, `--import tsx src/server.ts`). */
+  cwd?: string
+  args?: string[]
 }
 
 export interface ChildServer {
@@ -68,8 +71,8 @@ export async function startChildServer(opts: ChildServerOptions): Promise<ChildS
 
   const c = await launchChild({
     name: 'server',
-    cwd: repoRoot,
-    args: ['--import', 'tsx', 'src/server.ts'],
+    cwd: opts.cwd ?? repoRoot,
+    args: opts.args ?? ['--import', 'tsx', 'src/server.ts'],
     env,
     startTimeoutMs: opts.startTimeoutMs ?? startTimeoutMsDefault,
     readyTimeoutMs: opts.readyTimeoutMs ?? readyTimeoutMsDefault,
