@@ -39,6 +39,7 @@
 //                          --order parse,tokenledger,otlp [BENCH_ORDER] which targets, in order (also otlp-content)
 //                          --floor S [BENCH_FLOOR] seconds per phase of the storage floor, 5 (0: skip)
 //                          --tail S [BENCH_TAIL] seconds of the open-loop tail phase, 0 (skip); needs tokenledger in --order
+//                          --tail-rate N [BENCH_TAIL_RATE] its events/s instead of half of tokenledger's peak (--order none: the tail alone)
 //                          BENCH_TAIL_ROLLOVER_AGE the tail server's TOKENLEDGER_ROLLOVER_AGE, 4s
 // Then the storage floor (bench/store-floor.ts, a child process): tokenledger's decode
 // (parse, validate, fingerprint, encode) and its group-commit append into DuckDB, each
@@ -112,6 +113,8 @@ interface Options {
   floorS: number
   /** Seconds of the open-loop tail phase (0: not measured). */
   tailS: number
+  /** Events/s of the tail phase; 0: half of tokenledger's measured peak. */
+  tailRate: number
 }
 
 
@@ -126,6 +129,7 @@ function readOptions(): Options {
       order: { type: 'string' },
       floor: { type: 'string' },
       tail: { type: 'string' },
+      'tail-rate': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -136,7 +140,7 @@ function readOptions(): Options {
   }
   const orderRaw = values.order ?? process.env['BENCH_ORDER'] ?? 'parse,tokenledger,otlp'
   const order: TargetName[] = []
-  for (const part of orderRaw.split(',').map((s) => s.trim())) {
+  for (const part of orderRaw === 'none' ? [] : orderRaw.split(',').map((s) => s.trim())) {
     const name = TARGETS.find((t) => t === (part === 'parse-only' ? 'parse' : part))
     if (name === undefined) throw new UsageError(`--order: unknown target "${part}" (${TARGETS.join(', ')})`)
     if (order.includes(name)) throw new UsageError(`--order: "${name}" given twice`)
@@ -150,6 +154,7 @@ function readOptions(): Options {
     order,
     floorS: numberOption('floor', values.floor, 'BENCH_FLOOR', 5, 0, durationSMax, false),
     tailS: numberOption('tail', values.tail, 'BENCH_TAIL', 0, 0, durationSMax, false),
+    tailRate: numberOption('tail-rate', values['tail-rate'], 'BENCH_TAIL_RATE', 0, 0, 10_000_000, true),
   }
 }
 
@@ -575,7 +580,7 @@ async function main(): Promise<number> {
   }
   let tail: TailReport | undefined
   if (opts.tailS > 0) {
-    if (ledger === undefined || ledger.eventsPerS <= 0) {
+    if (opts.tailRate === 0 && (ledger === undefined || ledger.eventsPerS <= 0)) {
       process.stderr.write('bench:ingest: --tail needs tokenledger in --order (its peak sets the rate)\n')
       return 2
     }
@@ -583,7 +588,7 @@ async function main(): Promise<number> {
     try {
       tail = await runTail({
         runId,
-        eventsPerS: Math.round(ledger.eventsPerS / 2),
+        eventsPerS: opts.tailRate > 0 ? opts.tailRate : Math.round((ledger?.eventsPerS ?? 0) / 2),
         batch: opts.batch,
         warmupS: opts.warmupS,
         durationS: opts.tailS,
