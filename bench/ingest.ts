@@ -38,6 +38,9 @@
 //                          --batch B [BENCH_BATCH] events per request, 100
 //                          --order parse,tokenledger,otlp [BENCH_ORDER] which targets, in order (also otlp-content)
 //                          --floor S [BENCH_FLOOR] seconds per phase of the storage floor, 5 (0: skip)
+//                          --tail S [BENCH_TAIL] seconds of the open-loop tail phase, 0 (skip); needs tokenledger in --order
+//                          --tail-rate N [BENCH_TAIL_RATE] its events/s instead of half of tokenledger's peak (--order none: the tail alone)
+//                          BENCH_TAIL_ROLLOVER_AGE the tail server's TOKENLEDGER_ROLLOVER_AGE, 4s
 // Then the storage floor (bench/store-floor.ts, a child process): tokenledger's decode
 // (parse, validate, fingerprint, encode) and its group-commit append into DuckDB, each
 // alone on one thread with no HTTP, as events/s and as ratios of the same parse-only
@@ -47,6 +50,16 @@
 // event loop (main), each ingest worker (they name their threads tl-ingest-N) and the
 // rest together (DuckDB's threads, libuv's pool, V8's helpers), as % of a core and as
 // µs per event: where a door's cost lies, without a profiler's own cost.
+// The PostgreSQL peer (target `peer`, bench/peer/postgres.ts on a throwaway cluster from
+// bench/peer/pg-server.ts): the Fastify + PostgreSQL service users run today (one
+// multi-row INSERT … ON CONFLICT DO NOTHING per request, synchronous commit, a unique id
+// and two indexes), under the same load with the same events, checked the same way
+// (its GET /v1/usage sums what it stored). Its server CPU includes PostgreSQL's own
+// processes. The ratios tokenledger / peer (events/s; CPU per event) are the figures
+// issue 25 sets (≥ 3×, ≤ 12 µs of server CPU per event).
+// The tail (--tail S, 0 skips it): a fresh tokenledger under an open-loop load at half of
+// the peak measured above, with rollovers and seals inside the window (bench/lib/tail.ts);
+// target p99 < 25 ms.
 // Output: a human-readable report, and as the last line one JSON summary.
 // Exit:   0 ok, 1 a correctness mismatch in tokenledger, 2 bad flags or a server failed.
 import { randomBytes } from 'node:crypto'
@@ -59,12 +72,20 @@ import { childEnv, startServer, threadCpuDelta, type LogStats, type RunningServe
 import { scaled12ToString, toScaled12 } from './lib/decimal.js'
 import { BATCH_EVENTS_MAX, BatchFactory, TEMPLATE_COUNT, type BatchTotals } from './lib/events.js'
 import { IngestLedger, type PhaseResult, type ResendReport } from './lib/load.js'
+import { runTail, type TailReport } from './lib/tail.js'
+import { startPgCluster, type PgCluster } from './peer/pg-server.js'
 import { OTLP_DOOR, OtlpBatchFactory } from './lib/otlp.js'
 import { int, log } from './lib/report.js'
 import { BENCH_SERVER_ENV_KEYS, getJson, repoRoot, tokenledgerSpec, type ServerStatus } from './lib/server.js'
 import { UsageError, numberOption } from './lib/cli.js'
 
 const parseOnlyServerPath = fileURLToPath(new URL('./parse-only-server.ts', import.meta.url))
+const peerServerPath = fileURLToPath(new URL('./peer/postgres.ts', import.meta.url))
+
+/** Issue 25: tokenledger against the PostgreSQL peer. */
+const peerRatioTarget = 3
+const cpuUsPerEventTarget = 12
+const tailP99TargetMs = 25
 
 const ratioTarget = 0.3
 const ratioTargetLongTerm = 0.5
@@ -78,8 +99,8 @@ const durationSMax = 3_600
 /** Server variables the bench sets itself; any other inherited TOKENLEDGER_* is reported. */
 const benchOwnedEnv = new Set<string>(BENCH_SERVER_ENV_KEYS)
 
-type TargetName = 'parse' | 'tokenledger' | 'otlp' | 'otlp-content'
-const targetLabels: Record<TargetName, string> = { parse: 'parse-only', tokenledger: 'tokenledger', otlp: 'tokenledger-otlp', 'otlp-content': 'tokenledger-otlp-content' }
+type TargetName = 'parse' | 'peer' | 'tokenledger' | 'otlp' | 'otlp-content'
+const targetLabels: Record<TargetName, string> = { parse: 'parse-only', peer: 'postgres-peer', tokenledger: 'tokenledger', otlp: 'tokenledger-otlp', 'otlp-content': 'tokenledger-otlp-content' }
 const TARGETS = Object.keys(targetLabels) as TargetName[]
 
 interface Options {
@@ -90,6 +111,10 @@ interface Options {
   order: TargetName[]
   /** Seconds per phase of the storage floor (0: not measured). */
   floorS: number
+  /** Seconds of the open-loop tail phase (0: not measured). */
+  tailS: number
+  /** Events/s of the tail phase; 0: half of tokenledger's measured peak. */
+  tailRate: number
 }
 
 
@@ -103,17 +128,19 @@ function readOptions(): Options {
       batch: { type: 'string' },
       order: { type: 'string' },
       floor: { type: 'string' },
+      tail: { type: 'string' },
+      'tail-rate': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
   })
   if (values.help === true) {
-    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,tokenledger,otlp,otlp-content] [--floor S]\n')
+    process.stdout.write('usage: npm run bench:ingest -- [--duration S] [--warmup S] [--connections N] [--batch B] [--order parse,peer,tokenledger,otlp,otlp-content] [--floor S] [--tail S]\n')
     process.exit(0)
   }
   const orderRaw = values.order ?? process.env['BENCH_ORDER'] ?? 'parse,tokenledger,otlp'
   const order: TargetName[] = []
-  for (const part of orderRaw.split(',').map((s) => s.trim())) {
+  for (const part of orderRaw === 'none' ? [] : orderRaw.split(',').map((s) => s.trim())) {
     const name = TARGETS.find((t) => t === (part === 'parse-only' ? 'parse' : part))
     if (name === undefined) throw new UsageError(`--order: unknown target "${part}" (${TARGETS.join(', ')})`)
     if (order.includes(name)) throw new UsageError(`--order: "${name}" given twice`)
@@ -126,6 +153,8 @@ function readOptions(): Options {
     batch: numberOption('batch', values.batch, 'BENCH_BATCH', 100, 1, BATCH_EVENTS_MAX, true),
     order,
     floorS: numberOption('floor', values.floor, 'BENCH_FLOOR', 5, 0, durationSMax, false),
+    tailS: numberOption('tail', values.tail, 'BENCH_TAIL', 0, 0, durationSMax, false),
+    tailRate: numberOption('tail-rate', values['tail-rate'], 'BENCH_TAIL_RATE', 0, 0, 10_000_000, true),
   }
 }
 
@@ -250,10 +279,23 @@ function printPhase(label: string, phase: string, r: PhaseResult, batch: number)
 
 async function runTarget(name: TargetName, opts: Options, runId: string): Promise<TargetReport> {
   const label = targetLabels[name]
-  const dataDir = name !== 'parse' ? await mkdtemp(join(os.tmpdir(), 'tokenledger-bench-')) : undefined
+  const dataDir = name !== 'parse' && name !== 'peer' ? await mkdtemp(join(os.tmpdir(), 'tokenledger-bench-')) : undefined
+  let cluster: PgCluster | undefined
   try {
+    if (name === 'peer') {
+      cluster = startPgCluster(log)
+      log(`[${label}] PostgreSQL postmaster pid ${cluster.postmasterPid}, socket in ${cluster.socketDir}`)
+    }
     const spec =
-      dataDir === undefined
+      cluster !== undefined
+        ? {
+            name: label,
+            cwd: repoRoot,
+            args: ['--import', 'tsx', peerServerPath],
+            env: childEnv({ BENCH_PG_SOCKET: cluster.socketDir, BENCH_PG_PORT: String(cluster.port), BENCH_PG_USER: cluster.user, BENCH_PG_DATABASE: cluster.database }),
+            startTimeoutMs: serverStartTimeoutMs,
+          }
+        : dataDir === undefined
         ? { name: label, cwd: repoRoot, args: ['--import', 'tsx', parseOnlyServerPath], env: childEnv({}), startTimeoutMs: serverStartTimeoutMs }
         : // BENCH_SERVER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the server.
           // BENCH_SERVER_ENTRY=dist runs the compiled server (npm run build first): exact line numbers in profiles.
@@ -266,15 +308,33 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
       if (inherited.length > 0) log(`[${label}] inherited server env: ${inherited.join(', ')}`)
     }
 
-    const server = await startServer(spec)
+    const node = await startServer(spec)
+    const pgCpu = cluster?.cpuSeconds
+    // The peer's server is its node process and PostgreSQL's processes together.
+    const server: RunningServer =
+      pgCpu === undefined
+        ? node
+        : {
+            ...node,
+            cpuSeconds: () => {
+              const a = node.cpuSeconds()
+              const b = pgCpu()
+              return a === undefined || b === undefined ? undefined : a + b
+            },
+            threadCpuSeconds: () => {
+              const t = node.threadCpuSeconds()
+              const b = pgCpu()
+              return t === undefined || b === undefined ? undefined : [...t, { tid: -1, name: 'postgres', cpuS: b }]
+            },
+          }
     log(`[${label}] pid ${server.pid} at ${server.url}: listening after ${int(server.listeningMs)} ms, /readyz 200 after ${int(server.readyMs)} ms`)
 
-    const events = new BatchFactory(`${runId}${name === 'parse' ? 'p' : name === 'otlp' ? 'o' : name === 'otlp-content' ? 'c' : 't'}`, opts.batch, name === 'otlp-content' ? 'otlp' : 'native')
+    const events = new BatchFactory(`${runId}${name === 'parse' ? 'p' : name === 'peer' ? 'g' : name === 'otlp' ? 'o' : name === 'otlp-content' ? 'c' : 't'}`, opts.batch, name === 'otlp-content' ? 'otlp' : 'native')
     const ledger = name === 'otlp' ? new IngestLedger(new OtlpBatchFactory(events, TEMPLATE_COUNT), TEMPLATE_COUNT, {}, OTLP_DOOR) : new IngestLedger(events, TEMPLATE_COUNT)
     let stop: StopReport | undefined
     try {
       if (opts.warmupS > 0) printPhase(label, `warm-up ${opts.warmupS} s`, await ledger.run(server.url, opts.connections, opts.warmupS), opts.batch)
-      const commitsOf = async () => (name !== 'parse' ? (await getJson<ServerStatus>(`${server.url}/v1/status`)).ingest : undefined)
+      const commitsOf = async () => (name !== 'parse' && name !== 'peer' ? (await getJson<ServerStatus>(`${server.url}/v1/status`)).ingest : undefined)
       const before = await commitsOf()
       const cpu0 = server.cpuSeconds()
       const threads0 = server.threadCpuSeconds()
@@ -326,6 +386,7 @@ async function runTarget(name: TargetName, opts: Options, runId: string): Promis
       if (stop === undefined) await server.stop()
     }
   } finally {
+    cluster?.stop()
     if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true })
   }
 }
@@ -497,6 +558,54 @@ async function main(): Promise<number> {
     const longTerm = ratio >= ratioTargetLongTerm ? 'met' : 'not yet'
     log(`ratio tokenledger / parse-only events/s = ${fixed(ratio, 3)}: target ≥ ${ratioTarget} ${verdict}; long-term ≥ ${ratioTargetLongTerm} ${longTerm}`)
   }
+  const peer = reports.find((r) => r.name === 'peer')
+  const cpuUs = (r: TargetReport | undefined): number | undefined => (r?.serverCpuPct === undefined || r.eventsPerS <= 0 ? undefined : (r.serverCpuPct * 1e4) / r.eventsPerS)
+  for (const r of [parse, peer, ledger]) {
+    if (r === undefined) continue
+    const us = cpuUs(r)
+    log(`${r.label.padEnd(14)} ${int(r.eventsPerS).padStart(8)} events/s  p50 ${r.measured.result.latency.p50} ms  p99 ${r.measured.result.latency.p99} ms  server CPU ${us === undefined ? 'n/a' : fixed(us, 1)} µs/event`)
+  }
+  const peerRatio = peer !== undefined && ledger !== undefined && peer.eventsPerS > 0 ? ledger.eventsPerS / peer.eventsPerS : undefined
+  const ledgerCpu = cpuUs(ledger)
+  const peerCpu = cpuUs(peer)
+  const peerCpuRatio = ledgerCpu !== undefined && peerCpu !== undefined && ledgerCpu > 0 ? peerCpu / ledgerCpu : undefined
+  if (peerRatio !== undefined) {
+    log(`ratio tokenledger / postgres-peer events/s = ${fixed(peerRatio, 2)}×: target ≥ ${peerRatioTarget}× ${peerRatio >= peerRatioTarget ? 'MET' : 'BELOW TARGET'}`)
+  }
+  if (peerCpuRatio !== undefined && ledgerCpu !== undefined) {
+    log(
+      `server CPU per event: postgres-peer / tokenledger = ${fixed(peerCpuRatio, 2)}× (tokenledger ${fixed(ledgerCpu, 1)} µs/event: target ≤ ${cpuUsPerEventTarget} µs ` +
+        `${ledgerCpu <= cpuUsPerEventTarget ? 'MET' : 'NOT MET'})`,
+    )
+  }
+  let tail: TailReport | undefined
+  if (opts.tailS > 0) {
+    if (opts.tailRate === 0 && (ledger === undefined || ledger.eventsPerS <= 0)) {
+      process.stderr.write('bench:ingest: --tail needs tokenledger in --order (its peak sets the rate)\n')
+      return 2
+    }
+    log()
+    try {
+      tail = await runTail({
+        runId,
+        eventsPerS: opts.tailRate > 0 ? opts.tailRate : Math.round((ledger?.eventsPerS ?? 0) / 2),
+        batch: opts.batch,
+        warmupS: opts.warmupS,
+        durationS: opts.tailS,
+        rolloverAge: process.env['BENCH_TAIL_ROLLOVER_AGE'] ?? '4s',
+        startTimeoutMs: serverStartTimeoutMs,
+        verify: async (server, l) => {
+          const v = await verifyStored(server, l)
+          printVerify(v, 'tail')
+          return v
+        },
+      })
+    } catch (err) {
+      process.stderr.write(`bench:ingest: tail failed: ${err instanceof Error ? err.message : String(err)}\n`)
+      return 2
+    }
+    log(`tail p99 at half of peak = ${fixed(tail.p99Ms, 1)} ms: target < ${tailP99TargetMs} ms ${tail.p99Ms < tailP99TargetMs ? 'MET' : 'NOT MET'}${tail.windowOk ? '' : ' (no rollover and seal in the window: not the figure asked for)'}`)
+  }
   const otlp = reports.find((r) => r.name === 'otlp')
   const otlpRatio = otlp !== undefined && ledger !== undefined && ledger.eventsPerS > 0 ? otlp.eventsPerS / ledger.eventsPerS : undefined
   if (otlpRatio !== undefined) {
@@ -539,7 +648,9 @@ async function main(): Promise<number> {
     log(`note: the load generator used ${fixed(parse.generatorCpuPct, 0)}% of a core against parse-only; the ceiling may be generator-bound`)
   }
 
-  const correct = reports.every((r) => !r.crashed && (r.verify === undefined || r.verify.ok) && (r.name === 'parse' || r.measured.stats.mismatches === 0))
+  const correct =
+    reports.every((r) => !r.crashed && (r.verify === undefined || r.verify.ok) && (r.name === 'parse' || r.measured.stats.mismatches === 0)) &&
+    (tail === undefined || (tail.verified && tail.windowOk))
   if (!correct) log('RESULT: MISMATCH or crash in tokenledger (see above)')
 
   const summary: Record<string, unknown> = {
@@ -564,6 +675,9 @@ async function main(): Promise<number> {
   summary['otlp_cpu_ratio'] = otlpCpuRatio === undefined ? null : Number(fixed(otlpCpuRatio, 3))
   summary['otlp_content_ratio'] = contentRatio === undefined ? null : Number(fixed(contentRatio, 3))
   summary['long_term_target'] = ratioTargetLongTerm
+  summary['peer_ratio'] = peerRatio === undefined ? null : Number(fixed(peerRatio, 3))
+  summary['peer_cpu_ratio'] = peerCpuRatio === undefined ? null : Number(fixed(peerCpuRatio, 3))
+  if (tail !== undefined) summary['tail'] = tail
   summary['correct'] = correct
   log(JSON.stringify(summary))
   return correct ? 0 : 1

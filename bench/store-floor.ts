@@ -114,6 +114,7 @@ try {
     memoryBytes: Math.floor(config.duckdbMemoryBytes / 2),
     threads: config.duckdbThreads,
     readConnections: 1,
+    checkpointBytes: config.rolloverBytes,
     nowMs,
   })
   // Appends go through a write gate, as in the store: the only way to write a segment.

@@ -204,18 +204,16 @@ export class Dedupe {
   private async writeRun(entry: SegmentEntry, conn: DuckDBConnection): Promise<void> {
     const file = entry.file!
     this.files.pin(file)
-    const chunks: string[][] = []
-    let scanned = 0
+    // Gathered chunk by chunk as they arrive (one flat() at the end was one more stall of the loop).
+    const ids: string[] = []
     try {
-      for await (const chunk of scanIds(conn, file.alias)) {
-        chunks.push(chunk)
-        scanned += chunk.length
-      }
+      for await (const chunk of scanIds(conn, file.alias)) for (const id of chunk) ids.push(id)
     } finally {
       await this.files.unpin(file)
     }
+    const scanned = ids.length
     if (scanned !== entry.rowCount) throw new Error(`invariant: segment ${entry.id} holds ${entry.rowCount} rows but ${scanned} ids were scanned`)
-    await this.runs.addSegment(entry.id, chunks.flat())
+    await this.runs.addSegment(entry.id, ids)
     // Retention may have deleted it meanwhile: then it leaves the run too.
     if (!this.tiers.segments.has(entry.id)) this.runs.drop(entry.id)
     this.index.dropSegment(entry.id)

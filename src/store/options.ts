@@ -113,6 +113,7 @@ export function segmentOptions(opts: StoreOptions): SegmentOptions {
     memoryBytes: Math.floor(opts.duckdbMemoryBytes / 2),
     threads: opts.duckdbThreads,
     readConnections: opts.maxConcurrentQueries,
+    checkpointBytes: opts.rolloverBytes ?? STORE_DEFAULTS.rolloverBytes,
     nowMs: opts.clock.nowMs(),
   }
 }
