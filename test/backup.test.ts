@@ -115,3 +115,43 @@ test('bad backup targets are refused with the reason, and nothing is written', a
   assert.equal(res.statusCode, 400)
   assert.match(res.json().message, /exists and is not empty/)
 })
+
+test('a backup carries the price table in use and every past version: the copy prices as the original did and explains old price refs', async (t) => {
+  const { app } = await build(t)
+  const put = async (price: string) => {
+    const res = await app.inject({ method: 'PUT', url: '/v1/admin/prices', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ prices: [{ provider: 'openai', model: 'gpt-4o-mini', per_million: { input: price, output: '1' } }] }) })
+    assert.equal(res.statusCode, 200, res.body)
+    return res.json().version as string
+  }
+  const v1 = await put('2')
+  const first = event({ cost: undefined, model: 'gpt-4o-mini', input_tokens: 1_000_000, output_tokens: 0 })
+  assert.equal((await post(app, { events: [first] })).status, 200)
+  const v2 = await put('3')
+
+  const dir = await newDir(t)
+  const res = await app.inject({ method: 'POST', url: '/v1/admin/backup', payload: { dir } })
+  assert.equal(res.statusCode, 200, res.body)
+  const report = res.json() as BackupReport
+  assert.deepEqual(report.prices, { version: v2, history: 2 })
+  assert.ok(existsSync(path.join(dir, 'backup.json')))
+
+  const copy = await build(t, { TOKENLEDGER_DATA_DIR: dir })
+  assert.equal((await copy.app.inject({ url: '/v1/admin/prices' })).json().version, v2, 'the copy starts on the table in use')
+  const old = await copy.app.inject({ url: `/v1/admin/prices?version=${v1}` })
+  assert.equal(old.statusCode, 200, 'the version that priced the first event is still readable in the copy')
+  const stored = (await copy.app.inject({ url: `/v1/events/${first.event_id}` })).json()
+  assert.deepEqual([stored.cost, stored.price_ref], ['2', v1])
+  const second = event({ cost: undefined, model: 'gpt-4o-mini', input_tokens: 1_000_000, output_tokens: 0 })
+  assert.equal((await post(copy.app, { events: [second] })).status, 200)
+  const priced = (await copy.app.inject({ url: `/v1/events/${second.event_id}` })).json()
+  assert.deepEqual([priced.cost, priced.price_ref], ['3', v2], 'an event posted to the copy is priced by the copied table')
+})
+
+test('a backup without a price table says so and writes no prices file', async (t) => {
+  const { app } = await build(t)
+  const dir = await newDir(t)
+  const res = await app.inject({ method: 'POST', url: '/v1/admin/backup', payload: { dir } })
+  assert.equal(res.statusCode, 200, res.body)
+  assert.deepEqual((res.json() as BackupReport).prices, { version: null, history: 0 })
+  assert.equal(existsSync(path.join(dir, 'prices.json')), false)
+})

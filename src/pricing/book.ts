@@ -84,6 +84,28 @@ export class PriceBook {
     })
   }
 
+  /**
+   * Copies the table in use and every past version into `dir` (a backup's
+   * target): `<dir>/prices.json` and `<dir>/prices-history/`, each written
+   * durably, under the book's lock so no replacement interleaves. A server
+   * started on `dir` with the default prices file prices as this one does and
+   * can still explain every stored `price_ref`.
+   */
+  copyTo(dir: string): Promise<{ version: string | null; history: number }> {
+    return this.lock.runExclusive(async () => {
+      const history = path.dirname(this.historyFile('x'))
+      let names: string[] = []
+      try {
+        names = (await fs.readdir(history)).filter((n) => /^[0-9a-f]{16}\.json$/.test(n))
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      }
+      for (const name of names) await writeDurably(path.join(dir, 'prices-history', name), await fs.readFile(path.join(history, name), 'utf8'))
+      if (this.table) await writeDurably(path.join(dir, 'prices.json'), `${this.table.canonical}\n`)
+      return { version: this.table?.version ?? null, history: names.length }
+    })
+  }
+
   private historyFile(version: string): string {
     return path.join(path.dirname(this.file), 'prices-history', `${version}.json`)
   }

@@ -14,6 +14,8 @@
 //   began is in it, and events appended since are not (they were acknowledged
 //   after the backup began). The copies go to active/; start-up moves all but
 //   the newest to pending/, as after a crash mid-rollover.
+// - What lives beside the store (the price table and its history) is copied by
+//   the caller's `extras` before the manifest, so a finished backup holds it.
 // - Every copied file and directory is fsync'd; backup.json is written last
 //   (temp, fsync, rename): a directory without it is not a finished backup.
 //
@@ -104,8 +106,11 @@ async function snapshotLive(conn: DuckDBConnection, file: string): Promise<void>
   await copyDatabase(conn, name, file)
 }
 
+/** Copies what lives beside the store into a backup's target (the price table); its answer goes into the report. */
+export type BackupExtras = (target: string) => Promise<BackupReport['prices']>
+
 /** Writes a consistent copy of the store into `dir`; see the header. */
-export async function backup(host: BackupHost, dir: string, timeoutMs: number): Promise<BackupReport> {
+export async function backup(host: BackupHost, dir: string, timeoutMs: number, extras?: BackupExtras): Promise<BackupReport> {
   const started = performance.now()
   const startedAt = new Date().toISOString()
   const target = await prepareTarget(host.dataDir, dir)
@@ -149,11 +154,13 @@ export async function backup(host: BackupHost, dir: string, timeoutMs: number): 
   })
   for (const tier of TIERS) await host.fs.syncDir(tierDir(target, tier))
   await host.fs.syncFile(path.join(target, CATALOG_FILE))
+  const prices = extras ? await extras(target) : { version: null, history: 0 }
   const report: BackupReport = {
     dir: target,
     started_at: startedAt,
     segments,
     bytes: segments.reduce((n, s) => n + s.bytes, 0),
+    prices,
     gate_held_ms: 0,
     maintenance_held_ms: Math.round(heldMs * 1000) / 1000,
     duration_ms: 0,

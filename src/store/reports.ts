@@ -171,6 +171,13 @@ export const BackupReport = Type.Object({
   started_at: Type.String({ maxLength: 40, description: 'Every event acknowledged before this instant is in the backup, once.' }),
   segments: Type.Array(BackupSegment, { maxItems: MAX_SEGMENTS_LISTED }),
   bytes: Type.Integer({ minimum: 0 }),
+  prices: Type.Object(
+    {
+      version: Type.Union([Type.String({ maxLength: 16 }), Type.Null()], { description: 'The price table in use, copied to `prices.json`; null when none is installed.' }),
+      history: Type.Integer({ minimum: 0, description: 'Past and current table versions copied to `prices-history/`, so every stored `price_ref` stays explainable.' }),
+    },
+    { additionalProperties: false },
+  ),
   gate_held_ms: Type.Literal(0, { description: 'A backup never takes the write gate: appends go on throughout.' }),
   maintenance_held_ms: Type.Number({ minimum: 0, description: 'How long seals and retention waited for the backup.' }),
   duration_ms: Type.Number({ minimum: 0 }),

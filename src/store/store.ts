@@ -33,7 +33,7 @@ import { Semaphore } from 'async-mutex'
 import { Errors } from '../errors.js'
 import { AnswerCache } from './answers.js'
 import { Admission } from './admission.js'
-import { backup } from './backup.js'
+import { backup, type BackupExtras } from './backup.js'
 import { DuckDBCatalog, type Catalog } from './catalog.js'
 import { CommitQueue } from './commit.js'
 import { Dedupe } from './dedupe.js'
@@ -427,11 +427,11 @@ export class Store {
   }
 
   /** Writes a consistent copy of the store into `dir` while ingest goes on (backup.ts). One at a time. */
-  backup(dir: string, timeoutMs: number): Promise<BackupReport> {
+  backup(dir: string, timeoutMs: number, extras?: BackupExtras): Promise<BackupReport> {
     if (this.closed || this.draining) return Promise.reject(new Errors.Draining())
     if (this.backingUp) return Promise.reject(new Errors.BackupRunning())
     const host = { dataDir: this.opts.dataDir, fs: this.fs, logger: this.opts.logger, catalog: this.catalog, exclusive: <T>(fn: () => Promise<T>) => this.maintenance.runExclusive(fn, 2), snapshot: <T>(fn: (snap: Snapshot) => Promise<T>, o: { timeoutMs: number }) => this.snapshot(fn, o) }
-    const run = backup(host, dir, timeoutMs).finally(() => (this.backingUp = null))
+    const run = backup(host, dir, timeoutMs, extras).finally(() => (this.backingUp = null))
     this.backingUp = run
     return run
   }
