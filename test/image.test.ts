@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process'
 import { cp, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { test } from 'node:test'
+import { after, test } from 'node:test'
 import { promisify } from 'node:util'
 import { repoRoot, startChildServer } from './support/child-server.js'
 
@@ -33,22 +33,35 @@ function runtimeStage(dockerfile: string): { copies: string[]; cmd: string[] } {
   return { copies, cmd: JSON.parse(cmd[1]!) as string[] }
 }
 
+/** The runtime stage's files in a temp dir (built once for this file's tests), and its CMD. */
+let image: Promise<{ tmp: string; app: string; cmd: string[] }> | null = null
+after(async () => {
+  if (image) await rm((await image).tmp, { recursive: true, force: true })
+})
+
+function buildImage(): Promise<{ tmp: string; app: string; cmd: string[] }> {
+  image ??= (async () => {
+    const { copies, cmd } = runtimeStage(await readFile(path.join(repoRoot, 'Dockerfile'), 'utf8'))
+    const tmp = await mkdtemp(path.join(os.tmpdir(), 'tokenledger-image-'))
+    const built = path.join(tmp, 'build')
+    await run(process.execPath, [path.join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', path.join(repoRoot, 'tsconfig.build.json'), '--outDir', path.join(built, 'dist')], { cwd: repoRoot })
+    const app = path.join(tmp, 'app')
+    await mkdir(app)
+    for (const p of copies) {
+      const target = path.join(app, p)
+      if (p === 'dist') await cp(path.join(built, 'dist'), target, { recursive: true })
+      // The build stage's node_modules after `npm prune --omit=dev`: the repository's (a superset) stands in.
+      else if (p === 'node_modules') await symlink(path.join(repoRoot, 'node_modules'), target, 'dir')
+      else await cp(path.join(repoRoot, p), target, { recursive: true })
+    }
+    return { tmp, app, cmd }
+  })()
+  return image
+}
+
 test('the image as the Dockerfile builds it starts, ingests (JSON and OTLP), and serves the dashboard and the docs', { timeout: 180_000 }, async (t) => {
-  const { copies, cmd } = runtimeStage(await readFile(path.join(repoRoot, 'Dockerfile'), 'utf8'))
+  const { tmp, app, cmd } = await buildImage()
   assert.deepEqual(cmd.slice(0, 2), ['node', 'dist/src/server.js'])
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'tokenledger-image-'))
-  t.after(() => rm(tmp, { recursive: true, force: true }))
-  const built = path.join(tmp, 'build')
-  await run(process.execPath, [path.join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', path.join(repoRoot, 'tsconfig.build.json'), '--outDir', path.join(built, 'dist')], { cwd: repoRoot })
-  const app = path.join(tmp, 'app')
-  await mkdir(app)
-  for (const p of copies) {
-    const target = path.join(app, p)
-    if (p === 'dist') await cp(path.join(built, 'dist'), target, { recursive: true })
-    // The build stage's node_modules after `npm prune --omit=dev`: the repository's (a superset) stands in.
-    else if (p === 'node_modules') await symlink(path.join(repoRoot, 'node_modules'), target, 'dir')
-    else await cp(path.join(repoRoot, p), target, { recursive: true })
-  }
   const server = await startChildServer({ dataDir: path.join(tmp, 'data'), cwd: app, args: cmd.slice(1) })
   t.after(() => server.stop())
 
@@ -87,4 +100,25 @@ test('the image as the Dockerfile builds it starts, ingests (JSON and OTLP), and
   for (const asset of ['app.js', 'uplot.esm.js']) assert.equal((await fetch(`${server.url}/ui/${asset}`)).status, 200, asset)
   const docs = await fetch(`${server.url}/docs/json`)
   assert.equal(docs.status, 200)
+})
+
+// `npm start` (the README's way to run the service) runs `sh -c` on its script: without
+// `exec`, the shell forks the server and a SIGTERM that npm forwards stops only the shell,
+// leaving the server running, orphaned, holding the data directory's lock (found by a
+// newcomer: the next start was refused). With `exec` the server is npm's own child.
+test('npm start: a SIGTERM sent to npm reaches the server, which drains and exits; the data directory is free for the next start', { timeout: 180_000 }, async () => {
+  const { tmp, app, cmd } = await buildImage()
+  const pkg = JSON.parse(await readFile(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+  assert.match(pkg.scripts.start!, /^exec node dist\/src\/server\.js$/)
+  const npmCli = process.env.npm_execpath?.endsWith('npm-cli.js') ? process.env.npm_execpath : path.join(path.dirname(process.execPath), '../lib/node_modules/npm/bin/npm-cli.js')
+  const dataDir = path.join(tmp, 'npm-start-data')
+  // --ignore-scripts skips prestart (the build): dist/ is already there.
+  const viaNpm = await startChildServer({ dataDir, cwd: app, args: [npmCli, 'start', '--ignore-scripts', '--silent'], env: { TOKENLEDGER_LOG_LEVEL: 'info' } })
+  const stopped = await viaNpm.stop(30_000)
+  assert.equal(stopped.code, 0, viaNpm.logTail())
+  assert.match(viaNpm.logTail(), /stopped cleanly/, 'the server itself got the SIGTERM and drained')
+  // A server left behind would hold the lock: the next start on the same directory is refused.
+  const next = await startChildServer({ dataDir, cwd: app, args: cmd.slice(1) })
+  assert.equal((await fetch(`${next.url}/readyz`)).status, 200)
+  assert.equal((await next.stop()).code, 0)
 })
