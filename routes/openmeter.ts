@@ -111,7 +111,7 @@ function notStoredProblem(outcome: AppendOutcome, requestId: string) {
     type: status === 400 ? PROBLEMS.rejected : PROBLEMS.conflict,
     title: status === 400 ? 'Bad Request' : 'Conflict',
     status,
-    detail: `${rejected + conflicts} of ${accepted + duplicates + conflicts + rejected} events not stored (${rejected} rejected, ${conflicts} conflicts): ${described.join('; ')}${more}. The other events are stored; re-sending the request is safe.`,
+    detail: `${rejected + conflicts} of ${accepted + duplicates + conflicts + rejected} events not stored (${rejected} rejected, ${conflicts} conflicts): ${described.join('; ')}${more}. ${accepted + duplicates > 0 ? `The other ${accepted + duplicates} stored` : 'None of them stored'}; re-sending the request is safe.`,
     instance: `urn:request:${requestId}`,
     extensions: { accepted, duplicates, conflicts, rejected, results },
   }

@@ -120,7 +120,7 @@ export const priceRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'The price table in use, or a version that was',
         description: 'Every version ever in use is kept beside the table file, so the `price_ref` of a stored event (the version that priced it) can always be looked up: its entry is the one the lookup rule picks for the event\'s provider, model and timestamp.',
         tags: ['admin'],
-        querystring: Type.Object({ version: Type.Optional(Type.String({ pattern: '^[0-9a-f]{16}$', description: 'A past version (from an event\'s price_ref).' })) }, { additionalProperties: false }),
+        querystring: Type.Object({ version: Type.Optional(Type.String({ pattern: '^[0-9a-f]{16}$', 'x-allowed': '16 lowercase hex digits (the version an event\'s price_ref names)', description: 'A past version (from an event\'s price_ref).' })) }, { additionalProperties: false }),
         response: { 200: PriceTableOut, 404: Type.Ref('Error'), ...commonErrors },
       },
     },

@@ -143,7 +143,7 @@ export const QueryFilters = {
   provider: filterValues('provider', 64),
   model: filterValues('model', 128),
   status: Type.Optional(
-    Type.Array(Type.String({ pattern: '^(ok|error|[1-5][0-9][0-9])$' }), {
+    Type.Array(Type.String({ pattern: '^(ok|error|[1-5][0-9][0-9])$', 'x-allowed': 'ok, error or a status code from 100 to 599' }), {
       maxItems: 20,
       description: '`ok` (below 400), `error` (400 and above) or an exact status code; repeat to mean OR.',
     }),

@@ -235,13 +235,14 @@ class OneLinePerRequest extends LogController {
 const MAX_SCHEMA_PROBLEMS = 5
 
 /** Ajv's error with `verbose: true`: the value that failed and the schema around it. */
-type VerboseError = FastifySchemaValidationError & { data?: unknown; parentSchema?: { properties?: Record<string, unknown> } }
+type VerboseError = FastifySchemaValidationError & { data?: unknown; parentSchema?: { properties?: Record<string, unknown>; 'x-allowed'?: string } }
 
 /**
  * "querystring/limit must be <= 1000", naming each offending parameter once. A value
  * outside a fixed set (a union of constants: `group_by`, `bucket`, `format`…) fails each
  * constant and then the union: that is one problem, told as the value given and the
- * values allowed (and the nearest of them), not once per constant.
+ * values allowed (and the nearest of them), not once per constant. A pattern with
+ * an `x-allowed` annotation is told in its words, not as the regex.
  */
 function formatSchemaErrors(errors: FastifySchemaValidationError[], dataVar: string): Error {
   const list = errors as VerboseError[]
@@ -278,6 +279,9 @@ function formatSchemaErrors(errors: FastifySchemaValidationError[], dataVar: str
       }
     } else if (branchOf(e) !== undefined) {
       continue // told with its union
+    } else if (e.keyword === 'pattern' && typeof e.parentSchema?.['x-allowed'] === 'string') {
+      // A pattern's regex is no message for a person: the schema's `x-allowed` says it in words.
+      part = `${place(e)} ${describeValue(e.data)} is not allowed; allowed: ${e.parentSchema['x-allowed']}`
     } else if (e.keyword === 'enum') {
       part = `${place(e)} ${describeValue(e.data)} is not allowed; allowed: ${((params.allowedValues as unknown[]) ?? []).map(String).join(', ')}`
     } else {

@@ -173,6 +173,7 @@ test('CloudEvent envelopes: required attributes, one event or a batch in each co
   assert.equal(bad.headers['content-type'], 'application/problem+json')
   const errors = (bad.json() as { extensions: { results: Array<{ errors: Array<{ field: string }> }> } }).extensions.results[0]!.errors.map((e) => e.field)
   assert.deepEqual(errors, ['/specversion', '/type', '/subject', '/time'])
+  assert.match((bad.json() as { detail: string }).detail, /^1 of 1 events not stored .*\. None of them stored; re-sending the request is safe\.$/, 'a request whose only event is rejected does not claim others were stored')
 
   // Whole-request refusals are problem+json too.
   const malformed = await post('application/cloudevents+json', 'not json')

@@ -163,6 +163,7 @@ test('partial_success names each rejected or conflicting span; the good spans of
   const answer = ProtobufTraceSerializer.deserializeResponse(proto.rawPayload)
   assert.equal(Number(answer.partialSuccess?.rejectedSpans), 4)
   const message = answer.partialSuccess?.errorMessage ?? ''
+  assert.match(message, /^4 GenAI span\(s\) not stored \(the other 1 were\): /)
   assert.match(message, /span 1 \(otel:[0-9a-f]{32}:[0-9a-f]{16}\): \/attributes\/gen_ai\.usage\.input_tokens must be between 0/)
   assert.match(message, /span 2 .*\/attributes\/gen_ai\.provider\.name is required.*\/attributes\/gen_ai\.response\.model is required/)
   assert.match(message, /span 3 .*\/attributes\/tokenledger\.cost must have at most 12 fractional digits/)
@@ -177,6 +178,7 @@ test('partial_success names each rejected or conflicting span; the good spans of
   const partial = (json.json() as { partialSuccess: { rejectedSpans: string; errorMessage: string } }).partialSuccess
   assert.equal(partial.rejectedSpans, '5', 'int64 as a string (proto3 JSON)')
   assert.match(partial.errorMessage, new RegExp(`span 5 \\(${idOf(spans[0]!)}\\): conflict`))
+  assert.match(partial.errorMessage, /^5 GenAI span\(s\) not stored \(the other 1 were\): /, 'the replayed good span counts as stored (a duplicate)')
   assert.deepEqual([(await usage()).requests, (await usage()).input_tokens], [1, 1000], 'first write wins')
 
   // All good (and a span that is not usage): partial_success stays unset.

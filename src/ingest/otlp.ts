@@ -431,7 +431,7 @@ export interface PartialSuccess {
 }
 
 /** OTLP's partial_success for an outcome: null when every usage span is stored (accepted or duplicate). */
-export function partialSuccess(outcome: Pick<AppendOutcome, 'rejected' | 'conflicts' | 'results'>): PartialSuccess | null {
+export function partialSuccess(outcome: Pick<AppendOutcome, 'accepted' | 'duplicates' | 'rejected' | 'conflicts' | 'results'>): PartialSuccess | null {
   const rejectedSpans = outcome.rejected + outcome.conflicts
   if (rejectedSpans === 0) return null
   const parts: string[] = []
@@ -442,7 +442,8 @@ export function partialSuccess(outcome: Pick<AppendOutcome, 'rejected' | 'confli
     parts.push(`span ${r.index}${r.event_id !== null ? ` (${r.event_id})` : ''}: ${what}`)
   }
   const more = rejectedSpans > parts.length ? `; and ${rejectedSpans - parts.length} more` : ''
-  let errorMessage = `${rejectedSpans} GenAI span(s) not stored (the others were): ${parts.join('; ')}${more}`
+  const stored = outcome.accepted + outcome.duplicates
+  let errorMessage = `${rejectedSpans} GenAI span(s) not stored${stored > 0 ? ` (the other ${stored} were)` : ''}: ${parts.join('; ')}${more}`
   if (errorMessage.length > MAX_ERROR_MESSAGE_CHARS) errorMessage = `${errorMessage.slice(0, MAX_ERROR_MESSAGE_CHARS - 1)}…`
   return { rejectedSpans, errorMessage }
 }
