@@ -325,3 +325,40 @@ test('ENOSPC in the live rollup refresh: the store fails stop (no half-working s
   await readsAnswer(l)
   await restartAndCheck(l)
 })
+
+for (const step of ['copy', 'sync', 'validate', 'publish', 'record', 'index'] as const) {
+  test(`ENOSPC at the seal's ${step} step: no temp file left, the segment stays pending (or sealed) and is sealed on a later attempt, never lost`, { timeout: 120_000 }, async (t) => {
+    let arm = false
+    const l = await setup(t, {}, (fsys) => ({
+      beforeSealStep: async (s) => {
+        if (arm && s === step) (arm = false), fsys.fill(0)
+      },
+      beforeIndexPart: async () => {
+        if (arm && step === 'index') (arm = false), fsys.fill(0)
+      },
+    }))
+    if (!l) return
+    const app = l.built.app
+    for (let i = 0; i < 5; i++) assert.equal((await ingest(l)).statusCode, 200)
+    arm = true
+    const res = await adminRollover(app)
+    assert.equal(res.statusCode, 200, res.body)
+    await app.store.settle()
+    assert.equal(arm, false, `the seal reached its ${step} step`)
+    assert.deepEqual(tempFiles(l.dataDir), [], 'no temp file left behind by the failed step')
+    const rolled = (await segmentsOf(app)).find((s) => s.state !== 'active')!
+    assert.ok(rolled.state === 'pending' || rolled.state === 'archived', JSON.stringify(rolled))
+    if (rolled.state === 'pending') assert.ok(rolled.seal && rolled.seal.attempts >= 1 && rolled.seal.last_error, JSON.stringify(rolled))
+    await readsAnswer(l)
+    // Space back: the next attempt seals it (the store did not fail for a seal).
+    assert.equal(await failed(app), false, 'a failed seal is retried, not a fail-stop')
+    l.fsys.unfill()
+    l.built.clock.advance(1_000)
+    await app.store.tick()
+    await app.store.settle()
+    assert.deepEqual((await segmentsOf(app)).filter((s) => s.state === 'pending'), [], 'sealed on a later attempt')
+    if (step === 'index') assert.ok(readdirSync(path.join(l.dataDir, 'index')).some((n) => /^run-\d+\.ids$/.test(n)), 'the id run is written on a later attempt')
+    assert.equal((await ingest(l)).statusCode, 200)
+    await restartAndCheck(l)
+  })
+}
