@@ -19,6 +19,7 @@ import { mkdirSync, readdirSync, readlinkSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { test, type TestContext } from 'node:test'
 import type { FastifyInstance } from 'fastify'
+import { nodeFileSystem, type FileSystem } from '../src/store/fsops.js'
 import type { StoreHooks } from '../src/store/options.js'
 import { build, event, T0, totals, type BuildOptions, type Built } from './helper.js'
 import { mountTmpfs, type SmallFs } from './support/small-fs.js'
@@ -38,6 +39,8 @@ interface Ledger {
   acked: Array<Record<string, unknown>>
   /** Events answered 503: stored or not, the client would retry them. */
   refused: Array<Record<string, unknown>>
+  /** Events the totals count that are not re-posted (expired raw events: their rollups stay). */
+  expired: number
 }
 
 /** Mounts the small file system and builds the app on it; `hooks` get the file system (to fill it from inside a step). Null: skipped. */
@@ -50,7 +53,7 @@ async function setup(t: TestContext, env: Record<string, string> = {}, hooks?: (
   const dataDir = path.join(fsys.dir, 'data')
   mkdirSync(dataDir)
   const built = await build(t, { TOKENLEDGER_DATA_DIR: dataDir, TOKENLEDGER_MIN_FREE_DISK: '0', TOKENLEDGER_ROLLOVER_BYTES: '4MiB', TOKENLEDGER_RETENTION_INTERVAL: 'off', TOKENLEDGER_SEAL_RETRY: '10ms', TOKENLEDGER_SEAL_RETRY_MAX: '10ms', ...env }, hooks?.(fsys), options)
-  return { fsys, built, dataDir, acked: [], refused: [] }
+  return { fsys, built, dataDir, acked: [], refused: [], expired: 0 }
 }
 
 /** Posts `n` events: 200 with all accepted (acknowledged) or 503 with Retry-After (refused); never anything else. */
@@ -141,7 +144,7 @@ async function restartAndCheck(l: Ledger): Promise<void> {
     for (const e of chunk) if (ackedIds.has(e.event_id as string)) assert.ok(dupIds.has(e.event_id as string), `acknowledged ${String(e.event_id)} is stored`)
   }
   assert.ok(duplicates >= l.acked.length, `${duplicates} duplicates for ${l.acked.length} acknowledged`)
-  assert.equal((await totals(app)).requests, sent.length, 'every event sent is stored once now')
+  assert.equal((await totals(app)).requests, sent.length + l.expired, 'every event sent is stored (or, expired, counted) once now')
   const verify = await app.inject({ url: `/v1/admin/verify?from=${T0 - 86_400_000}&to=${T0 + 86_400_000}` })
   assert.equal(verify.statusCode, 200, verify.body)
   assert.equal(verify.json().mismatch_count, 0, verify.body)
@@ -362,3 +365,64 @@ for (const step of ['copy', 'sync', 'validate', 'publish', 'record', 'index'] as
     await restartAndCheck(l)
   })
 }
+
+test("ENOSPC at the seal's rename (injected through the file-system seam: a tmpfs rename needs no space): no temp file left, sealed on a later attempt", { timeout: 120_000 }, async (t) => {
+  // On a file system whose directory needs a new block (ext4, say) rename(2) can fail with ENOSPC.
+  let arm = false
+  const fs: FileSystem = {
+    ...nodeFileSystem,
+    async rename(from, to) {
+      if (arm && from.endsWith('.duckdb.tmp')) {
+        arm = false
+        throw Object.assign(new Error(`ENOSPC: no space left on device, rename '${from}' -> '${to}'`), { code: 'ENOSPC' })
+      }
+      return nodeFileSystem.rename(from, to)
+    },
+  }
+  const l = await setup(t, {}, undefined, { fs })
+  if (!l) return
+  const app = l.built.app
+  for (let i = 0; i < 5; i++) assert.equal((await ingest(l)).statusCode, 200)
+  arm = true
+  assert.equal((await adminRollover(app)).statusCode, 200)
+  await app.store.settle()
+  assert.equal(arm, false, 'the rename was tried')
+  assert.deepEqual(tempFiles(l.dataDir), [], 'no temp file left behind')
+  const rolled = (await segmentsOf(app)).find((s) => s.state !== 'active')!
+  assert.equal(rolled.state, 'pending', JSON.stringify(rolled))
+  assert.match(String(rolled.seal?.last_error), /ENOSPC/)
+  l.built.clock.advance(1_000)
+  await app.store.tick()
+  await app.store.settle()
+  assert.deepEqual((await segmentsOf(app)).filter((s) => s.state === 'pending'), [], 'sealed on a later attempt')
+  await restartAndCheck(l)
+})
+
+test('retention on a full disk: it deletes what expired or answers 503, never 500; nothing retained is lost', { timeout: 120_000 }, async (t) => {
+  const l = await setup(t, { TOKENLEDGER_EVENT_RETENTION: '1h' })
+  if (!l) return
+  const app = l.built.app
+  // Old events in an archive of their own, newer ones in the active segment.
+  const old = Array.from({ length: 50 }, () => event({ timestamp: T0 - 50 * 60_000 }))
+  const res = await app.inject({ method: 'POST', url: '/v1/events', payload: { events: old } })
+  assert.equal(res.json().accepted, old.length, res.body)
+  assert.equal((await adminRollover(app)).statusCode, 200)
+  await app.store.settle()
+  l.expired = old.length
+  l.built.clock.advance(30 * 60_000)
+  for (let i = 0; i < 3; i++) assert.equal((await ingest(l)).statusCode, 200)
+  l.fsys.fill(0)
+  const run = await app.inject({ method: 'POST', url: '/v1/admin/retention' })
+  assert.notEqual(run.statusCode, 500, run.body)
+  assert.ok(run.statusCode === 200 || (run.statusCode === 503 && run.headers['retry-after']), `${run.statusCode} ${run.body}`)
+  // Deleting needs no space: the expired archive goes (its catalog rows in a transaction small enough to fit).
+  if (run.statusCode === 200) assert.ok(run.json().segments_deleted.length >= 1, run.body)
+  await readsAnswer(l)
+  l.fsys.unfill()
+  const again = await app.inject({ method: 'POST', url: '/v1/admin/retention' })
+  assert.ok(again.statusCode === 200 || (again.statusCode === 503 && (await failed(app))), `${again.statusCode} ${again.body}`)
+  await restartAndCheck(l)
+  const after = await l.built.app.inject({ method: 'POST', url: '/v1/admin/retention' })
+  assert.equal(after.statusCode, 200, after.body)
+  assert.equal(l.built.app.store.segmentList().filter((s) => s.max_timestamp_us !== null && s.max_timestamp_us < (T0 - 40 * 60_000) * 1000).length, 0, 'the expired archive is gone once retention runs with space')
+})
