@@ -28,11 +28,12 @@ export const Errors = {
   NoPrices: createError('TL_NO_PRICES', 'no price table is installed (PUT /v1/admin/prices), or TOKENLEDGER_PRICING is off: there is nothing to price from', 409),
   ClientBusy: createError<[string]>('TL_CLIENT_BUSY', 'this client has %s; retry after the Retry-After delay', 429),
   SlowBody: createError<[number, number]>('TL_SLOW_BODY', 'the body arrived at %d bytes/s, below the minimum of %d (TOKENLEDGER_MIN_BODY_RATE); nothing of it was stored', 408),
+  RolloverFailed: createError<[string]>('TL_ROLLOVER_FAILED', 'the rollover failed at its %s step (see the server log); nothing acknowledged is lost: retry after the Retry-After delay', 503),
   QueryTimeout: createError<[number]>('TL_QUERY_TIMEOUT', 'the query was stopped after its time limit of %d ms; narrow the window or the filters', 503),
 } as const
 
 /** Errors that mean "not stored, try again": the reply carries Retry-After. */
-export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED', 'TL_QUERY_TIMEOUT', 'TL_CLIENT_BUSY'])
+export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED', 'TL_QUERY_TIMEOUT', 'TL_CLIENT_BUSY', 'TL_ROLLOVER_FAILED'])
 
 /** What the client is told about an error, whatever the body format it is written in (ours, problem+json, OTLP's Status). */
 export interface ErrorAnswer {

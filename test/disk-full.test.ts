@@ -12,31 +12,13 @@
 //   refused while the floor is on), never a frozen stale value or a stuck sampler.
 
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
-import os from 'node:os'
+import { mkdirSync } from 'node:fs'
 import path from 'node:path'
-import { test, type TestContext } from 'node:test'
+import { test } from 'node:test'
 import { DISK_READ_TIMEOUT_MS } from '../src/store/disk.js'
 import { nodeFileSystem, type FileSystem } from '../src/store/fsops.js'
 import { build, event, T0, totals } from './helper.js'
-
-/** Mounts a tmpfs of `mib` MiB; null (with the reason) where this process may not mount. */
-function mountTmpfs(t: TestContext, mib: number): { dir: string; resize(mib: number): void } | string {
-  if (process.getuid?.() !== 0) return 'not running as root: cannot mount a small file system'
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tl-diskfull-'))
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${mib}m`, 'tmpfs', dir], { stdio: 'pipe' })
-  } catch (err) {
-    rmSync(dir, { recursive: true, force: true })
-    return `mount -t tmpfs failed (${String((err as Error).message).split('\n')[0]}): no small file system to fill`
-  }
-  t.after(() => {
-    execFileSync('umount', ['-l', dir], { stdio: 'pipe' })
-    rmSync(dir, { recursive: true, force: true })
-  })
-  return { dir, resize: (m) => execFileSync('mount', ['-o', `remount,size=${m}m`, dir], { stdio: 'pipe' }) }
-}
+import { mountTmpfs } from './support/small-fs.js'
 
 /** A batch of `n` events with a few KiB of detail each, so the disk fills in a few hundred commits. */
 function batch(n: number): Array<Record<string, unknown>> {

@@ -24,6 +24,8 @@ export interface Built {
   dataDir: string
   /** Closes the app and builds a new one on the same data dir (a clean restart). */
   restart(): Promise<FastifyInstance>
+  /** Closes the app (a later restart() builds the new one without closing it again). */
+  stop(): Promise<void>
 }
 
 export interface BuildOptions {
@@ -39,18 +41,24 @@ export async function build(t: TestContext, env: Record<string, string> = {}, ho
   const config = loadConfig({ TOKENLEDGER_DATA_DIR: dataDir, ...CALM_PRESSURE_ENV, ...env })
   options.configure?.(config)
   const make = () => buildApp({ config, clock, storeHooks: hooks, ...(options.fs ? { fs: options.fs } : {}) }, pino({ level: 'silent' }))
+  let stopped = false
   const built: Built = {
     app: await make(),
     clock,
     dataDir,
     async restart() {
-      await built.app.close()
+      if (!stopped) await built.app.close()
+      stopped = false
       built.app = await make()
       return built.app
     },
+    async stop() {
+      stopped = true
+      await built.app.close()
+    },
   }
   t.after(async () => {
-    await built.app.close()
+    if (!stopped) await built.app.close()
     await rm(dataDir, { recursive: true, force: true })
   })
   return built

@@ -8,7 +8,9 @@
 // - another client's ingest is accepted meanwhile;
 // - a body slower than TOKENLEDGER_MIN_BODY_RATE after the grace is cut off
 //   with 408 TL_SLOW_BODY and its connection closed, nothing stored, and its
-//   slot given back; a body at a decent rate is not.
+//   slot given back; a body at a decent rate is not;
+// - with auth on, a client is its token wherever it connects from: one token
+//   trickling from four addresses holds one share of the slots, not four.
 
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
@@ -28,14 +30,15 @@ interface Slow {
   stop(): void
 }
 
-/** A POST /v1/events from `localAddress` whose body (`body`) is sent one byte every `everyMs`. */
-async function trickle(port: number, localAddress: string, body: string, everyMs: number): Promise<Slow> {
+/** A POST /v1/events from `localAddress` whose body (`body`) is sent one byte every `everyMs` (with `token` as its bearer token). */
+async function trickle(port: number, localAddress: string, body: string, everyMs: number, token?: string): Promise<Slow> {
   const socket = connect({ port, host: '127.0.0.1', localAddress })
   await once(socket, 'connect')
   let data = ''
   socket.on('data', (b: Buffer) => (data += b.toString()))
   socket.on('error', () => undefined)
-  socket.write(`POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`)
+  const auth = token === undefined ? '' : `Authorization: Bearer ${token}\r\n`
+  socket.write(`POST /v1/events HTTP/1.1\r\nHost: x\r\n${auth}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`)
   let stopped = false
   void (async () => {
     for (let i = 0; i < body.length && !stopped && !socket.destroyed; i++) {
@@ -87,6 +90,34 @@ test('32 bodies at 10 bytes/s from one client: 16 (half the slots) are held then
   for (let i = 0; i < 100 && app.ingestInflight() > 0; i++) await delay(10)
   assert.equal(app.ingestInflight(), 0, 'every slot is given back')
   assert.equal((await app.inject({ url: '/v1/events/slow-body' })).statusCode, 404, 'nothing of a cut-off body is stored')
+})
+
+test('with auth on, one token from four addresses holds one per-client share (8 of 32 bodies), the rest 429; another token ingests', async (t) => {
+  const slowToken = 's'.repeat(40)
+  const otherToken = 'o'.repeat(40)
+  const { app } = await build(t, {
+    TOKENLEDGER_INGEST_TOKENS: `${slowToken},${otherToken}`,
+    TOKENLEDGER_MIN_BODY_RATE: '1KiB',
+    TOKENLEDGER_BODY_RATE_GRACE: '1s',
+    TOKENLEDGER_MAX_INGEST_INFLIGHT: '32',
+    TOKENLEDGER_MAX_INGEST_INFLIGHT_PER_CLIENT: '8',
+  })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  const body = JSON.stringify({ events: [event({ event_id: 'slow-token-body' })] })
+  const slow: Slow[] = []
+  t.after(() => slow.forEach((s) => s.stop()))
+  for (let i = 0; i < 32; i++) slow.push(await trickle(port, `127.0.0.${2 + (i % 4)}`, body, 100, slowToken))
+
+  const other = await fetch(`http://127.0.0.1:${port}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${otherToken}` }, body: JSON.stringify({ events: [event({ event_id: 'other-token-body' })] }) })
+  assert.equal(other.status, 200, await other.clone().text())
+
+  const answers = await Promise.all(slow.map((s) => s.answer))
+  const lines = answers.map((a) => a.split('\r\n')[0])
+  assert.equal(answers.filter((a) => /^HTTP\/1\.1 429/.test(a)).length, 24, lines.join(' | '))
+  assert.equal(answers.filter((a) => /^HTTP\/1\.1 408/.test(a)).length, 8, lines.join(' | '))
+  for (let i = 0; i < 100 && app.ingestInflight() > 0; i++) await delay(10)
+  assert.equal(app.ingestInflight(), 0, 'every slot is given back')
 })
 
 test('a body sent at a decent rate past the grace is taken', async (t) => {

@@ -104,8 +104,10 @@ export default fp(
 
     let inflight = 0
     let inflightBytes = 0
-    // Per client: its token (when auth is on) and its address, so that one
-    // client cannot hold every slot; entries leave the map at zero.
+    // Per client, so that one client cannot hold every slot: its token when
+    // auth is on (wherever it connects from: a token spread over several
+    // addresses is still one share), its address when auth is off (loopback
+    // only); entries leave the map at zero.
     const perClient = new Map<string, { requests: number; bytes: number }>()
     app.decorate('ingestInflight', () => inflight)
     app.decorate('ingestInflightBytes', () => inflightBytes)
@@ -121,7 +123,7 @@ export default fp(
         reply.header('connection', 'close')
         throw new Errors.Overloaded(`${inflightBytes} body bytes in flight and ${charge} more asked, at most ${config.maxIngestInflightBytes} (TOKENLEDGER_MAX_INGEST_INFLIGHT_BYTES)`)
       }
-      const client = `${request.principal?.id ?? '-'} ${request.ip}`
+      const client = request.principal ? `token ${request.principal.id}` : `address ${request.ip}`
       const mine = perClient.get(client) ?? { requests: 0, bytes: 0 }
       if (mine.requests >= config.maxIngestInflightPerClient) {
         reply.header('connection', 'close')

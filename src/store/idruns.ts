@@ -416,69 +416,75 @@ export class IdRuns {
       segWords[k++] = n
     }
     const entriesOffset = (HEADER_WORDS + segWords.length) * 4
-    const handle = await fsp.open(tmp, 'w')
     try {
-      let pos = entriesOffset
-      let written = 0
-      const outBuf = new Uint32Array(MERGE_CHUNK_ENTRIES * ENTRY_WORDS)
-      let outN = 0
-      const flush = async (): Promise<void> => {
-        if (outN === 0) return
-        const bytes = outN * ENTRY_WORDS * 4
-        await handle.write(new Uint8Array(outBuf.buffer, 0, bytes), 0, bytes, pos)
-        pos += bytes
-        outN = 0
-      }
-      const emit = async (hi: number, lo: number, seg: number): Promise<void> => {
-        if (written % PAGE_ENTRIES === 0) {
-          const p = written / PAGE_ENTRIES
-          fences[2 * p] = hi
-          fences[2 * p + 1] = lo
+      const handle = await fsp.open(tmp, 'w')
+      try {
+        let pos = entriesOffset
+        let written = 0
+        const outBuf = new Uint32Array(MERGE_CHUNK_ENTRIES * ENTRY_WORDS)
+        let outN = 0
+        const flush = async (): Promise<void> => {
+          if (outN === 0) return
+          const bytes = outN * ENTRY_WORDS * 4
+          await handle.write(new Uint8Array(outBuf.buffer, 0, bytes), 0, bytes, pos)
+          pos += bytes
+          outN = 0
         }
-        filterAdd(filter, blocks, hi, lo)
-        outBuf[outN * 3] = hi
-        outBuf[outN * 3 + 1] = lo
-        outBuf[outN * 3 + 2] = seg
-        outN++
-        written++
-        if (outN === MERGE_CHUNK_ENTRIES) await flush()
-      }
-      // A k-way merge over chunked sources (k is 1 or 2 in practice).
-      const heads = await Promise.all(sources.map(async (s) => ({ s, buf: await s.next(), i: 0 })))
-      for (;;) {
-        let best = -1
-        for (let j = 0; j < heads.length; j++) {
-          const hd = heads[j]!
-          if (hd.buf === null) continue
-          if (best === -1) best = j
-          else {
-            const b = heads[best]!
-            if (compare(hd.buf[hd.i * 3]!, hd.buf[hd.i * 3 + 1]!, b.buf![b.i * 3]!, b.buf![b.i * 3 + 1]!) < 0) best = j
+        const emit = async (hi: number, lo: number, seg: number): Promise<void> => {
+          if (written % PAGE_ENTRIES === 0) {
+            const p = written / PAGE_ENTRIES
+            fences[2 * p] = hi
+            fences[2 * p + 1] = lo
+          }
+          filterAdd(filter, blocks, hi, lo)
+          outBuf[outN * 3] = hi
+          outBuf[outN * 3 + 1] = lo
+          outBuf[outN * 3 + 2] = seg
+          outN++
+          written++
+          if (outN === MERGE_CHUNK_ENTRIES) await flush()
+        }
+        // A k-way merge over chunked sources (k is 1 or 2 in practice).
+        const heads = await Promise.all(sources.map(async (s) => ({ s, buf: await s.next(), i: 0 })))
+        for (;;) {
+          let best = -1
+          for (let j = 0; j < heads.length; j++) {
+            const hd = heads[j]!
+            if (hd.buf === null) continue
+            if (best === -1) best = j
+            else {
+              const b = heads[best]!
+              if (compare(hd.buf[hd.i * 3]!, hd.buf[hd.i * 3 + 1]!, b.buf![b.i * 3]!, b.buf![b.i * 3 + 1]!) < 0) best = j
+            }
+          }
+          if (best === -1) break
+          const hd = heads[best]!
+          const buf = hd.buf!
+          const seg = buf[hd.i * 3 + 2]!
+          if (!dead.has(seg)) await emit(buf[hd.i * 3]!, buf[hd.i * 3 + 1]!, seg)
+          if (++hd.i * 3 >= buf.length) {
+            hd.buf = await hd.s.next()
+            hd.i = 0
           }
         }
-        if (best === -1) break
-        const hd = heads[best]!
-        const buf = hd.buf!
-        const seg = buf[hd.i * 3 + 2]!
-        if (!dead.has(seg)) await emit(buf[hd.i * 3]!, buf[hd.i * 3 + 1]!, seg)
-        if (++hd.i * 3 >= buf.length) {
-          hd.buf = await hd.s.next()
-          hd.i = 0
-        }
+        await flush()
+        if (written !== count) throw new Error(`invariant: id run ${seq} got ${written} entries for ${count}`)
+        await handle.write(new Uint8Array(fences.buffer), 0, fences.byteLength, pos)
+        pos += fences.byteLength
+        await handle.write(new Uint8Array(filter.buffer), 0, filter.byteLength, pos)
+        const header = new Uint32Array([MAGIC, VERSION, segments.size, count % 2 ** 32, Math.floor(count / 2 ** 32), blocks, pages, 0])
+        await handle.write(new Uint8Array(header.buffer), 0, header.byteLength, 0)
+        await handle.write(new Uint8Array(segWords.buffer), 0, segWords.byteLength, HEADER_WORDS * 4)
+        await handle.sync()
+      } finally {
+        await handle.close()
       }
-      await flush()
-      if (written !== count) throw new Error(`invariant: id run ${seq} got ${written} entries for ${count}`)
-      await handle.write(new Uint8Array(fences.buffer), 0, fences.byteLength, pos)
-      pos += fences.byteLength
-      await handle.write(new Uint8Array(filter.buffer), 0, filter.byteLength, pos)
-      const header = new Uint32Array([MAGIC, VERSION, segments.size, count % 2 ** 32, Math.floor(count / 2 ** 32), blocks, pages, 0])
-      await handle.write(new Uint8Array(header.buffer), 0, header.byteLength, 0)
-      await handle.write(new Uint8Array(segWords.buffer), 0, segWords.byteLength, HEADER_WORDS * 4)
-      await handle.sync()
-    } finally {
-      await handle.close()
+      await this.fs.rename(tmp, file)
+    } catch (err) {
+      // A run that could not be written whole (ENOSPC, say) leaves no temp file behind.
+      await this.fs.remove(tmp).catch(() => undefined)
+      throw err
     }
-    await this.fs.rename(tmp, file)
     await this.fs.syncDir(this.dir)
     return { seq, file, fd: openSync(file, 'r'), segments, count, entriesOffset, fences, filter, blocks }
   }

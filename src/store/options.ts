@@ -78,6 +78,10 @@ export interface StoreHooks {
   beforeRepriceStep?: (step: RepriceStep, segmentId: number) => Promise<void>
   /** Runs just before a rollover asks for the gate (`reason`: size, age, admin, retention). */
   beforeRolloverGate?: (reason: string) => Promise<void>
+  /** Runs before a rollover records its fresh segment in the catalog (after creating its file). */
+  beforeRolloverRecord?: (segmentId: number) => Promise<void>
+  /** Runs before a refresh of the active segment's live rollups writes them (segment.ts). */
+  beforeLiveRollupRefresh?: () => Promise<void>
   /** Runs inside the gate during a rollover's swap: lets a test park retention while it holds the gate. */
   onRolloverHoldingGate?: (reason: string) => Promise<void>
   /** Events appended between refreshes of the active segment's live rollups (default LIVE_ROLLUP_EVERY_ROWS); tests refresh more often. */
@@ -115,5 +119,6 @@ export function segmentOptions(opts: StoreOptions): SegmentOptions {
     readConnections: opts.maxConcurrentQueries,
     checkpointBytes: opts.rolloverBytes ?? STORE_DEFAULTS.rolloverBytes,
     nowMs: opts.clock.nowMs(),
+    ...(opts.hooks?.beforeLiveRollupRefresh ? { beforeRefresh: opts.hooks.beforeLiveRollupRefresh } : {}),
   }
 }

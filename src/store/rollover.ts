@@ -15,6 +15,7 @@
 // - If the old segment is closed but cannot be moved, the store fails stop
 //   (start-up recovers it).
 
+import { Errors } from '../errors.js'
 import type { Catalog } from './catalog.js'
 import type { Dedupe } from './dedupe.js'
 import type { FileTier } from './files.js'
@@ -111,7 +112,17 @@ export class Roller {
     // Outside the gate: open and record the next segment (a crash now leaves two
     // files in active/, which start-up resolves: the older becomes pending).
     const id = tiers.takeId()
-    const fresh = await Segment.open(segmentPath(opts.dataDir, 'active', id), segmentOptions(opts))
+    const freshPath = segmentPath(opts.dataDir, 'active', id)
+    let fresh: Segment
+    try {
+      fresh = await Segment.open(freshPath, segmentOptions(opts))
+    } catch (err) {
+      // A file DuckDB began (ENOSPC midway) is not a segment: start-up would take it for one.
+      await fs.remove(freshPath).catch(() => undefined)
+      await fs.remove(`${freshPath}.wal`).catch(() => undefined)
+      opts.logger.error({ err, segment: id }, 'rollover: opening the next segment failed; the active segment keeps taking events')
+      throw new Errors.RolloverFailed('open')
+    }
     let gateMs = 0
     let swapped = false
     const discardFresh = async () => {
@@ -121,6 +132,7 @@ export class Roller {
       await catalog.forget(id).catch(() => undefined)
     }
     try {
+      await opts.hooks?.beforeRolloverRecord?.(id)
       await catalog.putLive(id, 'active', relativeSegmentPath('active', id), fresh.createdMs)
       // No CHECKPOINT of the old segment here: a CHECKPOINT blocks its concurrent
       // commits for as long as it runs (DuckDB 1.5), and until the swap those are every
@@ -140,14 +152,22 @@ export class Roller {
         }
       })
     } catch (err) {
-      if (!swapped) await discardFresh()
-      throw err
+      if (swapped) throw err
+      await discardFresh()
+      if (isServiceError(err)) throw err
+      opts.logger.error({ err, segment: id }, 'rollover: recording the next segment failed; the active segment keeps taking events')
+      throw new Errors.RolloverFailed('record')
     }
     if (!swapped) {
       await discardFresh()
       return { rolled: false, reason, segment_id: null, gate_held_ms: roundMs(gateMs), duration_ms: roundMs(performance.now() - started) }
     }
-    await this.retire(old)
+    try {
+      await this.retire(old)
+    } catch (err) {
+      opts.logger.error({ err, segment: old.id }, 'rollover: retiring the old segment failed')
+      throw new Errors.RolloverFailed('retire')
+    }
     this.rollovers++
     const report: RolloverReport = { rolled: true, reason, segment_id: old.id, gate_held_ms: roundMs(gateMs), duration_ms: roundMs(performance.now() - started) }
     this.last = report
@@ -187,4 +207,9 @@ export class Roller {
       done()
     }
   }
+}
+
+function isServiceError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code
+  return typeof code === 'string' && code.startsWith('TL_')
 }

@@ -140,6 +140,8 @@ export class Sealer {
     const src = ident(source.alias)
 
     files.pin(source)
+    /** Until the renames, the temp files are this attempt's alone: a failure removes them (a retry writes them again). */
+    let renamed = false
     let published: Awaited<ReturnType<FileTier['attach']>> | null = null
     let publishedDetails: Awaited<ReturnType<FileTier['attach']>> | null = null
     try {
@@ -184,6 +186,7 @@ export class Sealer {
       // Details first: an events archive on disk always has its details beside it.
       if (keepDetails) await fs.rename(detailsTmp, details)
       await fs.rename(tmp, archive)
+      renamed = true
       await fs.syncDir(tierDir(dataDir, 'archive'))
 
       await this.step('record', id)
@@ -210,6 +213,12 @@ export class Sealer {
     } catch (err) {
       if (published) await files.detachAlias(published.alias).catch(() => undefined)
       if (publishedDetails) await files.detachAlias(publishedDetails.alias).catch(() => undefined)
+      // A copy that failed midway (ENOSPC, say) is not left to fill the disk until the next start-up.
+      if (!renamed) {
+        for (const f of [tmp, `${tmp}.wal`, detailsTmp, `${detailsTmp}.wal`]) {
+          await fs.remove(f).catch((e: unknown) => this.o.logger.warn({ event: 'seal_temp_left', segment: id, file: f, err: e }, 'could not remove a temp file of a failed seal; start-up will'))
+        }
+      }
       throw err
     } finally {
       await files.unpin(source)

@@ -51,6 +51,8 @@ export interface SegmentOptions {
   checkpointBytes?: number
   /** Recorded as the segment's creation time when the file is new. */
   nowMs: number
+  /** Test seam: runs before each refresh of the live rollups writes (StoreHooks.beforeLiveRollupRefresh). */
+  beforeRefresh?: () => Promise<void>
 }
 
 /** Refreshes between compactions of live_rollups. */
@@ -145,6 +147,7 @@ export class Segment {
     readers: readonly DuckDBConnection[],
     private readonly roller: DuckDBConnection,
     readonly createdMs: number,
+    private readonly beforeRefresh: (() => Promise<void>) | undefined,
   ) {
     this.pool = new ConnectionPool(readers)
   }
@@ -183,7 +186,7 @@ export class Segment {
       const readers: DuckDBConnection[] = []
       for (let i = 0; i < opts.readConnections; i++) readers.push(await instance.connect())
       const roller = await instance.connect()
-      const seg = new Segment(path, instance, writer, readers, roller, createdMs)
+      const seg = new Segment(path, instance, writer, readers, roller, createdMs, opts.beforeRefresh)
       // A segment reopened at start-up has events its rollups may lack: the first refresh takes them.
       seg.unrolled = Number((await writer.runAndReadAll('SELECT count(*) FROM events')).getRows()[0]![0])
       seg.rolledUpto = Number((await writer.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0])
@@ -295,6 +298,7 @@ export class Segment {
 
   private async rollUp(): Promise<void> {
     const conn = this.roller
+    await this.beforeRefresh?.()
     let disabled: string | null = null
     const rolled = await inTransaction(conn, async (): Promise<number | null> => {
       const upto = Number((await conn.runAndReadAll('SELECT coalesce(max(rows), 0) FROM live_rollups_upto')).getRows()[0]![0])

@@ -143,7 +143,7 @@ export class Store {
       dedupe,
       rolloverBytes,
       refusal: () => this.writeRefusal(),
-      failStop: (err) => this.admission.noteWriteFailure(err, true),
+      failStop: (err) => this.admission.noteWriteFailure(err, true, 'retiring a rolled-over segment'),
       measured: () => this.admission.committed(),
       kickSealer: () => this.kickSealer(),
     })
@@ -157,7 +157,7 @@ export class Store {
         failure: () => this.admission.failure,
         writeFailed: (err) => {
           this.notify((o) => o.commitFailure?.())
-          this.admission.noteWriteFailure(err, false)
+          this.admission.noteWriteFailure(err, false, 'group commit')
         },
         committed: (c) => {
           this.refreshLiveRollups(opts.hooks?.liveRollupEveryRows ?? LIVE_ROLLUP_EVERY_ROWS, opts.hooks?.liveRollupEveryMs ?? LIVE_ROLLUP_EVERY_MS)
@@ -509,7 +509,22 @@ export class Store {
     await this.sealer.stop()
     await this.withGate(async () => {
       this.closed = true
-      for (const e of this.tiers.segments.values()) if (e.live) await e.live.close()
+      // Every live segment is closed, whatever the others do: a CHECKPOINT that fails
+      // (a full disk, an invalidated database) still closes its instance, and its WAL
+      // keeps what was committed for the next start-up to replay.
+      let first: unknown = null
+      for (const e of this.tiers.segments.values()) {
+        if (!e.live) continue
+        try {
+          await e.live.close()
+        } catch (err) {
+          this.opts.logger.error({ err, segment: e.id }, 'closing a segment failed; its WAL is replayed at the next start-up')
+          this.admission.noteWriteFailure(err, false, 'closing a segment')
+          first ??= err
+        }
+      }
+      // After a fail-stop that failure was expected: the close itself went through.
+      if (first !== null && this.admission.failure === null) throw first
     }, 'close')
       .catch((err: unknown) => {
         this.opts.logger.error({ err }, 'store close failed')
@@ -538,6 +553,10 @@ export class Store {
     const entry = this.tiers.active
     void entry.live
       ?.refreshLiveRollups(minRows, minIntervalMs)
-      .catch((err: unknown) => this.opts.logger.warn({ err, segment: entry.id }, 'refreshing the live rollups failed; queries read those events raw'))
+      .catch((err: unknown) => {
+        this.opts.logger.warn({ err, segment: entry.id }, 'refreshing the live rollups failed; queries read those events raw')
+        // The refresh writes the active segment: a failed write there may have invalidated it for every later commit.
+        this.admission.noteWriteFailure(err, false, 'refreshing the live rollups')
+      })
   }
 }
