@@ -15,6 +15,7 @@ export const Errors = {
   GateTimeout: createError('TL_GATE_TIMEOUT', 'the store is busy; retry after the Retry-After delay', 503),
   Draining: createError('TL_DRAINING', 'the service is shutting down; retry on another instance', 503),
   StoreFailed: createError('TL_STORE_FAILED', 'the store cannot accept writes; nothing from this request was stored', 503),
+  CommitFailed: createError('TL_STORE_FAILED', 'the commit holding this request failed; DuckDB may still have written it to its WAL, so it may or may not be stored: retry it with the same event ids once the service answers again (an event already stored is then a duplicate, never counted twice)', 503),
   StoreFailedRead: createError('TL_STORE_FAILED', 'the store stopped itself after a write failure (fail-stop) and cannot answer this read until it is restarted; nothing is lost', 503),
   QueryBusy: createError('TL_QUERY_BUSY', 'too many queries in flight; retry after the Retry-After delay', 503),
   QueryTooLarge: createError<[string]>('TL_QUERY_TOO_LARGE', 'query too large: %s', 400),
@@ -34,6 +35,12 @@ export const Errors = {
 
 /** Errors that mean "not stored, try again": the reply carries Retry-After. */
 export const RETRYABLE_CODES = new Set(['TL_QUEUE_FULL', 'TL_GATE_TIMEOUT', 'TL_DRAINING', 'TL_STORE_FAILED', 'TL_QUERY_BUSY', 'TL_OVERLOADED', 'TL_QUERY_TIMEOUT', 'TL_CLIENT_BUSY', 'TL_ROLLOVER_FAILED'])
+
+/** An error of ours (a `TL_*` code): already what the client is to be told. */
+export function isServiceError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && code.startsWith('TL_')
+}
 
 /** What the client is told about an error, whatever the body format it is written in (ours, problem+json, OTLP's Status). */
 export interface ErrorAnswer {

@@ -109,10 +109,10 @@ export class Admission {
     return this.opts.minFreeDiskBytes > 0 && this.freeDiskBytes !== null && this.freeDiskBytes < this.opts.minFreeDiskBytes
   }
 
-  /** A write (`what`: a group commit, a live-rollup refresh, ...) failed: logged; fail-stop when it may have invalidated a database (`always`: it did). */
-  noteWriteFailure(err: unknown, always: boolean, what: string): void {
+  /** A write failed: logged (`logMessage` says which and what follows); fail-stop when it may have invalidated a database (`always`: it did). */
+  noteWriteFailure(err: unknown, always: boolean, logMessage: string, logFields: Record<string, unknown> = {}): void {
     const message = err instanceof Error ? err.message : String(err)
-    this.opts.logger.error({ err }, what === 'group commit' ? 'group commit failed; its requests are answered 503 and nothing of them is stored' : `${what} failed`)
+    this.opts.logger.error({ ...logFields, err }, logMessage)
     if (this.failure !== null) return
     // DuckDB invalidates a database after a failed WAL write/fsync or checkpoint:
     // from then on nothing may be acknowledged. Stop (fail-stop) rather than guess.

@@ -3,8 +3,12 @@
 //
 // Invariants:
 // - An append is answered only after the transaction holding its events has
-//   committed; if the commit fails, every request in it is told so (503) and
-//   none of its events are in the index or the file.
+//   committed; if the commit fails, every request in it is told so (503
+//   CommitFailed) and none of its events are in the index. Whether they are in
+//   the file is not known: DuckDB can report a failed commit (an fsync or the
+//   checkpoint after it, on a full disk) whose WAL record is complete, and
+//   start-up replays it. The answer says so; a retry with the same ids is a
+//   duplicate then, never a second copy.
 // - Groups are whole requests, FIFO, up to maxCommitEvents events (at least
 //   one request); one commit loop at a time.
 // - Dedupe is decided under the gate, against the probes' exact answers, the
@@ -16,7 +20,7 @@
 // - A request whose ids the index places in closed segments is probed there
 //   before it joins the queue (dedupe.ts); `drained` waits for those too.
 
-import { Errors } from '../errors.js'
+import { Errors, isServiceError } from '../errors.js'
 import { keepRows, type EventBatch } from '../ingest/batch.js'
 import type { Logger } from '../log.js'
 import type { Dedupe, KnownIds } from './dedupe.js'
@@ -234,7 +238,7 @@ export class CommitQueue {
       await held.segment.appendCommitted(held, parts)
     } catch (err) {
       this.host.writeFailed(err)
-      throw err
+      throw new Errors.CommitFailed({ cause: err })
     }
     const durationMs = performance.now() - started
     dedupe.committed(held, staged.keys(), entry.id)
@@ -260,9 +264,4 @@ export class CommitQueue {
 
 function* idsOf(batch: Pending[]): Generator<string> {
   for (const p of batch) yield* p.events.ids
-}
-
-function isServiceError(err: Error): boolean {
-  const code = (err as { code?: unknown }).code
-  return typeof code === 'string' && code.startsWith('TL_')
 }

@@ -5,14 +5,14 @@
 // after a restart, can answer it), never 500; what is still readable (sealed
 // archives, a segment that was not written) keeps being served.
 
-import { Errors } from '../errors.js'
+import { Errors, isServiceError } from '../errors.js'
 
 const INVALIDATED_RE = /invalidated|FATAL Error/i
 
 /** The error a read that failed with `err` throws: the fail-stop refusal when the store is failed or DuckDB says it is invalid; else `err`. */
 export function readFailure(err: unknown, failure: string | null): unknown {
-  const e = err as { code?: unknown; message?: unknown }
-  if (typeof e?.code === 'string' && e.code.startsWith('TL_')) return err
+  if (isServiceError(err)) return err
+  const e = err as { message?: unknown } | null
   const message = typeof e?.message === 'string' ? e.message : String(err)
   if (failure !== null || INVALIDATED_RE.test(message)) return new Errors.StoreFailedRead()
   return err

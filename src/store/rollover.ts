@@ -15,7 +15,7 @@
 // - If the old segment is closed but cannot be moved, the store fails stop
 //   (start-up recovers it).
 
-import { Errors } from '../errors.js'
+import { Errors, isServiceError } from '../errors.js'
 import type { Catalog } from './catalog.js'
 import type { Dedupe } from './dedupe.js'
 import type { FileTier } from './files.js'
@@ -113,13 +113,16 @@ export class Roller {
     // files in active/, which start-up resolves: the older becomes pending).
     const id = tiers.takeId()
     const freshPath = segmentPath(opts.dataDir, 'active', id)
+    const removeFresh = async () => {
+      await fs.remove(freshPath).catch(() => undefined)
+      await fs.remove(`${freshPath}.wal`).catch(() => undefined)
+    }
     let fresh: Segment
     try {
       fresh = await Segment.open(freshPath, segmentOptions(opts))
     } catch (err) {
       // A file DuckDB began (ENOSPC midway) is not a segment: start-up would take it for one.
-      await fs.remove(freshPath).catch(() => undefined)
-      await fs.remove(`${freshPath}.wal`).catch(() => undefined)
+      await removeFresh()
       opts.logger.error({ err, segment: id }, 'rollover: opening the next segment failed; the active segment keeps taking events')
       throw new Errors.RolloverFailed('open')
     }
@@ -127,8 +130,7 @@ export class Roller {
     let swapped = false
     const discardFresh = async () => {
       await fresh.close().catch(() => undefined)
-      await fs.remove(fresh.path).catch(() => undefined)
-      await fs.remove(`${fresh.path}.wal`).catch(() => undefined)
+      await removeFresh()
       await catalog.forget(id).catch(() => undefined)
     }
     try {
@@ -207,9 +209,4 @@ export class Roller {
       done()
     }
   }
-}
-
-function isServiceError(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code
-  return typeof code === 'string' && code.startsWith('TL_')
 }

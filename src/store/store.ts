@@ -143,7 +143,7 @@ export class Store {
       dedupe,
       rolloverBytes,
       refusal: () => this.writeRefusal(),
-      failStop: (err) => this.admission.noteWriteFailure(err, true, 'retiring a rolled-over segment'),
+      failStop: (err) => this.admission.noteWriteFailure(err, true, 'retiring a rolled-over segment failed'),
       measured: () => this.admission.committed(),
       kickSealer: () => this.kickSealer(),
     })
@@ -157,7 +157,7 @@ export class Store {
         failure: () => this.admission.failure,
         writeFailed: (err) => {
           this.notify((o) => o.commitFailure?.())
-          this.admission.noteWriteFailure(err, false, 'group commit')
+          this.admission.noteWriteFailure(err, false, 'group commit failed; its requests are answered 503 (stored or not: a WAL record DuckDB completed is replayed at the next start)')
         },
         committed: (c) => {
           this.refreshLiveRollups(opts.hooks?.liveRollupEveryRows ?? LIVE_ROLLUP_EVERY_ROWS, opts.hooks?.liveRollupEveryMs ?? LIVE_ROLLUP_EVERY_MS)
@@ -518,8 +518,7 @@ export class Store {
         try {
           await e.live.close()
         } catch (err) {
-          this.opts.logger.error({ err, segment: e.id }, 'closing a segment failed; its WAL is replayed at the next start-up')
-          this.admission.noteWriteFailure(err, false, 'closing a segment')
+          this.admission.noteWriteFailure(err, false, 'closing a segment failed; its WAL is replayed at the next start-up', { segment: e.id })
           first ??= err
         }
       }
@@ -553,10 +552,7 @@ export class Store {
     const entry = this.tiers.active
     void entry.live
       ?.refreshLiveRollups(minRows, minIntervalMs)
-      .catch((err: unknown) => {
-        this.opts.logger.warn({ err, segment: entry.id }, 'refreshing the live rollups failed; queries read those events raw')
-        // The refresh writes the active segment: a failed write there may have invalidated it for every later commit.
-        this.admission.noteWriteFailure(err, false, 'refreshing the live rollups')
-      })
+      // The refresh writes the active segment: a failed write there may have invalidated it for every later commit.
+      .catch((err: unknown) => this.admission.noteWriteFailure(err, false, 'refreshing the live rollups failed; queries read those events raw', { segment: entry.id }))
   }
 }
