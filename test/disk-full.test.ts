@@ -96,7 +96,7 @@ test('disk full with the floor off: fail-stop or clean retry, reads 503 not 500,
   const app = await built.restart()
   // A refused batch whose commit failed may be stored too (DuckDB can fail a commit
   // whose WAL record is complete, and start-up replays it): the answer said so.
-  const stored = (await totals(app)).requests
+  const stored = Number((await totals(app)).requests)
   assert.ok(stored >= acked.length && stored <= acked.length + refused.length, `${stored} stored: ${acked.length} acknowledged, ${refused.length} refused`)
   for (const id of [acked[0]!, acked[Math.floor(acked.length / 2)]!, acked.at(-1)!]) {
     assert.equal((await app.inject({ url: `/v1/events/${id}` })).statusCode, 200, id)

@@ -20,7 +20,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { costOf } from '../src/pricing/apply.js'
 import { parsePriceTable } from '../src/pricing/table.js'
 import { formatCost } from '../src/money.js'
-import { startChildServer, type ChildServer } from './support/child-server.js'
+import { callJson as call, startChildServer, type ChildServer } from './support/child-server.js'
 import { mulberry32 } from './support/random.js'
 
 const segmentsWanted = 12
@@ -42,12 +42,6 @@ interface Sent {
   cache_read_tokens: number
   output_tokens: number
   cost?: string
-}
-
-async function call(server: ChildServer, method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> {
-  const res = await fetch(`${server.url}${url}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) })
-  const text = await res.text()
-  return { status: res.status, json: text ? JSON.parse(text) : null }
 }
 
 function expected(events: readonly Sent[], table: unknown): { cost: string; missing: number } {

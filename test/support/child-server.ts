@@ -88,3 +88,10 @@ export async function startChildServer(opts: ChildServerOptions): Promise<ChildS
     stop: async (exitTimeoutMs = exitTimeoutMsDefault) => (await c.signalAndWait('SIGTERM', exitTimeoutMs)).exit,
   }
 }
+
+/** One JSON call to a child server: its status and parsed body (null when empty). */
+export async function callJson(server: ChildServer, method: string, url: string, body?: unknown): Promise<{ status: number; json: any }> {
+  const res = await fetch(`${server.url}${url}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) })
+  const text = await res.text()
+  return { status: res.status, json: text ? JSON.parse(text) : null }
+}
