@@ -711,7 +711,10 @@ async function main(): Promise<number> {
 
     // 2. Start and seal.
     log('\n[2] server start-up and sealing (retention scheduler off)')
-    server = await startTokenledger('query', dataDir, { env: { TOKENLEDGER_RETENTION_INTERVAL: 'off' } })
+    // The generated segments all start out pending: above TOKENLEDGER_MAX_PENDING_SEGMENTS
+    // the server is unready until sealing catches up (at 100 M events, more than the start
+    // bound's 30 min). Ready once the index has loaded; waitSealed waits for the seals.
+    server = await startTokenledger('query', dataDir, { env: { TOKENLEDGER_RETENTION_INTERVAL: 'off', TOKENLEDGER_MAX_PENDING_SEGMENTS: String(written.length + 1) } })
     const st0 = await getJson<ServerStatus>(`${server.url}/v1/status`)
     log(
       `  listening after ${f1(server.listeningMs / 1000)} s, ready after ${f1(server.readyMs / 1000)} s: ${st0.tiers.pending} pending segments, ` +
