@@ -35,15 +35,23 @@ async function segments(server: ChildServer): Promise<Array<{ id: number; state:
   return res.json.segments
 }
 
-/** Waits (bounded) until the server has sealed every pending segment. */
-async function sealed(server: ChildServer): Promise<Array<{ id: number; state: string; row_count: number }>> {
+/**
+ * Polls `probe` (what the server does in the background: seals, purges) every 50 ms until
+ * it answers `done`; fails after 30 s with `why` of its last answer and the log.
+ */
+async function until<T>(server: ChildServer, probe: () => Promise<T>, done: (v: T) => boolean, why: (v: T) => string): Promise<T> {
   const deadline = Date.now() + 30_000
   for (;;) {
-    const segs = await segments(server)
-    if (!segs.some((s) => s.state === 'pending')) return segs
-    if (Date.now() > deadline) assert.fail(`still pending after 30 s: ${JSON.stringify(segs)}\n${server.logTail()}`)
-    await delay(50) // polling the server's own background seal; bounded by the deadline above
+    const v = await probe()
+    if (done(v)) return v
+    if (Date.now() > deadline) assert.fail(`${why(v)} after 30 s\n${server.logTail()}`)
+    await delay(50) // bounded by the deadline above
   }
+}
+
+/** Waits (bounded) until the server has sealed every pending segment. */
+function sealed(server: ChildServer): Promise<Array<{ id: number; state: string; row_count: number }>> {
+  return until(server, () => segments(server), (segs) => !segs.some((s) => s.state === 'pending'), (segs) => `still pending: ${JSON.stringify(segs)}`)
 }
 
 /** Every event sent so far replays as a duplicate; each with other content is a conflict. */
@@ -76,15 +84,12 @@ function logged(server: ChildServer, event: string): any[] {
  */
 async function indexNamesEachOnce(server: ChildServer, segs: ReadonlyArray<{ row_count: number }>, after: string): Promise<void> {
   const stored = segs.reduce((n, s) => n + s.row_count, 0)
-  const deadline = Date.now() + 30_000
-  for (;;) {
+  const indexed = async () => {
     const status = await call(server, 'GET', '/v1/status')
     assert.equal(status.status, 200, JSON.stringify(status.json))
-    const indexed = status.json.ingest.indexed_events as number
-    if (indexed === stored) return
-    if (Date.now() > deadline) assert.fail(`after ${after}: the dedupe index names ${indexed} ids for ${stored} stored events\n${server.logTail()}`)
-    await delay(50) // the live index is purged in the background after each run; bounded by the deadline
+    return status.json.ingest.indexed_events as number
   }
+  await until(server, indexed, (n) => n === stored, (n) => `after ${after}: the dedupe index names ${n} ids for ${stored} stored events`)
 }
 
 test('SIGKILL at every point of a seal and of its id run: nothing acknowledged lost or doubled, the index exact after each restart', { timeout: testTimeoutMs }, async (t) => {
@@ -123,9 +128,8 @@ test('SIGKILL at every point of a seal and of its id run: nothing acknowledged l
     const exit = await Promise.race([server.exited, delay(30_000).then(() => null)])
     assert.ok(exit, `the server did not reach ${point} within 30 s:\n${server.logTail()}`)
     assert.equal(exit.signal, 'SIGKILL', `killed at ${point}:\n${server.logTail()}`)
-    const line = server.logTail().split('\n').find((l) => l.includes('"event":"kill_at"'))
-    assert.ok(line, server.logTail())
-    const killed = JSON.parse(line.slice(line.indexOf('{'))) as { point: string; runs: string[] }
+    const [killed] = logged(server, 'kill_at') as Array<{ point: string; runs: string[] }>
+    assert.ok(killed, server.logTail())
     assert.equal(killed.point, point)
     if (point === 'run-rename:2') {
       // A merge's output renamed, both inputs still there: the case start-up must resolve.
